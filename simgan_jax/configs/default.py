@@ -1,0 +1,162 @@
+"""Default config: SimGAN on the built-in eye simulator -> "in the wild" target eyes.
+
+Commands (from the repository root):
+
+  python launch/train.py --workdir=runs/eyesim                       # this config
+  python launch/train.py --config=simgan_jax/configs/default.py:cpu --workdir=runs/cpu
+  python launch/train.py --config=simgan_jax/configs/default.py:smoke --workdir=/tmp/s
+
+Variants (``--config=...default.py:VARIANT``):
+
+* (none) the paper's eye setup (35x55 grey, 4-block refiner, local discriminator)
+  on the built-in simulator, batch 512, Adam 1e-4 as the article advises a small
+  learning rate. Meant for an accelerator.
+* ``cpu``: the same networks at batch 64 and fewer steps, sized to finish in
+  about 30 minutes on 2 CPU cores; its last sample grid (``samples/``) shows
+  refined eyes that have taken on target-domain noise, texture and illumination
+  while the pupil stays where the simulator put it.
+* ``smoke``: a few steps of every phase with tiny batches; for tests (seconds).
+* ``paper``: the paper's optimiser, SGD with constant lr 0.001 at batch 512.
+* ``article``: the ML-journal article's advice, SGD lr 0.0001, adaptive Kg.
+
+Every field can be overridden on the command line: ``--config.batch_size=64``.
+"""
+
+import ml_collections
+
+
+def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
+  """Returns the config; ``variant`` is the text after ':' in ``--config``."""
+  c = ml_collections.ConfigDict()
+  c.seed = 0
+
+  # Images: (height, width, channels). The eye preset is 35x55 grey, in [-1, 1].
+  c.image_height = 35
+  c.image_width = 55
+  c.channels = 1
+
+  # Data: sources from the registry in simgan_jax/data/sources.py.
+  c.synthetic_data = ml_collections.ConfigDict({"name": "eyesim"})
+  c.real_data = ml_collections.ConfigDict({"name": "eyesim_target", "split": "train"})
+
+  # Networks (SIMGAN.md "Networks"). Refiner: conv k x k, num_blocks ResNet blocks,
+  # 1x1 conv, tanh (our choice; the paper's output is linear).
+  c.refiner = ml_collections.ConfigDict()
+  c.refiner.features = 64
+  c.refiner.num_blocks = 4
+  c.refiner.kernel_size = 3
+  c.refiner.output_activation = "tanh"  # "tanh" or "linear" (the paper's text)
+  # Discriminator: layer table by preset ("eye" or "hand"), widths scaled by
+  # width_multiplier, optional batch norm (the article credits it for faster D).
+  c.discriminator = ml_collections.ConfigDict()
+  c.discriminator.preset = "eye"
+  c.discriminator.width_multiplier = 1.0
+  c.discriminator.batch_norm = False
+
+  # Losses, each named from a registry in simgan_jax/losses.py.
+  c.loss = ml_collections.ConfigDict()
+  c.loss.adversarial = "local_adversarial_loss"
+  c.loss.discriminator = "local_discriminator_loss"
+  c.loss.self_regularization = "self_regularization_loss"
+  c.loss.psi = "identity"  # feature map for self-regularisation: identity, channel_mean, ...
+  # "sum" over patches and pixels per image as in the paper, or "mean".
+  c.loss.reduction = "sum"
+  # lambda: weight of the self-regularisation term. Not given by the paper. With
+  # summed losses the adversarial term of a 35x55 image starts near 126*log 2 = 87
+  # and the L1 term is a sum over 1925 pixels; 0.5 keeps refined pixels within a
+  # few grey levels of their input where the adversarial gradient is weak.
+  c.loss.self_regularization_weight = 0.5
+
+  # Optimiser (optax), shared by refiner and discriminator.
+  c.optimizer = ml_collections.ConfigDict()
+  c.optimizer.name = "adam"  # "adam" or "sgd"
+  c.optimizer.learning_rate = 1e-4
+  c.optimizer.momentum = 0.0  # SGD only
+  c.optimizer.b1 = 0.5  # Adam only; 0.5 as is usual for GANs
+  c.optimizer.b2 = 0.999
+  # Piecewise-constant schedule: lr is multiplied by lr_decay_factor at each step
+  # in lr_decay_steps (the NYU appendix lowers 2e-4 to 5e-5 after 600k steps).
+  c.optimizer.lr_decay_steps = ()
+  c.optimizer.lr_decay_factor = 1.0
+
+  # Schedule (Algorithm 1): refiner pretraining, discriminator pretraining, then
+  # adversarial iterations of kg refiner updates followed by kd discriminator updates.
+  c.batch_size = 512
+  c.refiner_pretrain_steps = 1000
+  c.discriminator_pretrain_steps = 200
+  c.num_iterations = 10000
+  c.kg = 2
+  c.kd = 1
+  # Adaptive Kg (the article): start at kg, after each iteration raise it by one
+  # while the discriminator wins (its accuracy on refined patches > kg_raise_above),
+  # lower it by one when it loses (< kg_lower_below), within [kg_min, kg_max].
+  c.adaptive_kg = False
+  c.kg_min = 1
+  c.kg_max = 50
+  c.kg_raise_above = 0.9
+  c.kg_lower_below = 0.6
+
+  # History of refined images (SIMGAN.md "Training" 4): history_size images; each
+  # discriminator batch is half fresh, half from the history. Must be a multiple
+  # of batch_size // 2.
+  c.history_size = 512 * 100
+  c.use_history = True
+
+  # Logging, samples and checkpoints (in steps of the global step counter, which
+  # counts pretraining steps and adversarial iterations alike).
+  c.log_every = 50
+  c.sample_every = 1000
+  c.num_sample_images = 16
+  c.checkpoint_every = 1000
+  c.max_checkpoints_to_keep = 3
+
+  if variant:
+    for name in variant.split(","):
+      if name not in _VARIANTS:
+        raise ValueError(f"--config variant {name!r} unknown; known: {', '.join(sorted(_VARIANTS))}")
+      _VARIANTS[name](c)
+  return c
+
+
+def _cpu(c):
+  c.batch_size = 64
+  c.refiner_pretrain_steps = 300
+  c.discriminator_pretrain_steps = 100
+  c.num_iterations = 1500
+  c.history_size = 32 * 200
+  c.optimizer.learning_rate = 2e-4
+  c.log_every = 25
+  c.sample_every = 250
+  c.checkpoint_every = 500
+  c.real_data.num_train = 50000
+
+
+def _smoke(c):
+  c.batch_size = 16
+  c.refiner_pretrain_steps = 3
+  c.discriminator_pretrain_steps = 2
+  c.num_iterations = 4
+  c.history_size = 8 * 4
+  c.refiner.features = 8
+  c.refiner.num_blocks = 1
+  c.discriminator.width_multiplier = 0.25
+  c.log_every = 2
+  c.sample_every = 5
+  c.num_sample_images = 4
+  c.checkpoint_every = 5
+  c.real_data.num_train = 256
+
+
+def _paper(c):
+  c.optimizer.name = "sgd"
+  c.optimizer.learning_rate = 1e-3
+
+
+def _article(c):
+  c.optimizer.name = "sgd"
+  c.optimizer.learning_rate = 1e-4
+  c.adaptive_kg = True
+  c.kg = 1
+
+
+_VARIANTS = {"cpu": _cpu, "smoke": _smoke, "paper": _paper, "article": _article}

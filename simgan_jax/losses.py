@@ -1,0 +1,111 @@
+"""SimGAN losses (SIMGAN.md "Losses"), each found by name from the config.
+
+Patch logits are ``[B, h, w, 2]`` with class 0 = real and class 1 = refined. Per
+image a loss is *summed* over patches (and pixels) as in the paper, or averaged
+with ``reduction="mean"``; it is then averaged over the batch.
+
+Adding a loss: write a function with the same signature as the one it replaces,
+decorate it with ``@register_loss("my_loss")`` (in any module imported before
+training), and set e.g. ``--config.loss.adversarial=my_loss``.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import optax
+
+REAL, REFINED = 0, 1
+_LOSSES: dict[str, Callable] = {}
+_PSI: dict[str, Callable] = {}
+
+
+def register_loss(name: str):
+  """Registers a loss function under ``name`` for ``config.loss.*``."""
+
+  def wrap(fn):
+    _LOSSES[name] = fn
+    return fn
+
+  return wrap
+
+
+def register_psi(name: str):
+  """Registers a feature map ``psi(images_BHWC) -> features`` for self-regularisation.
+
+  A learned feature extractor plugs in the same way: close over its frozen
+  parameters, e.g. ``register_psi("vgg_conv3")(lambda x: vgg.apply(params, x))``;
+  it runs inside the compiled step and receives no gradient updates.
+  """
+
+  def wrap(fn):
+    _PSI[name] = fn
+    return fn
+
+  return wrap
+
+
+def get_loss(name: str, field: str = "loss") -> Callable:
+  if name not in _LOSSES:
+    raise ValueError(f"config.{field}: unknown loss {name!r}; known: {', '.join(sorted(_LOSSES))}")
+  return _LOSSES[name]
+
+
+def get_psi(name: str) -> Callable:
+  if name not in _PSI:
+    raise ValueError(f"config.loss.psi: unknown feature map {name!r}; known: {', '.join(sorted(_PSI))}")
+  return _PSI[name]
+
+
+def _per_image(values_B_etc: jax.Array, reduction: str) -> jax.Array:
+  """Reduces all but the batch axis by sum (paper) or mean."""
+  axes = tuple(range(1, values_B_etc.ndim))
+  if reduction == "sum":
+    return jnp.sum(values_B_etc, axis=axes)
+  if reduction == "mean":
+    return jnp.mean(values_B_etc, axis=axes)
+  raise ValueError(f"config.loss.reduction: {reduction!r} is not 'sum' or 'mean'")
+
+
+def patch_cross_entropy(logits_BHW2: jax.Array, label: int, reduction: str = "sum") -> jax.Array:
+  """Mean over images of the per-image reduced 2-way softmax cross-entropy."""
+  labels_BHW = jnp.full(logits_BHW2.shape[:-1], label, jnp.int32)
+  ce_BHW = optax.softmax_cross_entropy_with_integer_labels(logits_BHW2.astype(jnp.float32), labels_BHW)
+  return jnp.mean(_per_image(ce_BHW, reduction))
+
+
+@register_loss("local_adversarial_loss")
+def local_adversarial_loss(refined_logits_BHW2, *, reduction="sum"):
+  """Refiner's realism loss: -sum_patches log D_real(R(x))."""
+  return patch_cross_entropy(refined_logits_BHW2, REAL, reduction)
+
+
+@register_loss("local_discriminator_loss")
+def local_discriminator_loss(real_logits_BHW2, refined_logits_BHW2, *, reduction="sum"):
+  """L_D = -sum log D_refined(R(x)) - sum log D_real(y), each averaged over its batch."""
+  return (patch_cross_entropy(refined_logits_BHW2, REFINED, reduction)
+          + patch_cross_entropy(real_logits_BHW2, REAL, reduction))
+
+
+@register_loss("self_regularization_loss")
+def self_regularization_loss(refined_BHWC, synthetic_BHWC, *, psi, reduction="sum"):
+  """lambda-free L1 term: || psi(R(x)) - psi(x) ||_1 per image, averaged over the batch."""
+  return jnp.mean(_per_image(jnp.abs(psi(refined_BHWC) - psi(synthetic_BHWC)), reduction))
+
+
+@register_psi("identity")
+def identity(images_BHWC):
+  return images_BHWC
+
+
+@register_psi("channel_mean")
+def channel_mean(images_BHWC):
+  """The article's colour example: compare the mean of the channels only."""
+  return jnp.mean(images_BHWC, axis=-1, keepdims=True)
+
+
+def patch_accuracy(logits_BHW2: jax.Array, label: int) -> jax.Array:
+  """Share of patches D assigns to ``label``."""
+  return jnp.mean((jnp.argmax(logits_BHW2, axis=-1) == label).astype(jnp.float32))

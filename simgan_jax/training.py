@@ -1,0 +1,348 @@
+"""Train state and the compiled SimGAN steps (Algorithm 1), data-parallel.
+
+Everything that changes during training is one ``TrainState`` pytree. Each step is
+``state, metrics = step_fn(state, data)``: a pure function, wrapped in
+``jax.shard_map`` over a one-axis ``Mesh`` (axis ``"batch"``) and ``jax.jit`` with
+the state donated. Parameters and optimiser states are replicated; the history
+buffer is sharded along its column (batch) axis; gradients and metrics are
+averaged across devices explicitly with ``lax.pmean``.
+
+Randomness: ``key(step) = fold_in(root, step)``; a named stream is
+``fold_in(key(step), STREAM)``; sub-step ``i`` of Kg/Kd folds in ``i``; and each
+example folds in its *global* index in the batch (``axis_index * local + i``).
+Hosts and devices therefore draw disjoint keys without any per-device state, and
+a batch is identical whether it is computed on 1 device or on 8.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from typing import Any, Callable
+
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax import lax
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from simgan_jax import history as history_lib
+from simgan_jax import losses
+from simgan_jax import models
+from simgan_jax.data import sources as sources_lib
+
+AXIS = "batch"
+# Named random streams, folded into the step key.
+_REFINER_INIT, _DISCRIMINATOR_INIT, _REFINER_STEP, _DISCRIMINATOR_STEP = 1, 2, 3, 4
+_SYNTHETIC, _SYNTHETIC_EXTRA, _REAL, _HISTORY_SAMPLE, _HISTORY_PUSH, _SAMPLES = 5, 6, 7, 8, 9, 10
+
+
+@flax.struct.dataclass
+class TrainState:
+  step: jax.Array  # int32: global step, counting pretraining steps and iterations
+  key: jax.Array  # uint32[2]: root key from config.seed
+  kg: jax.Array  # int32: refiner updates per iteration (changes with adaptive Kg)
+  refiner_params: Any
+  refiner_opt_state: Any
+  discriminator_params: Any
+  discriminator_batch_stats: Any  # {} unless config.discriminator.batch_norm
+  discriminator_opt_state: Any
+  history: history_lib.History
+
+
+@dataclasses.dataclass(frozen=True)
+class Setup:
+  """Static pieces of a run: modules, optimisers, losses, sources, sizes."""
+
+  refiner: models.Refiner
+  discriminator: models.LocalDiscriminator
+  refiner_tx: optax.GradientTransformation
+  discriminator_tx: optax.GradientTransformation
+  adversarial_loss: Callable
+  discriminator_loss: Callable
+  self_regularization_loss: Callable
+  psi: Callable
+  synthetic: sources_lib.ImageSource
+  real: sources_lib.ImageSource
+  image_shape: tuple[int, int, int]
+  batch_size: int  # global
+  num_devices: int
+  reduction: str
+  self_regularization_weight: float
+  use_history: bool
+  history_size: int
+  kg: int
+  kd: int
+  adaptive_kg: bool
+  kg_min: int
+  kg_max: int
+  kg_raise_above: float
+  kg_lower_below: float
+  seed: int
+
+  @property
+  def local_batch(self) -> int:
+    return self.batch_size // self.num_devices
+
+  @property
+  def local_half(self) -> int:
+    return self.local_batch // 2
+
+
+def make_optimizer(config) -> optax.GradientTransformation:
+  o = config.optimizer
+  boundaries = {int(s): float(o.lr_decay_factor) for s in o.lr_decay_steps}
+  lr = optax.piecewise_constant_schedule(o.learning_rate, boundaries) if boundaries else o.learning_rate
+  if o.name == "adam":
+    return optax.adam(lr, b1=o.b1, b2=o.b2)
+  if o.name == "sgd":
+    return optax.sgd(lr, momentum=o.momentum or None)
+  raise ValueError(f"config.optimizer.name: unknown optimiser {o.name!r}; known: adam, sgd")
+
+
+def make_setup(config, synthetic, real, num_devices: int) -> Setup:
+  return Setup(
+      refiner=models.make_refiner(config),
+      discriminator=models.make_discriminator(config),
+      refiner_tx=make_optimizer(config),
+      discriminator_tx=make_optimizer(config),
+      adversarial_loss=losses.get_loss(config.loss.adversarial, "loss.adversarial"),
+      discriminator_loss=losses.get_loss(config.loss.discriminator, "loss.discriminator"),
+      self_regularization_loss=losses.get_loss(config.loss.self_regularization, "loss.self_regularization"),
+      psi=losses.get_psi(config.loss.psi),
+      synthetic=synthetic,
+      real=real,
+      image_shape=(config.image_height, config.image_width, config.channels),
+      batch_size=config.batch_size,
+      num_devices=num_devices,
+      reduction=config.loss.reduction,
+      self_regularization_weight=config.loss.self_regularization_weight,
+      use_history=config.use_history,
+      history_size=config.history_size,
+      kg=config.kg,
+      kd=config.kd,
+      adaptive_kg=config.adaptive_kg,
+      kg_min=config.kg_min,
+      kg_max=config.kg_max,
+      kg_raise_above=config.kg_raise_above,
+      kg_lower_below=config.kg_lower_below,
+      seed=config.seed,
+  )
+
+
+# ----------------------------------------------------------------------------- state
+
+
+def init_state(s: Setup) -> TrainState:
+  """A fresh state (traceable; see ``create_state`` for the sharded version)."""
+  key = jax.random.PRNGKey(s.seed)
+  images = jnp.zeros((1, *s.image_shape), jnp.float32)
+  refiner_params = s.refiner.init(jax.random.fold_in(key, _REFINER_INIT), images)["params"]
+  d_vars = s.discriminator.init(jax.random.fold_in(key, _DISCRIMINATOR_INIT), images, train=False)
+  return TrainState(
+      step=jnp.zeros((), jnp.int32),
+      key=key,
+      kg=jnp.asarray(s.kg, jnp.int32),
+      refiner_params=refiner_params,
+      refiner_opt_state=s.refiner_tx.init(refiner_params),
+      discriminator_params=d_vars["params"],
+      discriminator_batch_stats=d_vars.get("batch_stats", {}),
+      discriminator_opt_state=s.discriminator_tx.init(d_vars["params"]),
+      history=history_lib.init(s.history_size, s.batch_size // 2, s.image_shape),
+  )
+
+
+def state_specs(state: TrainState) -> TrainState:
+  """PartitionSpecs: everything replicated except the history's column axis."""
+  specs = jax.tree.map(lambda _: P(), state)
+  return specs.replace(history=history_lib.History(images=P(None, AXIS), filled_rows=P()))
+
+
+def make_mesh(num_devices: int = 0) -> Mesh:
+  """A 1-axis mesh over all devices of all hosts (or the first ``num_devices``)."""
+  devices = jax.devices()
+  if num_devices:
+    devices = devices[:num_devices]
+  return Mesh(np.array(devices), (AXIS,))
+
+
+def shardings(mesh: Mesh, specs) -> Any:
+  return jax.tree.map(lambda p: NamedSharding(mesh, p), specs, is_leaf=lambda x: isinstance(x, P))
+
+
+def create_state(s: Setup, mesh: Mesh) -> TrainState:
+  specs = state_specs(jax.eval_shape(functools.partial(init_state, s)))
+  return jax.jit(functools.partial(init_state, s), out_shardings=shardings(mesh, specs))()
+
+
+def put_replicated(tree, mesh: Mesh):
+  """Places host arrays on every device of every host (each host passes the same data)."""
+  sharding = NamedSharding(mesh, P())
+  return jax.tree.map(
+      lambda x: jax.make_array_from_callback(np.shape(x), sharding, lambda idx: np.asarray(x)[idx]), tree)
+
+
+# ----------------------------------------------------------------------------- steps
+
+
+def example_keys(key: jax.Array, num_local: int) -> jax.Array:
+  """One key per local example, from its global index in the batch."""
+  start = lax.axis_index(AXIS) * num_local
+  return jax.vmap(lambda i: jax.random.fold_in(key, i))(start + jnp.arange(num_local))
+
+
+def _apply_discriminator(s: Setup, state: TrainState, params, images, train: bool):
+  """Logits; with batch norm, also the new statistics when ``train``."""
+  variables = {"params": params}
+  if state.discriminator_batch_stats:
+    variables["batch_stats"] = state.discriminator_batch_stats
+    if train:
+      logits, new = s.discriminator.apply(variables, images, train=True, mutable=["batch_stats"])
+      return logits, new["batch_stats"]
+  return s.discriminator.apply(variables, images, train=train), state.discriminator_batch_stats
+
+
+def _refine(s: Setup, params, images):
+  return s.refiner.apply({"params": params}, images)
+
+
+def _refiner_update(s: Setup, state: TrainState, data, key, adversarial: bool):
+  synthetic = s.synthetic.sample(data["synthetic"], example_keys(jax.random.fold_in(key, _SYNTHETIC),
+                                                                  s.local_batch))["image"]
+
+  def loss_fn(params):
+    refined = _refine(s, params, synthetic)
+    reg = s.self_regularization_loss(refined, synthetic, psi=s.psi, reduction=s.reduction)
+    if not adversarial:
+      return reg, {"self_regularization_loss": reg}
+    # D's running statistics (if any) are used, not updated, in the refiner's loss.
+    logits, _ = _apply_discriminator(s, state, state.discriminator_params, refined, train=False)
+    adv = s.adversarial_loss(logits, reduction=s.reduction)
+    return adv + s.self_regularization_weight * reg, {
+        "refiner_adversarial_loss": adv, "self_regularization_loss": reg}
+
+  grads, metrics = jax.grad(loss_fn, has_aux=True)(state.refiner_params)
+  grads = lax.pmean(grads, AXIS)
+  updates, opt_state = s.refiner_tx.update(grads, state.refiner_opt_state, state.refiner_params)
+  state = state.replace(refiner_params=optax.apply_updates(state.refiner_params, updates),
+                        refiner_opt_state=opt_state)
+  return state, lax.pmean(metrics, AXIS)
+
+
+def _discriminator_update(s: Setup, state: TrainState, data, key):
+  h = s.local_half
+  real = s.real.sample(data["real"], example_keys(jax.random.fold_in(key, _REAL), s.local_batch))["image"]
+
+  def refined(stream):
+    synthetic = s.synthetic.sample(data["synthetic"], example_keys(jax.random.fold_in(key, stream), h))
+    return lax.stop_gradient(_refine(s, state.refiner_params, synthetic["image"]))
+
+  current = refined(_SYNTHETIC)
+  history = state.history
+  if s.use_history:
+    # Half fresh, half from the history (the fresh half itself until it holds any).
+    past = history_lib.sample(history, example_keys(jax.random.fold_in(key, _HISTORY_SAMPLE), h), current)
+    history = history_lib.push(history, current, example_keys(jax.random.fold_in(key, _HISTORY_PUSH), h))
+  else:
+    past = refined(_SYNTHETIC_EXTRA)
+  fake = jnp.concatenate([current, past], axis=0)
+
+  def loss_fn(params):
+    # One pass over real and refined together, so batch norm sees the mixed batch.
+    logits, batch_stats = _apply_discriminator(s, state, params, jnp.concatenate([real, fake]), train=True)
+    real_logits, fake_logits = logits[:s.local_batch], logits[s.local_batch:]
+    loss = s.discriminator_loss(real_logits, fake_logits, reduction=s.reduction)
+    return loss, (batch_stats, {
+        "discriminator_loss": loss,
+        "discriminator_accuracy_real": losses.patch_accuracy(real_logits, losses.REAL),
+        "discriminator_accuracy_refined": losses.patch_accuracy(fake_logits, losses.REFINED),
+    })
+
+  grads, (batch_stats, metrics) = jax.grad(loss_fn, has_aux=True)(state.discriminator_params)
+  grads = lax.pmean(grads, AXIS)
+  updates, opt_state = s.discriminator_tx.update(grads, state.discriminator_opt_state,
+                                                 state.discriminator_params)
+  state = state.replace(
+      discriminator_params=optax.apply_updates(state.discriminator_params, updates),
+      discriminator_opt_state=opt_state,
+      # Batch-norm statistics are already averaged over the axis inside BatchNorm.
+      discriminator_batch_stats=batch_stats,
+      history=history)
+  return state, lax.pmean(metrics, AXIS)
+
+
+def _step_key(state: TrainState, stream: int) -> jax.Array:
+  return jax.random.fold_in(jax.random.fold_in(state.key, state.step), stream)
+
+
+def refiner_pretrain_step(s: Setup, state: TrainState, data):
+  """Algorithm 1 step 1: the refiner learns the self-regularisation loss only."""
+  state, metrics = _refiner_update(s, state, data, _step_key(state, _REFINER_STEP), adversarial=False)
+  return state.replace(step=state.step + 1), metrics
+
+
+def discriminator_pretrain_step(s: Setup, state: TrainState, data):
+  """Algorithm 1 step 2: the discriminator learns real vs. the pretrained refiner."""
+  state, metrics = _discriminator_update(s, state, data, _step_key(state, _DISCRIMINATOR_STEP))
+  return state.replace(step=state.step + 1), metrics
+
+
+def _repeat(update, state, count, key, metric_names):
+  """Runs ``update(state, key_i)`` ``count`` times; returns the mean metrics."""
+
+  def body(i, carry):
+    state, total = carry
+    state, metrics = update(state, jax.random.fold_in(key, i))
+    return state, jax.tree.map(jnp.add, total, metrics)
+
+  zeros = {name: jnp.zeros((), jnp.float32) for name in metric_names}
+  state, total = lax.fori_loop(0, count, body, (state, zeros))
+  return state, jax.tree.map(lambda x: x / count, total)
+
+
+def adversarial_step(s: Setup, state: TrainState, data):
+  """One iteration of Algorithm 1: Kg refiner updates, then Kd discriminator updates."""
+  kg = state.kg
+  state, r_metrics = _repeat(
+      lambda st, k: _refiner_update(s, st, data, k, adversarial=True), state, kg,
+      _step_key(state, _REFINER_STEP), ("refiner_adversarial_loss", "self_regularization_loss"))
+  state, d_metrics = _repeat(
+      lambda st, k: _discriminator_update(s, st, data, k), state, s.kd,
+      _step_key(state, _DISCRIMINATOR_STEP),
+      ("discriminator_loss", "discriminator_accuracy_real", "discriminator_accuracy_refined"))
+  if s.adaptive_kg:
+    # The article: fix Kd, raise Kg while the discriminator wins, lower it when it loses.
+    accuracy = d_metrics["discriminator_accuracy_refined"]
+    change = (accuracy > s.kg_raise_above).astype(jnp.int32) - (accuracy < s.kg_lower_below).astype(jnp.int32)
+    state = state.replace(kg=jnp.clip(kg + change, s.kg_min, s.kg_max))
+  metrics = {**r_metrics, **d_metrics, "kg": kg.astype(jnp.float32)}
+  return state.replace(step=state.step + 1), metrics
+
+
+PHASES = {
+    "refiner_pretrain": refiner_pretrain_step,
+    "discriminator_pretrain": discriminator_pretrain_step,
+    "adversarial": adversarial_step,
+}
+
+
+def compile_step(step_fn, s: Setup, mesh: Mesh, specs: TrainState):
+  """jit(shard_map(step)) with the state donated; data is replicated."""
+  mapped = jax.shard_map(functools.partial(step_fn, s), mesh=mesh, in_specs=(specs, P()),
+                         out_specs=(specs, P()))
+  return jax.jit(mapped, donate_argnums=0)
+
+
+def make_sample_fn(s: Setup, num_images: int):
+  """(state, data) -> synthetic, refined and real images, the same examples each call."""
+
+  def sample(state: TrainState, data):
+    key = jax.random.fold_in(state.key, _SAMPLES)
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(num_images))
+    synthetic = s.synthetic.sample(data["synthetic"], keys)["image"]
+    real = s.real.sample(data["real"], jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys))["image"]
+    return {"synthetic": synthetic, "refined": _refine(s, state.refiner_params, synthetic), "real": real}
+
+  return jax.jit(sample)
