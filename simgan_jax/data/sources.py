@@ -133,3 +133,25 @@ def _import_builtin_sources() -> None:
     except ModuleNotFoundError as e:
       if e.name != module:
         raise
+
+
+@register_source("npz")
+def npz_source(config: Any, image_shape: tuple[int, int, int]) -> ArraySource:
+  """Images (key ``images``, [N, H, W, C] uint8 or float in [-1, 1]) and label arrays from
+  an ``.npz`` file at ``config.path``: the simplest way to train on arrays of your own."""
+  from simgan_jax.errors import DataError  # pylint: disable=g-import-not-at-top
+
+  path = config.get("path")
+  if not path:
+    raise DataError("config.*.path: the npz source needs a path to an .npz file")
+  try:
+    with np.load(path) as f:
+      arrays = {k: f[k] for k in f.files}
+  except (OSError, ValueError) as e:
+    raise DataError(f"{path}: cannot read as .npz ({e})") from None
+  if "images" not in arrays:
+    raise DataError(f"{path}: no array named 'images' (found: {', '.join(arrays) or 'none'})")
+  images = arrays.pop("images")
+  if images.ndim == 3:
+    images = images[..., None]
+  return ArraySource(images, arrays)

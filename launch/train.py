@@ -1,0 +1,39 @@
+r"""Trains SimGAN. All logic lives in simgan_jax.train.train_and_evaluate.
+
+  python launch/train.py --workdir=runs/eyesim
+  python launch/train.py --config=simgan_jax/configs/default.py:cpu --workdir=runs/cpu \
+      --config.batch_size=32
+
+Multi-host: pass --multihost on every host (jax.distributed.initialize reads the
+cluster from the environment on TPU pods and SLURM), or give --coordinator_address,
+--num_processes and --process_id explicitly.
+"""
+
+import os
+import sys
+
+from absl import app
+from absl import flags
+from ml_collections import config_flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from launch import common  # pylint: disable=g-import-not-at-top
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", os.path.join(common.REPO, "simgan_jax/configs/default.py"),
+    "Config file, optionally with a variant: path/to/config.py:variant.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and samples.")
+flags.mark_flag_as_required("workdir")
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  common.maybe_initialize_distributed()
+  from simgan_jax import train  # pylint: disable=g-import-not-at-top
+
+  train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+
+
+if __name__ == "__main__":
+  common.run(main)

@@ -1,0 +1,44 @@
+"""Whole-state checkpoints with orbax: params, optimiser states, history, keys, step.
+
+Because the state holds the history buffer, the root key and the step (from which
+every batch is derived), a resumed run continues exactly as if never stopped.
+"""
+
+from __future__ import annotations
+
+import os
+
+import jax
+import orbax.checkpoint as ocp
+
+
+def manager(workdir: str, max_to_keep: int) -> ocp.CheckpointManager:
+  # Synchronous saves: the train step donates the state's buffers, so the arrays
+  # must be safely copied out before the next step is dispatched.
+  options = ocp.CheckpointManagerOptions(max_to_keep=max_to_keep, create=True,
+                                         enable_async_checkpointing=False)
+  return ocp.CheckpointManager(os.path.join(os.path.abspath(workdir), "checkpoints"), options=options)
+
+
+def save(mngr: ocp.CheckpointManager, step: int, state) -> None:
+  mngr.save(step, args=ocp.args.StandardSave(state), force=True)
+  mngr.wait_until_finished()
+
+
+def restore_latest(mngr: ocp.CheckpointManager, like_state):
+  """The newest checkpoint restored onto ``like_state``'s shapes and shardings, or None."""
+  step = mngr.latest_step()
+  if step is None:
+    return None
+  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like_state)
+  return mngr.restore(step, args=ocp.args.StandardRestore(abstract))
+
+
+def restore(workdir: str, like_state, step: int | None = None):
+  """Restores ``step`` (default: newest) from ``workdir`` in any process, e.g. a notebook."""
+  mngr = manager(workdir, max_to_keep=1_000_000)
+  step = mngr.latest_step() if step is None else step
+  if step is None:
+    raise FileNotFoundError(f"{workdir}/checkpoints: no checkpoint found")
+  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like_state)
+  return mngr.restore(step, args=ocp.args.StandardRestore(abstract))
