@@ -69,6 +69,9 @@ def validate_config(config, num_devices: int) -> None:
   if config.adaptive_kg and not 1 <= config.kg_min <= config.kg <= config.kg_max:
     raise ConfigError(f"config.kg: adaptive Kg needs 1 <= kg_min <= kg <= kg_max, got "
                       f"{config.kg_min}, {config.kg}, {config.kg_max}")
+  if config.adaptive_kg and config.kg_lower_below > config.kg_raise_above:
+    raise ConfigError(f"config.kg_lower_below: {config.kg_lower_below} is above kg_raise_above "
+                      f"{config.kg_raise_above}; Kg would be raised and lowered at once")
   if config.loss.reduction not in ("sum", "mean"):
     raise ConfigError(f"config.loss.reduction: {config.loss.reduction!r} is not 'sum' or 'mean'")
   if not math.isfinite(config.loss.self_regularization_weight) or config.loss.self_regularization_weight < 0:

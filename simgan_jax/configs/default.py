@@ -36,8 +36,8 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c.channels = 1
 
   # Data: sources from the registry in simgan_jax/data/sources.py.
-  c.synthetic_data = ml_collections.ConfigDict({"name": "eyesim"})
-  c.real_data = ml_collections.ConfigDict({"name": "eyesim_target", "split": "train"})
+  c.synthetic_data = data_config("eyesim")
+  c.real_data = data_config("eyesim_target")
 
   # Networks (SIMGAN.md "Networks"). Refiner: conv k x k, num_blocks ResNet blocks,
   # 1x1 conv, tanh (our choice; the paper's output is linear).
@@ -116,6 +116,23 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
         raise ValueError(f"--config variant {name!r} unknown; known: {', '.join(sorted(_VARIANTS))}")
       _VARIANTS[name](c)
   return c
+
+
+def data_config(name: str, **overrides) -> ml_collections.ConfigDict:
+  """A data sub-config; every field a source may read is declared so the command
+  line can set it (``--config.real_data.path=...``). Sources ignore what they don't use."""
+  d = ml_collections.ConfigDict()
+  d.name = name
+  d.split = "train"  # dataset split to read
+  d.path = ""  # npz source: the .npz file
+  d.data_dir = ""  # TFDS sources: where prepared datasets live (default ~/tensorflow_datasets)
+  d.builder_config = ""  # TFDS sources: builder config name, e.g. "real" / "synthetic"
+  d.max_examples = 0  # 0: the whole split
+  d.host_shard = False  # multi-host: each process loads only its shard of the split
+  d.cache_dir = ""  # built-in target domain: cache folder ('' = ~/.cache/simgan_jax)
+  d.num_train = 50000  # built-in target domain: size of the unlabelled training pool
+  d.update(overrides)
+  return d
 
 
 def _cpu(c):

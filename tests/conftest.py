@@ -1,0 +1,47 @@
+"""Test setup: 8 fake CPU devices, set before JAX is imported anywhere."""
+
+import os
+
+os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def tiny_config():
+  """The smoke config on in-memory data: every phase in a few steps."""
+  from simgan_jax.configs import default
+
+  return default.get_config("smoke")
+
+
+def random_pool(seed: int, n: int = 64, shape=(35, 55, 1)) -> np.ndarray:
+  return np.random.default_rng(seed).integers(0, 256, (n, *shape), dtype=np.uint8)
+
+
+@pytest.fixture
+def array_sources():
+  from simgan_jax.data.sources import ArraySource
+
+  return ArraySource(random_pool(0)), ArraySource(random_pool(1))
+
+
+@pytest.fixture
+def npz_pools(tmp_path):
+  """Synthetic and real pools written as .npz files for the npz source."""
+  paths = {}
+  for name, seed in (("synthetic", 0), ("real", 1)):
+    paths[name] = str(tmp_path / f"{name}.npz")
+    np.savez(paths[name], images=random_pool(seed))
+  return paths
+
+
+def npz_flags(paths) -> list[str]:
+  return [
+      "--config.synthetic_data.name=npz", f"--config.synthetic_data.path={paths['synthetic']}",
+      "--config.real_data.name=npz", f"--config.real_data.path={paths['real']}",
+  ]

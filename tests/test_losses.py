@@ -1,0 +1,69 @@
+import math
+
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from simgan_jax import losses
+
+# One image, a 1x2 patch map: patch 0 has equal logits, patch 1 favours "real" 3:1.
+LOGITS = jnp.array([[[[0.0, 0.0], [math.log(3.0), 0.0]]]])
+
+
+def test_adversarial_loss_sums_patch_cross_entropy():
+  # -log(1/2) - log(3/4)
+  assert float(losses.local_adversarial_loss(LOGITS)) == pytest.approx(math.log(2) + math.log(4 / 3), rel=1e-6)
+  assert float(losses.local_adversarial_loss(LOGITS, reduction="mean")) == pytest.approx(
+      (math.log(2) + math.log(4 / 3)) / 2, rel=1e-6)
+
+
+def test_adversarial_loss_averages_over_images():
+  batch = jnp.concatenate([LOGITS, jnp.zeros_like(LOGITS)])
+  expected = ((math.log(2) + math.log(4 / 3)) + 2 * math.log(2)) / 2
+  assert float(losses.local_adversarial_loss(batch)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_discriminator_loss_labels_real_and_refined():
+  # Real images scored with LOGITS (label real): log2 + log(4/3).
+  # Refined images scored with LOGITS (label refined): -log(1/2) - log(1/4).
+  expected = (math.log(2) + math.log(4 / 3)) + (math.log(2) + math.log(4))
+  assert float(losses.local_discriminator_loss(LOGITS, LOGITS)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_self_regularization_is_l1_against_the_synthetic_input():
+  synthetic = jnp.zeros((2, 2, 2, 1))
+  refined = jnp.array([[[[0.5], [-0.25]], [[0.0], [0.0]]], [[[1.0], [1.0]], [[1.0], [1.0]]]])
+  # image 0: 0.75, image 1: 4.0 -> mean 2.375; per-pixel mean: (0.1875 + 1.0) / 2
+  assert float(losses.self_regularization_loss(refined, synthetic, psi=losses.identity)) == pytest.approx(2.375)
+  assert float(losses.self_regularization_loss(refined, synthetic, psi=losses.identity,
+                                               reduction="mean")) == pytest.approx(0.59375)
+
+
+def test_channel_mean_psi_ignores_colour_shifts_that_keep_the_mean():
+  synthetic = jnp.zeros((1, 1, 1, 3))
+  refined = jnp.array([[[[0.3, -0.3, 0.0]]]])
+  assert float(losses.self_regularization_loss(refined, synthetic, psi=losses.channel_mean)) == pytest.approx(0.0)
+  assert float(losses.self_regularization_loss(refined + 0.3, synthetic, psi=losses.channel_mean)) == pytest.approx(
+      0.3, rel=1e-6)
+
+
+def test_patch_accuracy():
+  assert float(losses.patch_accuracy(LOGITS, losses.REAL)) == 1.0  # a tie counts as class 0, real
+  assert float(losses.patch_accuracy(-LOGITS, losses.REFINED)) == 0.5
+
+
+def test_registries_name_the_field_on_unknown_names():
+  with pytest.raises(ValueError, match=r"config.loss.adversarial: unknown loss 'nope'"):
+    losses.get_loss("nope", "loss.adversarial")
+  with pytest.raises(ValueError, match=r"config.loss.psi: unknown feature map 'vgg'"):
+    losses.get_psi("vgg")
+
+
+def test_a_registered_loss_is_found_by_name():
+  @losses.register_loss("test_hinge_adversarial")
+  def hinge(refined_logits_BHW2, *, reduction="sum"):
+    return jnp.mean(jnp.maximum(0.0, 1.0 - (refined_logits_BHW2[..., 0] - refined_logits_BHW2[..., 1])))
+
+  assert losses.get_loss("test_hinge_adversarial") is hinge
+  # patch 0: margin 0 -> 1; patch 1: margin log 3 > 1 -> 0
+  assert float(hinge(LOGITS)) == pytest.approx(0.5)

@@ -1,0 +1,67 @@
+import jax
+import jax.numpy as jnp
+import pytest
+
+from simgan_jax import models
+from simgan_jax.configs import default
+
+
+def count(params):
+  return sum(x.size for x in jax.tree.leaves(params))
+
+
+def conv(k, cin, cout, bias=True):
+  return k * k * cin * cout + (cout if bias else 0)
+
+
+def test_eye_refiner_parameter_count():
+  r = models.make_refiner(default.get_config())
+  params = r.init(jax.random.PRNGKey(0), jnp.zeros((1, 35, 55, 1)))["params"]
+  expected = conv(3, 1, 64) + 4 * 2 * conv(3, 64, 64) + conv(1, 64, 1)
+  assert expected == 296_129
+  assert count(params) == expected
+
+
+def test_eye_discriminator_parameter_count_and_patch_map():
+  d = models.make_discriminator(default.get_config())
+  params = d.init(jax.random.PRNGKey(0), jnp.zeros((1, 35, 55, 1)), train=False)["params"]
+  expected = conv(3, 1, 96) + conv(3, 96, 64) + conv(3, 64, 32) + conv(1, 32, 32) + conv(1, 32, 2)
+  assert expected == 75_906
+  assert count(params) == expected
+  logits = d.apply({"params": params}, jnp.zeros((2, 35, 55, 1)), train=False)
+  assert logits.shape == (2, 9, 14, 2)  # 126 patches, SIMGAN.md
+
+
+def test_hand_preset_patch_map_and_refiner_shape():
+  c = default.get_config()
+  c.discriminator.preset = "hand"
+  c.refiner.kernel_size, c.refiner.num_blocks = 7, 10
+  assert models.patch_map_shape(models.make_discriminator(c), (224, 224, 1)) == (7, 7)
+  r = models.make_refiner(c)
+  params = jax.eval_shape(r.init, jax.random.PRNGKey(0), jnp.zeros((1, 224, 224, 1)))["params"]
+  assert count(params) == conv(7, 1, 64) + 10 * 2 * conv(7, 64, 64) + conv(1, 64, 1)
+
+
+def test_colour_refiner_keeps_range_and_channels():
+  c = default.get_config()
+  c.channels = 3
+  r = models.make_refiner(c)
+  x = jnp.ones((2, 20, 30, 3)) * 3
+  params = r.init(jax.random.PRNGKey(0), x)
+  y = r.apply(params, x)
+  assert y.shape == x.shape and float(jnp.max(jnp.abs(y))) <= 1.0
+
+
+def test_batch_norm_discriminator_has_statistics():
+  c = default.get_config()
+  c.discriminator.batch_norm = True
+  variables = models.make_discriminator(c).init(jax.random.PRNGKey(0), jnp.zeros((1, 35, 55, 1)), train=False)
+  assert set(variables) == {"params", "batch_stats"}
+  assert len(variables["batch_stats"]) == 4
+
+
+def test_unknown_preset_names_the_field():
+  c = default.get_config()
+  c.discriminator.preset = "face"
+  with pytest.raises(ValueError, match="config.discriminator.preset: unknown 'face'"):
+    models.make_discriminator(c)
