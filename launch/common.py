@@ -5,6 +5,7 @@ import sys
 
 from absl import app
 from absl import flags
+from absl import logging
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -34,6 +35,8 @@ def run(main) -> None:
   """absl's app.run, turning the project's expected errors into one line on stderr."""
 
   def wrapped(argv):
+    if not _DEBUG.value:
+      logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
     try:
       return main(argv)
     except (ValueError, FloatingPointError, FileNotFoundError, PermissionError) as e:

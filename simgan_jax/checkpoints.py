@@ -30,15 +30,21 @@ def restore_latest(mngr: ocp.CheckpointManager, like_state):
   step = mngr.latest_step()
   if step is None:
     return None
-  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like_state)
-  return mngr.restore(step, args=ocp.args.StandardRestore(abstract))
+  return mngr.restore(step, args=ocp.args.StandardRestore(_abstract(like_state)))
+
+
+def _abstract(tree):
+  return jax.tree.map(lambda x: x if isinstance(x, jax.ShapeDtypeStruct) else ocp.utils.to_shape_dtype_struct(x), tree)
 
 
 def restore(workdir: str, like_state, step: int | None = None):
-  """Restores ``step`` (default: newest) from ``workdir`` in any process, e.g. a notebook."""
-  mngr = manager(workdir, max_to_keep=1_000_000)
+  """Restores ``step`` (default: newest) from ``workdir`` onto ``like_state`` (arrays or
+  ShapeDtypeStructs with shardings), in any process, e.g. a notebook."""
+  directory = os.path.join(os.path.abspath(workdir), "checkpoints")
+  if not os.path.isdir(directory):
+    raise FileNotFoundError(f"{directory}: no checkpoints (is --workdir/--checkpoint a training workdir?)")
+  mngr = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True))
   step = mngr.latest_step() if step is None else step
-  if step is None:
-    raise FileNotFoundError(f"{workdir}/checkpoints: no checkpoint found")
-  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, like_state)
-  return mngr.restore(step, args=ocp.args.StandardRestore(abstract))
+  if step is None or step not in mngr.all_steps():
+    raise FileNotFoundError(f"{directory}: no checkpoint for step {step} (have: {mngr.all_steps()})")
+  return mngr.restore(step, args=ocp.args.StandardRestore(_abstract(like_state)))

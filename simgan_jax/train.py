@@ -194,6 +194,16 @@ def train_and_evaluate(config, workdir: str, synthetic: sources_lib.ImageSource 
   return state
 
 
+def restore_state(config, workdir: str, step: int | None = None) -> training.TrainState:
+  """The train state saved in ``workdir`` (newest, or ``step``), on this process's devices."""
+  mesh = training.make_mesh(config.get("num_devices", 0))
+  setup = training.make_setup(config, None, None, mesh.devices.size)
+  abstract = jax.eval_shape(lambda: training.init_state(setup))
+  like = jax.tree.map(lambda x, sharding: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), abstract,
+                      training.shardings(mesh, training.state_specs(abstract)))
+  return checkpoints.restore(workdir, like, step)
+
+
 def _write_samples(workdir, writer, step, samples, is_chief) -> None:
   if not is_chief:
     return

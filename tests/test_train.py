@@ -1,0 +1,127 @@
+"""The training loop through launch/train.py: files, resume after a kill, restore, errors."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import jax
+import numpy as np
+import pytest
+
+from conftest import REPO, npz_flags
+from simgan_jax import train
+from simgan_jax.configs import default
+
+SMOKE = f"--config={REPO}/simgan_jax/configs/default.py:smoke"
+
+
+def launch(workdir, *flags, wait=True):
+  cmd = [sys.executable, os.path.join(REPO, "launch/train.py"), SMOKE, f"--workdir={workdir}", *flags]
+  proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=REPO)
+  if not wait:
+    return proc
+  out, err = proc.communicate(timeout=600)
+  return proc.returncode, out, err
+
+
+def final_state(workdir, **overrides):
+  config = default.get_config("smoke")
+  config.update(overrides)
+  return jax.device_get(train.restore_state(config, str(workdir)))
+
+
+def test_run_writes_metrics_samples_checkpoints_and_restores_in_a_fresh_process(tmp_path, npz_pools):
+  code, out, err = launch(tmp_path, *npz_flags(npz_pools))
+  assert code == 0, err
+  assert "step 9/9 [adversarial]" in out and "img/s" in out and "ETA" in out
+  records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+  assert [r["step"] for r in records] == [2, 4, 6, 8, 9]
+  assert {"refiner_adversarial_loss", "self_regularization_loss", "discriminator_loss",
+          "discriminator_accuracy_real", "discriminator_accuracy_refined", "kg",
+          "images_per_second"} <= set(records[-1])
+  assert sorted(os.listdir(tmp_path / "samples")) == ["step_0000005.png", "step_0000009.png"]
+  assert os.listdir(tmp_path / "tensorboard")
+  # This pytest process never trained: the checkpoint restores here as a whole state.
+  state = final_state(tmp_path)
+  assert int(state.step) == 9 and int(state.history.filled_rows) == 4
+  assert state.history.images.shape == (4, 8, 35, 55, 1)
+
+
+def test_killed_run_resumes_bitwise_equal_to_an_uninterrupted_run(tmp_path, npz_pools):
+  steps = ["--config.num_iterations=12", "--config.checkpoint_every=3", "--config.sample_every=100"]
+  code, _, err = launch(tmp_path / "straight", *npz_flags(npz_pools), *steps)
+  assert code == 0, err
+
+  proc = launch(tmp_path / "killed", *npz_flags(npz_pools), *steps, wait=False)
+  checkpoint = tmp_path / "killed" / "checkpoints" / "6"
+  deadline = time.time() + 300
+  while not checkpoint.exists() and proc.poll() is None and time.time() < deadline:
+    time.sleep(0.05)
+  proc.send_signal(signal.SIGKILL)
+  proc.communicate()
+  assert checkpoint.exists()
+  code, out, err = launch(tmp_path / "killed", *npz_flags(npz_pools), *steps)
+  assert code == 0, err
+  assert "resuming at step" in out and "resuming at step 0 " not in out
+
+  overrides = {"num_iterations": 12}
+  straight, resumed = final_state(tmp_path / "straight", **overrides), final_state(tmp_path / "killed", **overrides)
+  assert int(resumed.step) == int(straight.step) == 17
+  jax.tree.map(np.testing.assert_array_equal, resumed, straight)
+
+
+def test_nan_loss_stops_with_one_line_and_keeps_the_last_checkpoint(tmp_path, npz_pools):
+  code, _, err = launch(tmp_path, *npz_flags(npz_pools), "--config.num_iterations=0")
+  assert code == 0, err  # 5 steps, checkpoint at step 5
+  poisoned = tmp_path / "nan.npz"
+  np.savez(poisoned, images=np.full((8, 35, 55, 1), np.nan, np.float32))
+  code, _, err = launch(tmp_path, *npz_flags(npz_pools), f"--config.synthetic_data.path={poisoned}")
+  assert code == 1
+  lines = err.strip().splitlines()
+  assert lines[-1].startswith("error: step 6 (adversarial): ") and "is nan" in lines[-1]
+  assert "Last good checkpoint: step 5" in lines[-1]
+  assert "Traceback" not in err
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["5"]
+  assert int(final_state(tmp_path).step) == 5
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--config.batch_size=12"], "error: config.batch_size: 12 is not divisible by 2 x 8 devices"),
+    (["--config.num_iterations=-1"], "error: config.num_iterations: must be an integer >= 0, got -1"),
+    (["--config.loss.psi=vgg"], "error: config.loss.psi: unknown feature map 'vgg'"),
+    (["--config.loss.adversarial=wgan"], "error: config.loss.adversarial: unknown loss 'wgan'"),
+    (["--config.image_width=60"], "error: config.synthetic_data: images are (35, 55, 1) (H, W, C) but"),
+    (["--config.real_data.path=/nonexistent.npz"], "error: /nonexistent.npz: cannot read as .npz"),
+    (["--config.real_data.name=mnist"], "error: config.real_data.name: unknown data source 'mnist'"),
+])
+def test_bad_input_gives_one_line_naming_the_field(tmp_path, npz_pools, flags, message):
+  code, _, err = launch(tmp_path / "w", *npz_flags(npz_pools), *flags)
+  assert code == 1
+  assert err.strip().splitlines()[-1].startswith(message), err
+  assert "Traceback" not in err
+
+
+def test_unwritable_workdir(tmp_path, npz_pools):
+  blocker = tmp_path / "file"
+  blocker.write_text("not a directory")
+  code, _, err = launch(blocker / "run", *npz_flags(npz_pools))
+  assert code == 1 and err.strip().splitlines()[-1].startswith(f"error: --workdir {blocker}/run: not writable")
+
+
+def test_mismatched_synthetic_and_real_shapes(tmp_path, npz_pools):
+  odd = tmp_path / "odd.npz"
+  np.savez(odd, images=np.zeros((8, 36, 60, 1), np.uint8))
+  code, _, err = launch(tmp_path / "w", *npz_flags(npz_pools), f"--config.real_data.path={odd}")
+  assert code == 1
+  assert err.strip().splitlines()[-1] == (
+      "error: config.real_data: images are (36, 60, 1) (H, W, C) but config.image_height, "
+      "image_width, channels say (35, 55, 1)")
+
+
+def test_phases_follow_the_schedule():
+  config = default.get_config("smoke")
+  assert [train.phase_at(s, config) for s in range(10)] == (
+      ["refiner_pretrain"] * 3 + ["discriminator_pretrain"] * 2 + ["adversarial"] * 4 + ["done"])
