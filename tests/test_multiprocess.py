@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from conftest import REPO, npz_flags
+from tests.conftest import REPO, npz_flags
 
 
 def free_port() -> int:

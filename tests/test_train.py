@@ -11,7 +11,7 @@ import jax
 import numpy as np
 import pytest
 
-from conftest import REPO, npz_flags
+from tests.conftest import REPO, npz_flags
 from simgan_jax import train
 from simgan_jax.configs import default
 

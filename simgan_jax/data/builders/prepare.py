@@ -1,0 +1,95 @@
+"""Prepares one dataset from the user's files: what ``launch/prepare_data.py`` runs."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+
+import tensorflow_datasets as tfds
+
+from simgan_jax.data.builders import BUILDERS
+from simgan_jax.data.builders.base import Skip, default_data_dir, derive_config
+
+
+@dataclasses.dataclass(frozen=True)
+class Summary:
+  """What a preparation wrote, and what it skipped and why."""
+
+  dataset: str
+  builder_config: str
+  path: str
+  examples: dict[str, int]
+  skipped: tuple[Skip, ...]
+  notes: tuple[str, ...]
+
+
+def prepare(dataset: str, manual_dir: str, data_dir: str | None = None, *,
+            builder_config: str | None = None, overrides: dict | None = None,
+            skip_bad_files: bool = False, progress: bool = False) -> Summary:
+  """Builds ``dataset`` from ``manual_dir`` into ``data_dir`` as array_record files.
+
+  Args:
+    dataset: a key of ``BUILDERS`` (unityeyes, mpiigaze, nyu_hand, image_folder).
+    manual_dir: the folder holding the downloaded files.
+    data_dir: output root (default ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``).
+    builder_config: a predefined config name (default: the builder's first).
+    overrides: config fields to change (e.g. ``{"height": 36}``); the config's name
+      then spells them out (the name to give ``builder_config`` when training).
+    skip_bad_files: record bad files as skips instead of stopping at the first.
+    progress: show a progress bar per split.
+
+  Returns:
+    A Summary; ``format_summary`` renders it.
+
+  Raises:
+    BadFileError: a missing, misplaced or malformed file (unless skipped).
+  """
+  if dataset not in BUILDERS:
+    raise ValueError(f"--dataset: unknown dataset {dataset!r}; known: {', '.join(sorted(BUILDERS))}")
+  cls = BUILDERS[dataset]
+  config = derive_config(cls, builder_config, **(overrides or {}))
+  builder = cls(data_dir=data_dir or default_data_dir(), config=config,
+                skip_bad_files=skip_bad_files, progress=progress)
+  if builder.is_prepared():
+    # TFDS never overwrites; report what the earlier run recorded.
+    metadata = builder.info.metadata or {}
+    skipped = tuple(Skip(**s) for s in metadata.get("skipped", []))
+    notes = (f"already prepared, nothing rebuilt (delete {builder.data_dir} to rebuild)",
+             *metadata.get("notes", []))
+  else:
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+        manual_dir=os.path.abspath(os.path.expanduser(os.fspath(manual_dir)))))
+    skipped, notes = tuple(builder.skipped), tuple(builder.notes)
+  return Summary(
+      dataset=dataset,
+      builder_config=config.name,
+      path=str(builder.data_dir),
+      examples={name: split.num_examples for name, split in builder.info.splits.items()},
+      skipped=skipped,
+      notes=notes,
+  )
+
+
+def parse_overrides(assignments: list[str] | None = None, **fields) -> dict:
+  """``["box_scale=1.6", ...]`` plus keyword fields that are not None -> overrides."""
+  overrides = {key: value for key, value in fields.items() if value is not None}
+  for assignment in assignments or ():
+    key, sep, value = assignment.partition("=")
+    if not sep or not key.strip():
+      raise ValueError(f"--set: {assignment!r}; expected FIELD=VALUE, e.g. box_scale=1.6")
+    overrides[key.strip()] = value.strip()
+  return overrides
+
+
+def format_summary(summary: Summary, max_listed: int = 50) -> str:
+  """A human-readable report: examples per split, notes, every skipped file."""
+  lines = [f"{summary.dataset} (builder_config={summary.builder_config!r}) -> {summary.path}"]
+  lines += [f"  {split}: {count} examples written" for split, count in sorted(summary.examples.items())]
+  lines += [f"  note: {note}" for note in summary.notes]
+  lines.append(f"  skipped: {len(summary.skipped)} bad files")
+  for skip in summary.skipped[:max_listed]:
+    lines.append(f"    [{skip.split}] {skip.path}: {skip.reason}")
+  if len(summary.skipped) > max_listed:
+    lines.append(f"    ... {len(summary.skipped) - max_listed} more, all listed in "
+                 f"{os.path.join(summary.path, 'metadata.json')}")
+  return "\n".join(lines)

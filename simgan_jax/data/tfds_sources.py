@@ -1,0 +1,163 @@
+"""Training sources for the datasets prepared by ``launch/prepare_data.py``.
+
+Registers ``unityeyes``, ``mpiigaze``, ``nyu_hand`` and ``image_folder``: each
+loads one prepared split fully into a uint8 ``[N, H, W, C]`` array plus numeric
+labels and serves it as an ``ArraySource`` (sampled with replacement inside the
+train step). Sub-config fields (``config.synthetic_data`` / ``config.real_data``),
+all optional except ``name``:
+
+* ``data_dir``: root of prepared datasets ('' = ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``);
+* ``builder_config``: e.g. ``crop``, ``real``, ``35x55x1`` ('' = the builder's default);
+* ``split``: e.g. ``train``, ``test``, or TFDS slicing such as ``train[:10%]``;
+* ``max_examples``: keep the first N examples (0 = all). The builders shuffle on
+  write (by a hash of each example's key), so these are a fixed random subset;
+* ``host_shard``: each process keeps only its ``jax.process_index()``-th contiguous
+  shard (after ``max_examples``), for multi-host runs with large datasets;
+* ``labels``: label features to keep, a comma-separated string, ``"all"`` or
+  ``"none"`` (default: a compact per-dataset set, ``DEFAULT_LABELS``).
+
+TensorFlow is not needed, and TFDS is imported only when such a source is built.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import numpy as np
+
+from simgan_jax import errors
+from simgan_jax.data.sources import ArraySource, register_source
+
+# Labels kept by default: what downstream evaluation needs, small enough to live
+# on every device next to the images.
+DEFAULT_LABELS = {
+    "unityeyes": ("gaze", "pitchyaw", "head_pose", "iris_centre"),
+    "mpiigaze": ("gaze", "pitchyaw", "head_pose", "person", "eye_side"),
+    "nyu_hand": ("joints", "joints_uvd", "centre_depth"),
+    "image_folder": ("label",),
+}
+_READ_CHUNK = 4096
+
+
+def prepared_path(name: str, data_dir: str | None = None, builder_config: str | None = None) -> str:
+  """Folder of the newest prepared version of ``name``/``builder_config``."""
+  from simgan_jax.data.builders import BUILDERS, default_data_dir  # pylint: disable=g-import-not-at-top
+
+  builder_config = builder_config or BUILDERS[name].BUILDER_CONFIGS[0].name
+  folder = os.path.join(os.path.expanduser(data_dir or default_data_dir()), name, builder_config)
+  versions = []
+  if os.path.isdir(folder):
+    for version in os.listdir(folder):
+      if os.path.exists(os.path.join(folder, version, "dataset_info.json")):
+        versions.append(tuple(int(v) for v in version.split(".")))
+  if not versions:
+    raise errors.DataError(
+        f"{folder}: no prepared dataset; run python launch/prepare_data.py --dataset={name} "
+        f"--manual_dir=PATH{' --data_dir=' + data_dir if data_dir else ''} "
+        f"(builder config {builder_config!r})")
+  return os.path.join(folder, ".".join(map(str, max(versions))))
+
+
+def shard_range(num: int, index: int, count: int) -> tuple[int, int]:
+  """Contiguous [start, stop) of shard ``index`` of ``count`` over ``num`` examples."""
+  return num * index // count, num * (index + 1) // count
+
+
+def load_split(name: str, *, data_dir: str | None = None, builder_config: str | None = None,
+               split: str = "train", max_examples: int = 0, host_shard: bool = False,
+               labels: Any = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+  """Reads a prepared split: uint8 images [N, H, W, C] and {label: [N, ...]}."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+  path = prepared_path(name, data_dir, builder_config)
+  builder = tfds.builder_from_directory(path)
+  if split.split("[")[0] not in builder.info.splits:
+    raise errors.DataError(f"{path}: no split {split!r}; it has {', '.join(sorted(builder.info.splits))}")
+  keys = _label_keys(name, builder.info.features, labels, path)
+  source = builder.as_data_source(split)
+  num = len(source) if not max_examples else min(len(source), int(max_examples))
+  start, stop = 0, num
+  if host_shard:
+    import jax  # pylint: disable=g-import-not-at-top
+
+    start, stop = shard_range(num, jax.process_index(), jax.process_count())
+  if stop <= start:
+    raise errors.DataError(f"{path}: split {split!r} gives no examples to this process "
+                           f"(examples [{start}, {stop}) of {num})")
+  shape = tuple(builder.info.features["image"].shape)
+  images = np.empty((stop - start,) + shape, np.uint8)
+  columns = {k: [] for k in keys}
+  for chunk in range(start, stop, _READ_CHUNK):
+    examples = source.__getitems__(list(range(chunk, min(chunk + _READ_CHUNK, stop))))
+    images[chunk - start:chunk - start + len(examples)] = np.stack([e["image"] for e in examples])
+    for k in keys:
+      columns[k].append(np.stack([np.asarray(e[k]) for e in examples]))
+  return images, {k: np.concatenate(v) for k, v in columns.items()}
+
+
+def _label_keys(name, features, labels, path) -> list[str]:
+  numeric = [k for k, f in features.items()
+             if k != "image" and np.dtype(f.np_dtype).kind in "biuf" and 0 not in (f.shape or (1,))]
+  if labels in (None, ""):
+    return [k for k in DEFAULT_LABELS.get(name, ()) if k in numeric]
+  if labels == "all":
+    return numeric
+  if labels == "none":
+    return []
+  keys = [k.strip() for k in labels.split(",")] if isinstance(labels, str) else list(labels)
+  unknown = [k for k in keys if k not in numeric]
+  if unknown:
+    raise errors.ConfigError(f"labels: {unknown} not numeric features of {path}; available: {numeric}")
+  return keys
+
+
+def _has_labels(labels: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+  # image_folder without a labels file stores empty label vectors: drop them.
+  return {k: v for k, v in labels.items() if v.size}
+
+
+def make_tfds_source(name: str, config, image_shape: tuple[int, int, int]) -> ArraySource:
+  """An ``ArraySource`` over a prepared split, checked against the training image shape."""
+  get = config.get if hasattr(config, "get") else lambda key, default=None: default
+  builder_config = get("builder_config") or None
+  images, labels = load_split(
+      name,
+      data_dir=get("data_dir") or None,
+      builder_config=builder_config,
+      split=get("split") or "train",
+      max_examples=int(get("max_examples") or 0),
+      host_shard=bool(get("host_shard") or False),
+      labels=get("labels"),
+  )
+  if tuple(images.shape[1:]) != tuple(image_shape):
+    raise errors.ConfigError(
+        f"data source {name!r} (builder_config={builder_config or 'default'!r}): prepared images are "
+        f"{tuple(images.shape[1:])} (H, W, C) but the config's (image_height, image_width, channels) "
+        f"is {tuple(image_shape)}; prepare the dataset at that size or change the config")
+  return ArraySource(images, _has_labels(labels))
+
+
+def epoch_permutation(num: int, seed: int, epoch: int) -> np.ndarray:
+  """The order of ``num`` examples in ``epoch``: a pure function of (seed, epoch)."""
+  return np.random.default_rng([seed, epoch]).permutation(num)
+
+
+@register_source("unityeyes")
+def unityeyes_source(config, image_shape):
+  return make_tfds_source("unityeyes", config, image_shape)
+
+
+@register_source("mpiigaze")
+def mpiigaze_source(config, image_shape):
+  return make_tfds_source("mpiigaze", config, image_shape)
+
+
+@register_source("nyu_hand")
+def nyu_hand_source(config, image_shape):
+  return make_tfds_source("nyu_hand", config, image_shape)
+
+
+@register_source("image_folder")
+def image_folder_source(config, image_shape):
+  return make_tfds_source("image_folder", config, image_shape)
