@@ -1,0 +1,128 @@
+"""Tests of the target domain: factors switch off exactly, the gap is real, the cache."""
+
+import dataclasses
+import os
+import warnings
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from simgan_jax.simulators import eyes, target, target_dataset
+
+CONFIG = target.TargetConfig()
+OFF = target.appearance_off(CONFIG)
+TINY = target_dataset.TargetDatasetConfig(num_train=32, num_validation=32, num_test=32, seed=3)
+
+
+# Batches of 32, like the tiny cache's chunks, so the staged renderer compiles once.
+BATCH = 32
+
+
+def _keys(seed=0):
+  return jax.random.split(jax.random.PRNGKey(seed), BATCH)
+
+
+def _params(keys):
+  return jax.vmap(lambda k: target.sample_params(k, CONFIG))(keys)
+
+
+@jax.jit
+def _render_both(params):
+  simulator, sim_labels = jax.vmap(lambda p: eyes.render(p["scene"], CONFIG.scene))(params)
+  plain, plain_labels = jax.vmap(lambda p: target.render(p, OFF))(params)
+  return simulator, plain, sim_labels, plain_labels
+
+
+def test_all_factors_off_is_the_simulator_and_on_is_far_from_it():
+  assert set(target.APPEARANCE_FACTORS) == {
+      f.name for f in dataclasses.fields(OFF) if f.name != "scene"}
+  assert all(getattr(OFF, name) == 0 for name in target.APPEARANCE_FACTORS)
+  simulator, plain, sim_labels, plain_labels = _render_both(_params(_keys()))
+  full, _ = target.render_batch_staged(_keys(), CONFIG)
+  np.testing.assert_array_equal(plain, simulator)
+  jax.tree.map(np.testing.assert_array_equal, plain_labels, sim_labels)
+  assert float(full.min()) >= -1 and float(full.max()) <= 1
+  assert float(jnp.abs(full - simulator).mean()) > 0.15
+
+  # Texture, noise and blocking: much more high-frequency energy than the
+  # simulator's smooth shading.
+  def roughness(images):
+    lap = 4 * images[:, 1:-1, 1:-1] - images[:, :-2, 1:-1] - images[:, 2:, 1:-1] \
+        - images[:, 1:-1, :-2] - images[:, 1:-1, 2:]
+    return float(jnp.abs(lap).mean())
+  assert roughness(full) > 1.5 * roughness(simulator)
+
+
+def test_deterministic_and_staged_equals_one_program():
+  keys = _keys(5)
+  a, labels_a = jax.jit(target.render_batch, static_argnums=1)(keys, CONFIG)
+  b, labels_b = target.render_batch_staged(keys, CONFIG)
+  c, _ = target.render_batch_staged(keys, CONFIG)
+  np.testing.assert_array_equal(b, c)
+  # Fusion differs between the two programs: allow float rounding only.
+  np.testing.assert_allclose(a, b, atol=2e-3)
+  np.testing.assert_array_equal(labels_a["pupil_center"], labels_b["pupil_center"])
+
+
+def test_target_scene_distribution_differs():
+  params = jax.jit(_params)(jax.random.split(jax.random.PRNGKey(0), 1024))["scene"]
+  pitch, yaw = np.degrees(np.asarray(params["gaze_pitch"])), np.degrees(np.asarray(params["gaze_yaw"]))
+  assert -25 <= pitch.min() and pitch.max() <= 5 and abs(pitch.mean() + 10) < 1
+  # The simulator's yaw is uniform on [-30, 30] (std 17.3 deg).
+  assert np.abs(yaw).max() <= 22 and yaw.std() < 0.6 * 60 / np.sqrt(12)
+
+
+def test_cache_builds_once_and_reloads(tmp_path, monkeypatch):
+  calls = []
+  generate = target_dataset.generate_split
+  monkeypatch.setattr(target_dataset, "generate_split",
+                      lambda *a, **k: calls.append(a[1]) or generate(*a, **k))
+  images, labels = target_dataset.load_split("test", TINY, cache_dir=tmp_path)
+  assert images.shape == (32, 35, 55, 1) and images.dtype == np.uint8
+  assert labels["pupil_center"].shape == (32, 2) and labels["gaze"].shape == (32, 3)
+  directory = target_dataset.cache_directory(TINY, tmp_path)
+  assert directory == tmp_path / "eyesim_target" / target_dataset.config_hash(TINY)
+  mtime = (directory / "test.npz").stat().st_mtime_ns
+  again, _ = target_dataset.load_split("test", TINY, cache_dir=tmp_path)
+  np.testing.assert_array_equal(again, images)
+  assert calls == ["test"] and (directory / "test.npz").stat().st_mtime_ns == mtime
+
+  # The train pool is unlabelled; a changed config is a new cache.
+  train, train_labels = target_dataset.load_split("train", TINY, cache_dir=tmp_path)
+  assert train.shape == (32, 35, 55, 1) and train_labels == {}
+  other = dataclasses.replace(TINY, seed=4)
+  assert target_dataset.config_hash(other) != target_dataset.config_hash(TINY)
+  other_images, _ = target_dataset.load_split("test", other, cache_dir=tmp_path)
+  assert calls == ["test", "train", "test"]
+  assert not np.array_equal(other_images, images)
+
+  # The environment variable sets the root when no argument is given.
+  monkeypatch.setenv("SIMGAN_JAX_CACHE", str(tmp_path))
+  target_dataset.load_split("test", TINY)
+  assert calls == ["test", "train", "test"]
+
+
+def test_truncated_or_corrupt_cache_is_rebuilt_with_a_warning(tmp_path):
+  images, _ = target_dataset.load_split("validation", TINY, cache_dir=tmp_path)
+  path = target_dataset.cache_directory(TINY, tmp_path) / "validation.npz"
+  data = path.read_bytes()
+  path.write_bytes(data[: len(data) // 2])
+  with pytest.warns(UserWarning, match="validation.npz is truncated or corrupt"):
+    rebuilt, _ = target_dataset.load_split("validation", TINY, cache_dir=tmp_path)
+  np.testing.assert_array_equal(rebuilt, images)
+
+  flipped = bytearray(path.read_bytes())
+  flipped[-100] ^= 0xFF
+  path.write_bytes(bytes(flipped))
+  with pytest.warns(UserWarning, match="validation.npz is truncated or corrupt"):
+    target_dataset.load_split("validation", TINY, cache_dir=tmp_path)
+
+  (path.parent / "manifest.json").write_text("{not json")
+  with pytest.warns(UserWarning, match="manifest.json is corrupt"):
+    target_dataset.load_split("validation", TINY, cache_dir=tmp_path)
+  with warnings.catch_warnings():
+    warnings.simplefilter("error")
+    np.testing.assert_array_equal(
+        target_dataset.load_split("validation", TINY, cache_dir=tmp_path)[0], images)
