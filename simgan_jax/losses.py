@@ -59,7 +59,7 @@ def get_psi(name: str) -> Callable:
   return _PSI[name]
 
 
-def _per_image(values_B_etc: jax.Array, reduction: str) -> jax.Array:
+def reduce_per_image(values_B_etc: jax.Array, reduction: str) -> jax.Array:
   """Reduces all but the batch axis by sum (paper) or mean."""
   axes = tuple(range(1, values_B_etc.ndim))
   if reduction == "sum":
@@ -73,7 +73,7 @@ def patch_cross_entropy(logits_BHW2: jax.Array, label: int, reduction: str = "su
   """Mean over images of the per-image reduced 2-way softmax cross-entropy."""
   labels_BHW = jnp.full(logits_BHW2.shape[:-1], label, jnp.int32)
   ce_BHW = optax.softmax_cross_entropy_with_integer_labels(logits_BHW2.astype(jnp.float32), labels_BHW)
-  return jnp.mean(_per_image(ce_BHW, reduction))
+  return jnp.mean(reduce_per_image(ce_BHW, reduction))
 
 
 @register_loss("local_adversarial_loss")
@@ -92,7 +92,7 @@ def local_discriminator_loss(real_logits_BHW2, refined_logits_BHW2, *, reduction
 @register_loss("self_regularization_loss")
 def self_regularization_loss(refined_BHWC, synthetic_BHWC, *, psi, reduction="sum"):
   """lambda-free L1 term: || psi(R(x)) - psi(x) ||_1 per image, averaged over the batch."""
-  return jnp.mean(_per_image(jnp.abs(psi(refined_BHWC) - psi(synthetic_BHWC)), reduction))
+  return jnp.mean(reduce_per_image(jnp.abs(psi(refined_BHWC) - psi(synthetic_BHWC)), reduction))
 
 
 @register_psi("identity")

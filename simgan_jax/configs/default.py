@@ -145,9 +145,10 @@ def _cpu(c):
   c.refiner.features = 32
   c.refiner_pretrain_steps = 200
   c.discriminator_pretrain_steps = 100
-  c.num_iterations = 1500
+  c.num_iterations = 1000
   c.history_size = 16 * 200
-  c.optimizer.learning_rate = 5e-4
+  c.optimizer.learning_rate = 2e-4
+  c.loss.self_regularization_weight = 0.25
   c.log_every = 25
   c.sample_every = 250
   c.checkpoint_every = 500
