@@ -39,54 +39,69 @@ def matmul_gflops(jax, jnp, n=2048, repeats=10) -> float:
   return 2 * n**3 * repeats / (time.perf_counter() - start) / 1e9
 
 
-def main(argv):
-  del argv
+def measure(config, batch_size: int, seconds: float) -> dict:
+  """Times the adversarial iteration of ``config`` at ``batch_size`` on all devices."""
   import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
 
   from simgan_jax import flops, training  # pylint: disable=g-import-not-at-top
   from simgan_jax.data.sources import ArraySource  # pylint: disable=g-import-not-at-top
 
-  config = _CONFIG.value
+  config = config.copy_and_resolve_references()
+  config.batch_size = batch_size
+  config.history_size = batch_size // 2 * 10
   shape = (config.image_height, config.image_width, config.channels)
   rng = np.random.default_rng(0)
   synthetic = ArraySource(rng.integers(0, 256, (1024, *shape), dtype=np.uint8))
   real = ArraySource(rng.integers(0, 256, (1024, *shape), dtype=np.uint8))
   mesh = training.make_mesh()
-  n = mesh.devices.size
-  device = f"{n} x {jax.devices()[0].device_kind}"
+  s = training.make_setup(config, synthetic, real, mesh.devices.size)
+  state = training.create_state(s, mesh)
+  data = training.put_replicated({"synthetic": synthetic.device_data(), "real": real.device_data()}, mesh)
+  step = training.compile_step(training.adversarial_step, s, mesh, training.state_specs(state))
+  cost = step.lower(state, data).compile().cost_analysis()
+  cost = (cost[0] if isinstance(cost, list) else cost) or {}
+  state, metrics = step(state, data)  # warm up
+  jax.block_until_ready(metrics)
+  iterations, start = 0, time.perf_counter()
+  while iterations < 2 or time.perf_counter() - start < seconds:
+    state, metrics = step(state, data)
+    iterations += 1
+  jax.block_until_ready((state, metrics))
+  per_iteration = (time.perf_counter() - start) / iterations
+  refined = batch_size * config.kg + config.kd * (batch_size // 2 if config.use_history else batch_size)
+  counted = flops.iteration_flops(config)
+  return {
+      "batch": batch_size,
+      "iterations_per_second": 1 / per_iteration,
+      "refined_images_per_second": refined / per_iteration,
+      "gflop_per_iteration": counted / 1e9,
+      "gflops_layer_count": counted / per_iteration / 1e9,
+      # XLA's count is per device program; times the devices for the whole mesh.
+      "gflops_xla_count": cost.get("flops", float("nan")) * mesh.devices.size / per_iteration / 1e9,
+  }
+
+
+def main(argv):
+  del argv
+  import jax  # pylint: disable=g-import-not-at-top
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
+  config = _CONFIG.value
   peak = matmul_gflops(jax, jnp)
-  rows = []
-  for batch_size in map(int, _BATCH_SIZES.value):
-    config.batch_size = batch_size
-    config.history_size = batch_size // 2 * 10
-    s = training.make_setup(config, synthetic, real, n)
-    state = training.create_state(s, mesh)
-    data = training.put_replicated({"synthetic": synthetic.device_data(), "real": real.device_data()}, mesh)
-    step = training.compile_step(training.adversarial_step, s, mesh, training.state_specs(state))
-    xla_flops = step.lower(state, data).compile().cost_analysis()
-    xla_flops = (xla_flops[0] if isinstance(xla_flops, list) else xla_flops or {}).get("flops", float("nan"))
-    state, metrics = step(state, data)  # compile and warm up
-    jax.block_until_ready(metrics)
-    iterations, start = 0, time.perf_counter()
-    while iterations < 2 or time.perf_counter() - start < _SECONDS.value:
-      state, metrics = step(state, data)
-      iterations += 1
-    jax.block_until_ready((state, metrics))
-    seconds = (time.perf_counter() - start) / iterations
-    refined = batch_size * config.kg + config.kd * (batch_size // 2 if config.use_history else batch_size)
-    counted = flops.iteration_flops(config)
-    rows.append((batch_size, 1 / seconds, refined / seconds, counted / seconds / 1e9,
-                 xla_flops * n / seconds / 1e9, counted / 1e9))
+  rows = [measure(config, int(b), _SECONDS.value) for b in _BATCH_SIZES.value]
+  device = f"{jax.device_count()} x {jax.devices()[0].device_kind}"
+  shape = (config.image_height, config.image_width, config.channels)
   print(f"\nSimGAN adversarial iteration (Kg={config.kg}, Kd={config.kd}, image {shape}, refiner "
         f"{config.refiner.num_blocks} blocks x {config.refiner.features}) on {device}; "
         f"float32 matmul {peak:.0f} GFLOP/s\n")
   print("| batch | iterations/s | refined images/s | GFLOP/iteration | achieved GFLOP/s (layer count) "
         "| achieved GFLOP/s (XLA count) | % of matmul |")
   print("|---|---|---|---|---|---|---|")
-  for b, its, imgs, gf, xla_gf, per_it in rows:
-    print(f"| {b} | {its:.3f} | {imgs:.0f} | {per_it:.1f} | {gf:.1f} | {xla_gf:.1f} | {100 * gf / peak:.0f}% |")
+  for r in rows:
+    print(f"| {r['batch']} | {r['iterations_per_second']:.3f} | {r['refined_images_per_second']:.0f} "
+          f"| {r['gflop_per_iteration']:.1f} | {r['gflops_layer_count']:.1f} | {r['gflops_xla_count']:.1f} "
+          f"| {100 * r['gflops_layer_count'] / peak:.0f}% |")
 
 
 if __name__ == "__main__":

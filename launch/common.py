@@ -11,7 +11,8 @@ REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 _MULTIHOST = flags.DEFINE_bool(
     "multihost", False, "Call jax.distributed.initialize() (cluster from the environment, "
-    "or from --coordinator_address/--num_processes/--process_id).")
+    "or from --coordinator_address/--num_processes/--process_id). Also done when "
+    "JAX_COORDINATOR_ADDRESS is set.")
 _COORDINATOR = flags.DEFINE_string("coordinator_address", None, "host:port of process 0.")
 _NUM_PROCESSES = flags.DEFINE_integer("num_processes", None, "Number of processes.")
 _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index.")
@@ -20,7 +21,7 @@ _DEBUG = flags.DEFINE_bool("debug", False, "Show full tracebacks instead of one-
 
 def maybe_initialize_distributed() -> None:
   """jax.distributed.initialize when asked; must run before any other JAX call."""
-  if not (_MULTIHOST.value or _COORDINATOR.value):
+  if not (_MULTIHOST.value or _COORDINATOR.value or os.environ.get("JAX_COORDINATOR_ADDRESS")):
     return
   import jax  # pylint: disable=g-import-not-at-top
 

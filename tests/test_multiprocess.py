@@ -24,8 +24,10 @@ def curve(workdir):
 def test_two_processes_agree_with_one(tmp_path, npz_pools):
   base = [sys.executable, os.path.join(REPO, "launch/train.py"),
           f"--config={REPO}/simgan_jax/configs/default.py:smoke", *npz_flags(npz_pools)]
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu")
   address = f"127.0.0.1:{free_port()}"
+  # The coordinator listens on loopback only.
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu",
+             JAX_COORDINATOR_BIND_ADDRESS=address)
   procs = [subprocess.Popen(base + [f"--workdir={tmp_path / 'two'}", f"--coordinator_address={address}",
                                     "--num_processes=2", f"--process_id={i}"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
