@@ -14,17 +14,32 @@ import jax
 import jax.numpy as jnp
 
 
+def _padded(x, kernel_size: int, padding: str):
+  """Input for a stride-1 VALID conv giving SAME-sized output: zero ("SAME") or mirror
+  ("REFLECT") padding. Zero padding lets the refiner tell where the image border is,
+  which a local discriminator then sees as frame artefacts."""
+  if padding == "SAME":
+    return x, "SAME"
+  if padding == "REFLECT":
+    lo, hi = (kernel_size - 1) // 2, kernel_size // 2
+    return jnp.pad(x, ((0, 0), (lo, hi), (lo, hi), (0, 0)), mode="reflect"), "VALID"
+  raise ValueError(f"config.refiner.padding: {padding!r} is not 'SAME' or 'REFLECT'")
+
+
 class ResnetBlock(nn.Module):
   """conv k x k, ReLU, conv k x k, + skip, ReLU (the paper's ResNet block)."""
 
   features: int
   kernel_size: int
+  padding: str = "SAME"
 
   @nn.compact
   def __call__(self, x):
     k = (self.kernel_size, self.kernel_size)
-    y = nn.relu(nn.Conv(self.features, k, padding="SAME", name="conv1")(x))
-    y = nn.Conv(self.features, k, padding="SAME", name="conv2")(y)
+    y, pad = _padded(x, self.kernel_size, self.padding)
+    y = nn.relu(nn.Conv(self.features, k, padding=pad, name="conv1")(y))
+    y, pad = _padded(y, self.kernel_size, self.padding)
+    y = nn.Conv(self.features, k, padding=pad, name="conv2")(y)
     return nn.relu(x + y)
 
 
@@ -36,13 +51,15 @@ class Refiner(nn.Module):
   num_blocks: int = 4
   kernel_size: int = 3
   output_activation: str = "tanh"
+  padding: str = "SAME"
 
   @nn.compact
   def __call__(self, images_BHWC):
     k = (self.kernel_size, self.kernel_size)
-    x = nn.relu(nn.Conv(self.features, k, padding="SAME", name="conv_in")(images_BHWC))
+    x, pad = _padded(images_BHWC, self.kernel_size, self.padding)
+    x = nn.relu(nn.Conv(self.features, k, padding=pad, name="conv_in")(x))
     for i in range(self.num_blocks):
-      x = ResnetBlock(self.features, self.kernel_size, name=f"block{i}")(x)
+      x = ResnetBlock(self.features, self.kernel_size, self.padding, name=f"block{i}")(x)
     x = nn.Conv(self.channels, (1, 1), name="conv_out")(x)
     # Our choice (SIMGAN.md): tanh keeps the output in the input's [-1, 1] range.
     if self.output_activation == "tanh":
@@ -108,6 +125,7 @@ def make_refiner(config) -> Refiner:
       num_blocks=config.refiner.num_blocks,
       kernel_size=config.refiner.kernel_size,
       output_activation=config.refiner.output_activation,
+      padding=config.refiner.get("padding", "SAME"),
   )
 
 

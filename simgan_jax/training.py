@@ -143,11 +143,11 @@ def _unroll_updates(config) -> bool:
   mode = config.get("unroll_updates", "auto")
   if mode == "auto":
     return jax.default_backend() == "cpu" and not config.adaptive_kg
-  if mode in (True, False):
-    if mode and config.adaptive_kg:
-      raise ValueError("config.unroll_updates: cannot unroll with adaptive_kg (Kg changes during training)")
-    return mode
-  raise ValueError(f"config.unroll_updates: {mode!r} is not 'auto', True or False")
+  if mode == "unroll" and config.adaptive_kg:
+    raise ValueError("config.unroll_updates: 'unroll' needs a fixed Kg; adaptive_kg changes it")
+  if mode in ("unroll", "loop"):
+    return mode == "unroll"
+  raise ValueError(f"config.unroll_updates: {mode!r} is not 'auto', 'unroll' or 'loop'")
 
 
 # ----------------------------------------------------------------------------- state

@@ -65,3 +65,17 @@ def test_unknown_preset_names_the_field():
   c.discriminator.preset = "face"
   with pytest.raises(ValueError, match="config.discriminator.preset: unknown 'face'"):
     models.make_discriminator(c)
+
+
+def test_reflect_padding_keeps_shapes_and_parameter_count():
+  c = default.get_config()
+  c.refiner.padding = "REFLECT"
+  r = models.make_refiner(c)
+  x = jax.random.normal(jax.random.PRNGKey(1), (2, 35, 55, 1))
+  params = r.init(jax.random.PRNGKey(0), x)
+  assert count(params) == 296_129
+  assert r.apply(params, x).shape == x.shape
+  # A constant image stays constant under mirror padding, unlike under zero padding.
+  flat = jnp.full((1, 35, 55, 1), 0.5)
+  out = r.apply(params, flat)
+  assert float(jnp.max(out) - jnp.min(out)) < 1e-5

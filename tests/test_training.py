@@ -92,9 +92,9 @@ def test_optimizers_from_config(tiny_config, name):
 
 def test_unrolled_and_looped_updates_agree(tiny_config, array_sources):
   # CPU unrolls Kg/Kd (XLA:CPU is slow at convolutions in loop bodies); accelerators loop.
-  tiny_config.unroll_updates = True
+  tiny_config.unroll_updates = "unroll"
   unrolled, curve_unrolled = run_steps(tiny_config, array_sources, 1, ["adversarial"] * 2)
-  tiny_config.unroll_updates = False
+  tiny_config.unroll_updates = "loop"
   looped, curve_looped = run_steps(tiny_config, array_sources, 1, ["adversarial"] * 2)
   for a, b in zip(curve_unrolled, curve_looped):
     for name in a:

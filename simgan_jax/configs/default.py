@@ -8,13 +8,21 @@ Commands (from the repository root):
 
 Variants (``--config=...default.py:VARIANT``):
 
-* (none) the paper's eye setup (35x55 grey, 4-block refiner, local discriminator)
-  on the built-in simulator, batch 512, Adam 1e-4 as the article advises a small
-  learning rate. Meant for an accelerator.
-* ``cpu``: the same networks at batch 64 and fewer steps, sized to finish in
-  about 30 minutes on 2 CPU cores; its last sample grid (``samples/``) shows
-  refined eyes that have taken on target-domain noise, texture and illumination
-  while the pupil stays where the simulator put it.
+* (none) the paper's eye setup (35x55 grey, 64-wide 4-block refiner, local
+  discriminator) on the built-in simulator, batch 512, Adam 1e-4 as the article
+  advises a small learning rate, 1,000 + 200 pretraining steps and 10,000
+  iterations. Meant for an accelerator; not yet timed on one (on 2 CPU cores an
+  iteration at batch 512 takes about a minute, see benchmarks/train_step.py).
+* ``cpu``: batch 32, a 32-wide refiner, 200 + 100 pretraining steps and 1,000
+  iterations. Measured on 2 CPU cores: 19 min 23 s wall for the whole run,
+  including the one-time build of the target cache. Its last sample grid
+  (``samples/step_0001300.png``, docs/images/refined_cpu_step1300.png) shows
+  refined eyes with the target's darker, low-contrast sclera, no corneal glint
+  and a grainy texture over the eye, with pupil and iris where the simulator put
+  them; it also shows GAN artefacts (ripples around the iris, a frame along the
+  border from zero padding) and does not yet reproduce the target's skin noise and
+  uneven light. ``--config.refiner.padding=REFLECT`` removes the frame but runs
+  2.5x slower on XLA:CPU.
 * ``smoke``: a few steps of every phase with tiny batches; for tests (seconds).
 * ``paper``: the paper's optimiser, SGD with constant lr 0.001 at batch 512.
 * ``article``: the ML-journal article's advice, SGD lr 0.0001, adaptive Kg.
@@ -46,6 +54,9 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c.refiner.num_blocks = 4
   c.refiner.kernel_size = 3
   c.refiner.output_activation = "tanh"  # "tanh" or "linear" (the paper's text)
+  # "SAME" (zeros) or "REFLECT": not stated by the paper; zero padding lets R mark
+  # the image border, which D's patches then see (frame artefacts in our cpu runs).
+  c.refiner.padding = "SAME"
   # Discriminator: layer table by preset ("eye" or "hand"), widths scaled by
   # width_multiplier, optional batch norm (the article credits it for faster D).
   c.discriminator = ml_collections.ConfigDict()
@@ -96,7 +107,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c.kg_raise_above = 0.9
   c.kg_lower_below = 0.6
   # "auto": unroll the Kg/Kd loops on CPU (XLA:CPU runs convolutions in loop bodies
-  # ~35x slower) unless Kg is adaptive; lax.fori_loop elsewhere. Or True / False.
+  # ~35x slower) unless Kg is adaptive; lax.fori_loop elsewhere. Or "unroll" / "loop".
   c.unroll_updates = "auto"
 
   # History of refined images (SIMGAN.md "Training" 4): history_size images; each
