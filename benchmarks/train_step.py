@@ -89,7 +89,6 @@ def main(argv):
 
   config = _CONFIG.value
   peak = matmul_gflops(jax, jnp)
-  rows = [measure(config, int(b), _SECONDS.value) for b in _BATCH_SIZES.value]
   device = f"{jax.device_count()} x {jax.devices()[0].device_kind}"
   shape = (config.image_height, config.image_width, config.channels)
   print(f"\nSimGAN adversarial iteration (Kg={config.kg}, Kd={config.kd}, image {shape}, refiner "
@@ -97,11 +96,12 @@ def main(argv):
         f"float32 matmul {peak:.0f} GFLOP/s\n")
   print("| batch | iterations/s | refined images/s | GFLOP/iteration | achieved GFLOP/s (layer count) "
         "| achieved GFLOP/s (XLA count) | % of matmul |")
-  print("|---|---|---|---|---|---|---|")
-  for r in rows:
+  print("|---|---|---|---|---|---|---|", flush=True)
+  for b in _BATCH_SIZES.value:
+    r = measure(config, int(b), _SECONDS.value)
     print(f"| {r['batch']} | {r['iterations_per_second']:.3f} | {r['refined_images_per_second']:.0f} "
           f"| {r['gflop_per_iteration']:.1f} | {r['gflops_layer_count']:.1f} | {r['gflops_xla_count']:.1f} "
-          f"| {100 * r['gflops_layer_count'] / peak:.0f}% |")
+          f"| {100 * r['gflops_layer_count'] / peak:.0f}% |", flush=True)
 
 
 if __name__ == "__main__":
