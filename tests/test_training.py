@@ -83,11 +83,28 @@ def test_pretraining_reduces_self_regularization(tiny_config, array_sources):
 
 
 @pytest.mark.parametrize("name", ["sgd", "adam"])
-def test_optimizers_from_config(tiny_config, name):
+def test_optimizers_from_config_follow_the_lr_schedule(tiny_config, name):
+  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
+
   tiny_config.optimizer.name = name
-  tiny_config.optimizer.lr_decay_steps = (10,)
+  tiny_config.optimizer.learning_rate = 0.1
+  tiny_config.optimizer.lr_decay_steps = (2,)
   tiny_config.optimizer.lr_decay_factor = 0.25
-  assert training.make_optimizer(tiny_config) is not None
+  tx = training.make_optimizer(tiny_config)
+  params = {"w": jnp.zeros(())}
+  state = tx.init(params)
+  steps = []
+  for _ in range(4):
+    # A constant gradient of 1: SGD steps by lr, Adam (bias-corrected) by about lr.
+    updates, state = tx.update({"w": jnp.ones(())}, state, params)
+    steps.append(-float(updates["w"]))
+  np.testing.assert_allclose(steps, [0.1, 0.1, 0.025, 0.025], rtol=1e-3)
+
+
+def test_unknown_optimizer_names_the_field(tiny_config):
+  tiny_config.optimizer.name = "lamb"
+  with pytest.raises(ValueError, match="config.optimizer.name: unknown optimiser 'lamb'"):
+    training.make_optimizer(tiny_config)
 
 
 def test_unrolled_and_looped_updates_agree(tiny_config, array_sources):

@@ -79,16 +79,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c.loss.self_regularization_weight = 0.5
 
   # Optimiser (optax), shared by refiner and discriminator.
-  c.optimizer = ml_collections.ConfigDict()
-  c.optimizer.name = "adam"  # "adam" or "sgd"
-  c.optimizer.learning_rate = 1e-4
-  c.optimizer.momentum = 0.0  # SGD only
-  c.optimizer.b1 = 0.5  # Adam only; 0.5 as is usual for GANs
-  c.optimizer.b2 = 0.999
-  # Piecewise-constant schedule: lr is multiplied by lr_decay_factor at each step
-  # in lr_decay_steps (the NYU appendix lowers 2e-4 to 5e-5 after 600k steps).
-  c.optimizer.lr_decay_steps = ()
-  c.optimizer.lr_decay_factor = 1.0
+  c.optimizer = optimizer_config(learning_rate=1e-4, b1=0.5)  # b1 0.5 as is usual for GANs
 
   # Schedule (Algorithm 1): refiner pretraining, discriminator pretraining, then
   # adversarial iterations of kg refiner updates followed by kd discriminator updates.
@@ -130,6 +121,23 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
         raise ValueError(f"--config variant {name!r} unknown; known: {', '.join(sorted(_VARIANTS))}")
       _VARIANTS[name](c)
   return c
+
+
+def optimizer_config(name: str = "adam", learning_rate: float = 1e-4, b1: float = 0.9,
+                     **overrides) -> ml_collections.ConfigDict:
+  """Fields read by ``training.make_optimizer`` (optax), shared by every config."""
+  o = ml_collections.ConfigDict()
+  o.name = name  # "adam" or "sgd"
+  o.learning_rate = learning_rate
+  o.momentum = 0.0  # SGD only
+  o.b1 = b1  # Adam only
+  o.b2 = 0.999
+  # Piecewise-constant schedule: lr is multiplied by lr_decay_factor at each step
+  # in lr_decay_steps (the NYU appendix lowers 2e-4 to 5e-5 after 600k steps).
+  o.lr_decay_steps = ()
+  o.lr_decay_factor = 1.0
+  o.update(overrides)
+  return o
 
 
 def data_config(name: str, **overrides) -> ml_collections.ConfigDict:

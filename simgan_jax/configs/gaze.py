@@ -36,6 +36,8 @@ The launcher prints the mean angular error and the share of test images within
 
 import ml_collections
 
+from simgan_jax.configs import default
+
 
 def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   """Returns the config; ``variant`` is the text after ':' in ``--config``."""
@@ -51,14 +53,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c.model.hidden_features = 1000
 
   # Optimiser, read by training.make_optimizer (the same fields as SimGAN's).
-  c.optimizer = ml_collections.ConfigDict()
-  c.optimizer.name = "adam"
-  c.optimizer.learning_rate = 1e-3
-  c.optimizer.momentum = 0.0  # SGD only
-  c.optimizer.b1 = 0.9  # Adam only
-  c.optimizer.b2 = 0.999
-  c.optimizer.lr_decay_steps = ()
-  c.optimizer.lr_decay_factor = 1.0
+  c.optimizer = default.optimizer_config(learning_rate=1e-3, b1=0.9)
 
   c.batch_size = 512
   c.num_steps = 20_000
