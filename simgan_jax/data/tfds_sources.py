@@ -3,8 +3,10 @@
 Registers ``unityeyes``, ``mpiigaze``, ``nyu_hand`` and ``image_folder``: each
 loads one prepared split fully into a uint8 ``[N, H, W, C]`` array plus numeric
 labels and serves it as an ``ArraySource`` (sampled with replacement inside the
-train step). Sub-config fields (``config.synthetic_data`` / ``config.real_data``),
-all optional except ``name``:
+train step). ``tfds_dir`` does the same for any TFDS dataset folder at
+``config.path`` (one holding ``dataset_info.json``, e.g. the output of
+``launch/refine.py``), keeping all numeric labels by default. Sub-config fields
+(``config.synthetic_data`` / ``config.real_data``), all optional except ``name``:
 
 * ``data_dir``: root of prepared datasets ('' = ``$TFDS_DATA_DIR`` or ``~/tensorflow_datasets``);
 * ``builder_config``: e.g. ``crop``, ``real``, ``35x55x1`` ('' = the builder's default);
@@ -21,6 +23,7 @@ TensorFlow is not needed, and TFDS is imported only when such a source is built.
 
 from __future__ import annotations
 
+import functools
 import os
 from typing import Any
 
@@ -36,6 +39,7 @@ DEFAULT_LABELS = {
     "mpiigaze": ("gaze", "pitchyaw", "head_pose", "person", "eye_side"),
     "nyu_hand": ("joints", "joints_uvd", "centre_depth"),
     "image_folder": ("label",),
+    "tfds_dir": "all",
 }
 _READ_CHUNK = 4096
 
@@ -68,9 +72,17 @@ def load_split(name: str, *, data_dir: str | None = None, builder_config: str | 
                split: str = "train", max_examples: int = 0, host_shard: bool = False,
                labels: Any = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
   """Reads a prepared split: uint8 images [N, H, W, C] and {label: [N, ...]}."""
+  return load_directory(prepared_path(name, data_dir, builder_config), name=name, split=split,
+                        max_examples=max_examples, host_shard=host_shard, labels=labels)
+
+
+def load_directory(path: str, *, name: str = "", split: str = "train", max_examples: int = 0,
+                   host_shard: bool = False, labels: Any = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+  """``load_split`` of the TFDS dataset folder ``path`` (``name`` picks the default labels)."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
-  path = prepared_path(name, data_dir, builder_config)
+  if not os.path.exists(os.path.join(path, "dataset_info.json")):
+    raise errors.DataError(f"{path}: not a TFDS dataset folder (no dataset_info.json)")
   builder = tfds.builder_from_directory(path)
   if split.split("[")[0] not in builder.info.splits:
     raise errors.DataError(f"{path}: no split {split!r}; it has {', '.join(sorted(builder.info.splits))}")
@@ -86,13 +98,15 @@ def load_split(name: str, *, data_dir: str | None = None, builder_config: str | 
     raise errors.DataError(f"{path}: split {split!r} gives no examples to this process "
                            f"(examples [{start}, {stop}) of {num})")
   shape = tuple(builder.info.features["image"].shape)
+  dtypes = {k: np.dtype(builder.info.features[k].np_dtype) for k in keys}
   images = np.empty((stop - start,) + shape, np.uint8)
   columns = {k: [] for k in keys}
   for chunk in range(start, stop, _READ_CHUNK):
     examples = source.__getitems__(list(range(chunk, min(chunk + _READ_CHUNK, stop))))
     images[chunk - start:chunk - start + len(examples)] = np.stack([e["image"] for e in examples])
     for k in keys:
-      columns[k].append(np.stack([np.asarray(e[k]) for e in examples]))
+      # Scalars come back as Python numbers: cast to the stored dtype (exact).
+      columns[k].append(np.stack([np.asarray(e[k], dtypes[k]) for e in examples]))
   return images, {k: np.concatenate(v) for k, v in columns.items()}
 
 
@@ -100,7 +114,9 @@ def _label_keys(name, features, labels, path) -> list[str]:
   numeric = [k for k, f in features.items()
              if k != "image" and np.dtype(f.np_dtype).kind in "biuf" and 0 not in (f.shape or (1,))]
   if labels in (None, ""):
-    return [k for k in DEFAULT_LABELS.get(name, ()) if k in numeric]
+    labels = DEFAULT_LABELS.get(name, ())
+    if labels != "all":
+      return [k for k in labels if k in numeric]
   if labels == "all":
     return numeric
   if labels == "none":
@@ -121,18 +137,23 @@ def make_tfds_source(name: str, config, image_shape: tuple[int, int, int]) -> Ar
   """An ``ArraySource`` over a prepared split, checked against the training image shape."""
   get = config.get if hasattr(config, "get") else lambda key, default=None: default
   builder_config = get("builder_config") or None
-  images, labels = load_split(
-      name,
-      data_dir=get("data_dir") or None,
-      builder_config=builder_config,
+  if name == "tfds_dir":
+    if not get("path"):
+      raise errors.ConfigError("config.*.path: the tfds_dir source needs a TFDS dataset folder")
+    load = functools.partial(load_directory, get("path"), name=name)
+  else:
+    load = functools.partial(load_split, name, data_dir=get("data_dir") or None,
+                             builder_config=builder_config)
+  images, labels = load(
       split=get("split") or "train",
       max_examples=int(get("max_examples") or 0),
       host_shard=bool(get("host_shard") or False),
       labels=get("labels"),
   )
   if tuple(images.shape[1:]) != tuple(image_shape):
+    where = f"{get('path')}" if name == "tfds_dir" else f"builder_config={builder_config or 'default'!r}"
     raise errors.ConfigError(
-        f"data source {name!r} (builder_config={builder_config or 'default'!r}): prepared images are "
+        f"data source {name!r} ({where}): prepared images are "
         f"{tuple(images.shape[1:])} (H, W, C) but the config's (image_height, image_width, channels) "
         f"is {tuple(image_shape)}; prepare the dataset at that size or change the config")
   return ArraySource(images, _has_labels(labels))
@@ -161,3 +182,8 @@ def nyu_hand_source(config, image_shape):
 @register_source("image_folder")
 def image_folder_source(config, image_shape):
   return make_tfds_source("image_folder", config, image_shape)
+
+
+@register_source("tfds_dir")
+def tfds_dir_source(config, image_shape):
+  return make_tfds_source("tfds_dir", config, image_shape)

@@ -7,6 +7,9 @@ A set is named by a short spec, as on the command line:
 * ``eyesim_target[:SPLIT]``: the built-in target domain; ``validation`` (the
   default for training: the ``train`` split is unlabelled by design) or ``test``;
 * ``npz:PATH``: an ``.npz`` with ``images`` and ``gaze`` arrays;
+* ``tfds:PATH[:SPLIT]``: a TFDS dataset folder (the one holding
+  ``dataset_info.json``), e.g. the output of ``launch/refine.py``; split ``train``
+  by default;
 * ``NAME[/BUILDER_CONFIG][:SPLIT]``: a prepared TFDS dataset from
   ``config.data_dir``, e.g. ``mpiigaze:test`` or ``unityeyes/35x55``; split
   ``train`` by default (TFDS slicing allowed); builder config ``35x55`` for
@@ -58,15 +61,26 @@ def _eyesim_target(spec, rest, config, training):
   return default.data_config("eyesim_target", split=split, cache_dir=config.cache_dir)
 
 
+def _tfds_dir(spec, rest, config, training):
+  del training
+  path, split = rest, "train"
+  if ":" in rest:
+    path, split = rest.rsplit(":", 1)
+  if not path:
+    raise ConfigError(f"data spec {spec!r}: tfds needs a dataset folder, as in tfds:/data/refined")
+  return default.data_config("tfds_dir", path=path, split=split or "train",
+                             max_examples=config.max_examples, labels="all")
+
+
 # Specs with their own syntax; any other name is a prepared TFDS dataset.
-_SPECIAL = {"npz": _npz, "eyesim": _eyesim, "eyesim_target": _eyesim_target}
+_SPECIAL = {"npz": _npz, "eyesim": _eyesim, "eyesim_target": _eyesim_target, "tfds": _tfds_dir}
 
 
 def data_config(spec: str, config, training: bool) -> ml_collections.ConfigDict:
   """The data section that ``spec`` names (see the module docstring)."""
   name, _, rest = spec.partition(":")
   if not name:
-    raise ConfigError(f"data spec {spec!r}: expected NAME, NAME:SPLIT or npz:PATH")
+    raise ConfigError(f"data spec {spec!r}: expected NAME, NAME:SPLIT, npz:PATH or tfds:PATH")
   if name in _SPECIAL:
     return _SPECIAL[name](spec, rest, config, training)
   name, _, builder_config = name.partition("/")

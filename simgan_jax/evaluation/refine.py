@@ -1,0 +1,472 @@
+r"""Refines a whole synthetic dataset with a trained SimGAN refiner into a TFDS dataset.
+
+  python launch/refine.py --checkpoint=runs/eyesim --data=eyesim --num_examples=100000 \
+      --out=data/refined_eyesim
+  python launch/train_gaze.py --train_data=tfds:data/refined_eyesim --workdir=runs/gaze_refined
+
+or from Python::
+
+  out = refine.refine_dataset(refine.load_config("runs/eyesim"), "runs/eyesim", "eyesim", "/data/r",
+                              num_examples=100_000)
+
+Input (``data_spec``, the syntax of ``evaluation.data.data_config``):
+
+* ``eyesim``: the built-in simulator, ``num_examples`` images; image ``i`` is
+  rendered from ``fold_in(PRNGKey(seed), i)`` (reproducible), with all its
+  labels. The scene ranges are those of ``config.synthetic_data`` when it is the
+  simulator (what the refiner was trained on);
+* a finite set (``npz:PATH``, ``NAME[/CONFIG][:SPLIT]``, ``tfds:PATH[:SPLIT]``,
+  ``eyesim_target:validation|test``): refined in its stored order, all of it or
+  the first ``num_examples``, with all its numeric labels.
+
+Output: ``out_dir`` itself is a TFDS dataset folder (array_record, split
+``train``, examples in input order; read it with ``tfds.builder_from_directory``
+or the ``tfds:OUT`` spec). Features: ``image`` (the refined image, uint8), every
+input label unchanged (same dtype, bit-for-bit), ``index`` (int64 position in the
+input) and, with ``keep_synthetic``, ``synthetic`` (the input image, its dtype).
+
+Resuming: the input is cut into chunks of ``chunk_size`` examples; each finished
+chunk is written atomically to ``OUT/_chunks/`` and ``OUT/refine_manifest.json``
+records the settings (checkpoint and step, data, counts, seed). A rerun skips
+finished chunks, refuses an ``OUT`` made with other settings, and on a finished
+``OUT`` does nothing. At the end the chunks become the TFDS dataset and are deleted.
+
+Parallelism: each chunk is sharded over this process's devices (one compiled
+shape: the last chunk is padded). With several processes, process ``p`` refines
+chunks ``c`` with ``c % process_count == p`` and process 0 writes the dataset, so
+``OUT`` must be on a filesystem shared by all hosts.
+
+``refine_arrays`` refines in-memory images with the same compiled function.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import inspect
+import io
+import json
+import os
+import shutil
+import sys
+import time
+from typing import Any, Callable
+
+from etils import epath
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+
+from simgan_jax import models
+from simgan_jax import training
+from simgan_jax.data import sources as sources_lib
+from simgan_jax.errors import ConfigError, DataError
+from simgan_jax.evaluation import data as data_lib
+
+AXIS = training.AXIS
+MANIFEST = "refine_manifest.json"
+CHUNKS = "_chunks"
+DEFAULT_CHUNK_SIZE = 4096
+_RESERVED = ("image", "index", "synthetic")
+_PROGRESS_SECONDS = 10.0
+
+
+# ----------------------------------------------------------------------------- config and params
+
+
+def _tuples(value):
+  """JSON lists back to the tuples the configs use (e.g. ``lr_decay_steps``)."""
+  if isinstance(value, dict):
+    return {k: _tuples(v) for k, v in value.items()}
+  if isinstance(value, list):
+    return tuple(_tuples(v) for v in value)
+  return value
+
+
+def load_config(checkpoint_dir: str) -> ml_collections.ConfigDict:
+  """The SimGAN config that ``train.py`` saved as ``checkpoint_dir/config.json``."""
+  _check_workdir(checkpoint_dir)
+  path = os.path.join(checkpoint_dir, "config.json")
+  try:
+    with open(path) as f:
+      return ml_collections.ConfigDict(_tuples(json.load(f)))
+  except FileNotFoundError:
+    raise ConfigError(f"--checkpoint {checkpoint_dir}: no config.json (not a SimGAN workdir?); "
+                      "pass --config") from None
+  except (OSError, ValueError) as e:
+    raise ConfigError(f"{path}: cannot read the config ({e})") from None
+
+
+def _check_workdir(checkpoint_dir: str) -> None:
+  if not os.path.isdir(checkpoint_dir):
+    raise ConfigError(f"--checkpoint {checkpoint_dir}: no such directory")
+
+
+def restore_refiner(config, checkpoint_dir: str, step: int | None = None) -> tuple[Any, int]:
+  """(refiner params as host arrays, their step) from a SimGAN workdir."""
+  from simgan_jax import train  # pylint: disable=g-import-not-at-top
+
+  _check_workdir(checkpoint_dir)
+  try:
+    state = train.restore_state(config, checkpoint_dir, step)
+  except FileNotFoundError as e:
+    raise ConfigError(str(e)) from None
+  # Replicated: every process reads its own copy.
+  host = lambda x: np.asarray(x.addressable_data(0))  # noqa: E731
+  return jax.tree.map(host, state.refiner_params), int(host(state.step))
+
+
+def local_mesh(num_devices: int = 0) -> Mesh:
+  """A 1-axis mesh over this process's devices (or the first ``num_devices``)."""
+  devices = jax.local_devices()
+  if num_devices:
+    devices = devices[:num_devices]
+  return Mesh(np.array(devices), (AXIS,))
+
+
+# ----------------------------------------------------------------------------- compiled refining
+
+
+def _to_uint8(images: jax.Array) -> jax.Array:
+  """On-device ``sources.from_unit_range``."""
+  return jnp.clip(jnp.round((images + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
+
+
+@functools.lru_cache(maxsize=16)
+def _array_fn(refiner: models.Refiner, mesh: Mesh):
+  def refine(params, images):
+    if images.dtype == jnp.uint8:
+      images = sources_lib.to_unit_range(images)
+    return _to_uint8(refiner.apply({"params": params}, images.astype(jnp.float32)))
+
+  return jax.jit(jax.shard_map(refine, mesh=mesh, in_specs=(P(), P(AXIS)), out_specs=P(AXIS)))
+
+
+def _padded(num: int, chunk: int, mesh: Mesh) -> int:
+  """The compiled batch: ``min(chunk, num)`` rounded up to a multiple of the devices."""
+  devices = mesh.devices.size
+  return -(-max(1, min(chunk, num)) // devices) * devices
+
+
+def _replicate(params, mesh: Mesh):
+  return jax.device_put(params, NamedSharding(mesh, P()))
+
+
+def _shard(part: np.ndarray, size: int, mesh: Mesh) -> jax.Array:
+  if len(part) < size:  # pad; padded rows are cut by the caller
+    part = np.concatenate([part, np.zeros((size - len(part), *part.shape[1:]), part.dtype)])
+  return jax.make_array_from_callback(part.shape, NamedSharding(mesh, P(AXIS)),
+                                      lambda idx: part[idx])
+
+
+def refine_arrays(config, params, images: np.ndarray, mesh: Mesh | None = None,
+                  chunk: int = DEFAULT_CHUNK_SIZE) -> np.ndarray:
+  """Refined uint8 images [N, H, W, C] of host images (uint8, or float in [-1, 1]).
+
+  The images go through in chunks of ``chunk`` (rounded up to a multiple of the
+  devices; the last one padded), each sharded over ``mesh``'s batch axis
+  (default: this process's devices); the compiled function is cached per
+  (refiner, mesh), so repeated calls with the same chunk compile once.
+  ``params``: the refiner's params, host arrays or replicated on ``mesh``.
+  """
+  mesh = mesh or local_mesh(config.get("num_devices", 0))
+  images = np.asarray(images)
+  if images.ndim != 4:
+    raise DataError(f"refine_arrays: expected images [N, H, W, C], got shape {images.shape}")
+  if not len(images):
+    return np.zeros(images.shape, np.uint8)
+  fn = _array_fn(models.make_refiner(config), mesh)
+  params = _replicate(params, mesh)
+  size = _padded(len(images), chunk, mesh)
+  outputs = [fn(params, _shard(images[s:s + size], size, mesh)) for s in range(0, len(images), size)]
+  return np.concatenate([np.asarray(o) for o in outputs])[:len(images)]
+
+
+@functools.lru_cache(maxsize=16)
+def _simulator_fn(refiner: models.Refiner, source, mesh: Mesh, seed: int, keep_synthetic: bool):
+  """(params, global indices [B]) -> refined uint8, labels and optionally the render."""
+  key = jax.random.PRNGKey(seed)
+
+  def render_and_refine(params, index):
+    batch = source.sample({}, jax.vmap(lambda i: jax.random.fold_in(key, i))(index))
+    synthetic = batch.pop("image")
+    out = {"image": _to_uint8(refiner.apply({"params": params}, synthetic)), "labels": batch}
+    if keep_synthetic:
+      out["synthetic"] = synthetic
+    return out
+
+  return jax.jit(jax.shard_map(render_and_refine, mesh=mesh, in_specs=(P(), P(AXIS)),
+                               out_specs=P(AXIS)))
+
+
+# ----------------------------------------------------------------------------- input
+
+
+class _Input:
+  """A dataset to refine: ``num`` examples; ``run(params, start, stop)`` -> a chunk's arrays."""
+
+  def __init__(self, config, spec: str, num_examples: int, seed: int, keep_synthetic: bool,
+               mesh: Mesh, chunk_size: int, data_dir: str = "", cache_dir: str = ""):
+    shape = (config.image_height, config.image_width, config.channels)
+    options = ml_collections.ConfigDict({"data_dir": data_dir, "cache_dir": cache_dir,
+                                         "max_examples": int(num_examples)})
+    section = data_lib.data_config(spec, options, training=True)
+    if "labels" in section:
+      section.labels = "all"
+    self.refiner, self.mesh, self.keep_synthetic = models.make_refiner(config), mesh, keep_synthetic
+    if section.name == "eyesim":
+      if num_examples <= 0:
+        raise ConfigError(f"--num_examples: the simulator ({spec}) needs a number of images > 0")
+      if config.synthetic_data.get("name") == "eyesim":
+        section = config.synthetic_data  # the scene ranges the refiner was trained on
+      self.simulator = sources_lib.make_source(section, shape, "data")
+      self.num = int(num_examples)
+      self.fn = _simulator_fn(self.refiner, self.simulator, mesh, int(seed), keep_synthetic)
+    else:
+      source = sources_lib.make_source(section, shape, "data")
+      if not isinstance(source, sources_lib.ArraySource):
+        raise ConfigError(f"--data={spec}: not a finite dataset nor the simulator")
+      if tuple(source.image_shape) != shape:
+        raise ConfigError(f"--data={spec}: images are {tuple(source.image_shape)} (H, W, C) but the "
+                          f"refiner's config says {shape}")
+      self.simulator, self.images, self.labels = None, source.images, dict(source.labels)
+      self.num = len(self.images) if num_examples <= 0 else min(len(self.images), int(num_examples))
+      self.fn = _array_fn(self.refiner, mesh)
+      clash = sorted(set(self.labels) & set(_RESERVED))
+      if clash:
+        raise DataError(f"--data={spec}: label {clash[0]!r} clashes with a feature refine writes")
+    self.size = _padded(self.num, chunk_size, mesh)
+
+  def dispatch(self, params, start: int, stop: int):
+    """Starts the chunk's computation (asynchronously); ``fetch`` reads it back."""
+    outputs = []
+    for s in range(start, stop, self.size):
+      e = min(s + self.size, stop)
+      if self.simulator is not None:
+        index = np.arange(s, s + self.size, dtype=np.int32)
+        outputs.append((s, e, self.fn(params, _shard(index, self.size, self.mesh))))
+      else:
+        outputs.append((s, e, {"image": self.fn(params, _shard(self.images[s:e], self.size, self.mesh))}))
+    return start, stop, outputs
+
+  def fetch(self, pending) -> dict[str, np.ndarray]:
+    start, stop, outputs = pending
+    parts = []
+    for s, e, out in outputs:
+      out = jax.tree.map(lambda x, n=e - s: np.asarray(x)[:n], out)
+      if self.simulator is not None:
+        part = {"image": out["image"], **{f"label/{k}": v for k, v in out["labels"].items()}}
+        if self.keep_synthetic:
+          part["synthetic"] = out["synthetic"]
+      else:
+        part = {"image": out["image"], **{f"label/{k}": v[s:e] for k, v in self.labels.items()}}
+        if self.keep_synthetic:
+          part["synthetic"] = self.images[s:e]
+      parts.append(part)
+    chunk = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    chunk["index"] = np.arange(start, stop, dtype=np.int64)
+    return chunk
+
+
+# ----------------------------------------------------------------------------- output
+
+
+def _write_npz(path: str, arrays: dict[str, np.ndarray]) -> None:
+  tmp = f"{path}.tmp{os.getpid()}"
+  with open(tmp, "wb") as f:
+    np.savez(f, **arrays)
+  os.replace(tmp, path)
+
+
+def _chunk_path(out_dir: str, chunk: int) -> str:
+  return os.path.join(out_dir, CHUNKS, f"chunk_{chunk:07d}.npz")
+
+
+def _check_manifest(out_dir: str, manifest: dict[str, Any]) -> None:
+  """Writes the manifest, or checks that an existing one has the same settings."""
+  path = os.path.join(out_dir, MANIFEST)
+  if os.path.exists(path):
+    with open(path) as f:
+      old = json.load(f)
+    for key, value in manifest.items():
+      if old.get(key) != value:
+        raise ConfigError(f"--out {out_dir}: made with other settings ({key}: {old.get(key)!r} there, "
+                          f"{value!r} now); use another --out or delete it")
+    return
+  if jax.process_index() == 0:
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+      json.dump(manifest, f, indent=1)
+    os.replace(tmp, path)
+
+
+def _sync(name: str) -> None:
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
+    multihost_utils.sync_global_devices(name)
+
+
+def _feature_spec(chunk: dict[str, np.ndarray]) -> dict[str, tuple[tuple[int, ...], str]]:
+  return {k: (tuple(v.shape[1:]), v.dtype.str) for k, v in chunk.items()}
+
+
+def _build_dataset(out_dir: str, num_chunks: int, features: dict[str, Any], metadata: dict[str, Any]) -> None:
+  """Writes the chunks as a TFDS dataset into ``out_dir`` itself."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+  chunk_paths = [_chunk_path(out_dir, c) for c in range(num_chunks)]
+
+  class RefinedDataset(tfds.core.GeneratorBasedBuilder, skip_registration=True):
+    """Refined images with their input's labels."""
+
+    name = "simgan_refined"
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "Written by simgan_jax.evaluation.refine."}
+
+    @tfds.core.utils.classproperty
+    @classmethod
+    def code_path(cls) -> epath.Path:  # as in data/builders/base.py: no importlib_resources
+      return epath.Path(inspect.getfile(_build_dataset))
+
+    def _info(self):
+      feats = {}
+      for key, (shape, dtype) in features.items():
+        # Raw bytes: the default would store float64 as float32 (tf.train.Example's float_list).
+        feats[key.removeprefix("label/")] = tfds.features.Tensor(shape=shape, dtype=np.dtype(dtype),
+                                                                 encoding=tfds.features.Encoding.BYTES)
+      return tfds.core.DatasetInfo(builder=self, description="SimGAN-refined images (simgan_jax).",
+                                   features=tfds.features.FeaturesDict(feats),
+                                   metadata=tfds.core.MetadataDict(metadata), disable_shuffling=True)
+
+    def _split_generators(self, dl_manager):
+      del dl_manager
+      return {"train": self._generate_examples()}
+
+    def _generate_examples(self):
+      for path in chunk_paths:
+        with np.load(path) as f:
+          arrays = {k.removeprefix("label/"): f[k] for k in f.files}
+        for i, index in enumerate(arrays["index"]):
+          yield int(index), {k: v[i] for k, v in arrays.items()}
+
+  build_root = os.path.join(out_dir, "_build")
+  shutil.rmtree(build_root, ignore_errors=True)
+  builder = RefinedDataset(data_dir=build_root, file_format="array_record")
+  from tensorflow_datasets.core.utils import tqdm_utils  # pylint: disable=g-import-not-at-top
+
+  shown = getattr(tqdm_utils, "_active", True)
+  tfds.display_progress_bar(False)  # our own progress lines say enough
+  try:
+    with contextlib.redirect_stdout(io.StringIO()):  # TFDS's "Downloading and preparing ..."
+      builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+          download_mode=tfds.download.GenerateMode.REUSE_DATASET_IF_EXISTS))
+  finally:
+    tfds.display_progress_bar(shown)
+  built = str(builder.data_dir)
+  # dataset_info.json moves last: its presence in out_dir marks a finished dataset.
+  names = sorted(os.listdir(built), key=lambda n: n == "dataset_info.json")
+  for name in names:
+    os.replace(os.path.join(built, name), os.path.join(out_dir, name))
+  shutil.rmtree(build_root, ignore_errors=True)
+
+
+def _format_seconds(seconds: float) -> str:
+  seconds = int(max(seconds, 0))
+  return f"{seconds // 3600}h{seconds // 60 % 60:02d}m{seconds % 60:02d}s" if seconds >= 3600 else (
+      f"{seconds // 60}m{seconds % 60:02d}s")
+
+
+def is_done(out_dir: str) -> bool:
+  """Whether ``out_dir`` holds a finished dataset."""
+  return os.path.exists(os.path.join(out_dir, "dataset_info.json"))
+
+
+def refine_dataset(config, checkpoint_dir: str, data_spec: str, out_dir: str, *, num_examples: int = 0,
+                   step: int | None = None, chunk_size: int = DEFAULT_CHUNK_SIZE, seed: int = 0,
+                   keep_synthetic: bool = False, data_dir: str = "", cache_dir: str = "",
+                   progress: bool = True, on_chunk: Callable[[int], None] | None = None) -> str:
+  """Refines ``data_spec`` with the refiner of ``checkpoint_dir`` into a TFDS dataset at ``out_dir``.
+
+  Returns ``out_dir`` (the dataset folder; see the module docstring).
+  ``config``: the SimGAN config of the run (``load_config(checkpoint_dir)``).
+  ``step``: the checkpoint (default: newest). ``num_examples``: images to render
+  from the simulator, or the first N of a finite set (0 = all). ``data_dir`` /
+  ``cache_dir``: where prepared TFDS datasets and the target-domain cache live.
+  ``on_chunk(chunk_index)`` is called after each chunk is saved (for tests).
+  """
+  if not isinstance(chunk_size, int) or chunk_size <= 0:
+    raise ConfigError(f"--chunk_size: must be an integer > 0, got {chunk_size!r}")
+  if num_examples < 0:
+    raise ConfigError(f"--num_examples: must be >= 0, got {num_examples}")
+  params, step = restore_refiner(config, checkpoint_dir, step)
+  mesh = local_mesh(config.get("num_devices", 0))
+  source = _Input(config, data_spec, num_examples, seed, keep_synthetic, mesh, chunk_size, data_dir, cache_dir)
+  manifest = {"checkpoint": os.path.abspath(checkpoint_dir), "step": step, "data": data_spec,
+              "num_examples": source.num, "chunk_size": chunk_size, "keep_synthetic": bool(keep_synthetic),
+              "image_shape": [config.image_height, config.image_width, config.channels]}
+  if source.simulator is not None:
+    manifest["seed"] = int(seed)
+  log = (lambda line: print(line, file=sys.stderr, flush=True)) if (
+      progress and jax.process_index() == 0) else (lambda line: None)
+  try:
+    os.makedirs(out_dir if is_done(out_dir) else os.path.join(out_dir, CHUNKS), exist_ok=True)
+  except OSError as e:
+    raise ConfigError(f"--out {out_dir}: not writable ({e.strerror or e})") from None
+  _check_manifest(out_dir, manifest)
+  if is_done(out_dir):
+    log(f"refine: {out_dir} is already done ({source.num} images); nothing to do")
+    return out_dir
+  _sync("refine:manifest")
+
+  num_chunks = -(-source.num // chunk_size)
+  mine = [c for c in range(num_chunks) if c % jax.process_count() == jax.process_index()]
+  todo = [c for c in mine if not os.path.exists(_chunk_path(out_dir, c))]
+  log(f"refine: {source.num} images from {data_spec} with {checkpoint_dir} step {step}, "
+      f"{num_chunks} chunks of {chunk_size} ({len(mine) - len(todo)} done before) on "
+      f"{mesh.devices.size} device(s) x {jax.process_count()} process(es) -> {out_dir}")
+  params = _replicate(params, mesh)
+  start_time, last_print, done_images = time.time(), 0.0, 0
+  total_images = sum(min(chunk_size, source.num - c * chunk_size) for c in todo)
+
+  def finish(chunk, pending):
+    nonlocal last_print, done_images
+    _write_npz(_chunk_path(out_dir, chunk), source.fetch(pending))
+    done_images += pending[1] - pending[0]
+    if on_chunk is not None:
+      on_chunk(chunk)
+    now = time.time()
+    if now - last_print >= _PROGRESS_SECONDS or done_images == total_images:
+      last_print = now
+      rate = done_images / max(now - start_time, 1e-9)
+      log(f"refine: {done_images}/{total_images} images ({100 * done_images / total_images:.1f}%), "
+          f"{rate:.0f} img/s, ETA {_format_seconds((total_images - done_images) / max(rate, 1e-9))}")
+
+  previous = None
+  for chunk in todo:
+    # The next chunk is dispatched before the previous one is read back and saved.
+    pending = source.dispatch(params, chunk * chunk_size, min((chunk + 1) * chunk_size, source.num))
+    if previous is not None:
+      finish(*previous)
+    previous = (chunk, pending)
+  if previous is not None:
+    finish(*previous)
+
+  _sync("refine:chunks")
+  if jax.process_index() == 0:
+    with np.load(_chunk_path(out_dir, 0)) as f:
+      features = _feature_spec({k: f[k] for k in f.files})
+    _build_dataset(out_dir, num_chunks, features, {"refine": manifest})
+    shutil.rmtree(os.path.join(out_dir, CHUNKS), ignore_errors=True)
+    log(f"refine: wrote {source.num} images to {out_dir}")
+  _sync("refine:dataset")
+  return out_dir
+
+
+def num_examples(out_dir: str) -> int:
+  """Examples in the finished dataset at ``out_dir``."""
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+  return tfds.builder_from_directory(out_dir).info.splits["train"].num_examples

@@ -1,0 +1,183 @@
+"""Dataset refinement (simgan_jax.evaluation.refine, launch/refine.py): labels, resume, reading back."""
+
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import pytest
+import tensorflow_datasets as tfds
+
+from tests.conftest import REPO
+from simgan_jax import checkpoints, models, training
+from simgan_jax.configs import default, gaze as gaze_configs
+from simgan_jax.data import sources
+from simgan_jax.errors import ConfigError
+from simgan_jax.evaluation import data, gaze_training, refine
+
+NUM, CHUNK = 40, 16
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+  """A SimGAN workdir as train.py leaves it: config.json and a checkpoint (fresh params)."""
+  root = tmp_path_factory.mktemp("simgan")
+  config = default.get_config("smoke")
+  mesh = training.make_mesh()
+  state = training.create_state(training.make_setup(config, None, None, mesh.devices.size), mesh)
+  mngr = checkpoints.manager(str(root), 3)
+  checkpoints.save(mngr, 0, state)
+  mngr.close()
+  (root / "config.json").write_text(config.to_json_best_effort(indent=2))
+  return str(root)
+
+
+@pytest.fixture(scope="module")
+def config(workdir):
+  return refine.load_config(workdir)
+
+
+@pytest.fixture(scope="module")
+def simulated(workdir, config, tmp_path_factory):
+  out = str(tmp_path_factory.mktemp("refined") / "eyesim")
+  refine.refine_dataset(config, workdir, "eyesim", out, num_examples=NUM, chunk_size=CHUNK, progress=False)
+  return out
+
+
+def read_all(out):
+  source = tfds.builder_from_directory(out).as_data_source("train")
+  examples = [source[i] for i in range(len(source))]
+  return {k: np.stack([np.asarray(e[k]) for e in examples]) for k in examples[0]}
+
+
+def params_of(config, workdir):
+  return refine.restore_refiner(config, workdir)[0]
+
+
+def test_simulator_labels_bitwise_and_images_are_the_refiners(simulated, workdir, config):
+  out = read_all(simulated)
+  assert sorted(os.listdir(simulated)) == sorted(
+      ["dataset_info.json", "features.json", "metadata.json", refine.MANIFEST,
+       "simgan_refined-train.array_record-00000-of-00001"])
+  np.testing.assert_array_equal(out["index"], np.arange(NUM))
+  source = sources.make_source(config.synthetic_data, (35, 55, 1))
+  key = jax.random.PRNGKey(0)
+  keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(np.arange(NUM))
+  batch = jax.device_get(jax.jit(source.sample)({}, keys))
+  # The stored labels are the render's own (bit-for-bit: see the npz test); rendered again
+  # by another compiled program, the last float bit may differ.
+  for name in ("gaze", "pitchyaw", "pupil_center", "head_pose", "eyelid_landmarks", "iris_landmarks"):
+    assert out[name].dtype == batch[name].dtype == np.float32
+    np.testing.assert_allclose(out[name], batch[name], rtol=1e-6, atol=1e-6, err_msg=name)
+  refined = models.make_refiner(config).apply({"params": params_of(config, workdir)}, batch["image"])
+  expected = sources.from_unit_range(refined)
+  assert out["image"].dtype == np.uint8 and out["image"].shape == (NUM, 35, 55, 1)
+  assert np.abs(out["image"].astype(int) - expected).max() <= 1
+  assert not np.array_equal(out["image"], sources.from_unit_range(batch["image"]))  # it did refine
+
+
+def test_finite_set_keeps_labels_bit_for_bit_with_their_dtypes(tmp_path, workdir, config):
+  rng = np.random.default_rng(0)
+  labels = {"gaze": rng.normal(size=(21, 3)).astype(np.float32), "weight": rng.normal(size=21),
+            "person": rng.integers(0, 9, 21, dtype=np.int32), "flag": rng.integers(0, 2, 21).astype(bool),
+            "scalar32": rng.normal(size=21).astype(np.float32)}
+  images = rng.integers(0, 256, (21, 35, 55, 1), dtype=np.uint8)
+  np.savez(tmp_path / "in.npz", images=images, **labels)
+  out = refine.refine_dataset(config, workdir, f"npz:{tmp_path}/in.npz", str(tmp_path / "out"),
+                              num_examples=19, chunk_size=8, keep_synthetic=True, progress=False)
+  read = read_all(out)
+  np.testing.assert_array_equal(read["index"], np.arange(19))
+  np.testing.assert_array_equal(read["synthetic"], images[:19])
+  # Read back through the training source: every label, its dtype and its bits.
+  source = sources.make_source(data.data_config(f"tfds:{out}", gaze_configs.get_config("smoke"), True),
+                               (35, 55, 1))
+  for name, value in labels.items():
+    assert source.labels[name].dtype == value.dtype, name
+    np.testing.assert_array_equal(source.labels[name].view(np.uint8), value[:19].view(np.uint8))
+  mesh = refine.local_mesh()
+  np.testing.assert_array_equal(source.images, refine.refine_arrays(config, params_of(config, workdir),
+                                                                    images[:19], mesh, 8))
+
+
+class Interrupt(Exception):
+  pass
+
+
+def test_interrupted_run_resumes_bitwise_equal_and_finished_run_does_nothing(tmp_path, simulated,
+                                                                             workdir, config):
+  out, seen = str(tmp_path / "out"), []
+
+  def stop_after_two(chunk):
+    seen.append(chunk)
+    if len(seen) == 2:
+      raise Interrupt
+
+  run = lambda hook: refine.refine_dataset(config, workdir, "eyesim", out, num_examples=NUM,  # noqa: E731
+                                           chunk_size=CHUNK, progress=False, on_chunk=hook)
+  with pytest.raises(Interrupt):
+    run(stop_after_two)
+  assert sorted(os.listdir(os.path.join(out, refine.CHUNKS))) == ["chunk_0000000.npz", "chunk_0000001.npz"]
+  assert not refine.is_done(out)
+  seen.clear()
+  run(seen.append)
+  assert seen == [2]  # only the missing chunk
+  assert not os.path.exists(os.path.join(out, refine.CHUNKS))
+  resumed, straight = read_all(out), read_all(simulated)
+  assert resumed.keys() == straight.keys()
+  for name in straight:
+    np.testing.assert_array_equal(resumed[name], straight[name], err_msg=name)
+  seen.clear()
+  assert run(seen.append) == out and seen == []
+
+
+@pytest.mark.parametrize("change, field", [({"chunk_size": 8}, "chunk_size"),
+                                           ({"num_examples": 41}, "num_examples"),
+                                           ({"seed": 1}, "seed")])
+def test_resume_with_other_settings_is_refused(simulated, workdir, config, change, field):
+  settings = {"num_examples": NUM, "chunk_size": CHUNK, "progress": False, **change}
+  with pytest.raises(ConfigError) as e:
+    refine.refine_dataset(config, workdir, "eyesim", simulated, **settings)
+  message = str(e.value)
+  assert "\n" not in message and message.startswith(f"--out {simulated}: made with other settings ({field}:")
+
+
+def test_missing_checkpoint_and_simulator_without_count(tmp_path, workdir, config):
+  missing = str(tmp_path / "nope")
+  with pytest.raises(ConfigError, match=f"^--checkpoint {missing}: no such directory$"):
+    refine.load_config(missing)
+  with pytest.raises(ConfigError, match=f"^--checkpoint {missing}: no such directory$"):
+    refine.refine_dataset(config, missing, "eyesim", str(tmp_path / "out"), num_examples=4)
+  with pytest.raises(ConfigError, match="^--num_examples: the simulator"):
+    refine.refine_dataset(config, workdir, "eyesim", str(tmp_path / "out"))
+
+
+def test_output_trains_the_gaze_estimator(simulated, tmp_path):
+  config = gaze_configs.get_config("smoke")
+  config.num_steps = 2
+  source = data.train_source(f"tfds:{simulated}", config)
+  read = read_all(simulated)
+  np.testing.assert_array_equal(source.labels["gaze"], read["gaze"])
+  results = gaze_training.train_gaze_estimator(config, source, {"refined": (read["image"], read["gaze"])},
+                                               str(tmp_path / "gaze"))
+  assert results["steps"] == 2 and results["eval"]["refined"]["num_images"] == NUM
+
+
+def test_launcher_end_to_end_and_one_line_errors(tmp_path, workdir, simulated):
+  def launch(*flags):
+    cmd = [sys.executable, os.path.join(REPO, "launch/refine.py"), *flags]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=300)
+    return proc.returncode, proc.stdout, proc.stderr
+
+  out = tmp_path / "out"
+  code, stdout, err = launch(f"--checkpoint={workdir}", f"--out={out}", "--num_examples=24", "--chunk_size=16")
+  assert code == 0, err
+  last = stdout.strip().splitlines()[-1]
+  assert last.startswith(f"refined dataset: {out} (24 images, ") and "img/s" in last
+  assert "refine: 24/24 images (100.0%)" in err
+  read, straight = read_all(str(out)), read_all(simulated)
+  for name in straight:  # the same images 0..23 as the library run with the same chunk size
+    np.testing.assert_array_equal(read[name], straight[name][:24], err_msg=name)
+  code, _, err = launch(f"--checkpoint={tmp_path}/missing", f"--out={out}")
+  assert code == 1 and "Traceback" not in err
+  assert err.strip().splitlines()[-1] == f"error: --checkpoint {tmp_path}/missing: no such directory"
