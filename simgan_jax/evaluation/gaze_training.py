@@ -153,8 +153,10 @@ def predict(predict_fn, params, images: np.ndarray, mesh: Mesh, chunk: int) -> n
     if len(part) < chunk:  # pad the last chunk; padded rows are cut below
       part = np.concatenate([part, np.zeros((chunk - len(part), *part.shape[1:]), part.dtype)])
     array = jax.make_array_from_callback(part.shape, sharding, lambda idx, part=part: part[idx])
-    outputs.append(predict_fn(params, array))
-  return np.concatenate([np.asarray(o.addressable_data(0)) for o in outputs])[:len(images)]
+    # Read back before the next chunk is dispatched: many in-flight programs with
+    # collectives can deadlock XLA:CPU's thread pool (seen with 8 fake devices).
+    outputs.append(np.asarray(predict_fn(params, array).addressable_data(0)))
+  return np.concatenate(outputs)[:len(images)]
 
 
 def evaluate(predict_fn, params, images, gaze_N3, mesh: Mesh, chunk: int,
