@@ -8,7 +8,8 @@ each, in one compiled call). Writes into ``workdir``:
 * ``checkpoints/<step>/``: the whole train state (orbax), every
   ``checkpoint_every`` steps and at the end; a rerun resumes from the newest;
 * ``metrics.jsonl`` and ``tensorboard/``: losses, discriminator accuracies, Kg,
-  images/s, every ``log_every`` steps;
+  images/s, every ``log_every`` steps; ``realism_kid`` at every checkpoint
+  (``make_realism_probe``; off when ``config.realism.num_images`` is 0);
 * ``samples/step_<step>.png``: synthetic | refined | real, every ``sample_every``;
 * ``config.json``: the config of the (last) run.
 """
@@ -138,6 +139,7 @@ def train_and_evaluate(config, workdir: str, synthetic: sources_lib.ImageSource 
   total = sum(phase_lengths(config).values())
   step_fns = {phase: training.compile_step(fn, setup, mesh, specs) for phase, fn in training.PHASES.items()}
   sample_fn = training.make_sample_fn(setup, config.num_sample_images)
+  realism_probe = make_realism_probe(config, setup, data) if is_chief else None
   writer = metric_writer.MetricWriter(workdir, enabled=is_chief)
   if is_chief:
     metric_writer.print_line(
@@ -187,11 +189,61 @@ def train_and_evaluate(config, workdir: str, synthetic: sources_lib.ImageSource 
             f"step {last_saved}, kept in {os.path.join(workdir, 'checkpoints')}")
       checkpoints.save(mngr, step, state)
       last_saved = step
+      if realism_probe is not None:
+        scores = realism_probe(_to_host(state.refiner_params))
+        writer.write(step, scores)
+        metric_writer.print_line(f"step {step}: realism KID {scores['realism_kid']:.4g} "
+                                 f"(+- {scores['realism_kid_std']:.2g}; unrefined "
+                                 f"{scores['realism_kid_unrefined']:.4g})")
   if pending is not None:
     report(pending)
   writer.close()
   mngr.close()
   return state
+
+
+def make_realism_probe(config, setup: training.Setup, data):
+  """``refiner params (host) -> {"realism_kid", "realism_kid_std", "realism_kid_unrefined"}``,
+  or None when ``config.realism.num_images`` is 0.
+
+  The same ``num_images`` synthetic images (fixed keys from ``config.realism.seed``)
+  are refined at each call and compared with ``num_images`` real-pool images by
+  KID on fixed random features (``evaluation/realism.py``). Runs on this process's
+  first device only (no collectives), so only the chief needs to call it.
+  """
+  r = config.get("realism")
+  if r is None or not r.num_images:
+    return None
+  from simgan_jax.evaluation import realism, refine  # pylint: disable=g-import-not-at-top
+
+  if r.subset_size > r.num_images:
+    raise ConfigError(f"config.realism.subset_size: {r.subset_size} is more than num_images "
+                      f"{r.num_images}")
+  key = jax.random.PRNGKey(r.seed)
+  keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(r.num_images))
+  device = jax.local_devices()[0]
+  local = jax.tree.map(lambda x: x.addressable_data(0), data)
+
+  @jax.jit
+  def pick(d, keys):
+    real_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
+    return (setup.synthetic.sample(d["synthetic"], keys)["image"],
+            setup.real.sample(d["real"], real_keys)["image"])
+
+  synthetic, real = jax.device_get(pick(local, jax.device_put(keys, device)))
+  image_shape = tuple(synthetic.shape[1:])
+  scorer = realism.RealismScorer(real, image_shape, seed=r.seed, subset_size=r.subset_size,
+                                 num_subsets=r.num_subsets)
+  unrefined = scorer.score(synthetic)["kid"]
+  mesh = jax.sharding.Mesh(np.array([device]), (training.AXIS,))
+
+  def probe(refiner_params):
+    refined = refine.refine_arrays(config, refiner_params, synthetic, mesh, chunk=250)
+    scores = scorer.score(refined)
+    return {"realism_kid": scores["kid"], "realism_kid_std": scores["kid_std"],
+            "realism_kid_unrefined": unrefined}
+
+  return probe
 
 
 def restore_state(config, workdir: str, step: int | None = None) -> training.TrainState:

@@ -115,6 +115,17 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c.checkpoint_every = 1000
   c.max_checkpoints_to_keep = 3
 
+  # Realism score (simgan_jax/evaluation/realism.py), logged as `realism_kid` at
+  # every checkpoint: the KID between num_images refined synthetic images (the
+  # same synthetic images each time) and num_images images of the real pool, on
+  # fixed random features. Lower is more realistic; no label is used, so it can
+  # pick the checkpoint to keep (launch/reproduce.py does). 0 turns it off.
+  c.realism = ml_collections.ConfigDict()
+  c.realism.num_images = 1000
+  c.realism.subset_size = 500  # KID is averaged over num_subsets subsets of this size
+  c.realism.num_subsets = 10
+  c.realism.seed = 0
+
   if variant:
     for name in variant.split(","):
       if name not in _VARIANTS:
@@ -187,6 +198,7 @@ def _smoke(c):
   c.num_sample_images = 4
   c.checkpoint_every = 5
   c.real_data.num_train = 256
+  c.realism.num_images = 0
 
 
 def _paper(c):
