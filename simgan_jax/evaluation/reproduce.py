@@ -1,0 +1,301 @@
+"""The paper's experiment end to end: train SimGAN, pick a refiner, refine, train
+gaze estimators, measure label preservation, write ``report.md``.
+
+``run(config, workdir)`` with a config from ``configs/reproduce.py`` (its
+docstring lists the stages and commands). Every stage leaves its outputs in
+``workdir`` and is skipped or resumed when they are there, so an interrupted run
+is continued by running the same command again. Target-domain labels are used
+by the ``target`` estimators (an upper bound) and by the test numbers only; the
+refiner is selected by the label-free realism score.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import shutil
+import time
+from typing import Any, Callable
+
+import jax
+import numpy as np
+
+from simgan_jax import metric_writer
+from simgan_jax import train
+from simgan_jax import training
+from simgan_jax.data import sources as sources_lib
+from simgan_jax.errors import ConfigError, DataError
+from simgan_jax.evaluation import data as data_lib
+from simgan_jax.evaluation import gaze
+from simgan_jax.evaluation import gaze_training
+from simgan_jax.evaluation import pupil
+
+TRAINING_SETS = ("synthetic", "synthetic_4x", "refined", "refined_4x", "target")
+_TITLES = {
+    "synthetic": "synthetic",
+    "synthetic_4x": "synthetic, {m}x data",
+    "refined": "refined synthetic",
+    "refined_4x": "refined synthetic, {m}x data",
+    "target": "target-domain labels (upper bound)",
+}
+# Label names, in order of preference, that hold a 2D pupil (or iris) centre.
+_PUPIL_LABELS = ("pupil_center", "iris_centre")
+
+
+def _read_json(path: str):
+  try:
+    with open(path) as f:
+      return json.load(f)
+  except FileNotFoundError:
+    return None
+
+
+def _write_json(path: str, value) -> None:
+  tmp = path + ".tmp"
+  with open(tmp, "w") as f:
+    json.dump(value, f, indent=1)
+  os.replace(tmp, path)
+
+
+def validate_config(config) -> None:
+  for field in ("num_synthetic", "data_multiplier", "num_label_pairs", "num_sample_images", "refine_chunk"):
+    if not isinstance(config[field], int) or config[field] <= 0:
+      raise ConfigError(f"config.{field}: must be an integer > 0, got {config[field]!r}")
+  if not config.seeds or not all(isinstance(s, int) for s in config.seeds):
+    raise ConfigError(f"config.seeds: expected a list of integers, got {config.seeds!r}")
+  if config.num_label_pairs > config.num_synthetic * config.data_multiplier:
+    raise ConfigError(f"config.num_label_pairs: {config.num_label_pairs} is more than the "
+                      f"{config.num_synthetic * config.data_multiplier} refined images")
+  if not config.simgan.get("realism") or not config.simgan.realism.num_images:
+    raise ConfigError("config.simgan.realism.num_images: must be > 0; the refiner checkpoint is "
+                      "selected by the realism score")
+
+
+# ----------------------------------------------------------------------------- selection
+
+
+def realism_scores(simgan_dir: str) -> dict[int, float]:
+  """{checkpoint step: realism_kid} from ``metrics.jsonl`` (the last entry per step)."""
+  scores = {}
+  path = os.path.join(simgan_dir, "metrics.jsonl")
+  if os.path.exists(path):
+    with open(path) as f:
+      for line in f:
+        entry = json.loads(line)
+        if "realism_kid" in entry:
+          scores[int(entry["step"])] = float(entry["realism_kid"])
+  return scores
+
+
+def checkpoint_steps(simgan_dir: str) -> list[int]:
+  directory = os.path.join(simgan_dir, "checkpoints")
+  if not os.path.isdir(directory):
+    return []
+  return sorted(int(d) for d in os.listdir(directory) if d.isdigit())
+
+
+def select_checkpoint(simgan_config, simgan_dir: str) -> dict[str, Any]:
+  """The adversarial-phase checkpoint with the lowest realism KID (no labels used)."""
+  scores = realism_scores(simgan_dir)
+  saved = [s for s in checkpoint_steps(simgan_dir) if s in scores]
+  if not saved:
+    raise DataError(f"{simgan_dir}: no checkpoint with a realism score in metrics.jsonl")
+  pretrain = simgan_config.refiner_pretrain_steps + simgan_config.discriminator_pretrain_steps
+  candidates = [s for s in saved if s > pretrain] or saved
+  best = min(candidates, key=lambda s: scores[s])
+  return {"step": best, "candidates": candidates, "scores": {str(s): scores[s] for s in saved}}
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def _gaze_config(config, seed: int):
+  g = copy.deepcopy(config.gaze)
+  g.seed = int(seed)
+  return g
+
+
+def load_or_refine(config, workdir: str, simgan_dir: str, step: int, log) -> dict[str, np.ndarray]:
+  """{"synthetic", "refined": uint8 images, "labels": {...}} of the first
+  ``data_multiplier * num_synthetic`` synthetic images, refined by checkpoint ``step``
+  into ``workdir/refined`` (a TFDS dataset, ``launch/refine.py``'s format; resumable)."""
+  from simgan_jax.data import tfds_sources  # pylint: disable=g-import-not-at-top
+  from simgan_jax.evaluation import refine  # pylint: disable=g-import-not-at-top
+
+  out = os.path.join(workdir, "refined")
+  refine.refine_dataset(config.simgan, simgan_dir, config.synthetic_data, out,
+                        num_examples=config.num_synthetic * config.data_multiplier, step=step,
+                        chunk_size=config.refine_chunk, seed=config.synthetic_seed, keep_synthetic=True,
+                        data_dir=config.data_dir, cache_dir=config.gaze.cache_dir, progress=True)
+  refined, labels = tfds_sources.load_directory(out, labels="all")
+  synthetic = labels.pop("synthetic")
+  labels.pop("index", None)
+  if synthetic.dtype != np.uint8:  # simulator renders are kept as rendered, float in [-1, 1]
+    synthetic = sources_lib.from_unit_range(synthetic)
+  if "gaze" not in labels:
+    raise DataError(f"{out}: the refined data has no 'gaze' label (labels: {', '.join(labels)})")
+  log(f"refined data: {out} ({len(refined)} images)")
+  return {"synthetic": synthetic, "refined": refined, "labels": labels}
+
+
+def training_sources(config, pools) -> dict[str, Callable[[], sources_lib.ImageSource]]:
+  """Training set name -> a function making its source (built only when needed)."""
+  n = config.num_synthetic
+  g = pools["labels"]["gaze"].astype(np.float32)
+  sets = {
+      "synthetic": lambda: sources_lib.ArraySource(pools["synthetic"][:n], {"gaze": g[:n]}),
+      "synthetic_4x": lambda: sources_lib.ArraySource(pools["synthetic"], {"gaze": g}),
+      "refined": lambda: sources_lib.ArraySource(pools["refined"][:n], {"gaze": g[:n]}),
+      "refined_4x": lambda: sources_lib.ArraySource(pools["refined"], {"gaze": g}),
+  }
+  if config.target_train_data:
+    sets["target"] = lambda: data_lib.train_source(config.target_train_data, config.gaze)
+  return sets
+
+
+# ----------------------------------------------------------------------------- estimators
+
+
+def train_estimators(config, pools, workdir: str, log) -> dict[str, dict[str, Any]]:
+  """{training set: {str(seed): results.json}}; runs already finished are read back."""
+  eval_sets = None
+  results = {}
+  for name, make_source in training_sources(config, pools).items():
+    results[name] = {}
+    source = None
+    for seed in config.seeds:
+      run_dir = os.path.join(workdir, "gaze", name, f"seed_{seed}")
+      done = _read_json(os.path.join(run_dir, "results.json"))
+      if done is None:
+        if eval_sets is None:
+          eval_sets = {"test": data_lib.eval_set(config.test_data, config.gaze)}
+        source = source or make_source()
+        log(f"gaze estimator: training set {name}, seed {seed}")
+        done = gaze_training.train_gaze_estimator(_gaze_config(config, seed), source, eval_sets, run_dir)
+      results[name][str(seed)] = done
+  return results
+
+
+def summarize(results) -> dict[str, dict[str, float]]:
+  """Mean and standard deviation over seeds of the test error and within-7 share."""
+  out = {}
+  for name, by_seed in results.items():
+    errors = [r["eval"]["test"]["mean_angular_error_deg"] for r in by_seed.values()]
+    within7 = [100 * r["eval"]["test"]["within_deg"]["7"] for r in by_seed.values()]
+    curves = np.array([[r["eval"]["test"]["within_deg"][str(d)] for d in gaze.WITHIN_THRESHOLDS_DEG]
+                       for r in by_seed.values()])
+    out[name] = {"error_mean": float(np.mean(errors)), "error_std": float(np.std(errors)),
+                 "within7_mean": float(np.mean(within7)), "within7_std": float(np.std(within7)),
+                 "num_seeds": len(errors), "curve": curves.mean(0).tolist(),
+                 "train_seconds": float(sum(r["train_seconds"] for r in by_seed.values()))}
+  return out
+
+
+def gap_closed(summary, refined: str, synthetic: str) -> float | None:
+  """Share of the synthetic-to-target error gap that training on ``refined`` closes."""
+  if "target" not in summary:
+    return None
+  gap = summary[synthetic]["error_mean"] - summary["target"]["error_mean"]
+  if gap <= 0:
+    return None
+  return (summary[synthetic]["error_mean"] - summary[refined]["error_mean"]) / gap
+
+
+# ----------------------------------------------------------------------------- labels
+
+
+def _stats(values) -> dict[str, float]:
+  values = np.asarray(values, np.float64)
+  return {"mean": float(values.mean()), "std": float(values.std()), "median": float(np.median(values)),
+          "p90": float(np.percentile(values, 90)), "num": int(len(values))}
+
+
+def label_preservation(config, pools, workdir: str) -> dict[str, Any]:
+  """Pupil-centre shift, the localiser's own error, and gaze drift on refined/synthetic pairs."""
+  n = config.num_label_pairs
+  synthetic, refined = pools["synthetic"][:n], pools["refined"][:n]
+  to_float = lambda x: np.asarray(sources_lib.to_unit_range(x))  # noqa: E731
+  out: dict[str, Any] = {"num_pairs": n}
+  loc = jax.jit(pupil.localize_pupil)
+  centre_syn = np.concatenate([np.asarray(loc(to_float(synthetic[i:i + 500]))) for i in range(0, n, 500)])
+  centre_ref = np.concatenate([np.asarray(loc(to_float(refined[i:i + 500]))) for i in range(0, n, 500)])
+  out["pupil_shift_px"] = _stats(np.linalg.norm(centre_ref - centre_syn, axis=-1))
+  label = next((k for k in _PUPIL_LABELS if k in pools["labels"]), None)
+  if label is not None:
+    truth = pools["labels"][label][:n].astype(np.float32)
+    out["pupil_label"] = label
+    out["localiser_error_synthetic_px"] = _stats(np.linalg.norm(centre_syn - truth, axis=-1))
+    out["localiser_error_refined_px"] = _stats(np.linalg.norm(centre_ref - truth, axis=-1))
+  if "target" in training_sources(config, pools):
+    seed = config.seeds[0]
+    g = _gaze_config(config, seed)
+    params = gaze_training.restore_params(g, os.path.join(workdir, "gaze", "target", f"seed_{seed}"))
+    mesh = training.make_mesh(g.get("num_devices", 0))
+    predict_fn = gaze_training.make_predict_fn(gaze.make_gaze_estimator(g), mesh)
+    p_syn = gaze_training.predict(predict_fn, params, synthetic, mesh, g.eval_batch_size)
+    p_ref = gaze_training.predict(predict_fn, params, refined, mesh, g.eval_batch_size)
+    out["gaze_drift_deg"] = _stats(gaze.angular_error_deg(p_syn, p_ref))
+    out["gaze_drift_estimator"] = f"target, seed {seed}"
+  return out
+
+
+# ----------------------------------------------------------------------------- run
+
+
+def run(config, workdir: str, log=metric_writer.print_line) -> dict[str, Any]:
+  """All stages (see configs/reproduce.py); returns what ``report.md`` shows."""
+  validate_config(config)
+  os.makedirs(workdir, exist_ok=True)
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    f.write(config.to_json_best_effort(indent=2))
+  timings_path = os.path.join(workdir, "timings.json")
+  timings = _read_json(timings_path) or {}
+
+  def timed(name, fn):
+    start = time.time()
+    value = fn()
+    # Accumulated over resumed runs; a skipped stage adds only its check.
+    timings[name] = timings.get(name, 0.0) + time.time() - start
+    _write_json(timings_path, timings)
+    return value
+
+  simgan_dir = os.path.join(workdir, "simgan")
+  log(f"[1/6] SimGAN training in {simgan_dir}")
+  timed("simgan", lambda: train.train_and_evaluate(config.simgan, simgan_dir))
+  log("[2/6] refiner selection by realism score")
+  selection = select_checkpoint(config.simgan, simgan_dir)
+  _write_json(os.path.join(workdir, "selection.json"), selection)
+  log(f"selected step {selection['step']} (realism KID {selection['scores'][str(selection['step'])]:.4g})")
+  log(f"[3/6] refining {config.num_synthetic * config.data_multiplier} synthetic images")
+  pools = timed("refine", lambda: load_or_refine(config, workdir, simgan_dir, selection["step"], log))
+  log("[4/6] gaze estimators")
+  results = timed("gaze", lambda: train_estimators(config, pools, workdir, log))
+  log("[5/6] label preservation")
+  preservation = timed("preservation", lambda: label_preservation(config, pools, workdir))
+  _write_json(os.path.join(workdir, "preservation.json"), preservation)
+  log("[6/6] report")
+  from simgan_jax.evaluation import report  # pylint: disable=g-import-not-at-top
+
+  summary = summarize(results)
+  path = timed("report", lambda: report.write_report(config, workdir, selection, summary, preservation,
+                                                     pools, timings))
+  log(f"report: {path}")
+  return {"selection": selection, "summary": summary, "preservation": preservation, "report": path}
+
+
+def publish(workdir: str, markdown_path: str) -> str:
+  """Copies ``workdir/report.md`` to ``markdown_path`` and its figures next to it as
+  ``<stem>_<figure>.png``, rewriting the links (how docs/results_eyesim.md is made)."""
+  with open(os.path.join(workdir, "report.md")) as f:
+    text = f.read()
+  folder = os.path.dirname(os.path.abspath(markdown_path))
+  stem = os.path.splitext(os.path.basename(markdown_path))[0]
+  os.makedirs(folder, exist_ok=True)
+  for name in sorted(os.listdir(workdir)):
+    if name.endswith(".png"):
+      shutil.copyfile(os.path.join(workdir, name), os.path.join(folder, f"{stem}_{name}"))
+      text = text.replace(f"]({name})", f"]({stem}_{name})")
+  with open(markdown_path, "w") as f:
+    f.write(text)
+  return markdown_path

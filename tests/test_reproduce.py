@@ -1,0 +1,140 @@
+"""The reproduction pipeline (launch/reproduce.py) at smoke size, and its parts."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from tests.conftest import REPO
+
+
+def _smoke_config(**overrides):
+  from simgan_jax.configs import reproduce as reproduce_config
+
+  c = reproduce_config.get_config("eyesim_gaze:smoke")
+  c.update(overrides)
+  return c
+
+
+def test_overrides_parse_as_the_field_type():
+  from simgan_jax.configs import reproduce as reproduce_config
+
+  c = reproduce_config.apply_overrides(_smoke_config(), [
+      "seeds=3,4,5", "simgan.num_iterations=7", "simgan.loss.self_regularization_weight=0.125",
+      "simgan.adaptive_kg=true", "gaze.model.conv_features=2,2,4,4,4", "target_train_data="])
+  assert c.seeds == (3, 4, 5)
+  assert c.simgan.num_iterations == 7 and c.simgan.loss.self_regularization_weight == 0.125
+  assert c.simgan.adaptive_kg is True
+  assert c.gaze.model.conv_features == (2, 2, 4, 4, 4)
+  assert c.target_train_data == ""
+  with pytest.raises(ValueError, match="no config field 'simgan.nope'"):
+    reproduce_config.apply_overrides(c, ["simgan.nope=1"])
+  with pytest.raises(ValueError, match="expected a int"):
+    reproduce_config.apply_overrides(c, ["num_synthetic=many"])
+  with pytest.raises(ValueError, match="unknown experiment"):
+    reproduce_config.get_config("cats")
+  with pytest.raises(ValueError, match="unknown variant"):
+    reproduce_config.get_config("eyesim_gaze:tpu")
+
+
+def test_selection_takes_the_lowest_adversarial_score(tmp_path):
+  from simgan_jax.evaluation import reproduce
+
+  c = _smoke_config().simgan  # pretraining ends at step 3 + 2 = 5
+  scores = {3: 0.1, 6: 5.0, 9: 2.0, 12: 3.0, 15: 0.5}
+  with open(tmp_path / "metrics.jsonl", "w") as f:
+    for step, kid in scores.items():
+      f.write(json.dumps({"step": step, "realism_kid": kid}) + "\n")
+    f.write(json.dumps({"step": 12, "realism_kid": 1.0}) + "\n")  # a resumed run's entry wins
+    f.write(json.dumps({"step": 13, "discriminator_loss": 1.0}) + "\n")
+  for step in (3, 6, 9, 12):  # no checkpoint kept for step 15
+    os.makedirs(tmp_path / "checkpoints" / str(step))
+  selection = reproduce.select_checkpoint(c, str(tmp_path))
+  # Step 3 (pretraining) scores lowest but is no candidate; 15 has no checkpoint.
+  assert selection["step"] == 12
+  assert selection["candidates"] == [6, 9, 12]
+
+
+def test_summary_and_gap_closed_arithmetic():
+  from simgan_jax.evaluation import reproduce
+
+  def result(error, within7):
+    curve = {str(d): within7 for d in range(26)}
+    return {"train_seconds": 1.0, "eval": {"test": {"mean_angular_error_deg": error, "within_deg": curve}}}
+
+  summary = reproduce.summarize({
+      "synthetic": {"0": result(12.0, 0.2), "1": result(10.0, 0.4)},
+      "refined": {"0": result(9.0, 0.5), "1": result(9.0, 0.5)},
+      "target": {"0": result(5.0, 0.8), "1": result(7.0, 0.6)},
+  })
+  assert summary["synthetic"]["error_mean"] == pytest.approx(11.0)
+  assert summary["synthetic"]["error_std"] == pytest.approx(1.0)
+  assert summary["synthetic"]["within7_mean"] == pytest.approx(30.0)
+  # Gap 11 - 6 = 5 degrees; refined closes 11 - 9 = 2 of it.
+  assert reproduce.gap_closed(summary, "refined", "synthetic") == pytest.approx(0.4)
+  summary["target"]["error_mean"] = 12.0  # no gap: no share
+  assert reproduce.gap_closed(summary, "refined", "synthetic") is None
+
+
+def test_smoke_reproduction_end_to_end(tmp_path):
+  """Every stage at smoke size through the launcher, then a rerun that only reads back."""
+  workdir = tmp_path / "repro"
+  doc = tmp_path / "docs" / "results.md"
+  command = [sys.executable, os.path.join(REPO, "launch", "reproduce.py"), "--experiment=eyesim_gaze:smoke",
+             f"--workdir={workdir}", "--set", "seeds=0,1", f"--publish={doc}"]
+  first = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=600)
+  assert first.returncode == 0, first.stderr[-3000:]
+
+  metrics = [json.loads(line) for line in open(workdir / "simgan" / "metrics.jsonl")]
+  kid_steps = sorted(m["step"] for m in metrics if "realism_kid" in m)
+  assert kid_steps == [3, 6, 9]  # a score at every checkpoint
+  selection = json.load(open(workdir / "selection.json"))
+  assert selection["step"] in (6, 9)
+  assert selection["scores"][str(selection["step"])] == min(selection["scores"][str(s)] for s in (6, 9))
+
+  for name in ("synthetic", "synthetic_4x", "refined", "refined_4x", "target"):
+    for seed in (0, 1):
+      results = json.load(open(workdir / "gaze" / name / f"seed_{seed}" / "results.json"))
+      assert results["steps"] == 4 and results["eval"]["test"]["num_images"] == 5000
+
+  # The refined set is a TFDS dataset with the simulator's labels, in input order.
+  from simgan_jax.data import tfds_sources
+
+  refined, labels = tfds_sources.load_directory(str(workdir / "refined"), labels="all")
+  assert refined.shape == (256, 35, 55, 1) and refined.dtype == np.uint8
+  np.testing.assert_array_equal(labels["index"], np.arange(256))
+  assert labels["gaze"].shape == (256, 3)
+
+  preservation = json.load(open(workdir / "preservation.json"))
+  assert preservation["num_pairs"] == 32
+  for key in ("pupil_shift_px", "localiser_error_synthetic_px", "gaze_drift_deg"):
+    assert np.isfinite(preservation[key]["mean"]) and preservation[key]["num"] == 32
+
+  report = open(workdir / "report.md").read()
+  for row in ("| synthetic |", "| synthetic, 4x data |", "| refined synthetic |",
+              "| refined synthetic, 4x data |", "| target-domain labels (upper bound) |",
+              "pupil-centre shift", "gaze drift", "![samples](samples.png)"):
+    assert row in report
+  for figure in ("within_d.png", "losses.png", "samples.png"):
+    assert (workdir / figure).stat().st_size > 1000
+    assert (doc.parent / f"results_{figure}").exists()
+  assert "](results_within_d.png)" in doc.read_text()
+  assert "synthetic: within 7 deg" in first.stdout
+
+  # A rerun finds every stage done: no training, the same numbers.
+  second = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=600)
+  assert second.returncode == 0, second.stderr[-3000:]
+  assert "starting at step 0" not in second.stdout
+  assert "is already done" in second.stderr + second.stdout
+  assert first.stdout.splitlines()[-6:] == second.stdout.splitlines()[-6:]
+
+
+def test_bad_experiment_is_one_line(tmp_path):
+  result = subprocess.run([sys.executable, os.path.join(REPO, "launch", "reproduce.py"),
+                           "--experiment=eyesim_gaze:huge", f"--workdir={tmp_path}"],
+                          capture_output=True, text=True, cwd=REPO, timeout=120)
+  assert result.returncode == 1
+  assert result.stderr.strip().splitlines()[-1].startswith("error: --experiment: unknown variant 'huge'")
