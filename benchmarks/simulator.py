@@ -49,7 +49,8 @@ def main():
   simulator = max(v for (name, _), v in rendered.items() if name.startswith("eyesim ("))
   print("\ntrain step's consumption of synthetic images (adversarial iteration, refined images/s)")
   print(f"{'config':36s} {'batch':>6s} {'images/s':>10s} {'simulator / step':>17s}")
-  for variant, batch in ((None, 32), ("cpu", 32)):
+  cases = ((None, 32), ("cpu", 32)) if jax.default_backend() == "cpu" else ((None, 32), (None, 512))
+  for variant, batch in cases:
     row = train_step.measure(default.get_config(variant), batch, seconds=5.0)
     consumed = row["refined_images_per_second"]
     print(f"{'default' + (':' + variant if variant else ''):36s} {batch:6d} {consumed:10.0f} "
