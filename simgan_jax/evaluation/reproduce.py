@@ -246,6 +246,9 @@ def label_preservation(config, pools, workdir: str) -> dict[str, Any]:
 def run(config, workdir: str, log=metric_writer.print_line) -> dict[str, Any]:
   """All stages (see configs/reproduce.py); returns what ``report.md`` shows."""
   validate_config(config)
+  if config.data_dir:  # one place for prepared datasets: SimGAN's sections and the estimator's
+    for section in (config.simgan.synthetic_data, config.simgan.real_data, config.gaze):
+      section.data_dir = section.data_dir or config.data_dir
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, "config.json"), "w") as f:
     f.write(config.to_json_best_effort(indent=2))
