@@ -77,7 +77,7 @@ def plot_losses(simgan_config, simgan_dir: str, selected_step: int, path: str) -
   for boundary in (pretrain, pretrain + simgan_config.discriminator_pretrain_steps):
     ax.axvline(boundary, color="grey", ls=":", lw=1)
     ax2.axvline(boundary, color="grey", ls=":", lw=1)
-  ax.set_yscale("symlog")
+  ax.set_yscale("log")
   ax.set_ylabel("loss per image")
   ax.legend(fontsize=8)
   ax.grid(alpha=0.3)
@@ -153,9 +153,11 @@ def write_report(config, workdir: str, selection, summary, preservation, pools, 
     if share is not None:
       delta = summary[synthetic]["error_mean"] - summary[refined]["error_mean"]
       spread = max(summary[synthetic]["error_std"], summary[refined]["error_std"])
-      lines.append(f"- `{refined}` vs `{synthetic}`: the mean error drops by {delta:.2f}° (largest "
-                   f"seed spread of the two: {spread:.2f}°); refinement closes {100 * share:.0f}% of the "
-                   "synthetic-to-target error gap.")
+      verdict = ("more than" if abs(delta) > spread else "not more than")
+      lines.append(f"- `{refined}` vs `{synthetic}`: the mean error {'drops' if delta >= 0 else 'rises'} by "
+                   f"{abs(delta):.2f}°, {verdict} the larger seed spread of the two ({spread:.2f}°); "
+                   f"refinement closes {100 * share:.0f}% of the synthetic-to-target error gap "
+                   f"({summary[synthetic]['error_mean']:.2f}° to {summary['target']['error_mean']:.2f}°).")
   lines += ["", "![share within d degrees](within_d.png)", ""]
 
   lines += ["## Refiner selection (no target labels)", "",

@@ -258,8 +258,9 @@ def run(config, workdir: str, log=metric_writer.print_line) -> dict[str, Any]:
   def timed(name, fn):
     start = time.time()
     value = fn()
-    # Accumulated over resumed runs; a skipped stage adds only its check.
-    timings[name] = timings.get(name, 0.0) + time.time() - start
+    # The wall time of the run that finished the stage: a rerun that finds it done
+    # keeps the recorded time (a stage resumed after an interruption counts its last part).
+    timings.setdefault(name, time.time() - start)
     _write_json(timings_path, timings)
     return value
 
@@ -281,8 +282,7 @@ def run(config, workdir: str, log=metric_writer.print_line) -> dict[str, Any]:
   from simgan_jax.evaluation import report  # pylint: disable=g-import-not-at-top
 
   summary = summarize(results)
-  path = timed("report", lambda: report.write_report(config, workdir, selection, summary, preservation,
-                                                     pools, timings))
+  path = report.write_report(config, workdir, selection, summary, preservation, pools, timings)
   log(f"report: {path}")
   return {"selection": selection, "summary": summary, "preservation": preservation, "report": path}
 
