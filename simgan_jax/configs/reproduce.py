@@ -43,10 +43,12 @@ Stages (each resumes or is skipped when its outputs exist in the workdir):
 Variants (``--experiment=NAME:VARIANT``):
 
 * ``eyesim_gaze`` (no variant): the paper's networks and schedule on the
-  built-in simulator and target domain, for an accelerator; not yet timed here.
+  built-in simulator and target domain, for an accelerator; not timed at full
+  size (a shortened run on one H200 is in docs/results_eyesim_gpu.md).
 * ``eyesim_gaze:cpu``: SimGAN's ``cpu`` variant and a narrower gaze estimator
-  (conv widths 16, 16, 32, 40, 96; FC 256) for 2 CPU cores; about an hour. The
-  measured run is in docs/results_eyesim.md.
+  (conv widths 16, 16, 32, 40, 96; FC 256; 600 steps at batch 64) for 2 CPU
+  cores: 85 minutes measured (SimGAN 25.5, refining 20,000 images 3.1, fifteen
+  estimators 56.4), results in docs/results_eyesim.md.
 * ``eyesim_gaze:smoke``: tiny networks and a few steps of everything (tests).
 * ``unityeyes_mpiigaze``: UnityEyes refined towards MPIIGaze ``train``, tested
   on MPIIGaze ``test``; the paper's gaze network at batch 512. The paper's
