@@ -19,6 +19,7 @@ import numpy as np
 from simgan_jax import images as images_lib
 from simgan_jax.data import sources as sources_lib
 from simgan_jax.evaluation import gaze
+from simgan_jax.evaluation import reproduce  # reproduce imports this module only inside run()
 
 _LOSS_CURVES = (("refiner_adversarial_loss", "refiner: adversarial"),
                 ("self_regularization_loss", "refiner: self-regularisation (x lambda)"),
@@ -116,12 +117,10 @@ def _minutes(seconds) -> str:
 def write_report(config, workdir: str, selection, summary, preservation, pools, timings) -> str:
   simgan_dir = os.path.join(workdir, "simgan")
   m = config.data_multiplier
-  titles = {k: v.format(m=m) for k, v in __import__(
-      "simgan_jax.evaluation.reproduce", fromlist=["_TITLES"])._TITLES.items()}
+  titles = {k: v.format(m=m) for k, v in reproduce.TITLES.items()}
   plot_within_d(summary, titles, os.path.join(workdir, "within_d.png"))
   plot_losses(config.simgan, simgan_dir, selection["step"], os.path.join(workdir, "losses.png"))
   save_samples(config, pools, os.path.join(workdir, "samples.png"))
-  from simgan_jax.evaluation import reproduce  # pylint: disable=g-import-not-at-top
 
   n = config.num_synthetic
   seeds = ", ".join(map(str, config.seeds))

@@ -32,7 +32,7 @@ from simgan_jax.evaluation import gaze_training
 from simgan_jax.evaluation import pupil
 
 TRAINING_SETS = ("synthetic", "synthetic_4x", "refined", "refined_4x", "target")
-_TITLES = {
+TITLES = {
     "synthetic": "synthetic",
     "synthetic_4x": "synthetic, {m}x data",
     "refined": "refined synthetic",
@@ -227,7 +227,7 @@ def label_preservation(config, pools, workdir: str) -> dict[str, Any]:
     out["pupil_label"] = label
     out["localiser_error_synthetic_px"] = _stats(np.linalg.norm(centre_syn - truth, axis=-1))
     out["localiser_error_refined_px"] = _stats(np.linalg.norm(centre_ref - truth, axis=-1))
-  if "target" in training_sources(config, pools):
+  if config.target_train_data:  # the drift is measured by the target-trained estimator
     seed = config.seeds[0]
     g = _gaze_config(config, seed)
     params = gaze_training.restore_params(g, os.path.join(workdir, "gaze", "target", f"seed_{seed}"))
