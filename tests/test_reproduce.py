@@ -75,8 +75,40 @@ def test_summary_and_gap_closed_arithmetic():
   assert summary["synthetic"]["within7_mean"] == pytest.approx(30.0)
   # Gap 11 - 6 = 5 degrees; refined closes 11 - 9 = 2 of it.
   assert reproduce.gap_closed(summary, "refined", "synthetic") == pytest.approx(0.4)
+  from simgan_jax.evaluation import report
+
+  assert report.comparison_lines(summary) == [
+      "- `refined` vs `synthetic`: the mean error drops by 2.00°, more than the larger seed spread of "
+      "the two (1.00°); refinement closes 40% of the synthetic-to-target error gap (11.00° to 6.00°)."]
+  without_target = {k: v for k, v in summary.items() if k != "target"}
+  assert reproduce.gap_closed(without_target, "refined", "synthetic") is None
+  assert report.comparison_lines(without_target) == [
+      "- `refined` vs `synthetic`: the mean error drops by 2.00°, more than the larger seed spread of "
+      "the two (1.00°)."]
+  summary["refined"]["error_mean"] = 10.5  # a 0.5 degree gain within the 1 degree spread
+  assert "by 0.50°, not more than the larger seed spread" in report.comparison_lines(summary)[0]
   summary["target"]["error_mean"] = 12.0  # no gap: no share
   assert reproduce.gap_closed(summary, "refined", "synthetic") is None
+
+
+def test_training_sets_pick_the_rows():
+  from simgan_jax.configs import reproduce as reproduce_config
+  from simgan_jax.errors import ConfigError
+  from simgan_jax.evaluation import reproduce
+
+  pools = {"synthetic": np.zeros((8, 35, 55, 1), np.uint8), "refined": np.ones((8, 35, 55, 1), np.uint8),
+           "labels": {"gaze": np.zeros((8, 3), np.float32)}}
+  config = reproduce_config.apply_overrides(_smoke_config(num_synthetic=2, num_label_pairs=2),
+                                             ["training_sets=refined,synthetic"])
+  reproduce.validate_config(config)
+  sources = reproduce.training_sources(config, pools)
+  assert list(sources) == ["refined", "synthetic"]  # in the order asked for
+  assert len(sources["refined"]().images) == 2
+  config = reproduce_config.apply_overrides(_smoke_config(), ["target_train_data="])
+  assert "target" not in reproduce.training_sources(config, pools)  # no labelled target data: no row
+  for bad in ("training_sets=refined,cats", "training_sets="):
+    with pytest.raises(ConfigError, match="config.training_sets: expected names from synthetic"):
+      reproduce.validate_config(reproduce_config.apply_overrides(_smoke_config(), [bad]))
 
 
 def test_smoke_reproduction_end_to_end(tmp_path):

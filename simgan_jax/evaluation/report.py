@@ -114,6 +114,26 @@ def _minutes(seconds) -> str:
   return f"{seconds / 60:.1f} min"
 
 
+def comparison_lines(summary) -> list[str]:
+  """One line per refined/synthetic pair of rows: the change in mean error against the
+  seed spread, and the share of the synthetic-to-target gap closed (with a target row)."""
+  lines = []
+  for refined, synthetic in (("refined", "synthetic"), ("refined_4x", "synthetic_4x")):
+    if refined not in summary or synthetic not in summary:
+      continue
+    delta = summary[synthetic]["error_mean"] - summary[refined]["error_mean"]
+    spread = max(summary[synthetic]["error_std"], summary[refined]["error_std"])
+    verdict = "more than" if abs(delta) > spread else "not more than"
+    line = (f"- `{refined}` vs `{synthetic}`: the mean error {'drops' if delta >= 0 else 'rises'} by "
+            f"{abs(delta):.2f}°, {verdict} the larger seed spread of the two ({spread:.2f}°)")
+    share = reproduce.gap_closed(summary, refined, synthetic)
+    if share is not None:
+      line += (f"; refinement closes {100 * share:.0f}% of the synthetic-to-target error gap "
+               f"({summary[synthetic]['error_mean']:.2f}° to {summary['target']['error_mean']:.2f}°)")
+    lines.append(line + ".")
+  return lines
+
+
 def write_report(config, workdir: str, selection, summary, preservation, pools, timings) -> str:
   simgan_dir = os.path.join(workdir, "simgan")
   m = config.data_multiplier
@@ -147,16 +167,7 @@ def write_report(config, workdir: str, selection, summary, preservation, pools, 
                  f"{_pm(s['error_mean'], s['error_std'], 2)} |")
   lines += ["", "For comparison, the paper (MPIIGaze test, within 7°): synthetic 62.3, synthetic 4x 64.9, "
             "refined 69.4, refined 4x 87.2; mean error 11.2° (synthetic) and 7.8° (refined).", ""]
-  for refined, synthetic in (("refined", "synthetic"), ("refined_4x", "synthetic_4x")):
-    share = reproduce.gap_closed(summary, refined, synthetic)
-    if share is not None:
-      delta = summary[synthetic]["error_mean"] - summary[refined]["error_mean"]
-      spread = max(summary[synthetic]["error_std"], summary[refined]["error_std"])
-      verdict = ("more than" if abs(delta) > spread else "not more than")
-      lines.append(f"- `{refined}` vs `{synthetic}`: the mean error {'drops' if delta >= 0 else 'rises'} by "
-                   f"{abs(delta):.2f}°, {verdict} the larger seed spread of the two ({spread:.2f}°); "
-                   f"refinement closes {100 * share:.0f}% of the synthetic-to-target error gap "
-                   f"({summary[synthetic]['error_mean']:.2f}° to {summary['target']['error_mean']:.2f}°).")
+  lines += comparison_lines(summary)
   lines += ["", "![share within d degrees](within_d.png)", ""]
 
   lines += ["## Refiner selection (no target labels)", "",

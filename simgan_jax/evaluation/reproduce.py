@@ -64,6 +64,10 @@ def validate_config(config) -> None:
       raise ConfigError(f"config.{field}: must be an integer > 0, got {config[field]!r}")
   if not config.seeds or not all(isinstance(s, int) for s in config.seeds):
     raise ConfigError(f"config.seeds: expected a list of integers, got {config.seeds!r}")
+  unknown = [name for name in config.training_sets if name not in TRAINING_SETS]
+  if not config.training_sets or unknown:
+    raise ConfigError(f"config.training_sets: expected names from {', '.join(TRAINING_SETS)}, "
+                      f"got {', '.join(map(repr, config.training_sets)) or 'none'}")
   if config.num_label_pairs > config.num_synthetic * config.data_multiplier:
     raise ConfigError(f"config.num_label_pairs: {config.num_label_pairs} is more than the "
                       f"{config.num_synthetic * config.data_multiplier} refined images")
@@ -140,7 +144,8 @@ def load_or_refine(config, workdir: str, simgan_dir: str, step: int, log) -> dic
 
 
 def training_sources(config, pools) -> dict[str, Callable[[], sources_lib.ImageSource]]:
-  """Training set name -> a function making its source (built only when needed)."""
+  """Training set name -> a function making its source (built only when needed), for
+  the names in ``config.training_sets``."""
   n = config.num_synthetic
   g = pools["labels"]["gaze"].astype(np.float32)
   sets = {
@@ -151,7 +156,7 @@ def training_sources(config, pools) -> dict[str, Callable[[], sources_lib.ImageS
   }
   if config.target_train_data:
     sets["target"] = lambda: data_lib.train_source(config.target_train_data, config.gaze)
-  return sets
+  return {name: sets[name] for name in config.training_sets if name in sets}
 
 
 # ----------------------------------------------------------------------------- estimators
@@ -193,8 +198,9 @@ def summarize(results) -> dict[str, dict[str, float]]:
 
 
 def gap_closed(summary, refined: str, synthetic: str) -> float | None:
-  """Share of the synthetic-to-target error gap that training on ``refined`` closes."""
-  if "target" not in summary:
+  """Share of the synthetic-to-target error gap that training on ``refined`` closes
+  (None without the three rows or without a gap)."""
+  if not {"target", refined, synthetic} <= summary.keys():
     return None
   gap = summary[synthetic]["error_mean"] - summary["target"]["error_mean"]
   if gap <= 0:
@@ -227,7 +233,7 @@ def label_preservation(config, pools, workdir: str) -> dict[str, Any]:
     out["pupil_label"] = label
     out["localiser_error_synthetic_px"] = _stats(np.linalg.norm(centre_syn - truth, axis=-1))
     out["localiser_error_refined_px"] = _stats(np.linalg.norm(centre_ref - truth, axis=-1))
-  if config.target_train_data:  # the drift is measured by the target-trained estimator
+  if config.target_train_data and "target" in config.training_sets:  # measured by the target estimator
     seed = config.seeds[0]
     g = _gaze_config(config, seed)
     params = gaze_training.restore_params(g, os.path.join(workdir, "gaze", "target", f"seed_{seed}"))
