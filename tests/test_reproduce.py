@@ -30,6 +30,7 @@ def test_overrides_parse_as_the_field_type():
   assert c.simgan.adaptive_kg is True
   assert c.gaze.model.conv_features == (2, 2, 4, 4, 4)
   assert c.target_train_data == ""
+  assert c.overrides[0] == "seeds=3,4,5" and c.overrides[-1] == "target_train_data="  # quoted in report.md
   with pytest.raises(ValueError, match="no config field 'simgan.nope'"):
     reproduce_config.apply_overrides(c, ["simgan.nope=1"])
   with pytest.raises(ValueError, match="expected a int"):

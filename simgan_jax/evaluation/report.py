@@ -147,7 +147,8 @@ def write_report(config, workdir: str, selection, summary, preservation, pools, 
   lines = [
       f"# SimGAN reproduction: `{config.experiment}`",
       "",
-      f"Made by `python launch/reproduce.py --experiment={config.experiment} --workdir=...` "
+      f"Made by `python launch/reproduce.py --experiment={config.experiment} --workdir=..."
+      f"{''.join(f' --set {a}' for a in config.get('overrides', ()))}` "
       f"on {datetime.date.today().isoformat()}; {jax.device_count()} {jax.devices()[0].platform.upper()} "
       f"device(s) ({platform.processor() or platform.machine()}), jax {jax.__version__}.",
       f"Wall time: {_minutes(sum(timings.values()))} in all "
