@@ -154,13 +154,14 @@ def write_report(config, workdir: str, selection, summary, preservation, pools, 
       f"Wall time: {_minutes(sum(timings.values()))} in all "
       f"({', '.join(f'{k} {_minutes(v)}' for k, v in timings.items())}).",
       "",
-      "## Gaze estimation on the target test set",
+      f"## Gaze estimation on `{config.test_data}`",
       "",
-      f"Test set: `{config.test_data}`. Each row: gaze estimators trained from seeds {seeds} "
-      f"(mean ± standard deviation over seeds). `synthetic` is {n} simulator images, the {m}x rows "
-      f"{m * n}; the refined rows are the same images after refinement, with the same labels.",
+      f"Each row: gaze estimators trained from seeds {seeds} "
+      f"(mean ± standard deviation over seeds). `synthetic` is {n} simulator images"
+      f"{f', the {m}x rows {m * n}' if any(k.endswith('_4x') for k in summary) else ''}; the refined "
+      "rows are the same images after refinement, with the same labels.",
       "",
-      "| training data | % of test images within 7° | mean angular error (°) |",
+      "| training data | % of images within 7° | mean angular error (°) |",
       "|---|---|---|",
   ]
   for name, s in summary.items():
