@@ -144,11 +144,15 @@ def write_report(config, workdir: str, selection, summary, preservation, pools, 
 
   n = config.num_synthetic
   seeds = ", ".join(map(str, config.seeds))
+  sizes = f"`synthetic` is {n} simulator images"
+  if any(name.endswith("_4x") for name in summary):
+    sizes += f", the {m}x rows {m * n}"
+  command = " ".join([f"python launch/reproduce.py --experiment={config.experiment} --workdir=..."] +
+                     [f"--set {a}" for a in config.overrides])
   lines = [
       f"# SimGAN reproduction: `{config.experiment}`",
       "",
-      f"Made by `python launch/reproduce.py --experiment={config.experiment} --workdir=..."
-      f"{''.join(f' --set {a}' for a in config.get('overrides', ()))}` "
+      f"Made by `{command}` "
       f"on {datetime.date.today().isoformat()}; {jax.device_count()} {jax.devices()[0].platform.upper()} "
       f"device(s) ({platform.processor() or platform.machine()}), jax {jax.__version__}.",
       f"Wall time: {_minutes(sum(timings.values()))} in all "
@@ -156,10 +160,8 @@ def write_report(config, workdir: str, selection, summary, preservation, pools, 
       "",
       f"## Gaze estimation on `{config.test_data}`",
       "",
-      f"Each row: gaze estimators trained from seeds {seeds} "
-      f"(mean ± standard deviation over seeds). `synthetic` is {n} simulator images"
-      f"{f', the {m}x rows {m * n}' if any(k.endswith('_4x') for k in summary) else ''}; the refined "
-      "rows are the same images after refinement, with the same labels.",
+      f"Each row: gaze estimators trained from seeds {seeds} (mean ± standard deviation over seeds). "
+      f"{sizes}; the refined rows are the same images after refinement, with the same labels.",
       "",
       "| training data | % of images within 7° | mean angular error (°) |",
       "|---|---|---|",

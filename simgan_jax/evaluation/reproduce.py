@@ -143,9 +143,14 @@ def load_or_refine(config, workdir: str, simgan_dir: str, step: int, log) -> dic
   return {"synthetic": synthetic, "refined": refined, "labels": labels}
 
 
+def training_set_names(config) -> list[str]:
+  """The rows to train: ``config.training_sets``, less ``target`` without target_train_data."""
+  return [name for name in config.training_sets if name != "target" or config.target_train_data]
+
+
 def training_sources(config, pools) -> dict[str, Callable[[], sources_lib.ImageSource]]:
   """Training set name -> a function making its source (built only when needed), for
-  the names in ``config.training_sets``."""
+  ``training_set_names(config)``."""
   n = config.num_synthetic
   g = pools["labels"]["gaze"].astype(np.float32)
   sets = {
@@ -154,9 +159,8 @@ def training_sources(config, pools) -> dict[str, Callable[[], sources_lib.ImageS
       "refined": lambda: sources_lib.ArraySource(pools["refined"][:n], {"gaze": g[:n]}),
       "refined_4x": lambda: sources_lib.ArraySource(pools["refined"], {"gaze": g}),
   }
-  if config.target_train_data:
-    sets["target"] = lambda: data_lib.train_source(config.target_train_data, config.gaze)
-  return {name: sets[name] for name in config.training_sets if name in sets}
+  sets["target"] = lambda: data_lib.train_source(config.target_train_data, config.gaze)
+  return {name: sets[name] for name in training_set_names(config)}
 
 
 # ----------------------------------------------------------------------------- estimators
@@ -233,7 +237,7 @@ def label_preservation(config, pools, workdir: str) -> dict[str, Any]:
     out["pupil_label"] = label
     out["localiser_error_synthetic_px"] = _stats(np.linalg.norm(centre_syn - truth, axis=-1))
     out["localiser_error_refined_px"] = _stats(np.linalg.norm(centre_ref - truth, axis=-1))
-  if config.target_train_data and "target" in config.training_sets:  # measured by the target estimator
+  if "target" in training_set_names(config):  # the drift is measured by the target-trained estimator
     seed = config.seeds[0]
     g = _gaze_config(config, seed)
     params = gaze_training.restore_params(g, os.path.join(workdir, "gaze", "target", f"seed_{seed}"))
