@@ -44,7 +44,7 @@ def measure(config, batch_size: int, seconds: float) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
 
-  from simgan_jax import flops, training  # pylint: disable=g-import-not-at-top
+  from simgan_jax import flops, parallel, training  # pylint: disable=g-import-not-at-top
   from simgan_jax.data.sources import ArraySource  # pylint: disable=g-import-not-at-top
 
   config = config.copy_and_resolve_references()
@@ -54,10 +54,10 @@ def measure(config, batch_size: int, seconds: float) -> dict:
   rng = np.random.default_rng(0)
   synthetic = ArraySource(rng.integers(0, 256, (1024, *shape), dtype=np.uint8))
   real = ArraySource(rng.integers(0, 256, (1024, *shape), dtype=np.uint8))
-  mesh = training.make_mesh()
+  mesh = parallel.make_mesh()
   s = training.make_setup(config, synthetic, real, mesh.devices.size)
   state = training.create_state(s, mesh)
-  data = training.put_replicated({"synthetic": synthetic.device_data(), "real": real.device_data()}, mesh)
+  data = parallel.put_replicated({"synthetic": synthetic.device_data(), "real": real.device_data()}, mesh)
   step = training.compile_step(training.adversarial_step, s, mesh, training.state_specs(state))
   cost = step.lower(state, data).compile().cost_analysis()
   cost = (cost[0] if isinstance(cost, list) else cost) or {}

@@ -27,6 +27,7 @@ import numpy as np
 from simgan_jax import checkpoints
 from simgan_jax import images as images_lib
 from simgan_jax import metric_writer
+from simgan_jax import parallel
 from simgan_jax import training
 from simgan_jax.data import sources as sources_lib
 from simgan_jax.errors import ConfigError, TrainingDivergedError
@@ -113,7 +114,7 @@ def _all_finite(tree) -> jax.Array:
 def train_and_evaluate(config, workdir: str, synthetic: sources_lib.ImageSource | None = None,
                        real: sources_lib.ImageSource | None = None) -> training.TrainState:
   """Trains SimGAN as ``config`` says, resuming from ``workdir``; returns the final state."""
-  mesh = training.make_mesh(config.get("num_devices", 0))
+  mesh = parallel.make_mesh(config.get("num_devices", 0))
   num_devices = mesh.devices.size
   validate_config(config, num_devices)
   is_chief = jax.process_index() == 0
@@ -127,7 +128,7 @@ def train_and_evaluate(config, workdir: str, synthetic: sources_lib.ImageSource 
   check_image_shapes(config, synthetic, real)
 
   setup = training.make_setup(config, synthetic, real, num_devices)
-  data = training.put_replicated({"synthetic": synthetic.device_data(), "real": real.device_data()}, mesh)
+  data = parallel.put_replicated({"synthetic": synthetic.device_data(), "real": real.device_data()}, mesh)
   state = training.create_state(setup, mesh)
   specs = training.state_specs(state)
   mngr = checkpoints.manager(workdir, config.max_checkpoints_to_keep)
@@ -235,7 +236,7 @@ def make_realism_probe(config, setup: training.Setup, data):
   scorer = realism.RealismScorer(real, image_shape, seed=r.seed, subset_size=r.subset_size,
                                  num_subsets=r.num_subsets)
   unrefined = scorer.score(synthetic)["kid"]
-  mesh = jax.sharding.Mesh(np.array([device]), (training.AXIS,))
+  mesh = jax.sharding.Mesh(np.array([device]), (parallel.AXIS,))
 
   def probe(refiner_params):
     refined = refine.refine_arrays(config, refiner_params, synthetic, mesh, chunk=250)
@@ -248,11 +249,11 @@ def make_realism_probe(config, setup: training.Setup, data):
 
 def restore_state(config, workdir: str, step: int | None = None) -> training.TrainState:
   """The train state saved in ``workdir`` (newest, or ``step``), on this process's devices."""
-  mesh = training.make_mesh(config.get("num_devices", 0))
+  mesh = parallel.make_mesh(config.get("num_devices", 0))
   setup = training.make_setup(config, None, None, mesh.devices.size)
   abstract = jax.eval_shape(lambda: training.init_state(setup))
   like = jax.tree.map(lambda x, sharding: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), abstract,
-                      training.shardings(mesh, training.state_specs(abstract)))
+                      parallel.shardings(mesh, training.state_specs(abstract)))
   return checkpoints.restore(workdir, like, step)
 
 

@@ -4,8 +4,8 @@ Everything that changes during training is one ``TrainState`` pytree. Each step 
 ``state, metrics = step_fn(state, data)``: a pure function, wrapped in
 ``jax.shard_map`` over a one-axis ``Mesh`` (axis ``"batch"``) and ``jax.jit`` with
 the state donated. Parameters and optimiser states are replicated; the history
-buffer is sharded along its column (batch) axis; gradients and metrics are
-averaged across devices explicitly with ``lax.pmean``.
+buffer is sharded along its column (batch) axis; gradients are averaged across
+devices by ``parallel.mean_grad`` (exact on any mesh) and metrics with ``lax.pmean``.
 
 Randomness: ``key(step) = fold_in(root, step)``; a named stream is
 ``fold_in(key(step), STREAM)``; sub-step ``i`` of Kg/Kd folds in ``i``; and each
@@ -23,17 +23,17 @@ from typing import Any, Callable
 import flax.struct
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 from jax import lax
-from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
+from jax.sharding import Mesh, PartitionSpec as P
 
 from simgan_jax import history as history_lib
 from simgan_jax import losses
 from simgan_jax import models
+from simgan_jax import parallel
 from simgan_jax.data import sources as sources_lib
 
-AXIS = "batch"
+AXIS = parallel.AXIS
 # Named random streams, folded into the step key.
 _REFINER_INIT, _DISCRIMINATOR_INIT, _REFINER_STEP, _DISCRIMINATOR_STEP = 1, 2, 3, 4
 _SYNTHETIC, _SYNTHETIC_EXTRA, _REAL, _HISTORY_SAMPLE, _HISTORY_PUSH, _SAMPLES = 5, 6, 7, 8, 9, 10
@@ -178,37 +178,12 @@ def state_specs(state: TrainState) -> TrainState:
   return specs.replace(history=history_lib.History(images=P(None, AXIS), filled_rows=P()))
 
 
-def make_mesh(num_devices: int = 0) -> Mesh:
-  """A 1-axis mesh over all devices of all hosts (or the first ``num_devices``)."""
-  devices = jax.devices()
-  if num_devices:
-    devices = devices[:num_devices]
-  return Mesh(np.array(devices), (AXIS,))
-
-
-def shardings(mesh: Mesh, specs) -> Any:
-  return jax.tree.map(lambda p: NamedSharding(mesh, p), specs, is_leaf=lambda x: isinstance(x, P))
-
-
 def create_state(s: Setup, mesh: Mesh) -> TrainState:
   specs = state_specs(jax.eval_shape(functools.partial(init_state, s)))
-  return jax.jit(functools.partial(init_state, s), out_shardings=shardings(mesh, specs))()
-
-
-def put_replicated(tree, mesh: Mesh):
-  """Places host arrays on every device of every host (each host passes the same data)."""
-  sharding = NamedSharding(mesh, P())
-  return jax.tree.map(
-      lambda x: jax.make_array_from_callback(np.shape(x), sharding, lambda idx: np.asarray(x)[idx]), tree)
+  return jax.jit(functools.partial(init_state, s), out_shardings=parallel.shardings(mesh, specs))()
 
 
 # ----------------------------------------------------------------------------- steps
-
-
-def example_keys(key: jax.Array, num_local: int) -> jax.Array:
-  """One key per local example, from its global index in the batch."""
-  start = lax.axis_index(AXIS) * num_local
-  return jax.vmap(lambda i: jax.random.fold_in(key, i))(start + jnp.arange(num_local))
 
 
 def _apply_discriminator(s: Setup, state: TrainState, params, images, train: bool):
@@ -227,7 +202,7 @@ def _refine(s: Setup, params, images):
 
 
 def _refiner_update(s: Setup, state: TrainState, data, key, adversarial: bool):
-  synthetic = s.synthetic.sample(data["synthetic"], example_keys(jax.random.fold_in(key, _SYNTHETIC),
+  synthetic = s.synthetic.sample(data["synthetic"], parallel.example_keys(jax.random.fold_in(key, _SYNTHETIC),
                                                                   s.local_batch))["image"]
 
   def loss_fn(params):
@@ -241,8 +216,7 @@ def _refiner_update(s: Setup, state: TrainState, data, key, adversarial: bool):
     return adv + s.self_regularization_weight * reg, {
         "refiner_adversarial_loss": adv, "self_regularization_loss": reg}
 
-  grads, metrics = jax.grad(loss_fn, has_aux=True)(state.refiner_params)
-  grads = lax.pmean(grads, AXIS)
+  grads, metrics = parallel.mean_grad(loss_fn, state.refiner_params, has_aux=True)
   updates, opt_state = s.refiner_tx.update(grads, state.refiner_opt_state, state.refiner_params)
   state = state.replace(refiner_params=optax.apply_updates(state.refiner_params, updates),
                         refiner_opt_state=opt_state)
@@ -251,18 +225,18 @@ def _refiner_update(s: Setup, state: TrainState, data, key, adversarial: bool):
 
 def _discriminator_update(s: Setup, state: TrainState, data, key):
   h = s.local_half
-  real = s.real.sample(data["real"], example_keys(jax.random.fold_in(key, _REAL), s.local_batch))["image"]
+  real = s.real.sample(data["real"], parallel.example_keys(jax.random.fold_in(key, _REAL), s.local_batch))["image"]
 
   def refined(stream):
-    synthetic = s.synthetic.sample(data["synthetic"], example_keys(jax.random.fold_in(key, stream), h))
+    synthetic = s.synthetic.sample(data["synthetic"], parallel.example_keys(jax.random.fold_in(key, stream), h))
     return lax.stop_gradient(_refine(s, state.refiner_params, synthetic["image"]))
 
   current = refined(_SYNTHETIC)
   history = state.history
   if s.use_history:
     # Half fresh, half from the history (the fresh half itself until it holds any).
-    past = history_lib.sample(history, example_keys(jax.random.fold_in(key, _HISTORY_SAMPLE), h), current)
-    history = history_lib.push(history, current, example_keys(jax.random.fold_in(key, _HISTORY_PUSH), h))
+    past = history_lib.sample(history, parallel.example_keys(jax.random.fold_in(key, _HISTORY_SAMPLE), h), current)
+    history = history_lib.push(history, current, parallel.example_keys(jax.random.fold_in(key, _HISTORY_PUSH), h))
   else:
     past = refined(_SYNTHETIC_EXTRA)
   fake = jnp.concatenate([current, past], axis=0)
@@ -278,8 +252,7 @@ def _discriminator_update(s: Setup, state: TrainState, data, key):
         "discriminator_accuracy_refined": losses.patch_accuracy(fake_logits, losses.REFINED),
     })
 
-  grads, (batch_stats, metrics) = jax.grad(loss_fn, has_aux=True)(state.discriminator_params)
-  grads = lax.pmean(grads, AXIS)
+  grads, (batch_stats, metrics) = parallel.mean_grad(loss_fn, state.discriminator_params, has_aux=True)
   updates, opt_state = s.discriminator_tx.update(grads, state.discriminator_opt_state,
                                                  state.discriminator_params)
   state = state.replace(

@@ -12,11 +12,12 @@ import numpy as np
 import pytest
 
 from tests.conftest import REPO
-from simgan_jax import training
+from simgan_jax import parallel
 from simgan_jax.configs import gaze as gaze_config
 from simgan_jax.data.sources import ArraySource
 from simgan_jax.evaluation import data, gaze, gaze_training
 from simgan_jax.simulators import eyes
+from tests.test_training import assert_same_updates
 
 
 def count(params):
@@ -94,16 +95,29 @@ def _gaze_pool(n=32):
 
 
 def _train(config, source, num_devices, num_steps):
-  mesh = training.make_mesh(num_devices)
+  mesh = parallel.make_mesh(num_devices)
   s = gaze_training.make_setup(config, source, num_devices)
   state = gaze_training.create_state(s, mesh)
   step_fn = gaze_training.compile_train_step(s, mesh, gaze_training.state_specs(state))
-  data = training.put_replicated(source.device_data(), mesh)
+  data = parallel.put_replicated(source.device_data(), mesh)
   losses = []
   for _ in range(num_steps):
     state, metrics = step_fn(state, data)
     losses.append(float(metrics["loss"]))
   return jax.device_get(state), losses
+
+
+def test_sgd_on_eight_devices_takes_the_one_device_step():
+  # SGD's update is the gradient: an 8x gradient on 8 devices would move 8x as far.
+  config = gaze_config.get_config("smoke")
+  config.optimizer.name, config.optimizer.learning_rate, config.optimizer.momentum = "sgd", 1e-2, 0.0
+  source = _gaze_pool()
+  s = gaze_training.make_setup(config, source, 1)
+  init = jax.device_get(gaze_training.init_state(s)).params
+  state1, losses1 = _train(config, source, 1, 4)
+  state8, losses8 = _train(config, source, 8, 4)
+  np.testing.assert_allclose(losses8, losses1, rtol=1e-4)
+  assert_same_updates(init, state1.params, state8.params)
 
 
 def test_training_reduces_the_loss_and_eight_devices_match_one():
@@ -120,10 +134,10 @@ def test_training_reduces_the_loss_and_eight_devices_match_one():
   assert losses1[0] > 0.5 and np.mean(losses1[-3:]) < 0.5 * losses1[0]
 
   # Evaluation through the mesh equals a direct forward pass.
-  mesh = training.make_mesh(8)
+  mesh = parallel.make_mesh(8)
   s = gaze_training.make_setup(config, source, 8)
   predict_fn = gaze_training.make_predict_fn(s.model, mesh)
-  params = training.put_replicated(state8.params, mesh)
+  params = parallel.put_replicated(state8.params, mesh)
   pred = gaze_training.predict(predict_fn, params, source.images[:21], mesh, chunk=12)  # padded chunk
   direct = s.model.apply({"params": state1.params}, source.images[:21].astype(np.float32) / 127.5 - 1)
   np.testing.assert_allclose(pred, direct, rtol=1e-3, atol=1e-5)

@@ -10,7 +10,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from tests.conftest import REPO
-from simgan_jax import checkpoints, models, training
+from simgan_jax import checkpoints, models, parallel, training
 from simgan_jax.configs import default, gaze as gaze_configs
 from simgan_jax.data import sources
 from simgan_jax.errors import ConfigError
@@ -24,7 +24,7 @@ def workdir(tmp_path_factory):
   """A SimGAN workdir as train.py leaves it: config.json and a checkpoint (fresh params)."""
   root = tmp_path_factory.mktemp("simgan")
   config = default.get_config("smoke")
-  mesh = training.make_mesh()
+  mesh = parallel.make_mesh()
   state = training.create_state(training.make_setup(config, None, None, mesh.devices.size), mesh)
   mngr = checkpoints.manager(str(root), 3)
   checkpoints.save(mngr, 0, state)
@@ -95,7 +95,7 @@ def test_finite_set_keeps_labels_bit_for_bit_with_their_dtypes(tmp_path, workdir
   for name, value in labels.items():
     assert source.labels[name].dtype == value.dtype, name
     np.testing.assert_array_equal(source.labels[name].view(np.uint8), value[:19].view(np.uint8))
-  mesh = refine.local_mesh()
+  mesh = parallel.local_mesh()
   np.testing.assert_array_equal(source.images, refine.refine_arrays(config, params_of(config, workdir),
                                                                     images[:19], mesh, 8))
 

@@ -10,7 +10,7 @@ the host during training. It has two parts:
   label fields.
 
 Keys are per example and derived from the example's *global* index in the batch
-(see ``training.example_keys``), so a batch is the same whether it is computed on
+(see ``parallel.example_keys``), so a batch is the same whether it is computed on
 1 device or split across 8: this is what makes multi-device runs reproduce
 single-device runs.
 

@@ -3,10 +3,10 @@
 Everything that changes during training is one ``GazeTrainState`` pytree
 (params, optimiser state, step, root key). A step is
 ``state, metrics = step_fn(state, data)``: ``jax.shard_map`` over the mesh of
-``training.make_mesh`` (axis ``"batch"``), jit with the state donated, gradients
-averaged with ``lax.pmean``. Each device samples its share of the batch inside
+``parallel.make_mesh`` (axis ``"batch"``), jit with the state donated, gradients
+averaged by ``parallel.mean_grad``. Each device samples its share of the batch inside
 the step from the source (an image pool or the simulator), one key per example
-from its *global* index (``training.example_keys``), so 1 and 8 devices train on
+from its *global* index (``parallel.example_keys``), so 1 and 8 devices train on
 the same batches. Loss: the squared L2 distance to the unit gaze vector.
 
 ``train_gaze_estimator`` writes into ``workdir``: ``checkpoints/<step>/`` (the
@@ -35,12 +35,13 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from simgan_jax import checkpoints
 from simgan_jax import metric_writer
+from simgan_jax import parallel
 from simgan_jax import training
 from simgan_jax.data import sources as sources_lib
 from simgan_jax.errors import ConfigError, DataError, TrainingDivergedError
 from simgan_jax.evaluation import gaze
 
-AXIS = training.AXIS
+AXIS = parallel.AXIS
 _INIT, _BATCH = 1, 2  # named random streams
 
 
@@ -94,22 +95,21 @@ def state_specs(state: GazeTrainState) -> GazeTrainState:
 
 def create_state(s: GazeSetup, mesh: Mesh) -> GazeTrainState:
   specs = state_specs(jax.eval_shape(functools.partial(init_state, s)))
-  return jax.jit(functools.partial(init_state, s), out_shardings=training.shardings(mesh, specs))()
+  return jax.jit(functools.partial(init_state, s), out_shardings=parallel.shardings(mesh, specs))()
 
 
 def train_step(s: GazeSetup, state: GazeTrainState, data):
   """One Adam/SGD update on a batch sampled from ``data``; metrics averaged over devices."""
   key = jax.random.fold_in(jax.random.fold_in(state.key, state.step), _BATCH)
-  batch = s.source.sample(data, training.example_keys(key, s.local_batch))
+  batch = s.source.sample(data, parallel.example_keys(key, s.local_batch))
   true = batch["gaze"].astype(jnp.float32)
 
   def loss_fn(params):
     pred = s.model.apply({"params": params}, batch["image"])
     return gaze.gaze_l2_loss(pred, true), pred
 
-  (loss, pred), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
   # Equal shares per device, so the mean of device means is the global mean.
-  grads = lax.pmean(grads, AXIS)
+  (loss, pred), grads = parallel.mean_value_and_grad(loss_fn, state.params, has_aux=True)
   updates, opt_state = s.tx.update(grads, state.opt_state, state.params)
   metrics = {"loss": loss, "angular_error_deg": jnp.mean(gaze.angular_error_deg(pred, true))}
   state = state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
@@ -214,7 +214,7 @@ def train_gaze_estimator(config, train_source: sources_lib.ImageSource,
   unit gaze [N, 3]). Returns (and writes to ``workdir/results.json``)
   ``{"steps", "train_seconds", "final_train_loss", "eval": {name: metrics}}``.
   """
-  mesh = training.make_mesh(config.get("num_devices", 0))
+  mesh = parallel.make_mesh(config.get("num_devices", 0))
   num_devices = mesh.devices.size
   validate_config(config, num_devices)
   _check_data(config, train_source, eval_sets)
@@ -228,7 +228,7 @@ def train_gaze_estimator(config, train_source: sources_lib.ImageSource,
       raise ConfigError(f"--workdir {workdir}: not writable ({e.strerror or e})") from None
 
   s = make_setup(config, train_source, num_devices)
-  data = training.put_replicated(train_source.device_data(), mesh)
+  data = parallel.put_replicated(train_source.device_data(), mesh)
   state = create_state(s, mesh)
   specs = state_specs(state)
   mngr = checkpoints.manager(workdir, config.max_checkpoints_to_keep)
@@ -295,9 +295,9 @@ def train_gaze_estimator(config, train_source: sources_lib.ImageSource,
 
 def restore_params(config, workdir: str, step: int | None = None):
   """The estimator's params saved in ``workdir`` (newest, or ``step``), e.g. in a notebook."""
-  mesh = training.make_mesh(config.get("num_devices", 0))
+  mesh = parallel.make_mesh(config.get("num_devices", 0))
   s = make_setup(config, None, mesh.devices.size)
   abstract = jax.eval_shape(functools.partial(init_state, s))
   like = jax.tree.map(lambda x, sh: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sh), abstract,
-                      training.shardings(mesh, state_specs(abstract)))
+                      parallel.shardings(mesh, state_specs(abstract)))
   return checkpoints.restore(workdir, like, step).params

@@ -60,12 +60,12 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from simgan_jax import models
-from simgan_jax import training
+from simgan_jax import parallel
 from simgan_jax.data import sources as sources_lib
 from simgan_jax.errors import ConfigError, DataError
 from simgan_jax.evaluation import data as data_lib
 
-AXIS = training.AXIS
+AXIS = parallel.AXIS
 MANIFEST = "refine_manifest.json"
 CHUNKS = "_chunks"
 DEFAULT_CHUNK_SIZE = 4096
@@ -118,14 +118,6 @@ def restore_refiner(config, checkpoint_dir: str, step: int | None = None) -> tup
   return jax.tree.map(host, state.refiner_params), int(host(state.step))
 
 
-def local_mesh(num_devices: int = 0) -> Mesh:
-  """A 1-axis mesh over this process's devices (or the first ``num_devices``)."""
-  devices = jax.local_devices()
-  if num_devices:
-    devices = devices[:num_devices]
-  return Mesh(np.array(devices), (AXIS,))
-
-
 # ----------------------------------------------------------------------------- compiled refining
 
 
@@ -171,7 +163,7 @@ def refine_arrays(config, params, images: np.ndarray, mesh: Mesh | None = None,
   (refiner, mesh), so repeated calls with the same chunk compile once.
   ``params``: the refiner's params, host arrays or replicated on ``mesh``.
   """
-  mesh = mesh or local_mesh(config.get("num_devices", 0))
+  mesh = mesh or parallel.local_mesh(config.get("num_devices", 0))
   images = np.asarray(images)
   if images.ndim != 4:
     raise DataError(f"refine_arrays: expected images [N, H, W, C], got shape {images.shape}")
@@ -402,7 +394,7 @@ def refine_dataset(config, checkpoint_dir: str, data_spec: str, out_dir: str, *,
   if num_examples < 0:
     raise ConfigError(f"--num_examples: must be >= 0, got {num_examples}")
   params, step = restore_refiner(config, checkpoint_dir, step)
-  mesh = local_mesh(config.get("num_devices", 0))
+  mesh = parallel.local_mesh(config.get("num_devices", 0))
   source = _Input(config, data_spec, num_examples, seed, keep_synthetic, mesh, chunk_size, data_dir, cache_dir)
   manifest = {"checkpoint": os.path.abspath(checkpoint_dir), "step": step, "data": data_spec,
               "num_examples": source.num, "chunk_size": chunk_size, "keep_synthetic": bool(keep_synthetic),

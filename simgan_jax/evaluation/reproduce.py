@@ -22,8 +22,8 @@ import jax
 import numpy as np
 
 from simgan_jax import metric_writer
+from simgan_jax import parallel
 from simgan_jax import train
-from simgan_jax import training
 from simgan_jax.data import sources as sources_lib
 from simgan_jax.errors import ConfigError, DataError
 from simgan_jax.evaluation import data as data_lib
@@ -241,7 +241,7 @@ def label_preservation(config, pools, workdir: str) -> dict[str, Any]:
     seed = config.seeds[0]
     g = _gaze_config(config, seed)
     params = gaze_training.restore_params(g, os.path.join(workdir, "gaze", "target", f"seed_{seed}"))
-    mesh = training.make_mesh(g.get("num_devices", 0))
+    mesh = parallel.make_mesh(g.get("num_devices", 0))
     predict_fn = gaze_training.make_predict_fn(gaze.make_gaze_estimator(g), mesh)
     p_syn = gaze_training.predict(predict_fn, params, synthetic, mesh, g.eval_batch_size)
     p_ref = gaze_training.predict(predict_fn, params, refined, mesh, g.eval_batch_size)
