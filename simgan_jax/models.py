@@ -3,27 +3,24 @@
 Both are flax.linen modules used through pure ``init``/``apply``. Presets give the
 paper's eye (35x55) and hand (224x224) architectures; every width, kernel and
 block count is a field so other image sizes and channel counts work too.
+Convolutions are ``layers.Conv`` (``flax.linen.Conv``'s parameters, an
+implementation chosen by ``config.conv_impl`` and a compute dtype from
+``config.compute_dtype``); outputs are float32 whatever the compute dtype.
+
+Refiner padding: zero ("SAME") or mirror ("REFLECT"). Zero padding lets the
+refiner tell where the image border is, which a local discriminator then sees
+as frame artefacts.
 """
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-
-def _padded(x, kernel_size: int, padding: str):
-  """Input for a stride-1 VALID conv giving SAME-sized output: zero ("SAME") or mirror
-  ("REFLECT") padding. Zero padding lets the refiner tell where the image border is,
-  which a local discriminator then sees as frame artefacts."""
-  if padding == "SAME":
-    return x, "SAME"
-  if padding == "REFLECT":
-    lo, hi = (kernel_size - 1) // 2, kernel_size // 2
-    return jnp.pad(x, ((0, 0), (lo, hi), (lo, hi), (0, 0)), mode="reflect"), "VALID"
-  raise ValueError(f"config.refiner.padding: {padding!r} is not 'SAME' or 'REFLECT'")
+from simgan_jax import layers
 
 
 class ResnetBlock(nn.Module):
@@ -32,14 +29,15 @@ class ResnetBlock(nn.Module):
   features: int
   kernel_size: int
   padding: str = "SAME"
+  conv_impl: str = "matmul"
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x):
-    k = (self.kernel_size, self.kernel_size)
-    y, pad = _padded(x, self.kernel_size, self.padding)
-    y = nn.relu(nn.Conv(self.features, k, padding=pad, name="conv1")(y))
-    y, pad = _padded(y, self.kernel_size, self.padding)
-    y = nn.Conv(self.features, k, padding=pad, name="conv2")(y)
+    conv = lambda name: layers.Conv(self.features, self.kernel_size, padding=self.padding,  # noqa: E731
+                                    impl=self.conv_impl, dtype=self.dtype, name=name)
+    y = nn.relu(conv("conv1")(x))
+    y = conv("conv2")(y)
     return nn.relu(x + y)
 
 
@@ -52,15 +50,21 @@ class Refiner(nn.Module):
   kernel_size: int = 3
   output_activation: str = "tanh"
   padding: str = "SAME"
+  conv_impl: str = "matmul"
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, images_BHWC):
-    k = (self.kernel_size, self.kernel_size)
-    x, pad = _padded(images_BHWC, self.kernel_size, self.padding)
-    x = nn.relu(nn.Conv(self.features, k, padding=pad, name="conv_in")(x))
+    if self.padding not in ("SAME", "REFLECT"):
+      raise ValueError(f"config.refiner.padding: {self.padding!r} is not 'SAME' or 'REFLECT'")
+    x = layers.Conv(self.features, self.kernel_size, padding=self.padding, impl=self.conv_impl,
+                    dtype=self.dtype, name="conv_in")(images_BHWC)
+    x = nn.relu(x)
     for i in range(self.num_blocks):
-      x = ResnetBlock(self.features, self.kernel_size, self.padding, name=f"block{i}")(x)
-    x = nn.Conv(self.channels, (1, 1), name="conv_out")(x)
+      x = ResnetBlock(self.features, self.kernel_size, self.padding, self.conv_impl, self.dtype,
+                      name=f"block{i}")(x)
+    x = layers.Conv(self.channels, 1, impl=self.conv_impl, dtype=self.dtype, name="conv_out")(x)
+    x = x.astype(jnp.float32)
     # Our choice (SIMGAN.md): tanh keeps the output in the input's [-1, 1] range.
     if self.output_activation == "tanh":
       return jnp.tanh(x)
@@ -99,23 +103,26 @@ class LocalDiscriminator(nn.Module):
   layers: Sequence[tuple[str, int, int, int]] = DISCRIMINATOR_PRESETS["eye"]
   width_multiplier: float = 1.0
   batch_norm: bool = False
+  conv_impl: str = "matmul"
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, images_BHWC, train: bool = True):
     x = images_BHWC
     for i, (kind, kernel, stride, features) in enumerate(self.layers):
       if kind == "pool":
-        x = nn.max_pool(x, (kernel, kernel), strides=(stride, stride), padding="SAME")
+        x = layers.max_pool(x, kernel, stride, "SAME", impl=self.conv_impl)
         continue
       width = max(1, int(round(features * self.width_multiplier)))
-      x = nn.Conv(width, (kernel, kernel), strides=(stride, stride), padding="SAME",
-                  use_bias=not self.batch_norm, name=f"conv{i}")(x)
+      x = layers.Conv(width, kernel, strides=stride, padding="SAME", use_bias=not self.batch_norm,
+                      impl=self.conv_impl, dtype=self.dtype, name=f"conv{i}")(x)
       if self.batch_norm:
         # Statistics are averaged over the whole data-parallel batch.
         x = nn.BatchNorm(use_running_average=not train, axis_name="batch" if train else None,
-                         momentum=0.9, name=f"bn{i}")(x)
+                         momentum=0.9, dtype=self.dtype, name=f"bn{i}")(x)
       x = nn.relu(x)
-    return nn.Conv(2, (1, 1), name="logits")(x)
+    logits = layers.Conv(2, 1, impl=self.conv_impl, dtype=self.dtype, name="logits")(x)
+    return logits.astype(jnp.float32)
 
 
 def make_refiner(config) -> Refiner:
@@ -126,6 +133,8 @@ def make_refiner(config) -> Refiner:
       kernel_size=config.refiner.kernel_size,
       output_activation=config.refiner.output_activation,
       padding=config.refiner.get("padding", "SAME"),
+      conv_impl=layers.resolve_impl(config.get("conv_impl", "auto")),
+      dtype=layers.resolve_dtype(config.get("compute_dtype", "float32")),
   )
 
 
@@ -138,6 +147,8 @@ def make_discriminator(config) -> LocalDiscriminator:
       layers=DISCRIMINATOR_PRESETS[preset],
       width_multiplier=config.discriminator.width_multiplier,
       batch_norm=config.discriminator.batch_norm,
+      conv_impl=layers.resolve_impl(config.get("conv_impl", "auto")),
+      dtype=layers.resolve_dtype(config.get("compute_dtype", "float32")),
   )
 
 

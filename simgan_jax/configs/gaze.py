@@ -52,6 +52,9 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c.model.conv_features = (32, 32, 64, 80, 192)
   c.model.hidden_features = 1000
 
+  # Convolution implementation and compute dtype, as in configs/default.py.
+  c.conv_impl = "auto"
+  c.compute_dtype = "float32"
   # Optimiser, read by training.make_optimizer (the same fields as SimGAN's).
   c.optimizer = default.optimizer_config(learning_rate=1e-3, b1=0.9)
 

@@ -14,11 +14,13 @@ normalise it (``unit_vectors``), so a prediction's length never changes its erro
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
+
+from simgan_jax import layers
 
 # Widths of the five convolutions and of the hidden fully connected layer.
 PAPER_CONV_FEATURES = (32, 32, 64, 80, 192)
@@ -51,6 +53,8 @@ class GazeEstimator(nn.Module):
 
   conv_features: Sequence[int] = PAPER_CONV_FEATURES
   hidden_features: int = PAPER_HIDDEN_FEATURES
+  conv_impl: str = "matmul"  # layers.Conv: "matmul" or "xla"
+  dtype: Any = jnp.float32  # compute dtype; the output is float32
 
   @nn.compact
   def __call__(self, images_BHWC):
@@ -58,22 +62,26 @@ class GazeEstimator(nn.Module):
       raise ValueError(f"GazeEstimator.conv_features: expected 5 widths, got {self.conv_features}")
     feature_shape(images_BHWC.shape[1], images_BHWC.shape[2], self.conv_features)  # size check
     f = self.conv_features
+    conv = lambda i: layers.Conv(f[i], 3, padding="VALID", impl=self.conv_impl, dtype=self.dtype,  # noqa: E731
+                                 name=f"conv{i + 1}")
     x = images_BHWC
     for i in range(3):
-      x = nn.relu(nn.Conv(f[i], (3, 3), padding="VALID", name=f"conv{i + 1}")(x))
-    x = nn.max_pool(x, (3, 3), strides=(2, 2), padding="VALID")
+      x = nn.relu(conv(i)(x))
+    x = layers.max_pool(x, 3, 2, "VALID", impl=self.conv_impl)
     for i in range(3, 5):
-      x = nn.relu(nn.Conv(f[i], (3, 3), padding="VALID", name=f"conv{i + 1}")(x))
-    x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")
+      x = nn.relu(conv(i)(x))
+    x = layers.max_pool(x, 2, 2, "VALID", impl=self.conv_impl)
     x = x.reshape(x.shape[0], -1)
-    x = nn.relu(nn.Dense(self.hidden_features, name="fc1")(x))
-    return nn.Dense(3, name="fc2")(x)
+    x = nn.relu(nn.Dense(self.hidden_features, dtype=self.dtype, name="fc1")(x))
+    return nn.Dense(3, dtype=self.dtype, name="fc2")(x).astype(jnp.float32)
 
 
 def make_gaze_estimator(config) -> GazeEstimator:
   """The estimator a config's ``model`` section describes."""
   return GazeEstimator(conv_features=tuple(config.model.conv_features),
-                       hidden_features=config.model.hidden_features)
+                       hidden_features=config.model.hidden_features,
+                       conv_impl=layers.resolve_impl(config.get("conv_impl", "auto")),
+                       dtype=layers.resolve_dtype(config.get("compute_dtype", "float32")))
 
 
 # ----------------------------------------------------------------------------- metrics
