@@ -52,11 +52,19 @@ class Refiner(nn.Module):
   padding: str = "SAME"
   conv_impl: str = "matmul"
   dtype: Any = jnp.float32
+  # Extra input channels of standard normal noise (0: the paper's deterministic R).
+  noise_channels: int = 0
 
   @nn.compact
-  def __call__(self, images_BHWC):
+  def __call__(self, images_BHWC, noise_BHWN=None):
     if self.padding not in ("SAME", "REFLECT"):
       raise ValueError(f"config.refiner.padding: {self.padding!r} is not 'SAME' or 'REFLECT'")
+    if self.noise_channels:
+      if noise_BHWN is None or noise_BHWN.shape != (*images_BHWC.shape[:3], self.noise_channels):
+        raise ValueError(f"Refiner: noise_channels={self.noise_channels} needs noise of shape "
+                         f"{(*images_BHWC.shape[:3], self.noise_channels)} (see refiner_noise), "
+                         f"got {None if noise_BHWN is None else noise_BHWN.shape}")
+      images_BHWC = jnp.concatenate([images_BHWC, noise_BHWN.astype(images_BHWC.dtype)], axis=-1)
     x = layers.Conv(self.features, self.kernel_size, padding=self.padding, impl=self.conv_impl,
                     dtype=self.dtype, name="conv_in")(images_BHWC)
     x = nn.relu(x)
@@ -135,7 +143,20 @@ def make_refiner(config) -> Refiner:
       padding=config.refiner.get("padding", "SAME"),
       conv_impl=layers.resolve_impl(config.get("conv_impl", "auto")),
       dtype=layers.resolve_dtype(config.get("compute_dtype", "float32")),
+      noise_channels=config.refiner.get("noise_channels", 0),
   )
+
+
+def refiner_noise(refiner: Refiner, keys, image_hw):
+  """The refiner's noise input for one key per example [B], or None without noise.
+
+  Noise is a pure function of the example's key, so a batch refines the same on 1
+  or N devices and a refined dataset is reproducible (refine.py keys it by index).
+  """
+  if not refiner.noise_channels:
+    return None
+  shape = (*image_hw, refiner.noise_channels)
+  return jax.vmap(lambda k: jax.random.normal(k, shape, jnp.float32))(keys)
 
 
 def make_discriminator(config) -> LocalDiscriminator:

@@ -37,6 +37,8 @@ AXIS = parallel.AXIS
 # Named random streams, folded into the step key.
 _REFINER_INIT, _DISCRIMINATOR_INIT, _REFINER_STEP, _DISCRIMINATOR_STEP = 1, 2, 3, 4
 _SYNTHETIC, _SYNTHETIC_EXTRA, _REAL, _HISTORY_SAMPLE, _HISTORY_PUSH, _SAMPLES = 5, 6, 7, 8, 9, 10
+# Folded into a synthetic example's own key for the refiner's noise input (if any).
+NOISE_STREAM = 11
 
 
 @flax.struct.dataclass
@@ -157,7 +159,8 @@ def init_state(s: Setup) -> TrainState:
   """A fresh state (traceable; see ``create_state`` for the sharded version)."""
   key = jax.random.PRNGKey(s.seed)
   images = jnp.zeros((1, *s.image_shape), jnp.float32)
-  refiner_params = s.refiner.init(jax.random.fold_in(key, _REFINER_INIT), images)["params"]
+  noise = models.refiner_noise(s.refiner, key[None], s.image_shape[:2])
+  refiner_params = s.refiner.init(jax.random.fold_in(key, _REFINER_INIT), images, noise)["params"]
   d_vars = s.discriminator.init(jax.random.fold_in(key, _DISCRIMINATOR_INIT), images, train=False)
   return TrainState(
       step=jnp.zeros((), jnp.int32),
@@ -197,16 +200,19 @@ def _apply_discriminator(s: Setup, state: TrainState, params, images, train: boo
   return s.discriminator.apply(variables, images, train=train), state.discriminator_batch_stats
 
 
-def _refine(s: Setup, params, images):
-  return s.refiner.apply({"params": params}, images)
+def _refine(s: Setup, params, images, keys):
+  """R(images); ``keys`` are the examples' own keys (they seed R's noise input, if any)."""
+  noise_keys = jax.vmap(lambda k: jax.random.fold_in(k, NOISE_STREAM))(keys)
+  return s.refiner.apply({"params": params}, images,
+                         models.refiner_noise(s.refiner, noise_keys, images.shape[1:3]))
 
 
 def _refiner_update(s: Setup, state: TrainState, data, key, adversarial: bool):
-  synthetic = s.synthetic.sample(data["synthetic"], parallel.example_keys(jax.random.fold_in(key, _SYNTHETIC),
-                                                                  s.local_batch))["image"]
+  keys = parallel.example_keys(jax.random.fold_in(key, _SYNTHETIC), s.local_batch)
+  synthetic = s.synthetic.sample(data["synthetic"], keys)["image"]
 
   def loss_fn(params):
-    refined = _refine(s, params, synthetic)
+    refined = _refine(s, params, synthetic, keys)
     reg = s.self_regularization_loss(refined, synthetic, psi=s.psi, reduction=s.reduction)
     if not adversarial:
       return reg, {"self_regularization_loss": reg}
@@ -228,8 +234,9 @@ def _discriminator_update(s: Setup, state: TrainState, data, key):
   real = s.real.sample(data["real"], parallel.example_keys(jax.random.fold_in(key, _REAL), s.local_batch))["image"]
 
   def refined(stream):
-    synthetic = s.synthetic.sample(data["synthetic"], parallel.example_keys(jax.random.fold_in(key, stream), h))
-    return lax.stop_gradient(_refine(s, state.refiner_params, synthetic["image"]))
+    keys = parallel.example_keys(jax.random.fold_in(key, stream), h)
+    synthetic = s.synthetic.sample(data["synthetic"], keys)
+    return lax.stop_gradient(_refine(s, state.refiner_params, synthetic["image"], keys))
 
   current = refined(_SYNTHETIC)
   history = state.history
@@ -341,6 +348,6 @@ def make_sample_fn(s: Setup, num_images: int):
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(num_images))
     synthetic = s.synthetic.sample(data["synthetic"], keys)["image"]
     real = s.real.sample(data["real"], jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys))["image"]
-    return {"synthetic": synthetic, "refined": _refine(s, state.refiner_params, synthetic), "real": real}
+    return {"synthetic": synthetic, "refined": _refine(s, state.refiner_params, synthetic, keys), "real": real}
 
   return jax.jit(sample)

@@ -65,6 +65,10 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   # "SAME" (zeros) or "REFLECT": not stated by the paper; zero padding lets R mark
   # the image border, which D's patches then see (frame artefacts in our cpu runs).
   c.refiner.padding = "SAME"
+  # Channels of standard normal noise appended to R's input (not in the paper: 0).
+  # A deterministic R can add texture to flat regions only from the image border or
+  # nearby edges; noise gives it a source of grain (one key per example).
+  c.refiner.noise_channels = 0
   # Discriminator: layer table by preset ("eye" or "hand"), widths scaled by
   # width_multiplier, optional batch norm (the article credits it for faster D).
   c.discriminator = ml_collections.ConfigDict()

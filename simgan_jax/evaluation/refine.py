@@ -71,6 +71,8 @@ CHUNKS = "_chunks"
 DEFAULT_CHUNK_SIZE = 4096
 _RESERVED = ("image", "index", "synthetic")
 _PROGRESS_SECONDS = 10.0
+# Root of the refiner's noise keys when refining a dataset (one key per example index).
+NOISE_SEED = 0
 
 
 # ----------------------------------------------------------------------------- config and params
@@ -126,14 +128,22 @@ def _to_uint8(images: jax.Array) -> jax.Array:
   return jnp.clip(jnp.round((images + 1.0) * 127.5), 0, 255).astype(jnp.uint8)
 
 
+def _apply(refiner: models.Refiner, params, images, index, seed: int = NOISE_SEED):
+  """R(images) for examples with global ``index``; the noise input (if any) is keyed by
+  (``seed``, index), so a refined set does not depend on chunking or device count."""
+  key = jax.random.PRNGKey(seed)
+  keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(index)
+  return refiner.apply({"params": params}, images, models.refiner_noise(refiner, keys, images.shape[1:3]))
+
+
 @functools.lru_cache(maxsize=16)
 def _array_fn(refiner: models.Refiner, mesh: Mesh):
-  def refine(params, images):
+  def refine(params, images, index):
     if images.dtype == jnp.uint8:
       images = sources_lib.to_unit_range(images)
-    return _to_uint8(refiner.apply({"params": params}, images.astype(jnp.float32)))
+    return _to_uint8(_apply(refiner, params, images.astype(jnp.float32), index))
 
-  return jax.jit(jax.shard_map(refine, mesh=mesh, in_specs=(P(), P(AXIS)), out_specs=P(AXIS)))
+  return jax.jit(jax.shard_map(refine, mesh=mesh, in_specs=(P(), P(AXIS), P(AXIS)), out_specs=P(AXIS)))
 
 
 def _padded(num: int, chunk: int, mesh: Mesh) -> int:
@@ -172,7 +182,9 @@ def refine_arrays(config, params, images: np.ndarray, mesh: Mesh | None = None,
   fn = _array_fn(models.make_refiner(config), mesh)
   params = _replicate(params, mesh)
   size = _padded(len(images), chunk, mesh)
-  outputs = [fn(params, _shard(images[s:s + size], size, mesh)) for s in range(0, len(images), size)]
+  outputs = [fn(params, _shard(images[s:s + size], size, mesh),
+                _shard(np.arange(s, s + size, dtype=np.int32), size, mesh))
+             for s in range(0, len(images), size)]
   return np.concatenate([np.asarray(o) for o in outputs])[:len(images)]
 
 
@@ -184,7 +196,7 @@ def _simulator_fn(refiner: models.Refiner, source, mesh: Mesh, seed: int, keep_s
   def render_and_refine(params, index):
     batch = source.sample({}, jax.vmap(lambda i: jax.random.fold_in(key, i))(index))
     synthetic = batch.pop("image")
-    out = {"image": _to_uint8(refiner.apply({"params": params}, synthetic)), "labels": batch}
+    out = {"image": _to_uint8(_apply(refiner, params, synthetic, index)), "labels": batch}
     if keep_synthetic:
       out["synthetic"] = synthetic
     return out
