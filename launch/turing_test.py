@@ -3,6 +3,9 @@ r"""The visual Turing test (SIMGAN.md): serves the study page, or writes its rep
   python launch/turing_test.py --real=eyesim_target:test --refined=tfds:data/refined_eyesim \
       --synthetic=eyesim --db=study.sqlite
   python launch/turing_test.py --report --db=study.sqlite   # study_report.md and .csv
+  # README screenshots, with coin-flip demo subjects in a new database:
+  python launch/turing_test.py --real=eyesim_target:test --refined=tfds:/tmp/tt_refined \
+      --synthetic=eyesim --db=/tmp/tt_demo.sqlite --screenshots=docs/images
 
 Subjects open http://127.0.0.1:8000/, enter their id and answer "real" or
 "refined" (the control block: "synthetic") for 50 + 50 images (10 + 10). The
@@ -37,6 +40,9 @@ _DISPLAY_SIZE = flags.DEFINE_integer("display_size", 440, "Images are scaled up 
 _REPORT = flags.DEFINE_bool("report", False, "Write the report of --db instead of serving.")
 _OUT = flags.DEFINE_string("out", None, "Report prefix (default: the db path without its suffix "
                            "+ '_report'): writes PREFIX.md and PREFIX.csv.")
+_SCREENSHOTS = flags.DEFINE_string(
+    "screenshots", None, "Instead of serving: fill the new --db with random demo answers and write "
+    "turing_trial.png and turing_results.png to this folder (headless chromium).")
 _DATA_DIR = flags.DEFINE_string("data_dir", "", "Prepared TFDS datasets ('' = default).")
 _CACHE_DIR = flags.DEFINE_string("cache_dir", "", "Built-in target-domain cache ('' = default).")
 
@@ -65,10 +71,15 @@ def main(argv):
     return
   if not _REAL.value or not (_REFINED.value or _SYNTHETIC.value):
     raise ConfigError("--real and --refined (and/or --synthetic) are needed to serve a study")
+  specs = {"real": _REAL.value, "refined": _REFINED.value, "synthetic": _SYNTHETIC.value}
+  trials = {"refined": _pair(_TRIALS), "synthetic": _pair(_CONTROL_TRIALS)}
+  if _SCREENSHOTS.value:
+    for path in server.screenshots(_DB.value, specs, _NUM_IMAGES.value, trials, _SEED.value,
+                                   _SCREENSHOTS.value, _DATA_DIR.value, _CACHE_DIR.value):
+      print(f"wrote {path}")
+    return
   server.serve(
-      db=_DB.value, specs={"real": _REAL.value, "refined": _REFINED.value, "synthetic": _SYNTHETIC.value},
-      num_images=_NUM_IMAGES.value,
-      trials={"refined": _pair(_TRIALS), "synthetic": _pair(_CONTROL_TRIALS)}, seed=_SEED.value,
+      db=_DB.value, specs=specs, num_images=_NUM_IMAGES.value, trials=trials, seed=_SEED.value,
       host=_HOST.value, port=_PORT.value, results_key=_RESULTS_KEY.value,
       display_size=_DISPLAY_SIZE.value, data_dir=_DATA_DIR.value, cache_dir=_CACHE_DIR.value)
 

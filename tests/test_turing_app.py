@@ -88,6 +88,11 @@ def test_resume_returns_the_same_session(client_study):
   again = start(client)
   assert again["resumed"] and again["token"] == first["token"]
   assert again["answered"] == 1 and again["next"]["trial_id"] != first["next"]["trial_id"]
+  # A restarted server (a new app on the same database) continues the session and its token.
+  app, study, _ = fx.make_app(client_study[1].path)
+  restarted = app.test_client()
+  assert post_answer(restarted, first["token"], again["next"]["trial_id"]).status_code == 200
+  assert len(study.answers()) == 2
 
 
 def test_unknown_subject_token_and_arm(client_study):
@@ -221,3 +226,24 @@ def test_study_config_errors(tmp_path):
     study_lib.open_study(str(tmp_path / "b.sqlite"), {"refined": sets["refined"]})
   with pytest.raises(DataError, match="no such study"):
     study_lib.open_existing(str(tmp_path / "missing.sqlite"))
+
+
+def test_launcher_report_and_errors(client_study, tmp_path):
+  import subprocess
+  import sys
+  from tests.conftest import REPO
+
+  client, study, _ = client_study
+  data = start(client)
+  post_answer(client, data["token"], data["next"]["trial_id"], "real")
+  script = f"{REPO}/launch/turing_test.py"
+  done = subprocess.run([sys.executable, script, "--report", f"--db={study.path}",
+                         f"--out={tmp_path / 'r'}"], capture_output=True, text=True, timeout=120)
+  assert done.returncode == 0, done.stderr
+  assert "| this study | 1 | " in (tmp_path / "r.md").read_text()
+  assert len((tmp_path / "r.csv").read_text().splitlines()) == 2
+  # Bad invocations: one line on stderr, no traceback.
+  for flags, message in ((["--report", f"--db={tmp_path / 'none.sqlite'}"], "no such study database"),
+                         ([f"--db={tmp_path / 'x.sqlite'}"], "--real and --refined")):
+    done = subprocess.run([sys.executable, script, *flags], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1 and message in done.stderr and "Traceback" not in done.stderr

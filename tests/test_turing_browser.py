@@ -7,7 +7,6 @@ where it fails: CI must run it.
 
 import os
 import shutil
-import threading
 
 import pytest
 
@@ -19,8 +18,6 @@ from tests import turing_fixtures as fx
 CHROMIUM = next(filter(None, map(shutil.which, ("chromium", "chromium-browser"))), None)
 CHROMEDRIVER = shutil.which("chromedriver")
 try:
-  import selenium  # noqa: F401
-  from selenium import webdriver
   from selenium.webdriver.common.by import By
   from selenium.webdriver.common.action_chains import ActionChains
   from selenium.webdriver.support.ui import WebDriverWait
@@ -37,28 +34,20 @@ def browser():
     if os.environ.get("CI") == "true":
       pytest.fail(f"CI=true: the browser test must run but it {message}")
     pytest.skip(message)
-  options = webdriver.ChromeOptions()
-  options.binary_location = CHROMIUM
-  for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
-                   "--window-size=900,800", "--no-first-run", "--disable-extensions"):
-    options.add_argument(argument)
-  driver = webdriver.Chrome(options=options, service=webdriver.ChromeService(executable_path=CHROMEDRIVER))
-  driver.set_page_load_timeout(20)
+  from simgan_jax.turing import screenshots
+
+  driver = screenshots.chrome_driver()
   yield driver
   driver.quit()
 
 
 @pytest.fixture
 def served(tmp_path):
-  from werkzeug import serving
+  from simgan_jax.turing import screenshots
 
-  app, study, sets = fx.make_app(tmp_path / "study.sqlite")
-  server = serving.make_server("127.0.0.1", 0, app, threaded=True)
-  thread = threading.Thread(target=server.serve_forever, daemon=True)
-  thread.start()
-  yield f"http://127.0.0.1:{server.server_port}", study
-  server.shutdown()
-  thread.join(5)
+  app, study, _ = fx.make_app(tmp_path / "study.sqlite")
+  with screenshots.serving(app) as url:
+    yield url, study
 
 
 def _wait_for_trial(driver, answered):

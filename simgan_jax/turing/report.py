@@ -100,7 +100,8 @@ def markdown(study: study_lib.Study, results: list[ArmResult] | None = None) -> 
   for r in results:
     n_real, n_fake = meta["trials"][r.arm]
     lines += [f"## {r.title}", "",
-              f"{len(r.sessions)} subjects ({r.finished} finished), {n_real} real + {n_fake} {r.arm} "
+              f"{len(r.sessions)} subject{'' if len(r.sessions) == 1 else 's'} ({r.finished} finished), "
+              f"{n_real} real + {n_fake} {r.arm} "
               "trials each.", ""]
     lines += _table(["", *SUMMARY_HEADER], [["this study", *summary_cells(r.summary)],
                                             ["paper", *summary_cells(r.paper["summary"])]])

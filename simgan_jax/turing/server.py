@@ -42,6 +42,16 @@ def serve(db: str, specs: dict[str, str | None], num_images: int,
   serving.run_simple(host, port, app, threaded=True)
 
 
+def screenshots(db: str, specs: dict[str, str | None], num_images: int,
+                trials: dict[str, tuple[int, int]] | None, seed: int, out_dir: str,
+                data_dir: str = "", cache_dir: str = "") -> tuple[str, str]:
+  """The README's screenshots of a new study at ``db`` (see ``screenshots.take_screenshots``)."""
+  from simgan_jax.turing import screenshots as screenshots_lib  # pylint: disable=g-import-not-at-top
+
+  sets = images_lib.load_sets({k: v for k, v in specs.items() if v}, num_images, data_dir, cache_dir)
+  return screenshots_lib.take_screenshots(db, sets, out_dir, trials, seed=seed)
+
+
 def write_report(db: str, prefix: str) -> tuple[str, str]:
   """``PREFIX.md`` and ``PREFIX.csv`` of the study at ``db``."""
   return report_lib.write_report(study_lib.open_existing(db), prefix)
