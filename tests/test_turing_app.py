@@ -220,12 +220,15 @@ def test_report_figures(client_study, tmp_path):
 
 def test_study_config_errors(tmp_path):
   sets = fx.tiny_sets()
-  with pytest.raises(ConfigError, match="has 5 images"):
+  with pytest.raises(ConfigError, match="has 5 images; give 1 to 5"):
     study_lib.open_study(str(tmp_path / "a.sqlite"), sets, {"refined": (6, 3)})
   with pytest.raises(ConfigError, match="needs a real set"):
     study_lib.open_study(str(tmp_path / "b.sqlite"), {"refined": sets["refined"]})
   with pytest.raises(DataError, match="no such study"):
     study_lib.open_existing(str(tmp_path / "missing.sqlite"))
+  (tmp_path / "junk.sqlite").write_text("not sqlite" * 100)
+  with pytest.raises(DataError, match="cannot open as a study database"):
+    study_lib.open_study(str(tmp_path / "junk.sqlite"), sets, fx.TRIALS)
 
 
 def test_launcher_report_and_errors(client_study, tmp_path):

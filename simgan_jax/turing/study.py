@@ -253,15 +253,18 @@ def open_study(path: str, sets: dict, trials: dict[str, tuple[int, int]] | None 
     for name, n in (("real", n_real), (arm, n_fake)):
       if n < 1 or n > len(sets[name]):
         raise ConfigError(f"{arm} arm: {n} {name} trials per subject, but the {name} set "
-                          f"({sets[name].spec}) has {len(sets[name])} images (need 1 to that)")
+                          f"({sets[name].spec}) has {len(sets[name])} images; give 1 to {len(sets[name])}")
   meta = {"schema": _SCHEMA_VERSION, "seed": int(seed), "trials": trials,
           "set_sizes": {name: len(s) for name, s in sets.items()},
           "specs": {name: s.spec for name, s in sets.items()},
           "image_shape": list(next(iter(sets.values())).images.shape[1:])}
   digests = [(name, i, s.digest(i)) for name, s in sets.items() for i in range(len(s))]
-  conn = _connect(path)
   try:
+    conn = _connect(path)
     conn.execute("PRAGMA journal_mode = WAL")
+  except sqlite3.Error as e:
+    raise DataError(f"{path}: cannot open as a study database ({e})") from None
+  try:
     with _transaction(conn):
       for statement in _SCHEMA.split(";"):  # executescript would commit halfway
         if statement.strip():
