@@ -71,6 +71,8 @@ def test_session_flow_and_database(client_study):
 
 
 def test_served_png_is_scaled_exactly(client_study):
+  # Catches smoothing resamplers (pixels would change), a lost aspect ratio and ids mapped
+  # to the wrong set.
   client, study, sets = client_study
   from PIL import Image
   import io
@@ -82,6 +84,7 @@ def test_served_png_is_scaled_exactly(client_study):
 
 
 def test_resume_returns_the_same_session(client_study):
+  # Catches a second session (new seed, new order) made when a subject comes back.
   client, _, _ = client_study
   first = start(client)
   assert post_answer(client, first["token"], first["next"]["trial_id"]).status_code == 200
@@ -96,6 +99,7 @@ def test_resume_returns_the_same_session(client_study):
 
 
 def test_unknown_subject_token_and_arm(client_study):
+  # Sessions are addressed by token: an unknown subject is an unknown token.
   client, _, _ = client_study
   # No session for this token: a subject who never started.
   response = client.get("/api/state", headers={"X-Session-Token": "nobody"})
@@ -107,6 +111,7 @@ def test_unknown_subject_token_and_arm(client_study):
 
 
 def test_missing_and_wrong_token(client_study):
+  # Catches an answer endpoint that trusts the trial id alone.
   client, study, _ = client_study
   data = start(client)
   trial = data["next"]["trial_id"]
@@ -118,6 +123,7 @@ def test_missing_and_wrong_token(client_study):
 
 
 def test_answer_twice_and_out_of_order(client_study):
+  # Catches an UPDATE without "answer IS NULL" (a second answer would overwrite the first).
   client, study, _ = client_study
   data = start(client)
   trial = data["next"]["trial_id"]
@@ -132,6 +138,7 @@ def test_answer_twice_and_out_of_order(client_study):
 
 
 def test_another_subjects_trial(client_study):
+  # Catches an ownership check missing: b's token must not answer a's trial.
   client, study, _ = client_study
   a, b = start(client, "a"), start(client, "b")
   response = post_answer(client, b["token"], a["next"]["trial_id"])
@@ -142,6 +149,7 @@ def test_another_subjects_trial(client_study):
 
 
 def test_bad_image_ids(client_study):
+  # Catches an unchecked index into the sets (IndexError -> 500) and negative indexing.
   client, _, _ = client_study
   response = client.get("/image/15.png")  # 3 sets of 5 images: ids 0..14
   assert response.status_code == 404 and b"ids run from 0 to 14" in response.data
@@ -152,6 +160,8 @@ def test_bad_image_ids(client_study):
 
 
 def test_malformed_requests(client_study):
+  # Catches request.json raising (a 500 or an HTML error page), form posts accepted
+  # (cross-site forms), unvalidated fields written to the database.
   client, study, _ = client_study
   data = start(client)
   token = {"X-Session-Token": data["token"]}
@@ -178,6 +188,7 @@ def test_malformed_requests(client_study):
 
 
 def test_results_need_the_key(client_study):
+  # Subjects must not see scores (that is feedback): the page needs the experimenter's key.
   client, _, _ = client_study
   assert client.get("/results").status_code == 403
   assert client.get("/results?key=wrong").status_code == 403

@@ -64,8 +64,14 @@ async function answer(kind) {
     showError("");
   } catch (e) {
     showError(e.message);
-    if (e.status === 409) render(await api("GET", "/api/state"));  // e.g. answered in another tab
-    else setButtons(true);
+    if (e.status === 409) {
+      render(await api("GET", "/api/state"));  // e.g. answered in another tab
+    } else if (e.status === 401 || e.status === 403) {
+      sessionStorage.removeItem(TOKEN);  // a stale token: start again with the subject id
+      show("start");
+    } else {
+      setButtons(true);
+    }
   } finally {
     busy = false;
   }
