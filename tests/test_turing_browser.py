@@ -81,6 +81,10 @@ def test_a_subject_answers_a_session_with_a_reload(browser, served, tmp_path):
     else:
       key = {"key": {"real": "r", "refined": "f"}, "arrow": {"real": "\ue012", "refined": "\ue014"}}[way]
       ActionChains(browser).send_keys(key[answer]).perform()
+    # The answer is committed before the next step (a reload that aborts an answer in flight
+    # rightly shows that trial again, which would make this test flaky).
+    WebDriverWait(browser, 10).until(
+        lambda d, n=i + 1: d.find_element(By.ID, "progress").get_attribute("value") == str(n))
   WebDriverWait(browser, 10).until(lambda d: d.find_element(By.ID, "done").is_displayed())
   assert "All 6 answers are recorded" in browser.find_element(By.ID, "done-text").text
   assert not browser.find_element(By.ID, "trial").is_displayed()
