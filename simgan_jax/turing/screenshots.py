@@ -101,8 +101,10 @@ def take_screenshots(db: str, sets: dict, out_dir: str, trials=None, demo_subjec
     driver = chrome_driver()
     try:
       driver.get(f"{url}/results?key={app.config['RESULTS_KEY']}")
-      height = driver.execute_script("return document.documentElement.scrollHeight")
-      driver.set_window_size(1100, min(int(height) + 40, 4000))
+      driver.set_window_size(1100, 200)  # scrollHeight is then the page's own height
+      height = driver.execute_script("return document.documentElement.scrollHeight "
+                                     "+ window.outerHeight - window.innerHeight")
+      driver.set_window_size(1100, min(int(height), 4000))
       driver.save_screenshot(paths[1])
       # The photographed subject has answered a few trials, so the progress bar shows.
       answer_at_random(url, "demo-screenshot", "refined", rng, limit=7)
