@@ -3,7 +3,9 @@ r"""The visual Turing test (SIMGAN.md): serves the study page, or writes its rep
   python launch/turing_test.py --real=eyesim_target:test --refined=tfds:data/refined_eyesim \
       --synthetic=eyesim --db=study.sqlite
   python launch/turing_test.py --report --db=study.sqlite   # study_report.md and .csv
-  # README screenshots, with coin-flip demo subjects in a new database:
+  # README screenshots (a smoke refiner, coin-flip demo subjects in a new database):
+  python launch/train.py --config=simgan_jax/configs/default.py:smoke --workdir=/tmp/tt_smoke
+  python launch/refine.py --checkpoint=/tmp/tt_smoke --data=eyesim --num_examples=100 --out=/tmp/tt_refined
   python launch/turing_test.py --real=eyesim_target:test --refined=tfds:/tmp/tt_refined \
       --synthetic=eyesim --db=/tmp/tt_demo.sqlite --screenshots=docs/images
 
