@@ -1,0 +1,312 @@
+"""A visual Turing test's state in one SQLite file: images, subjects' sessions, answers.
+
+Tables:
+
+* ``meta``: the study seed, the trial counts of each arm and the specs of the sets;
+* ``images``: every image of every set under a shuffled ``image_id`` (what URLs
+  show, so an id says nothing about the truth) with the sha256 of its pixels, so a
+  database reopened with other images is refused instead of mislabelling answers;
+* ``sessions``: one per (subject, arm), with the subject's seed (which draws the
+  images and their order, ``trial_plan``) and the token its requests must carry;
+* ``trials``: the planned trials of a session in order; ``answer``, ``time_ms``
+  (measured in the page, image shown to click) and ``answered_at`` are filled in,
+  once, when the subject answers.
+
+Arms: ``refined`` (real vs refined, the paper's 50 + 50 per subject) and the
+control ``synthetic`` (real vs synthetic, the paper's 10 + 10). Each answer is its
+own committed transaction (WAL, synchronous=FULL), so stopping the server loses
+nothing that was answered.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import math
+import re
+import secrets
+import sqlite3
+import time
+from typing import Iterator
+
+import numpy as np
+
+from simgan_jax.errors import ConfigError, DataError
+
+ARMS = ("refined", "synthetic")
+DEFAULT_TRIALS = {"refined": (50, 50), "synthetic": (10, 10)}  # (real, fake) per subject
+SUBJECT_PATTERN = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
+MAX_TIME_MS = 24 * 3600 * 1000
+_SCHEMA_VERSION = "1"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS images (
+  image_id INTEGER PRIMARY KEY, image_set TEXT NOT NULL, set_index INTEGER NOT NULL,
+  digest TEXT NOT NULL, UNIQUE (image_set, set_index));
+CREATE TABLE IF NOT EXISTS sessions (
+  session_id INTEGER PRIMARY KEY, subject TEXT NOT NULL, arm TEXT NOT NULL,
+  seed INTEGER NOT NULL, token TEXT NOT NULL UNIQUE, started_at REAL NOT NULL,
+  UNIQUE (subject, arm));
+CREATE TABLE IF NOT EXISTS trials (
+  trial_id INTEGER PRIMARY KEY, session_id INTEGER NOT NULL REFERENCES sessions,
+  position INTEGER NOT NULL, image_id INTEGER NOT NULL REFERENCES images,
+  truth TEXT NOT NULL, answer TEXT, time_ms REAL, answered_at REAL,
+  UNIQUE (session_id, position));
+"""
+
+
+class RequestError(Exception):
+  """A subject's request that cannot be served; ``status`` is its HTTP code."""
+
+  def __init__(self, status: int, message: str):
+    super().__init__(message)
+    self.status = status
+    self.message = message
+
+
+def subject_seed(study_seed: int, subject: str, arm: str) -> int:
+  """The recorded seed of a subject's session: a hash, so a study is reproducible."""
+  digest = hashlib.sha256(f"{study_seed}/{subject}/{arm}".encode()).digest()
+  return int.from_bytes(digest[:8], "big") >> 1  # fits SQLite's signed 64-bit INTEGER
+
+
+def trial_plan(seed: int, pool_sizes: tuple[int, int], counts: tuple[int, int], fake: str
+               ) -> list[tuple[str, int]]:
+  """``(set, index)`` of each trial in order: ``counts`` images drawn without replacement
+  from the real and fake pools, then shuffled together, all from ``seed``."""
+  rng = np.random.default_rng(seed)
+  real = rng.choice(pool_sizes[0], counts[0], replace=False)
+  other = rng.choice(pool_sizes[1], counts[1], replace=False)
+  items = [("real", int(i)) for i in real] + [(fake, int(i)) for i in other]
+  return [items[i] for i in rng.permutation(len(items))]
+
+
+def _connect(path: str) -> sqlite3.Connection:
+  conn = sqlite3.connect(path, timeout=30, isolation_level=None)  # transactions by hand
+  conn.row_factory = sqlite3.Row
+  conn.execute("PRAGMA foreign_keys = ON")
+  conn.execute("PRAGMA synchronous = FULL")
+  return conn
+
+
+@contextlib.contextmanager
+def _transaction(conn: sqlite3.Connection) -> Iterator[sqlite3.Connection]:
+  conn.execute("BEGIN IMMEDIATE")
+  try:
+    yield conn
+  except BaseException:
+    conn.execute("ROLLBACK")
+    raise
+  conn.execute("COMMIT")
+
+
+@dataclasses.dataclass(frozen=True)
+class Study:
+  """A study database at ``path``; every call opens its own connection (thread-safe)."""
+
+  path: str
+
+  @contextlib.contextmanager
+  def connect(self) -> Iterator[sqlite3.Connection]:
+    conn = _connect(self.path)
+    try:
+      yield conn
+    finally:
+      conn.close()
+
+  def meta(self) -> dict:
+    with self.connect() as conn:
+      return {r["key"]: json.loads(r["value"]) for r in conn.execute("SELECT key, value FROM meta")}
+
+  def arms(self) -> dict[str, tuple[int, int]]:
+    """{arm: (real trials, fake trials)} of the arms this study runs."""
+    return {arm: tuple(c) for arm, c in self.meta()["trials"].items()}
+
+  def num_images(self) -> int:
+    with self.connect() as conn:
+      return conn.execute("SELECT COUNT(*) FROM images").fetchone()[0]
+
+  def image(self, image_id: int) -> tuple[str, int]:
+    """(set, index) of ``image_id``; 404 when there is no such image."""
+    row = None
+    if 0 <= image_id < 2**62:  # larger ints do not fit SQLite's INTEGER
+      with self.connect() as conn:
+        row = conn.execute("SELECT image_set, set_index FROM images WHERE image_id = ?",
+                           (image_id,)).fetchone()
+    if row is None:
+      raise RequestError(404, f"no image {image_id}: image ids run from 0 to {self.num_images() - 1}")
+    return row["image_set"], row["set_index"]
+
+  # ------------------------------------------------------------------ sessions and answers
+
+  def start(self, subject, arm) -> tuple[dict, bool]:
+    """The session of ``subject`` in ``arm`` (created on first use) and whether it resumed one."""
+    if not isinstance(subject, str) or not SUBJECT_PATTERN.fullmatch(subject.strip()):
+      raise RequestError(400, "subject id: 1 to 64 letters, digits or _.@- characters")
+    subject = subject.strip()
+    arms = self.arms()
+    if arm not in arms:
+      raise RequestError(400, f"arm {arm!r}: this study runs {', '.join(arms)}")
+    meta = self.meta()
+    with self.connect() as conn, _transaction(conn):
+      row = conn.execute("SELECT * FROM sessions WHERE subject = ? AND arm = ?",
+                         (subject, arm)).fetchone()
+      if row is not None:
+        left = conn.execute("SELECT COUNT(*) FROM trials WHERE session_id = ? AND answer IS NULL",
+                            (row["session_id"],)).fetchone()[0]
+        if not left:
+          raise RequestError(409, f"subject {subject!r} has already finished the {arm} arm")
+        return dict(row), True
+      seed = subject_seed(meta["seed"], subject, arm)
+      sizes = (meta["set_sizes"]["real"], meta["set_sizes"][arm])
+      plan = trial_plan(seed, sizes, arms[arm], arm)
+      ids = {(r["image_set"], r["set_index"]): r["image_id"] for r in conn.execute(
+          "SELECT image_id, image_set, set_index FROM images WHERE image_set IN ('real', ?)", (arm,))}
+      cursor = conn.execute(
+          "INSERT INTO sessions (subject, arm, seed, token, started_at) VALUES (?, ?, ?, ?, ?)",
+          (subject, arm, seed, secrets.token_urlsafe(24), time.time()))
+      session_id = cursor.lastrowid
+      conn.executemany(
+          "INSERT INTO trials (session_id, position, image_id, truth) VALUES (?, ?, ?, ?)",
+          [(session_id, i, ids[item], item[0]) for i, item in enumerate(plan)])
+      row = conn.execute("SELECT * FROM sessions WHERE session_id = ?", (session_id,)).fetchone()
+    return dict(row), False
+
+  def session(self, token) -> dict:
+    """The session a token belongs to; 401 without a token, 403 with a wrong one."""
+    if not token:
+      raise RequestError(401, "missing session token (header X-Session-Token); start a session first")
+    with self.connect() as conn:
+      row = conn.execute("SELECT * FROM sessions WHERE token = ?", (str(token),)).fetchone()
+    if row is None:
+      raise RequestError(403, "unknown session token; start the session again with your subject id")
+    return dict(row)
+
+  def state(self, session: dict) -> dict:
+    """Progress of a session and its next unanswered trial (None when finished)."""
+    with self.connect() as conn:
+      total, answered = conn.execute(
+          "SELECT COUNT(*), COUNT(answer) FROM trials WHERE session_id = ?",
+          (session["session_id"],)).fetchone()
+      row = conn.execute(
+          "SELECT trial_id, position, image_id FROM trials WHERE session_id = ? AND answer IS NULL "
+          "ORDER BY position LIMIT 1", (session["session_id"],)).fetchone()
+    return {"subject": session["subject"], "arm": session["arm"], "total": total,
+            "answered": answered, "next": dict(row) if row else None}
+
+  def answer(self, session: dict, trial_id, answer, time_ms) -> dict:
+    """Records ``answer`` to trial ``trial_id`` of ``session`` (once), then the new state."""
+    if isinstance(trial_id, bool) or not isinstance(trial_id, int) or not 0 <= trial_id < 2**62:
+      raise RequestError(400, f"trial_id: expected an integer, got {trial_id!r}")
+    if answer not in ("real", session["arm"]):
+      raise RequestError(400, f"answer: expected 'real' or {session['arm']!r}, got {answer!r}")
+    if (isinstance(time_ms, bool) or not isinstance(time_ms, (int, float)) or not math.isfinite(time_ms)
+        or not 0 <= time_ms <= MAX_TIME_MS):
+      raise RequestError(400, f"time_ms: expected milliseconds in [0, {MAX_TIME_MS}], got {time_ms!r}")
+    with self.connect() as conn, _transaction(conn):
+      row = conn.execute("SELECT session_id, position, answer FROM trials WHERE trial_id = ?",
+                         (trial_id,)).fetchone()
+      if row is None:
+        raise RequestError(404, f"no trial {trial_id}")
+      if row["session_id"] != session["session_id"]:
+        raise RequestError(403, f"trial {trial_id} belongs to another subject's session")
+      if row["answer"] is not None:
+        raise RequestError(409, f"trial {trial_id} is already answered; answers cannot be changed")
+      current = conn.execute(
+          "SELECT MIN(position) FROM trials WHERE session_id = ? AND answer IS NULL",
+          (session["session_id"],)).fetchone()[0]
+      if row["position"] != current:
+        raise RequestError(409, f"trial {trial_id} is not the current trial; answer in order")
+      conn.execute("UPDATE trials SET answer = ?, time_ms = ?, answered_at = ? WHERE trial_id = ?",
+                   (answer, float(time_ms), time.time(), trial_id))
+    return self.state(session)
+
+  def answers(self) -> list[dict]:
+    """Every given answer, by session and position, with its image's set and index."""
+    with self.connect() as conn:
+      return [dict(r) for r in conn.execute(
+          "SELECT s.subject, s.arm, s.seed, t.trial_id, t.position, t.image_id, i.image_set, "
+          "i.set_index, t.truth, t.answer, t.time_ms, t.answered_at FROM trials t "
+          "JOIN sessions s USING (session_id) JOIN images i USING (image_id) "
+          "WHERE t.answer IS NOT NULL ORDER BY s.session_id, t.position")]
+
+  def sessions(self) -> list[dict]:
+    with self.connect() as conn:
+      return [dict(r) for r in conn.execute(
+          "SELECT s.subject, s.arm, s.seed, COUNT(t.trial_id) AS total, COUNT(t.answer) AS answered "
+          "FROM sessions s JOIN trials t USING (session_id) GROUP BY s.session_id "
+          "ORDER BY s.session_id")]
+
+
+def open_study(path: str, sets: dict, trials: dict[str, tuple[int, int]] | None = None,
+               seed: int = 0) -> Study:
+  """Creates the study database at ``path`` for ``sets`` ({name: ImageSet}, with ``real``
+  and at least one arm's set), or reopens it after checking it holds the same images,
+  seed and trial counts."""
+  if "real" not in sets or not any(arm in sets for arm in ARMS):
+    raise ConfigError(f"a study needs a real set and one of {', '.join(ARMS)}; got {', '.join(sets)}")
+  trials = {arm: tuple(c) for arm, c in (trials or DEFAULT_TRIALS).items() if arm in sets}
+  for arm, (n_real, n_fake) in trials.items():
+    for name, n in (("real", n_real), (arm, n_fake)):
+      if n < 1 or n > len(sets[name]):
+        raise ConfigError(f"{arm} arm: {n} {name} trials per subject, but the {name} set "
+                          f"({sets[name].spec}) has {len(sets[name])} images; give 1 to {len(sets[name])}")
+  meta = {"schema": _SCHEMA_VERSION, "seed": int(seed), "trials": trials,
+          "set_sizes": {name: len(s) for name, s in sets.items()},
+          "specs": {name: s.spec for name, s in sets.items()},
+          "image_shape": list(next(iter(sets.values())).images.shape[1:])}
+  digests = [(name, i, s.digest(i)) for name, s in sets.items() for i in range(len(s))]
+  try:
+    conn = _connect(path)
+    conn.execute("PRAGMA journal_mode = WAL")
+  except sqlite3.Error as e:
+    raise DataError(f"{path}: cannot open as a study database ({e})") from None
+  try:
+    with _transaction(conn):
+      for statement in _SCHEMA.split(";"):  # executescript would commit halfway
+        if statement.strip():
+          conn.execute(statement)
+      stored = {r["key"]: json.loads(r["value"]) for r in conn.execute("SELECT key, value FROM meta")}
+      if not stored:
+        conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)",
+                         [(k, json.dumps(v)) for k, v in meta.items()])
+        ids = np.random.default_rng(seed).permutation(len(digests))
+        conn.executemany("INSERT INTO images (image_id, image_set, set_index, digest) VALUES (?, ?, ?, ?)",
+                         [(int(ids[j]), *d) for j, d in enumerate(digests)])
+      else:
+        _check_same(path, stored, meta, conn, digests)
+  finally:
+    conn.close()
+  return Study(path)
+
+
+def _check_same(path, stored, meta, conn, digests) -> None:
+  for key in ("schema", "seed", "trials", "set_sizes"):
+    old = stored.get(key)
+    new = json.loads(json.dumps(meta[key]))
+    if old != new:
+      raise DataError(f"{path}: made with {key} = {old}, now {new}; use a new --db for a new study")
+  rows = {(r["image_set"], r["set_index"]): r["digest"] for r in conn.execute(
+      "SELECT image_set, set_index, digest FROM images")}
+  changed = [f"{name}[{i}]" for name, i, d in digests if rows.get((name, i)) != d]
+  if changed or len(rows) != len(digests):
+    raise DataError(f"{path}: made with other images ({len(changed)} differ, e.g. "
+                    f"{', '.join(changed[:3]) or 'a set removed'}); use a new --db for a new study")
+
+
+def open_existing(path: str) -> Study:
+  """A study database that must already exist (for reports)."""
+  import os  # pylint: disable=g-import-not-at-top
+
+  if not os.path.exists(path):
+    raise DataError(f"{path}: no such study database")
+  study = Study(path)
+  try:
+    if "seed" not in study.meta():
+      raise DataError(f"{path}: not a study database (no meta)")
+  except sqlite3.DatabaseError as e:
+    raise DataError(f"{path}: not a study database ({e})") from None
+  return study
