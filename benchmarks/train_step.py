@@ -137,6 +137,7 @@ def compare_torch(config, batch_size: int, seconds: float, rounds: int, device: 
   config = benchmark_config(config, batch_size)
   synthetic, real = random_pools(config)
   ours = Ours(config, batch_size, synthetic, real)
+  print(f"  batch {batch_size}: ours compiled in {ours.compile_seconds:.1f} s", file=sys.stderr, flush=True)
   runners = {"ours": ours.time_window}
   twin = torch_twin.TwinIteration(config, batch_size, synthetic, real, device=device)
   twin.iteration()  # warm up
@@ -151,6 +152,7 @@ def compare_torch(config, batch_size: int, seconds: float, rounds: int, device: 
       compiled.iteration()  # and any recompilation a second call triggers
       compiled.sync()
       first_two = time.perf_counter() - start
+      print(f"  batch {batch_size}: twin compiled (2 iterations) in {first_two:.1f} s", file=sys.stderr, flush=True)
       runners["compiled"] = compiled.time_window
     except Exception as e:  # pylint: disable=broad-except
       result["compiled_error"] = _first_line(e)
@@ -195,6 +197,10 @@ def main(argv):
           f"| {100 * r['gflops_layer_count'] / peak:.0f}% |", flush=True)
 
 
+def _f(value: float, digits: int) -> str:
+  return "-" if np.isnan(value) else f"{value:.{digits}f}"
+
+
 def _compare_torch_table(config, peak: float):
   try:
     import torch  # pylint: disable=g-import-not-at-top
@@ -220,8 +226,8 @@ def _compare_torch_table(config, peak: float):
     if r["compiled_error"]:
       errors.append(f"batch {b}: twin compiled: {r['compiled_error']}")
     fraction = r["gflop_per_iteration"] / r["ours"] / peak
-    print(f"| {r['batch']} | {r['compile_seconds']:.1f} | {r['ours']:.3f} | {r['eager']:.3f} | {r['compiled']:.3f} "
-          f"| {r['twin_compile_seconds']:.1f} | {r['eager'] / r['ours']:.2f} | {r['compiled'] / r['ours']:.2f} "
+    print(f"| {r['batch']} | {r['compile_seconds']:.1f} | {r['ours']:.3f} | {r['eager']:.3f} | {_f(r['compiled'], 3)} "
+          f"| {_f(r['twin_compile_seconds'], 1)} | {r['eager'] / r['ours']:.2f} | {_f(r['compiled'] / r['ours'], 2)} "
           f"| {100 * fraction:.0f}% |", flush=True)
   for line in errors:
     print(line)
