@@ -106,6 +106,7 @@ _FLAG_MESSAGES = (
     (r"^flag --(\S+?)=(.*): invalid literal for int\(\) with base 10: .*$", r"--\1=\2: not an integer"),
     (r"^flag --(\S+?)=(.*): could not convert string to float: .*$", r"--\1=\2: not a number"),
     (r"^flag --(\S+?)=(.*): value should be one of (.*)$", r"--\1=\2: expected one of \3"),
+    (r"^flag (--\S+?=.*?): (.*)$", r"\1: \2"),
 )
 
 
@@ -163,6 +164,10 @@ def _parse_flags(argv):
 
 
 # ----------------------------------------------------------------------------- start-up
+
+
+def verbose() -> bool:
+  return _VERBOSE.value
 
 
 def config_name(flag: str) -> str:
