@@ -222,8 +222,13 @@ def run(main) -> None:
     try:
       _check_config_flags()
       return main(argv)
-    except (app.UsageError, KeyboardInterrupt):
+    except app.UsageError:
       raise
+    except KeyboardInterrupt:
+      if verbose:
+        raise
+      print("\ninterrupted (Ctrl-C)", file=sys.stderr, flush=True)
+      sys.exit(130)
     except Exception as e:  # pylint: disable=broad-except
       if verbose:
         raise
