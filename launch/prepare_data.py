@@ -11,15 +11,18 @@ r"""Prepares a real dataset from downloaded files as TFDS array_record (no Tenso
 Output goes to --data_dir (default $TFDS_DATA_DIR or ~/tensorflow_datasets) as
 <dataset>/<builder config>/1.0.0; the summary prints the builder config name the
 training config's ``builder_config`` field should name. All logic lives in
-simgan_jax.data.builders.prepare; docs/datasets.md describes each layout.
+simgan_jax.data.builders.prepare; docs/datasets.md describes each layout. Other
+libraries' log lines (TFDS's "Using custom data configuration", ...) are shown
+only with --verbose.
 """
 
+import contextlib
+import io
 import os
 import sys
 
 from absl import app
 from absl import flags
-from absl import logging
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from launch import common  # pylint: disable=g-import-not-at-top
@@ -47,13 +50,14 @@ def main(argv):
   from simgan_jax.data.builders import prepare  # pylint: disable=g-import-not-at-top
 
   tfds.disable_progress_bar()  # ours counts files per split; TFDS's would duplicate it
-  if not flags.FLAGS["verbosity"].present:
-    logging.set_verbosity(logging.WARNING)  # keep the output to progress and summary
   overrides = prepare.parse_overrides(_SET.value, height=_HEIGHT.value, width=_WIDTH.value,
                                       channels=_CHANNELS.value)
-  summary = prepare.prepare(_DATASET.value, _MANUAL_DIR.value, _DATA_DIR.value,
-                            builder_config=_BUILDER_CONFIG.value, overrides=overrides,
-                            skip_bad_files=_SKIP.value, progress=True)
+  # TFDS prints "Downloading and preparing dataset ..." and "... downloaded and prepared"
+  # to stdout; the summary below says it in our words (progress goes to stderr).
+  with contextlib.redirect_stdout(sys.stdout if common.verbose() else io.StringIO()):
+    summary = prepare.prepare(_DATASET.value, _MANUAL_DIR.value, _DATA_DIR.value,
+                              builder_config=_BUILDER_CONFIG.value, overrides=overrides,
+                              skip_bad_files=_SKIP.value, progress=True)
   print(prepare.format_summary(summary))
 
 

@@ -1,16 +1,22 @@
 r"""Refines a synthetic dataset with a trained SimGAN refiner. Logic: simgan_jax.evaluation.refine.
 
   python launch/refine.py --checkpoint=runs/eyesim --data=eyesim --num_examples=100000 \
-      --out=data/refined_eyesim
-  python launch/refine.py --checkpoint=runs/unity --data=unityeyes --out=data/refined_unity
-  python launch/train_gaze.py --train_data=tfds:data/refined_eyesim --workdir=runs/gaze_refined
+      --out=runs/refined_eyesim
+  python launch/refine.py --checkpoint=runs/unity --data=unityeyes --out=runs/refined_unity
+  python launch/train_gaze.py --train_data=tfds:runs/refined_eyesim --workdir=runs/gaze_refined
+  python launch/refine.py --checkpoint=runs/eyesim --data=image_folder/35x55x1 --format=png \
+      --out=runs/refined_mine
 
 --data: eyesim (needs --num_examples) | npz:PATH | NAME[/BUILDER_CONFIG][:SPLIT] |
 tfds:PATH[:SPLIT] | eyesim_target:validation|test. The config is the run's
-CHECKPOINT/config.json unless --config names one. --out becomes a TFDS dataset
-folder (array_record, split 'train'): refined ``image``, the input's labels
-unchanged, ``index``. An interrupted run resumes when rerun with the same flags;
-with several processes (--multihost) --out must be on a shared filesystem.
+CHECKPOINT/config.json unless --config names one. --format=tfds (default): --out
+becomes a TFDS dataset folder (array_record, split 'train'): refined ``image``, the
+input's labels unchanged, ``index``, ``file_name`` when the input has one.
+--format=png: --out becomes a folder of PNG files under the input's own relative
+file names (an image_folder set: the user's names, suffix .png; others: 000000.png
+...) with labels.csv carrying the labels row for row. An interrupted run resumes
+when rerun with the same flags; with several processes (--multihost) --out must be
+on a shared filesystem.
 """
 
 import os
@@ -19,18 +25,18 @@ import time
 
 from absl import app
 from absl import flags
-from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from launch import common  # pylint: disable=g-import-not-at-top
 
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "SimGAN training workdir to take the refiner from.")
 _STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the newest).")
-_CONFIG = config_flags.DEFINE_config_file(
-    "config", None, "SimGAN config file (default: CHECKPOINT/config.json).", lock_config=True)
+_CONFIG = common.define_config_file(
+    "config", None, "SimGAN config file (default: CHECKPOINT/config.json).")
 _DATA = flags.DEFINE_string("data", "eyesim", "Synthetic set to refine (a data spec).")
 _NUM_EXAMPLES = flags.DEFINE_integer("num_examples", 0, "Images to render (eyesim) or the first N (0 = all).")
-_OUT = flags.DEFINE_string("out", None, "Output TFDS dataset folder.")
+_OUT = flags.DEFINE_string("out", None, "Output folder (a TFDS dataset, or PNG files with --format=png).")
+_FORMAT = flags.DEFINE_enum("format", "tfds", ["tfds", "png"], "Output: a TFDS dataset, or PNG files + labels.csv.")
 _CHUNK_SIZE = flags.DEFINE_integer("chunk_size", 4096, "Examples per chunk (the unit of resuming).")
 _SEED = flags.DEFINE_integer("seed", 0, "Simulator seed: image i comes from fold_in(PRNGKey(seed), i).")
 _KEEP_SYNTHETIC = flags.DEFINE_bool("keep_synthetic", False, "Also store the input image as 'synthetic'.")
@@ -43,6 +49,8 @@ flags.mark_flags_as_required(["checkpoint", "out"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  common.say(f"refine: loading the refiner from {_CHECKPOINT.value} and the {_DATA.value} data "
+             f"(compiling the refiner takes seconds to a minute on a CPU)")
   common.maybe_initialize_distributed()
   from simgan_jax.evaluation import refine  # pylint: disable=g-import-not-at-top
 
@@ -52,12 +60,17 @@ def main(argv):
   out = refine.refine_dataset(
       config, _CHECKPOINT.value, _DATA.value, _OUT.value, num_examples=_NUM_EXAMPLES.value,
       step=_STEP.value, chunk_size=_CHUNK_SIZE.value, seed=_SEED.value,
-      keep_synthetic=_KEEP_SYNTHETIC.value, data_dir=_DATA_DIR.value, cache_dir=_CACHE_DIR.value)
+      keep_synthetic=_KEEP_SYNTHETIC.value, data_dir=_DATA_DIR.value, cache_dir=_CACHE_DIR.value,
+      format=_FORMAT.value)
   seconds = time.time() - start
   num = refine.num_examples(out)
   rate = "already done" if already else f"{num / max(seconds, 1e-9):.0f} img/s"
-  print(f"refined dataset: {out} ({num} images, {rate}, {seconds:.1f} s); "
-        f"train on it with --train_data=tfds:{out}")
+  if _FORMAT.value == "png":
+    labels = " and labels.csv" if os.path.exists(os.path.join(out, refine.LABELS_CSV)) else ""
+    print(f"refined images: {out} ({num} PNG files{labels}, {rate}, {seconds:.1f} s)")
+  else:
+    print(f"refined dataset: {out} ({num} images, {rate}, {seconds:.1f} s); "
+          f"train on it with --train_data=tfds:{out}")
 
 
 if __name__ == "__main__":

@@ -14,14 +14,13 @@ import sys
 
 from absl import app
 from absl import flags
-from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from launch import common  # pylint: disable=g-import-not-at-top
 
-_CONFIG = config_flags.DEFINE_config_file(
+_CONFIG = common.define_config_file(
     "config", os.path.join(common.REPO, "simgan_jax/configs/default.py"),
-    "Config file, optionally with a variant: path/to/config.py:variant.", lock_config=True)
+    "Config file, optionally with a variant: path/to/config.py:variant.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and samples.")
 flags.mark_flag_as_required("workdir")
 
@@ -29,10 +28,16 @@ flags.mark_flag_as_required("workdir")
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  config = _CONFIG.value
+  steps = config.refiner_pretrain_steps + config.discriminator_pretrain_steps + config.num_iterations
+  common.say(f"train: {os.path.relpath(common.config_name('config'))} -> {_WORKDIR.value}: {steps} steps at "
+             f"batch {config.batch_size}. Loading data (the built-in target cache is rendered on first use, "
+             f"minutes on a CPU) and compiling each phase's step (minutes on a CPU the first time, "
+             f"seconds with the compilation cache {common.compilation_cache_dir() if common.cache_on() else 'off'})")
   common.maybe_initialize_distributed()
   from simgan_jax import train  # pylint: disable=g-import-not-at-top
 
-  train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  train.train_and_evaluate(config, _WORKDIR.value)
 
 
 if __name__ == "__main__":

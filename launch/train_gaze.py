@@ -14,14 +14,13 @@ import sys
 
 from absl import app
 from absl import flags
-from ml_collections import config_flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from launch import common  # pylint: disable=g-import-not-at-top
 
-_CONFIG = config_flags.DEFINE_config_file(
+_CONFIG = common.define_config_file(
     "config", os.path.join(common.REPO, "simgan_jax/configs/gaze.py"),
-    "Config file, optionally with a variant: path/to/gaze.py:variant.", lock_config=True)
+    "Config file, optionally with a variant: path/to/gaze.py:variant.")
 _TRAIN_DATA = flags.DEFINE_string("train_data", "eyesim", "Labelled set to train on.")
 _EVAL_DATA = flags.DEFINE_string("eval_data", "eyesim_target:test", "Labelled set(s) to test on.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and results.json.")

@@ -1,4 +1,4 @@
-"""Scalars to TensorBoard event files, to ``metrics.jsonl`` and to the console."""
+"""Scalars to TensorBoard event files, to ``metrics.jsonl`` and to the console; progress lines."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ import datetime
 import json
 import os
 import sys
+import time
+from typing import Callable
 
 import numpy as np
 
@@ -59,3 +61,81 @@ def console_line(step: int, total: int, phase: str, scalars: dict[str, float], e
 
 def print_line(line: str) -> None:
   print(line, file=sys.stdout, flush=True)
+
+
+def format_seconds(seconds: float) -> str:
+  """``1m05s`` or ``2h03m00s``."""
+  seconds = int(max(seconds, 0))
+  if seconds >= 3600:
+    return f"{seconds // 3600}h{seconds // 60 % 60:02d}m{seconds % 60:02d}s"
+  return f"{seconds // 60}m{seconds % 60:02d}s"
+
+
+class Progress:
+  """A progress line on stderr: redrawn in place on a terminal, else one line every ``every_s``.
+
+  ``Progress("eyesim_target train", 50_000, "images")``; ``update(done)``; ``close()``
+  prints the final line (count, time, rate).
+  """
+
+  def __init__(self, label: str, total: int, unit: str = "", enabled: bool = True,
+               every_s: float = 10.0, stream=None):
+    self.label, self.total, self.unit, self.enabled, self.every_s = label, int(total), unit, enabled, every_s
+    self.stream = stream or sys.stderr
+    self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+    self.start = self.last = time.perf_counter()
+    self.done = 0
+
+  def _write(self, line: str, final: bool = False) -> None:
+    if self.tty:
+      self.stream.write("\r" + line + "\x1b[K" + ("\n" if final else ""))
+    else:
+      self.stream.write(line + "\n")
+    self.stream.flush()
+
+  def update(self, done: int) -> None:
+    self.done = int(done)
+    now = time.perf_counter()
+    if not self.enabled or (now - self.last < (0.5 if self.tty else self.every_s)):
+      return
+    self.last = now
+    rate = self.done / max(now - self.start, 1e-9)
+    eta = format_seconds((self.total - self.done) / rate) if rate > 0 else "?"
+    self._write(f"{self.label}: {self.done}/{self.total} {self.unit} "
+                f"({100 * self.done / max(self.total, 1):.0f}%), {rate:.0f} {self.unit}/s, ETA {eta}")
+
+  def close(self, note: str = "") -> None:
+    if not self.enabled:
+      return
+    seconds = time.perf_counter() - self.start
+    self._write(f"{self.label}: {self.done} {self.unit} in {format_seconds(seconds)} "
+                f"({self.done / max(seconds, 1e-9):.0f} {self.unit}/s){note}", final=True)
+
+
+def timed_first_call(fn: Callable, name: str, enabled: bool = True) -> Callable:
+  """``fn`` that prints how long its first call took: for a jitted step, its compilation.
+
+  The line is written as ``compiling the NAME step ... 41.3 s``; later calls go
+  straight to ``fn``. With the persistent compilation cache warm, the time is
+  that of loading the program.
+  """
+  first = [True]
+
+  def call(*args, **kwargs):
+    if not first[0]:
+      return fn(*args, **kwargs)
+    first[0] = False
+    if enabled:
+      print(f"compiling the {name} step ...", end="", file=sys.stdout, flush=True)
+    start = time.perf_counter()
+    try:
+      out = fn(*args, **kwargs)
+    except BaseException:
+      if enabled:
+        print(file=sys.stdout, flush=True)
+      raise
+    if enabled:
+      print(f" {time.perf_counter() - start:.1f} s", file=sys.stdout, flush=True)
+    return out
+
+  return call

@@ -138,7 +138,9 @@ def train_and_evaluate(config, workdir: str, synthetic: sources_lib.ImageSource 
   step = int(state.step)  # the one host read of the state before the loop
   last_saved = step if restored is not None else None
   total = sum(phase_lengths(config).values())
-  step_fns = {phase: training.compile_step(fn, setup, mesh, specs) for phase, fn in training.PHASES.items()}
+  step_fns = {phase: metric_writer.timed_first_call(training.compile_step(fn, setup, mesh, specs),
+                                                   phase.replace("_", " "), is_chief)
+              for phase, fn in training.PHASES.items()}
   sample_fn = training.make_sample_fn(setup, config.num_sample_images)
   realism_probe = make_realism_probe(config, setup, data) if is_chief else None
   writer = metric_writer.MetricWriter(workdir, enabled=is_chief)

@@ -139,3 +139,14 @@ def test_launch_script_summary_and_one_line_error(tmp_path):
   assert "image_folder (builder_config='4x4x1')" in done.stdout
   assert "train: 1 examples written" in done.stdout and "skipped: 1 bad files" in done.stdout
   assert f"[train] {tmp_path / 'f' / 'b.png'}: cannot decode image" in done.stdout
+
+
+def test_config_describes_its_real_size():
+  # The derived configs used to call themselves "eye-sized grey" whatever their size.
+  from simgan_jax.data.builders.base import derive_config
+  from simgan_jax.data.builders.image_folder import ImageFolder
+
+  assert derive_config(ImageFolder, None, height=28, width=28).description == "28x28 grey images"
+  assert derive_config(ImageFolder, None, channels=3).description == "35x55 RGB images"
+  assert [c.description for c in ImageFolder.BUILDER_CONFIGS] == [
+      "35x55 grey images", "224x224 grey images", "64x64 RGB images"]

@@ -1,11 +1,13 @@
 """Dataset refinement (simgan_jax.evaluation.refine, launch/refine.py): labels, resume, reading back."""
 
 import os
+import pathlib
 import subprocess
 import sys
 
 import jax
 import numpy as np
+from PIL import Image
 import pytest
 import tensorflow_datasets as tfds
 
@@ -13,8 +15,11 @@ from tests.conftest import REPO
 from simgan_jax import checkpoints, models, parallel, training
 from simgan_jax.configs import default, gaze as gaze_configs
 from simgan_jax.data import sources
+from simgan_jax.data.builders import image_folder
+from simgan_jax.data.builders.prepare import prepare
 from simgan_jax.errors import ConfigError
 from simgan_jax.evaluation import data, gaze_training, refine
+from tests import fixtures_data
 
 NUM, CHUNK = 40, 16
 
@@ -152,6 +157,18 @@ def test_missing_checkpoint_and_simulator_without_count(tmp_path, workdir, confi
     refine.refine_dataset(config, workdir, "eyesim", str(tmp_path / "out"))
 
 
+def test_workdir_without_checkpoint_says_when_the_first_comes(tmp_path, workdir, config):
+  empty = tmp_path / "run"
+  empty.mkdir()
+  (empty / "config.json").write_text(open(os.path.join(workdir, "config.json")).read())
+  # Was: "...checkpoints: no checkpoints (is --workdir/--checkpoint a training workdir?)".
+  with pytest.raises(ConfigError, match=f"^--checkpoint {empty}: no checkpoint in {empty} yet; the first "
+                     "is written at step 5$"):
+    refine.restore_refiner(config, str(empty))
+  with pytest.raises(ConfigError, match=r"^--step 7: no checkpoint for that step in .* \(saved steps: 0\)$"):
+    refine.restore_refiner(config, workdir, 7)
+
+
 def test_output_trains_the_gaze_estimator(simulated, tmp_path):
   config = gaze_configs.get_config("smoke")
   config.num_steps = 2
@@ -175,9 +192,77 @@ def test_launcher_end_to_end_and_one_line_errors(tmp_path, workdir, simulated):
   last = stdout.strip().splitlines()[-1]
   assert last.startswith(f"refined dataset: {out} (24 images, ") and "img/s" in last
   assert "refine: 24/24 images (100.0%)" in err
+  # Only our lines: no orbax read_only warnings on the restore, no TFDS or jax lines.
+  assert all(line.startswith("refine: ") for line in err.splitlines()), err
   read, straight = read_all(str(out)), read_all(simulated)
   for name in straight:  # the same images 0..23 as the library run with the same chunk size
     np.testing.assert_array_equal(read[name], straight[name][:24], err_msg=name)
   code, _, err = launch(f"--checkpoint={tmp_path}/missing", f"--out={out}")
   assert code == 1 and "Traceback" not in err
   assert err.strip().splitlines()[-1] == f"error: --checkpoint {tmp_path}/missing: no such directory"
+
+
+def test_png_output_has_the_users_file_names_and_labels(tmp_path, workdir, config):
+  # The user's folder: nested names, a JPEG among PNGs, labels.csv rows in their own order.
+  rng = np.random.default_rng(3)
+  names = ["b.png", "a/z.png", "a/b/c.png", "a-b.png", "photo.jpg"]
+  fixtures_data.write_image_folder(tmp_path / "mine", {
+      n: rng.integers(0, 256, (35, 55), dtype=np.uint8) for n in names if n.endswith(".png")})
+  Image.fromarray(rng.integers(0, 256, (35, 55), dtype=np.uint8)).save(tmp_path / "mine" / "photo.jpg")
+  rows = {n: (round(float(rng.normal()), 7), float(i) + 0.1) for i, n in enumerate(names)}
+  (tmp_path / "mine" / "labels.csv").write_text(
+      "filename,pitch,yaw\n" + "".join(f"{n},{p},{y}\n" for n, (p, y) in rows.items()))
+  data_dir = str(tmp_path / "data")
+  prepare("image_folder", str(tmp_path / "mine"), data_dir)
+  spec = "image_folder/35x55x1"
+  out = refine.refine_dataset(config, workdir, spec, str(tmp_path / "png"), chunk_size=2, progress=False,
+                              data_dir=data_dir, format="png")
+
+  # Today's bug this catches: names dropped, order shuffled by the builder, labels lost.
+  expected_names = sorted(n.replace(".jpg", ".png") for n in names)
+  written = sorted(os.path.relpath(os.path.join(d, f), out).replace(os.sep, "/")
+                   for d, _, files in os.walk(out) for f in files if f.endswith(".png"))
+  assert written == expected_names
+  labels, label_names = image_folder.read_labels(pathlib.Path(out))
+  assert label_names == ["pitch", "yaw"]
+  users, _ = image_folder.read_labels(tmp_path / "mine")
+  assert sorted(labels) == expected_names
+  for name in names:
+    np.testing.assert_array_equal(labels[name.replace(".jpg", ".png")], users[name], err_msg=name)
+  # Rows in the user's order (the builder's sorted relative paths), one per image.
+  csv_names = [line.split(",")[0] for line in (pathlib.Path(out) / "labels.csv").read_text().splitlines()[1:]]
+  user_order = sorted(names, key=lambda n: pathlib.PurePosixPath(n).parts)
+  assert csv_names == [n.replace(".jpg", ".png") for n in user_order]
+  # Each PNG is the refined image of that very file.
+  mine = {n: np.asarray(Image.open(tmp_path / "mine" / n).convert("L"))[..., None] for n in names}
+  refined = refine.refine_arrays(config, params_of(config, workdir), np.stack([mine[n] for n in user_order]))
+  for name, image in zip(user_order, refined):
+    np.testing.assert_array_equal(np.asarray(Image.open(os.path.join(out, name.replace(".jpg", ".png")))),
+                                  image[..., 0], err_msg=name)
+  assert refine.is_done(out) and refine.num_examples(out) == len(names)
+
+  # TFDS output keeps file_name, in the same (user's) order, with index = position there.
+  tfds_out = refine.refine_dataset(config, workdir, spec, str(tmp_path / "tfds"), chunk_size=2,
+                                   progress=False, data_dir=data_dir)
+  read = read_all(tfds_out)
+  assert [n.decode() for n in read["file_name"]] == user_order
+  np.testing.assert_array_equal(read["index"], np.arange(len(names)))
+  np.testing.assert_array_equal(read["label"], np.stack([users[n] for n in user_order]))
+
+
+def test_png_output_of_simulator_has_index_names_and_every_label(tmp_path, workdir, config):
+  out = refine.refine_dataset(config, workdir, "eyesim", str(tmp_path / "png"), num_examples=5,
+                              chunk_size=4, progress=False, format="png")
+  assert sorted(f for f in os.listdir(out) if f.endswith(".png")) == [f"{i:06d}.png" for i in range(5)]
+  lines = (pathlib.Path(out) / "labels.csv").read_text().splitlines()
+  header = lines[0].split(",")
+  assert header[:4] == ["filename", "eyelid_landmarks_0", "eyelid_landmarks_1", "eyelid_landmarks_2"]
+  assert "gaze_2" in header and "pitchyaw_1" in header and len(lines) == 6
+  tfds_out = read_all(refine.refine_dataset(config, workdir, "eyesim", str(tmp_path / "tfds"), num_examples=5,
+                                            chunk_size=4, progress=False))
+  gaze = np.array([[np.float32(v) for v in line.split(",")[header.index("gaze_0"):header.index("gaze_2") + 1]]
+                   for line in lines[1:]])
+  np.testing.assert_array_equal(gaze, tfds_out["gaze"])  # exact float32 round trip through the CSV
+  for i in range(5):
+    np.testing.assert_array_equal(np.asarray(Image.open(os.path.join(out, f"{i:06d}.png"))),
+                                  tfds_out["image"][i, ..., 0])

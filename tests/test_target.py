@@ -126,3 +126,18 @@ def test_truncated_or_corrupt_cache_is_rebuilt_with_a_warning(tmp_path):
     warnings.simplefilter("error")
     np.testing.assert_array_equal(
         target_dataset.load_split("validation", TINY, cache_dir=tmp_path)[0], images)
+
+
+def test_cache_build_says_so_at_once_and_reports_progress(tmp_path, capsys):
+  # Building the target cache used to print nothing for minutes.
+  seen = []
+  images, _ = target_dataset.generate_split(TINY, "test", progress=seen.append)
+  assert seen == [32] and len(images) == 32
+  capsys.readouterr()
+  target_dataset.load_split("test", TINY, cache_dir=tmp_path)
+  err = capsys.readouterr().err.splitlines()
+  directory = target_dataset.cache_directory(TINY, tmp_path)
+  assert err[0] == f"eyesim_target: rendering the test split (32 images) into {directory} (first use only)"
+  assert err[-1].startswith("eyesim_target test: 32 images in ")
+  target_dataset.load_split("test", TINY, cache_dir=tmp_path)
+  assert capsys.readouterr().err == ""  # cached: silent

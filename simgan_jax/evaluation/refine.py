@@ -1,12 +1,14 @@
-r"""Refines a whole synthetic dataset with a trained SimGAN refiner into a TFDS dataset.
+r"""Refines a whole synthetic dataset with a trained SimGAN refiner: a TFDS dataset or PNG files.
 
   python launch/refine.py --checkpoint=runs/eyesim --data=eyesim --num_examples=100000 \
-      --out=data/refined_eyesim
-  python launch/train_gaze.py --train_data=tfds:data/refined_eyesim --workdir=runs/gaze_refined
+      --out=runs/refined_eyesim
+  python launch/train_gaze.py --train_data=tfds:runs/refined_eyesim --workdir=runs/gaze_refined
+  python launch/refine.py --checkpoint=runs/eyesim --data=image_folder/35x55x1 --format=png \
+      --out=runs/refined_mine
 
 or from Python::
 
-  out = refine.refine_dataset(refine.load_config("runs/eyesim"), "runs/eyesim", "eyesim", "/data/r",
+  out = refine.refine_dataset(refine.load_config("runs/eyesim"), "runs/eyesim", "eyesim", "runs/r",
                               num_examples=100_000)
 
 Input (``data_spec``, the syntax of ``evaluation.data.data_config``):
@@ -17,13 +19,27 @@ Input (``data_spec``, the syntax of ``evaluation.data.data_config``):
   simulator (what the refiner was trained on);
 * a finite set (``npz:PATH``, ``NAME[/CONFIG][:SPLIT]``, ``tfds:PATH[:SPLIT]``,
   ``eyesim_target:validation|test``): refined in its stored order, all of it or
-  the first ``num_examples``, with all its numeric labels.
+  the first ``num_examples``, with all its numeric labels and its ``file_name``
+  when it has one. An ``image_folder`` set is refined in the order the builder
+  read the user's folder (sorted relative paths), not in its prepared
+  (shuffled) order, so ``index`` is the position among the user's files.
 
-Output: ``out_dir`` itself is a TFDS dataset folder (array_record, split
-``train``, examples in input order; read it with ``tfds.builder_from_directory``
-or the ``tfds:OUT`` spec). Features: ``image`` (the refined image, uint8), every
-input label unchanged (same dtype, bit-for-bit), ``index`` (int64 position in the
-input) and, with ``keep_synthetic``, ``synthetic`` (the input image, its dtype).
+Output (``format``):
+
+* ``tfds``: ``out_dir`` itself is a TFDS dataset folder (array_record, split
+  ``train``, examples in input order; read it with ``tfds.builder_from_directory``
+  or the ``tfds:OUT`` spec). Features: ``image`` (the refined image, uint8), every
+  input label unchanged (same dtype, bit-for-bit), ``index`` (int64 position in the
+  input), ``file_name`` (text, when the input has it) and, with ``keep_synthetic``,
+  ``synthetic`` (the input image, its dtype);
+* ``png``: ``out_dir`` holds one PNG per image under the input's own relative
+  file name with the suffix ``.png`` (``eyes/a.jpg`` -> ``eyes/a.png``); inputs
+  without unique file names (the simulator, npz, most prepared sets) get
+  index-based names (``000017.png``). ``labels.csv`` (``filename,<label>,...``, one
+  row per image in input order; an ``image_folder`` set's own label names) carries
+  the labels over, so ``out_dir`` can be prepared again with
+  ``launch/prepare_data.py --dataset=image_folder``. Values are written as the
+  shortest text that reads back to the same float32/float64/int.
 
 Resuming: the input is cut into chunks of ``chunk_size`` examples; each finished
 chunk is written atomically to ``OUT/_chunks/`` and ``OUT/refine_manifest.json``
@@ -47,6 +63,7 @@ import inspect
 import io
 import json
 import os
+import pathlib
 import shutil
 import sys
 import time
@@ -59,6 +76,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from simgan_jax import metric_writer
 from simgan_jax import models
 from simgan_jax import parallel
 from simgan_jax.data import sources as sources_lib
@@ -68,8 +86,10 @@ from simgan_jax.evaluation import data as data_lib
 AXIS = parallel.AXIS
 MANIFEST = "refine_manifest.json"
 CHUNKS = "_chunks"
+LABELS_CSV = "labels.csv"
+FORMATS = ("tfds", "png")
 DEFAULT_CHUNK_SIZE = 4096
-_RESERVED = ("image", "index", "synthetic")
+_RESERVED = ("image", "index", "synthetic", "file_name")
 _PROGRESS_SECONDS = 10.0
 # Root of the refiner's noise keys when refining a dataset (one key per example index).
 NOISE_SEED = 0
@@ -106,11 +126,32 @@ def _check_workdir(checkpoint_dir: str) -> None:
     raise ConfigError(f"--checkpoint {checkpoint_dir}: no such directory")
 
 
+def saved_steps(checkpoint_dir: str) -> list[int]:
+  """Steps with a checkpoint folder in ``checkpoint_dir/checkpoints`` (orbax's layout)."""
+  directory = os.path.join(checkpoint_dir, "checkpoints")
+  names = os.listdir(directory) if os.path.isdir(directory) else []
+  return sorted(int(n) for n in names if n.isdigit())
+
+
+def _check_has_checkpoint(config, checkpoint_dir: str, step: int | None) -> None:
+  steps = saved_steps(checkpoint_dir)
+  if not steps:
+    every = config.get("checkpoint_every")
+    total = sum(int(config.get(k, 0)) for k in ("refiner_pretrain_steps", "discriminator_pretrain_steps",
+                                                "num_iterations"))
+    first = f"; the first is written at step {min(every, total) if total else every}" if every else ""
+    raise ConfigError(f"--checkpoint {checkpoint_dir}: no checkpoint in {checkpoint_dir} yet{first}")
+  if step is not None and step not in steps:
+    raise ConfigError(f"--step {step}: no checkpoint for that step in {checkpoint_dir} "
+                      f"(saved steps: {', '.join(map(str, steps))})")
+
+
 def restore_refiner(config, checkpoint_dir: str, step: int | None = None) -> tuple[Any, int]:
   """(refiner params as host arrays, their step) from a SimGAN workdir."""
   from simgan_jax import train  # pylint: disable=g-import-not-at-top
 
   _check_workdir(checkpoint_dir)
+  _check_has_checkpoint(config, checkpoint_dir, step)
   try:
     state = train.restore_state(config, checkpoint_dir, step)
   except FileNotFoundError as e:
@@ -220,6 +261,7 @@ class _Input:
     if "labels" in section:
       section.labels = "all"
     self.refiner, self.mesh, self.keep_synthetic = models.make_refiner(config), mesh, keep_synthetic
+    self.file_names, self.label_names = None, None
     if section.name == "eyesim":
       if num_examples <= 0:
         raise ConfigError(f"--num_examples: the simulator ({spec}) needs a number of images > 0")
@@ -229,6 +271,10 @@ class _Input:
       self.num = int(num_examples)
       self.fn = _simulator_fn(self.refiner, self.simulator, mesh, int(seed), keep_synthetic)
     else:
+      # image_folder: read all, put back in the user's order, then take the first N.
+      user_order = section.name == "image_folder"
+      if user_order:
+        section.max_examples = 0
       source = sources_lib.make_source(section, shape, "data")
       if not isinstance(source, sources_lib.ArraySource):
         raise ConfigError(f"--data={spec}: not a finite dataset nor the simulator")
@@ -236,6 +282,15 @@ class _Input:
         raise ConfigError(f"--data={spec}: images are {tuple(source.image_shape)} (H, W, C) but the "
                           f"refiner's config says {shape}")
       self.simulator, self.images, self.labels = None, source.images, dict(source.labels)
+      stored = _stored_file_names(section, len(self.images))
+      if stored is not None:
+        self.file_names, self.label_names = stored
+        if user_order:
+          order = np.array(sorted(range(len(self.file_names)),
+                                  key=lambda i: pathlib.PurePosixPath(self.file_names[i]).parts))
+          self.images = self.images[order]
+          self.labels = {k: v[order] for k, v in self.labels.items()}
+          self.file_names = self.file_names[order]
       self.num = len(self.images) if num_examples <= 0 else min(len(self.images), int(num_examples))
       self.fn = _array_fn(self.refiner, mesh)
       clash = sorted(set(self.labels) & set(_RESERVED))
@@ -271,7 +326,36 @@ class _Input:
       parts.append(part)
     chunk = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
     chunk["index"] = np.arange(start, stop, dtype=np.int64)
+    if self.file_names is not None:
+      chunk["file_name"] = self.file_names[start:stop]
     return chunk
+
+
+def _stored_file_names(section, num: int) -> tuple[np.ndarray, list[str] | None] | None:
+  """(the first ``num`` ``file_name`` values, the ``label_names`` metadata) of a TFDS-backed
+  section, in stored order; None when the set has no ``file_name`` feature."""
+  from simgan_jax.data import tfds_sources  # pylint: disable=g-import-not-at-top
+
+  if section.name == "tfds_dir":
+    path = section.path
+  elif section.name in tfds_sources.DEFAULT_LABELS:
+    path = tfds_sources.prepared_path(section.name, section.get("data_dir") or None,
+                                      section.get("builder_config") or None)
+  else:
+    return None
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+
+  builder = tfds.builder_from_directory(path)
+  if "file_name" not in builder.info.features:
+    return None
+  source = builder.as_data_source(section.get("split") or "train")
+  names = []
+  for start in range(0, num, 4096):
+    for example in source.__getitems__(list(range(start, min(start + 4096, num)))):
+      name = example["file_name"]
+      names.append(name.decode() if isinstance(name, bytes) else str(name))
+  label_names = builder.info.metadata.get("label_names") if builder.info.metadata else None
+  return np.array(names, dtype=str), (list(label_names) if label_names else None)
 
 
 # ----------------------------------------------------------------------------- output
@@ -295,15 +379,19 @@ def _check_manifest(out_dir: str, manifest: dict[str, Any]) -> None:
     with open(path) as f:
       old = json.load(f)
     for key, value in manifest.items():
-      if old.get(key) != value:
+      if old.get(key, "tfds" if key == "format" else None) != value:  # older outputs: no format
         raise ConfigError(f"--out {out_dir}: made with other settings ({key}: {old.get(key)!r} there, "
                           f"{value!r} now); use another --out or delete it")
     return
   if jax.process_index() == 0:
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-      json.dump(manifest, f, indent=1)
-    os.replace(tmp, path)
+    _write_json(path, manifest)
+
+
+def _write_json(path: str, value) -> None:
+  tmp = f"{path}.tmp{os.getpid()}"
+  with open(tmp, "w") as f:
+    json.dump(value, f, indent=1)
+  os.replace(tmp, path)
 
 
 def _sync(name: str) -> None:
@@ -338,6 +426,9 @@ def _build_dataset(out_dir: str, num_chunks: int, features: dict[str, Any], meta
     def _info(self):
       feats = {}
       for key, (shape, dtype) in features.items():
+        if np.dtype(dtype).kind == "U":  # file_name
+          feats[key] = tfds.features.Text()
+          continue
         # Raw bytes: the default would store float64 as float32 (tf.train.Example's float_list).
         feats[key.removeprefix("label/")] = tfds.features.Tensor(shape=shape, dtype=np.dtype(dtype),
                                                                  encoding=tfds.features.Encoding.BYTES)
@@ -354,7 +445,7 @@ def _build_dataset(out_dir: str, num_chunks: int, features: dict[str, Any], meta
         with np.load(path) as f:
           arrays = {k.removeprefix("label/"): f[k] for k in f.files}
         for i, index in enumerate(arrays["index"]):
-          yield int(index), {k: v[i] for k, v in arrays.items()}
+          yield int(index), {k: (str(v[i]) if v.dtype.kind == "U" else v[i]) for k, v in arrays.items()}
 
   build_root = os.path.join(out_dir, "_build")
   shutil.rmtree(build_root, ignore_errors=True)
@@ -377,24 +468,101 @@ def _build_dataset(out_dir: str, num_chunks: int, features: dict[str, Any], meta
   shutil.rmtree(build_root, ignore_errors=True)
 
 
-def _format_seconds(seconds: float) -> str:
-  seconds = int(max(seconds, 0))
-  return f"{seconds // 3600}h{seconds // 60 % 60:02d}m{seconds % 60:02d}s" if seconds >= 3600 else (
-      f"{seconds // 60}m{seconds % 60:02d}s")
+def png_names(file_names, num: int) -> list[str]:
+  """Names of the ``num`` output files: the input's own relative ``file_names`` with the
+  suffix ``.png`` when they are unique and stay inside the folder, else ``<index>.png``
+  (zero-padded to six digits or more)."""
+  if file_names is not None:
+    names = [pathlib.PurePosixPath(str(n)).with_suffix(".png").as_posix() for n in file_names]
+    inside = all(n and not n.startswith("/") and ".." not in pathlib.PurePosixPath(n).parts for n in names)
+    if inside and len(set(names)) == len(names) == num:
+      return names
+  width = max(6, len(str(max(num - 1, 0))))
+  return [f"{i:0{width}d}.png" for i in range(num)]
+
+
+def _csv_value(value) -> str:
+  """The shortest text that reads back as the same number in its dtype."""
+  if isinstance(value, (np.floating, float)):
+    return str(value)
+  return str(int(value))
+
+
+def _label_columns(chunk: dict[str, np.ndarray], label_names: list[str] | None) -> list[tuple[str, str, int]]:
+  """(CSV column name, label key, flat position) for every label value of an example."""
+  columns = []
+  for key in sorted(k for k in chunk if k.startswith("label/")):
+    name, size = key.removeprefix("label/"), int(np.prod(chunk[key].shape[1:], dtype=int))
+    if chunk[key].ndim == 1:
+      columns.append((name, key, -1))
+      continue
+    names = label_names if name == "label" and label_names and len(label_names) == size else [
+        f"{name}_{i}" for i in range(size)]
+    columns.extend((names[i], key, i) for i in range(size))
+  return columns
+
+
+def _write_png_folder(out_dir: str, num_chunks: int, label_names: list[str] | None) -> int:
+  """Writes the chunks as PNG files and ``labels.csv`` into ``out_dir``; returns the count."""
+  import csv  # pylint: disable=g-import-not-at-top
+
+  from simgan_jax import images as images_lib  # pylint: disable=g-import-not-at-top
+
+  file_names, num = [], 0
+  for c in range(num_chunks):  # names are decided over the whole set (uniqueness)
+    with np.load(_chunk_path(out_dir, c)) as f:
+      num += len(f["index"])
+      file_names.extend(f["file_name"] if "file_name" in f.files else [])
+  all_names = png_names(file_names if len(file_names) == num else None, num)
+  rows, header, count = [], None, 0
+  for c in range(num_chunks):
+    with np.load(_chunk_path(out_dir, c)) as f:
+      chunk = {k: f[k] for k in f.files}
+    columns = _label_columns(chunk, label_names)
+    header = header or ["filename"] + [name for name, _, _ in columns]
+    for i, index in enumerate(chunk["index"]):
+      name = all_names[int(index)]
+      path = os.path.join(out_dir, name)
+      os.makedirs(os.path.dirname(path), exist_ok=True)
+      image = chunk["image"][i]
+      images_lib.save_png(path, image[..., 0] if image.shape[-1] == 1 else image)
+      rows.append([name] + [_csv_value(chunk[key][i] if pos < 0 else chunk[key][i].reshape(-1)[pos])
+                            for _, key, pos in columns])
+      count += 1
+  if header and len(header) > 1:
+    tmp = os.path.join(out_dir, f".{LABELS_CSV}.tmp{os.getpid()}")
+    with open(tmp, "w", newline="") as f:
+      writer = csv.writer(f)
+      writer.writerow(header)
+      writer.writerows(rows)
+    os.replace(tmp, os.path.join(out_dir, LABELS_CSV))
+  return count
 
 
 def is_done(out_dir: str) -> bool:
-  """Whether ``out_dir`` holds a finished dataset."""
-  return os.path.exists(os.path.join(out_dir, "dataset_info.json"))
+  """Whether ``out_dir`` holds a finished dataset (TFDS) or image folder (PNG)."""
+  if os.path.exists(os.path.join(out_dir, "dataset_info.json")):
+    return True
+  return bool(_read_manifest(out_dir).get("finished"))
+
+
+def _read_manifest(out_dir: str) -> dict[str, Any]:
+  try:
+    with open(os.path.join(out_dir, MANIFEST)) as f:
+      return json.load(f)
+  except (OSError, ValueError):
+    return {}
 
 
 def refine_dataset(config, checkpoint_dir: str, data_spec: str, out_dir: str, *, num_examples: int = 0,
                    step: int | None = None, chunk_size: int = DEFAULT_CHUNK_SIZE, seed: int = 0,
                    keep_synthetic: bool = False, data_dir: str = "", cache_dir: str = "",
-                   progress: bool = True, on_chunk: Callable[[int], None] | None = None) -> str:
-  """Refines ``data_spec`` with the refiner of ``checkpoint_dir`` into a TFDS dataset at ``out_dir``.
+                   progress: bool = True, on_chunk: Callable[[int], None] | None = None,
+                   format: str = "tfds") -> str:  # pylint: disable=redefined-builtin
+  """Refines ``data_spec`` with the refiner of ``checkpoint_dir`` into ``out_dir``.
 
-  Returns ``out_dir`` (the dataset folder; see the module docstring).
+  Returns ``out_dir``: a TFDS dataset folder (``format="tfds"``) or a folder of
+  PNG files with ``labels.csv`` (``format="png"``); see the module docstring.
   ``config``: the SimGAN config of the run (``load_config(checkpoint_dir)``).
   ``step``: the checkpoint (default: newest). ``num_examples``: images to render
   from the simulator, or the first N of a finite set (0 = all). ``data_dir`` /
@@ -405,12 +573,15 @@ def refine_dataset(config, checkpoint_dir: str, data_spec: str, out_dir: str, *,
     raise ConfigError(f"--chunk_size: must be an integer > 0, got {chunk_size!r}")
   if num_examples < 0:
     raise ConfigError(f"--num_examples: must be >= 0, got {num_examples}")
+  if format not in FORMATS:
+    raise ConfigError(f"--format: {format!r} is not one of {', '.join(FORMATS)}")
   params, step = restore_refiner(config, checkpoint_dir, step)
   mesh = parallel.local_mesh(config.get("num_devices", 0))
   source = _Input(config, data_spec, num_examples, seed, keep_synthetic, mesh, chunk_size, data_dir, cache_dir)
   manifest = {"checkpoint": os.path.abspath(checkpoint_dir), "step": step, "data": data_spec,
               "num_examples": source.num, "chunk_size": chunk_size, "keep_synthetic": bool(keep_synthetic),
-              "image_shape": [config.image_height, config.image_width, config.channels]}
+              "image_shape": [config.image_height, config.image_width, config.channels],
+              "format": format}
   if source.simulator is not None:
     manifest["seed"] = int(seed)
   log = (lambda line: print(line, file=sys.stderr, flush=True)) if (
@@ -446,7 +617,7 @@ def refine_dataset(config, checkpoint_dir: str, data_spec: str, out_dir: str, *,
       last_print = now
       rate = done_images / max(now - start_time, 1e-9)
       log(f"refine: {done_images}/{total_images} images ({100 * done_images / total_images:.1f}%), "
-          f"{rate:.0f} img/s, ETA {_format_seconds((total_images - done_images) / max(rate, 1e-9))}")
+          f"{rate:.0f} img/s, ETA {metric_writer.format_seconds((total_images - done_images) / max(rate, 1e-9))}")
 
   previous = None
   for chunk in todo:
@@ -460,9 +631,14 @@ def refine_dataset(config, checkpoint_dir: str, data_spec: str, out_dir: str, *,
 
   _sync("refine:chunks")
   if jax.process_index() == 0:
-    with np.load(_chunk_path(out_dir, 0)) as f:
-      features = _feature_spec({k: f[k] for k in f.files})
-    _build_dataset(out_dir, num_chunks, features, {"refine": manifest})
+    if format == "png":
+      _write_png_folder(out_dir, num_chunks, source.label_names)
+      _write_json(os.path.join(out_dir, MANIFEST), {**manifest, "finished": True})  # marks it done
+    else:
+      with np.load(_chunk_path(out_dir, 0)) as f:
+        features = _feature_spec({k: f[k] for k in f.files})
+      metadata = {"refine": manifest, **({"label_names": source.label_names} if source.label_names else {})}
+      _build_dataset(out_dir, num_chunks, features, metadata)
     shutil.rmtree(os.path.join(out_dir, CHUNKS), ignore_errors=True)
     log(f"refine: wrote {source.num} images to {out_dir}")
   _sync("refine:dataset")
@@ -470,7 +646,10 @@ def refine_dataset(config, checkpoint_dir: str, data_spec: str, out_dir: str, *,
 
 
 def num_examples(out_dir: str) -> int:
-  """Examples in the finished dataset at ``out_dir``."""
+  """Examples in the finished dataset (or PNG folder) at ``out_dir``."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
+  manifest = _read_manifest(out_dir)
+  if manifest.get("format") == "png":
+    return int(manifest["num_examples"])
   return tfds.builder_from_directory(out_dir).info.splits["train"].num_examples

@@ -30,14 +30,15 @@ import hashlib
 import json
 import os
 import pathlib
-import time
+import sys
 import warnings
+from typing import Callable
 
-from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from simgan_jax import metric_writer
 from simgan_jax.simulators import target
 
 GENERATOR_VERSION = 1
@@ -91,8 +92,12 @@ def _chunk(config: target.TargetConfig, split_key, start: int, chunk: int):
 
 
 def generate_split(config: TargetDatasetConfig, split: str, start: int = 0,
-                   num: int | None = None) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-  """Renders examples [start, start + num) of a split: (uint8 images, labels)."""
+                   num: int | None = None, progress: Callable[[int], None] | None = None
+                   ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+  """Renders examples [start, start + num) of a split: (uint8 images, labels).
+
+  ``progress(done)`` is called as each chunk of rendered images is read back.
+  """
   num = config.size(split) if num is None else num
   split_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), SPLITS[split])
   chunk = min(CHUNK_SIZE, max(num, 1))
@@ -103,6 +108,8 @@ def generate_split(config: TargetDatasetConfig, split: str, start: int = 0,
     images.append(np.asarray(out_images))
     for name in LABEL_FIELDS:
       labels[name].append(np.asarray(out_labels[name]))
+    if progress is not None:
+      progress(min(len(images) * chunk, num))
   # The last chunk is rendered whole (one compiled shape) and cut here.
   return (np.concatenate(images)[:num],
           {name: np.concatenate(v)[:num] for name, v in labels.items()})
@@ -137,9 +144,15 @@ def _write_atomic(path: pathlib.Path, write) -> None:
   os.replace(tmp, path)
 
 
-def _build_split(config: TargetDatasetConfig, directory: pathlib.Path, split: str) -> None:
-  start = time.perf_counter()
-  images, labels = generate_split(config, split)
+def _build_split(config: TargetDatasetConfig, directory: pathlib.Path, split: str,
+                 show_progress: bool = True) -> None:
+  # Minutes of rendering on a CPU the first time: say so at once, then show progress.
+  show = show_progress and jax.process_index() == 0
+  if show:
+    print(f"eyesim_target: rendering the {split} split ({config.size(split)} images) into {directory} "
+          "(first use only)", file=sys.stderr, flush=True)
+  bar = metric_writer.Progress(f"eyesim_target {split}", config.size(split), "images", enabled=show)
+  images, labels = generate_split(config, split, progress=bar.update)
   # The training pool is the unlabelled "real" data: its labels are not stored.
   arrays = {"images": images, **({} if split == "train" else labels)}
   path = directory / f"{split}.npz"
@@ -151,8 +164,7 @@ def _build_split(config: TargetDatasetConfig, directory: pathlib.Path, split: st
                                "bytes": path.stat().st_size}
   _write_atomic(directory / "manifest.json",
                 lambda f: f.write(json.dumps(manifest, indent=1).encode()))
-  logging.info("simgan_jax: built %s (%d images) in %.1f s", path, len(images),
-               time.perf_counter() - start)
+  bar.close()
 
 
 def _check_split(directory: pathlib.Path, split: str) -> bool:
@@ -170,13 +182,14 @@ def _check_split(directory: pathlib.Path, split: str) -> bool:
 
 def ensure_cache(config: TargetDatasetConfig = TargetDatasetConfig(),
                  cache_dir: str | os.PathLike | None = None,
-                 splits=tuple(SPLITS)) -> pathlib.Path:
-  """Builds the missing or damaged splits; returns the cache directory."""
+                 splits=tuple(SPLITS), progress: bool = True) -> pathlib.Path:
+  """Builds the missing or damaged splits (with progress lines on stderr unless
+  ``progress=False``); returns the cache directory."""
   directory = cache_directory(config, cache_dir)
   directory.mkdir(parents=True, exist_ok=True)
   for split in splits:
     if not _check_split(directory, split):
-      _build_split(config, directory, split)
+      _build_split(config, directory, split, progress)
   return directory
 
 

@@ -38,15 +38,19 @@ class ImageFolderConfig(tfds.core.BuilderConfig):
   width: int = 55
   channels: int = 1
 
+  def __post_init__(self):
+    # Says what the config is, derived configs included (not the base config's words).
+    self.description = f"{self.height}x{self.width} {'grey' if self.channels == 1 else 'RGB'} images"
+
 
 class ImageFolder(ManualBuilder):
   """Images of a folder, resized to ``height x width x channels`` uint8."""
 
   name = "image_folder"
   BUILDER_CONFIGS = [
-      ImageFolderConfig(name="35x55x1", description="eye-sized grey"),
-      ImageFolderConfig(name="224x224x1", height=224, width=224, description="hand-sized grey"),
-      ImageFolderConfig(name="64x64x3", height=64, width=64, channels=3, description="small RGB"),
+      ImageFolderConfig(name="35x55x1"),  # eye-sized
+      ImageFolderConfig(name="224x224x1", height=224, width=224),  # hand-sized
+      ImageFolderConfig(name="64x64x3", height=64, width=64, channels=3),
   ]
   DESCRIPTION = "Images of a user folder, resized and converted to a fixed shape."
   MANUAL_DOWNLOAD_INSTRUCTIONS = (
