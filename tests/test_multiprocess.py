@@ -55,7 +55,7 @@ def test_two_processes_agree_with_one(tmp_path, npz_pools):
   assert [r["step"] for r in two_curve] == [r["step"] for r in one_curve]
   for a, b in zip(two_curve, one_curve):
     for name in a:
-      if name != "images_per_second":
+      if name not in ("steps_per_second", "refined_images_per_second"):
         # Float sums in another order drift by up to ~5e-4 over these 9 steps.
         assert a[name] == pytest.approx(b[name], rel=2e-3), (a["step"], name)
   config = default.get_config("smoke")
