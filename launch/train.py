@@ -4,6 +4,9 @@ r"""Trains SimGAN. All logic lives in simgan_jax.train.train_and_evaluate.
   python launch/train.py --config=simgan_jax/configs/default.py:cpu --workdir=runs/cpu \
       --config.batch_size=32
 
+SIGTERM or Ctrl-C: the current step finishes, a checkpoint is saved, one line
+says where, and the exit status is 128 + the signal; the same command resumes.
+
 Multi-host: pass --multihost on every host (jax.distributed.initialize reads the
 cluster from the environment on TPU pods and SLURM), or give --coordinator_address,
 --num_processes and --process_id explicitly.
@@ -35,9 +38,19 @@ def main(argv):
              f"minutes on a CPU) and compiling each phase's step (minutes on a CPU the first time, "
              f"seconds with the compilation cache {common.compilation_cache_dir() if common.cache_on() else 'off'})")
   common.maybe_initialize_distributed()
-  from simgan_jax import train  # pylint: disable=g-import-not-at-top
+  from simgan_jax import checkpoints, train  # pylint: disable=g-import-not-at-top
 
-  train.train_and_evaluate(config, _WORKDIR.value)
+  try:
+    train.train_and_evaluate(config, _WORKDIR.value)
+  except train.Stopped as e:
+    # Saved; 128 + the signal, as if killed by it, so schedulers see a preemption.
+    print(e, file=sys.stderr, flush=True)
+    sys.exit(128 + e.signum)
+  except checkpoints.CheckpointWriteError as e:
+    if getattr(flags.FLAGS, "debug", False) or getattr(flags.FLAGS, "verbose", False):
+      raise
+    print(f"error: {e}", file=sys.stderr, flush=True)
+    sys.exit(1)
 
 
 if __name__ == "__main__":

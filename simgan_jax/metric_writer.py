@@ -55,8 +55,10 @@ _SHORT = {
 def console_line(step: int, total: int, phase: str, scalars: dict[str, float], eta_s: float) -> str:
   parts = [f"{_SHORT[k]} {v:.4g}" for k, v in scalars.items() if k in _SHORT]
   eta = datetime.timedelta(seconds=int(eta_s))
-  rate = scalars.get("images_per_second", 0.0)
-  return f"step {step}/{total} [{phase}] " + " ".join(parts) + f" | {rate:.0f} img/s | ETA {eta}"
+  rate = scalars.get("refined_images_per_second", 0.0)
+  steps = scalars.get("steps_per_second", 0.0)
+  return (f"step {step}/{total} [{phase}] " + " ".join(parts) +
+          f" | {steps:.3g} steps/s, {rate:.0f} refined img/s | ETA {eta}")
 
 
 def print_line(line: str) -> None:

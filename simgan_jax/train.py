@@ -6,19 +6,37 @@ steps, then ``discriminator_pretrain_steps`` discriminator steps, then
 each, in one compiled call). Writes into ``workdir``:
 
 * ``checkpoints/<step>/``: the whole train state (orbax), every
-  ``checkpoint_every`` steps and at the end; a rerun resumes from the newest;
+  ``checkpoint_every`` steps, every ``checkpoint_every_minutes``, at the end of
+  each phase and when stopped by SIGTERM/SIGINT; a rerun resumes from the newest
+  intact one (damaged ones are moved to ``damaged_checkpoints/``). Kept: the newest
+  ``max_checkpoints_to_keep`` and the ``keep_best_checkpoints`` best by score;
 * ``metrics.jsonl`` and ``tensorboard/``: losses, discriminator accuracies, Kg,
-  images/s, every ``log_every`` steps; ``realism_kid`` at every checkpoint
-  (``make_realism_probe``; off when ``config.realism.num_images`` is 0);
+  ``steps_per_second`` and ``refined_images_per_second``, every ``log_every``
+  steps; ``realism_kid`` (the probe's scores) at every ``checkpoint_every``
+  checkpoint and at the end (``make_realism_probe``; off when
+  ``config.realism.num_images`` is 0);
 * ``samples/step_<step>.png``: synthetic | refined | real, every ``sample_every``;
-* ``config.json``: the config of the (last) run.
+* ``config.json``: the config of the (last) run, written once the config, the
+  data and the checkpoint to resume from have been checked.
+
+Stopping: on SIGTERM or SIGINT the loop finishes the current step, saves, and
+raises ``Stopped`` (launch/train.py prints its one line and exits with 128 +
+the signal number); the same command resumes. With several processes, the stop
+and the time-based checkpoint are decided together: every ``sync_every_steps``
+steps the processes all-gather two small integers (signal received, checkpoint
+due by time), so all of them stop or save at the same step. One process decides
+at every step, without any collective.
 """
 
 from __future__ import annotations
 
+import json
 import math
 import os
+import signal
+import threading
 import time
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -58,9 +76,16 @@ def validate_config(config, num_devices: int) -> None:
     if not isinstance(config[field], int) or config[field] < 0:
       raise ConfigError(f"config.{field}: must be an integer >= 0, got {config[field]!r}")
   for field in ("batch_size", "kg", "kd", "log_every", "sample_every", "checkpoint_every",
-                "history_size", "image_height", "image_width", "channels", "max_checkpoints_to_keep"):
+                "history_size", "image_height", "image_width", "channels", "max_checkpoints_to_keep",
+                "sync_every_steps"):
     if not isinstance(config[field], int) or config[field] <= 0:
       raise ConfigError(f"config.{field}: must be an integer > 0, got {config[field]!r}")
+  if not isinstance(config.keep_best_checkpoints, int) or config.keep_best_checkpoints < 0:
+    raise ConfigError(f"config.keep_best_checkpoints: must be an integer >= 0, got "
+                      f"{config.keep_best_checkpoints!r}")
+  minutes = config.checkpoint_every_minutes
+  if isinstance(minutes, bool) or not isinstance(minutes, (int, float)) or not minutes >= 0:
+    raise ConfigError(f"config.checkpoint_every_minutes: must be a number >= 0 (0: off), got {minutes!r}")
   if config.batch_size % (2 * num_devices):
     raise ConfigError(
         f"config.batch_size: {config.batch_size} is not divisible by 2 x {num_devices} devices; each "
@@ -111,17 +136,95 @@ def _all_finite(tree) -> jax.Array:
   return jnp.all(jnp.stack(leaves))
 
 
+class Stopped(Exception):
+  """Raised after a SIGTERM/SIGINT stop was saved; the message is the one line to show."""
+
+  def __init__(self, signum: int, step: int, path: str):
+    self.signum, self.step, self.path = signum, step, path
+    super().__init__(f"stopped by {signal.Signals(signum).name} at step {step}; checkpoint saved in "
+                     f"{path}; run the same command to resume")
+
+
+class _StopSignals:
+  """Turns the first SIGTERM/SIGINT into a flag the loop reads between steps; a
+  second SIGINT interrupts at once (KeyboardInterrupt). Installed only in the main
+  thread (Python delivers signals there)."""
+
+  def __init__(self):
+    self.signum = None
+    self._previous = {}
+
+  def _handle(self, signum, frame):
+    del frame
+    if self.signum is None:
+      self.signum = signum
+    if signum == signal.SIGINT:
+      signal.signal(signal.SIGINT, signal.default_int_handler)
+
+  def __enter__(self):
+    if threading.current_thread() is threading.main_thread():
+      for sig in (signal.SIGTERM, signal.SIGINT):
+        self._previous[sig] = signal.signal(sig, self._handle)
+    return self
+
+  def __exit__(self, *exc):
+    for sig, handler in self._previous.items():
+      signal.signal(sig, handler)
+
+
+class _Decisions:
+  """Stop and time-checkpoint decisions, the same on every process (module docstring)."""
+
+  def __init__(self, signals: _StopSignals, clock: Callable[[], float], every_minutes: float,
+               sync_every: int):
+    self._signals, self._clock, self._sync_every = signals, clock, sync_every
+    self._interval_s = 60.0 * every_minutes
+    self._last_save = clock() if every_minutes else 0.0
+    self._now = self._last_save
+
+  def saved(self) -> None:
+    self._last_save = self._now
+
+  def at(self, step: int) -> tuple[int, bool]:
+    """(signal number to stop for or 0, whether a checkpoint is due by time) after ``step``."""
+    signum = self._signals.signum or 0
+    if self._interval_s:
+      self._now = self._clock()
+    by_time = bool(self._interval_s) and self._now - self._last_save >= self._interval_s
+    if jax.process_count() == 1:
+      return signum, by_time
+    if step % self._sync_every:
+      return 0, False
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
+    flags = multihost_utils.process_allgather(np.array([signum, int(by_time)], np.int32))
+    flags = np.asarray(flags).reshape(-1, 2)
+    return int(flags[:, 0].max()), bool(flags[:, 1].any())
+
+
+def _phase_ends(config) -> set[int]:
+  ends, at = set(), 0
+  for length in phase_lengths(config).values():
+    at += length
+    if length:
+      ends.add(at)
+  return ends
+
+
 def train_and_evaluate(config, workdir: str, synthetic: sources_lib.ImageSource | None = None,
-                       real: sources_lib.ImageSource | None = None) -> training.TrainState:
-  """Trains SimGAN as ``config`` says, resuming from ``workdir``; returns the final state."""
+                       real: sources_lib.ImageSource | None = None, *,
+                       clock: Callable[[], float] = time.monotonic) -> training.TrainState:
+  """Trains SimGAN as ``config`` says, resuming from ``workdir``; returns the final state.
+
+  Raises ``Stopped`` after saving when SIGTERM/SIGINT arrives. ``clock`` (seconds)
+  drives ``checkpoint_every_minutes`` only; tests pass a fake one.
+  """
   mesh = parallel.make_mesh(config.get("num_devices", 0))
   num_devices = mesh.devices.size
   validate_config(config, num_devices)
   is_chief = jax.process_index() == 0
   if is_chief:
     prepare_workdir(workdir)
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2))
   image_shape = (config.image_height, config.image_width, config.channels)
   synthetic = synthetic or sources_lib.make_source(config.synthetic_data, image_shape, "synthetic_data")
   real = real or sources_lib.make_source(config.real_data, image_shape, "real_data")
@@ -131,27 +234,40 @@ def train_and_evaluate(config, workdir: str, synthetic: sources_lib.ImageSource 
   data = parallel.put_replicated({"synthetic": synthetic.device_data(), "real": real.device_data()}, mesh)
   state = training.create_state(setup, mesh)
   specs = training.state_specs(state)
-  mngr = checkpoints.manager(workdir, config.max_checkpoints_to_keep)
-  restored = checkpoints.restore_latest(mngr, state)
+  mngr = checkpoints.manager(workdir, config.max_checkpoints_to_keep, config.keep_best_checkpoints)
+  chief_print = metric_writer.print_line if is_chief else (lambda line: None)
+  try:
+    restored = checkpoints.restore_newest_intact(mngr, state, report=chief_print)
+  except checkpoints.ShapeMismatch as e:
+    mngr.close()
+    raise ConfigError(mismatch_message(e, config, workdir)) from None
   if restored is not None:
-    state = restored
+    state = restored[0]
+  # Written only now: config, data and checkpoint are known to fit together.
+  if is_chief:
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=2))
   step = int(state.step)  # the one host read of the state before the loop
   last_saved = step if restored is not None else None
   total = sum(phase_lengths(config).values())
+  phase_ends = _phase_ends(config)
   step_fns = {phase: metric_writer.timed_first_call(training.compile_step(fn, setup, mesh, specs),
                                                    phase.replace("_", " "), is_chief)
               for phase, fn in training.PHASES.items()}
   sample_fn = training.make_sample_fn(setup, config.num_sample_images)
   realism_probe = make_realism_probe(config, setup, data) if is_chief else None
+  probing = bool(config.get("realism") and config.realism.num_images)
   writer = metric_writer.MetricWriter(workdir, enabled=is_chief)
-  if is_chief:
-    metric_writer.print_line(
-        f"simgan_jax: {num_devices} device(s) on {jax.process_count()} process(es), "
-        f"{'resuming at' if restored is not None else 'starting at'} step {step} of {total}, workdir {workdir}")
+  chief_print(f"simgan_jax: {num_devices} device(s) on {jax.process_count()} process(es), "
+              f"{'resuming at' if restored is not None else 'starting at'} step {step} of {total}, "
+              f"workdir {workdir}")
 
-  window = {"time": time.time(), "step": step}
+  # Throughput since the last report: steps and images the refiner processed.
+  kg_now = int(config.kg) if not config.adaptive_kg else int(state.kg)
+  window = {"time": time.perf_counter(), "step": step, "refined": 0}
 
   def report(entry) -> None:
+    nonlocal kg_now
     at, phase, metrics = entry
     scalars = {k: float(v) for k, v in _to_host(metrics).items()}
     for name, value in scalars.items():
@@ -160,49 +276,148 @@ def train_and_evaluate(config, workdir: str, synthetic: sources_lib.ImageSource 
         raise TrainingDivergedError(
             f"step {at} ({phase}): {name} is {value}; stopped. Last good checkpoint: {saved}, "
             f"kept in {os.path.join(workdir, 'checkpoints')}")
-    now = time.time()
-    seconds_per_step = (now - window["time"]) / max(at - window["step"], 1)
-    scalars["images_per_second"] = config.batch_size / seconds_per_step
-    window.update(time=now, step=at)
+    if "kg" in scalars:
+      kg_now = int(scalars["kg"])
+    now = time.perf_counter()
+    seconds = max(now - window["time"], 1e-9)
+    steps_per_second = max(at - window["step"], 1) / seconds
+    scalars["steps_per_second"] = steps_per_second
+    # With the adaptive Kg, steps between two reports are counted at the Kg last read.
+    scalars["refined_images_per_second"] = window["refined"] / seconds
+    window.update(time=now, step=at, refined=0)
     writer.write(at, scalars)
-    if is_chief:
-      metric_writer.print_line(metric_writer.console_line(at, total, phase, scalars,
-                                                          (total - at) * seconds_per_step))
+    chief_print(metric_writer.console_line(at, total, phase, scalars, (total - at) / steps_per_second))
+
+  def save(at: int, phase: str, with_scores: bool) -> None:
+    nonlocal last_saved
+    if not bool(_to_host(_all_finite(state))):
+      raise TrainingDivergedError(
+          f"step {at} ({phase}): the train state holds NaN or Inf; not saved. Last good checkpoint: "
+          f"step {last_saved}, kept in {os.path.join(workdir, 'checkpoints')}")
+    scores = None
+    if with_scores and probing:
+      scores = realism_probe(_to_host(state.refiner_params)) if realism_probe is not None else {}
+      ranking = _broadcast_score(checkpoints.score_of(scores))
+      if not is_chief:
+        scores = {"selection_score": ranking}  # only the chief's scores are written
+    checkpoints.save(mngr, at, state, scores)
+    last_saved = at
+    if scores and is_chief:
+      writer.write(at, scores)
+      chief_print(f"step {at}: realism KID {scores['realism_kid']:.4g} "
+                  f"(+- {scores['realism_kid_std']:.2g}; unrefined {scores['realism_kid_unrefined']:.4g})")
 
   pending = None
-  while step < total:
-    phase = phase_at(step, config)
-    state, metrics = step_fns[phase](state, data)
-    step += 1
-    # Metrics of the previous step are read only now, after this step was dispatched.
-    if pending is not None:
-      report(pending)
-      pending = None
-    if step % config.log_every == 0 or step == total:
-      pending = (step, phase, metrics)
-    if step % config.sample_every == 0 or step == total:
-      _write_samples(workdir, writer, step, _to_host(sample_fn(state, data)), is_chief)
-    if step % config.checkpoint_every == 0 or step == total:
+  try:
+    with _StopSignals() as signals:
+      decisions = _Decisions(signals, clock, config.checkpoint_every_minutes, config.sync_every_steps)
+      while step < total:
+        phase = phase_at(step, config)
+        state, metrics = step_fns[phase](state, data)
+        step += 1
+        # Metrics of the previous step are read only now, after this step was dispatched.
+        if pending is not None:
+          report(pending)
+          pending = None
+        window["refined"] += training.refined_images_per_step(setup, phase, kg_now)
+        if step % config.log_every == 0 or step == total:
+          pending = (step, phase, metrics)
+        if step % config.sample_every == 0 or step == total:
+          _write_samples(workdir, writer, step, _to_host(sample_fn(state, data)), is_chief)
+        stop_signum, by_time = decisions.at(step)
+        by_step = step % config.checkpoint_every == 0 or step == total
+        if by_step or by_time or stop_signum or step in phase_ends:
+          if pending is not None:
+            report(pending)
+            pending = None
+          save(step, phase, with_scores=by_step)
+          decisions.saved()
+        if stop_signum and step < total:
+          raise Stopped(stop_signum, step, os.path.join(os.path.abspath(workdir), "checkpoints", str(step)))
       if pending is not None:
         report(pending)
-        pending = None
-      if not bool(_to_host(_all_finite(state))):
-        raise TrainingDivergedError(
-            f"step {step} ({phase}): the train state holds NaN or Inf; not saved. Last good checkpoint: "
-            f"step {last_saved}, kept in {os.path.join(workdir, 'checkpoints')}")
-      checkpoints.save(mngr, step, state)
-      last_saved = step
-      if realism_probe is not None:
-        scores = realism_probe(_to_host(state.refiner_params))
-        writer.write(step, scores)
-        metric_writer.print_line(f"step {step}: realism KID {scores['realism_kid']:.4g} "
-                                 f"(+- {scores['realism_kid_std']:.2g}; unrefined "
-                                 f"{scores['realism_kid_unrefined']:.4g})")
-  if pending is not None:
-    report(pending)
-  writer.close()
-  mngr.close()
+  finally:
+    writer.close()
+    mngr.close()
   return state
+
+
+def _broadcast_score(score: float) -> float:
+  """The chief's checkpoint score on every process, so all keep the same checkpoints."""
+  if jax.process_count() == 1:
+    return score
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
+  return float(multihost_utils.broadcast_one_to_all(np.array(score, np.float32)))
+
+
+def mismatch_message(e: checkpoints.ShapeMismatch, config, workdir: str) -> str:
+  """One line: the checkpoint step, the config fields that changed shapes since the
+  workdir's config.json (found by rebuilding the state's shapes one field at a
+  time), and the first differing arrays."""
+  fields = []
+  try:
+    with open(os.path.join(workdir, "config.json")) as f:
+      stored = json.load(f)
+  except (OSError, ValueError):
+    stored = None
+  if stored is not None:
+    fields = _shape_fields(stored, config)
+  head = f"config does not fit checkpoint step {e.step} in {e.directory}"
+  if fields:
+    head += ": " + ", ".join(f"config.{name} is {new!r}, the checkpoint's run had {old!r}"
+                             for name, old, new in fields)
+  arrays = "; ".join(e.differences[:2]) + ("; ..." if len(e.differences) > 2 else "")
+  return f"{head} ({arrays}). Use another --workdir, or the checkpoint's values"
+
+
+def _flat(tree, prefix="") -> dict:
+  out = {}
+  for k, v in tree.items():
+    if isinstance(v, dict):
+      out.update(_flat(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = tuple(v) if isinstance(v, list) else v
+  return out
+
+
+def _state_shapes(config_dict: dict):
+  import ml_collections  # pylint: disable=g-import-not-at-top
+
+  config = ml_collections.ConfigDict(config_dict)
+  setup = training.make_setup(config, None, None, 1)
+  return checkpoints._shapes(jax.eval_shape(lambda: training.init_state(setup)))  # pylint: disable=protected-access
+
+
+def _shape_fields(stored: dict, config) -> list[tuple[str, object, object]]:
+  """(field, stored value, new value) for each differing field that alone changes shapes."""
+  new = json.loads(config.to_json_best_effort())
+  flat_old, flat_new = _flat(stored), _flat(new)
+  changed = [k for k in flat_new if k in flat_old and flat_old[k] != flat_new[k]]
+  try:
+    base = _state_shapes(stored)
+  except Exception:  # pylint: disable=broad-except
+    return []
+  out = []
+  for name in changed[:40]:
+    trial = json.loads(json.dumps(stored))
+    node = trial
+    *parents, leaf = name.split(".")
+    for p in parents:
+      node = node[p]
+    node[leaf] = new_value = _get(new, name)
+    try:
+      if _state_shapes(trial) != base:
+        out.append((name, flat_old[name], new_value if not isinstance(new_value, list) else tuple(new_value)))
+    except Exception:  # pylint: disable=broad-except
+      continue
+  return out
+
+
+def _get(tree: dict, name: str):
+  for part in name.split("."):
+    tree = tree[part]
+  return tree
 
 
 def make_realism_probe(config, setup: training.Setup, data):
@@ -222,7 +437,7 @@ def make_realism_probe(config, setup: training.Setup, data):
   if r.subset_size > r.num_images:
     raise ConfigError(f"config.realism.subset_size: {r.subset_size} is more than num_images "
                       f"{r.num_images}")
-  key = jax.random.PRNGKey(r.seed)
+  key = jax.random.fold_in(jax.random.PRNGKey(r.seed), training.PURPOSE_REALISM)
   keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(r.num_images))
   device = jax.local_devices()[0]
   local = jax.tree.map(lambda x: x.addressable_data(0), data)

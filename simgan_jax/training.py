@@ -7,11 +7,22 @@ the state donated. Parameters and optimiser states are replicated; the history
 buffer is sharded along its column (batch) axis; gradients are averaged across
 devices by ``parallel.mean_grad`` (exact on any mesh) and metrics with ``lax.pmean``.
 
-Randomness: ``key(step) = fold_in(root, step)``; a named stream is
-``fold_in(key(step), STREAM)``; sub-step ``i`` of Kg/Kd folds in ``i``; and each
+Randomness: one root per purpose, ``fold_in(root, PURPOSE)`` (initialisation,
+steps, sample grids, the realism probe), so no two purposes can share a key;
+``step_key(root, step) = fold_in(fold_in(root, STEPS), step)``; a named stream is
+``fold_in(step_key, STREAM)``; sub-step ``i`` of Kg/Kd folds in ``i``; and each
 example folds in its *global* index in the batch (``axis_index * local + i``).
 Hosts and devices therefore draw disjoint keys without any per-device state, and
 a batch is identical whether it is computed on 1 device or on 8.
+
+Kg on resume, the same rule on every backend: with a fixed Kg the step always runs
+``config.kg`` refiner updates (a changed ``--config.kg`` is obeyed; ``state.kg``
+just records it); with the adaptive Kg the state's ``kg`` is the run's current
+value and ``config.kg`` is only where a fresh run starts.
+
+History: whatever Kd, one iteration replaces ``batch_size // 2`` history images
+(the paper's "after each training iteration, randomly replace b/2 samples"): only
+the last of the Kd discriminator updates pushes its fresh half.
 """
 
 from __future__ import annotations
@@ -34,9 +45,25 @@ from simgan_jax import parallel
 from simgan_jax.data import sources as sources_lib
 
 AXIS = parallel.AXIS
+# Purposes, folded into the root key first: each has its own root.
+PURPOSE_INIT, PURPOSE_STEPS, PURPOSE_SAMPLES, PURPOSE_REALISM = 0, 1, 2, 3
+# Under PURPOSE_INIT: which network.
+REFINER, DISCRIMINATOR = 0, 1
 # Named random streams, folded into the step key.
-_REFINER_INIT, _DISCRIMINATOR_INIT, _REFINER_STEP, _DISCRIMINATOR_STEP = 1, 2, 3, 4
-_SYNTHETIC, _SYNTHETIC_EXTRA, _REAL, _HISTORY_SAMPLE, _HISTORY_PUSH, _SAMPLES = 5, 6, 7, 8, 9, 10
+_REFINER_STEP, _DISCRIMINATOR_STEP = 1, 2
+_SYNTHETIC, _SYNTHETIC_EXTRA, _REAL, _HISTORY_SAMPLE, _HISTORY_PUSH = 1, 2, 3, 4, 5
+
+
+def init_key(root: jax.Array, network: int) -> jax.Array:
+  return jax.random.fold_in(jax.random.fold_in(root, PURPOSE_INIT), network)
+
+
+def step_key(root: jax.Array, step) -> jax.Array:
+  return jax.random.fold_in(jax.random.fold_in(root, PURPOSE_STEPS), step)
+
+
+def samples_key(root: jax.Array) -> jax.Array:
+  return jax.random.fold_in(root, PURPOSE_SAMPLES)
 # Folded into a synthetic example's own key for the refiner's noise input (if any).
 NOISE_STREAM = 11
 
@@ -160,8 +187,8 @@ def init_state(s: Setup) -> TrainState:
   key = jax.random.PRNGKey(s.seed)
   images = jnp.zeros((1, *s.image_shape), jnp.float32)
   noise = models.refiner_noise(s.refiner, key[None], s.image_shape[:2])
-  refiner_params = s.refiner.init(jax.random.fold_in(key, _REFINER_INIT), images, noise)["params"]
-  d_vars = s.discriminator.init(jax.random.fold_in(key, _DISCRIMINATOR_INIT), images, train=False)
+  refiner_params = s.refiner.init(init_key(key, REFINER), images, noise)["params"]
+  d_vars = s.discriminator.init(init_key(key, DISCRIMINATOR), images, train=False)
   return TrainState(
       step=jnp.zeros((), jnp.int32),
       key=key,
@@ -229,7 +256,8 @@ def _refiner_update(s: Setup, state: TrainState, data, key, adversarial: bool):
   return state, lax.pmean(metrics, AXIS)
 
 
-def _discriminator_update(s: Setup, state: TrainState, data, key):
+def _discriminator_update(s: Setup, state: TrainState, data, key, push: bool = True):
+  """One discriminator update; ``push``: write the fresh half into the history."""
   h = s.local_half
   real = s.real.sample(data["real"], parallel.example_keys(jax.random.fold_in(key, _REAL), s.local_batch))["image"]
 
@@ -243,7 +271,9 @@ def _discriminator_update(s: Setup, state: TrainState, data, key):
   if s.use_history:
     # Half fresh, half from the history (the fresh half itself until it holds any).
     past = history_lib.sample(history, parallel.example_keys(jax.random.fold_in(key, _HISTORY_SAMPLE), h), current)
-    history = history_lib.push(history, current, parallel.example_keys(jax.random.fold_in(key, _HISTORY_PUSH), h))
+    if push:
+      history = history_lib.push(history, current,
+                                 parallel.example_keys(jax.random.fold_in(key, _HISTORY_PUSH), h))
   else:
     past = refined(_SYNTHETIC_EXTRA)
   fake = jnp.concatenate([current, past], axis=0)
@@ -272,7 +302,7 @@ def _discriminator_update(s: Setup, state: TrainState, data, key):
 
 
 def _step_key(state: TrainState, stream: int) -> jax.Array:
-  return jax.random.fold_in(jax.random.fold_in(state.key, state.step), stream)
+  return jax.random.fold_in(step_key(state.key, state.step), stream)
 
 
 def refiner_pretrain_step(s: Setup, state: TrainState, data):
@@ -289,6 +319,8 @@ def discriminator_pretrain_step(s: Setup, state: TrainState, data):
 
 def _repeat(update, state, count, key, metric_names, unroll: bool):
   """Runs ``update(state, key_i)`` ``count`` times; returns the mean metrics."""
+  if isinstance(count, int) and count == 0:
+    return state, {name: jnp.zeros((), jnp.float32) for name in metric_names}
   if unroll:
     total = None
     for i in range(count):
@@ -308,20 +340,26 @@ def _repeat(update, state, count, key, metric_names, unroll: bool):
 
 def adversarial_step(s: Setup, state: TrainState, data):
   """One iteration of Algorithm 1: Kg refiner updates, then Kd discriminator updates."""
-  kg = state.kg
+  # Fixed Kg: config.kg on every backend (static count); adaptive: the state's Kg.
+  kg = state.kg if s.adaptive_kg else jnp.asarray(s.kg, jnp.int32)
   state, r_metrics = _repeat(
       lambda st, k: _refiner_update(s, st, data, k, adversarial=True), state,
-      s.kg if s.unroll_updates else kg, _step_key(state, _REFINER_STEP),
+      state.kg if s.adaptive_kg else s.kg, _step_key(state, _REFINER_STEP),
       ("refiner_adversarial_loss", "self_regularization_loss"), s.unroll_updates)
-  state, d_metrics = _repeat(
-      lambda st, k: _discriminator_update(s, st, data, k), state, s.kd,
-      _step_key(state, _DISCRIMINATOR_STEP),
-      ("discriminator_loss", "discriminator_accuracy_real", "discriminator_accuracy_refined"), s.unroll_updates)
+  d_names = ("discriminator_loss", "discriminator_accuracy_real", "discriminator_accuracy_refined")
+  d_key = _step_key(state, _DISCRIMINATOR_STEP)
+  # b/2 history images replaced per iteration whatever Kd: only the last update pushes.
+  state, d_first = _repeat(lambda st, k: _discriminator_update(s, st, data, k, push=False), state,
+                           s.kd - 1, d_key, d_names, s.unroll_updates)
+  state, d_last = _discriminator_update(s, state, data, jax.random.fold_in(d_key, s.kd - 1), push=True)
+  d_metrics = jax.tree.map(lambda a, b: (a * (s.kd - 1) + b) / s.kd, d_first, d_last)
   if s.adaptive_kg:
     # The article: fix Kd, raise Kg while the discriminator wins, lower it when it loses.
     accuracy = d_metrics["discriminator_accuracy_refined"]
     change = (accuracy > s.kg_raise_above).astype(jnp.int32) - (accuracy < s.kg_lower_below).astype(jnp.int32)
     state = state.replace(kg=jnp.clip(kg + change, s.kg_min, s.kg_max))
+  else:
+    state = state.replace(kg=kg)
   metrics = {**r_metrics, **d_metrics, "kg": kg.astype(jnp.float32)}
   return state.replace(step=state.step + 1), metrics
 
@@ -344,10 +382,19 @@ def make_sample_fn(s: Setup, num_images: int):
   """(state, data) -> synthetic, refined and real images, the same examples each call."""
 
   def sample(state: TrainState, data):
-    key = jax.random.fold_in(state.key, _SAMPLES)
+    key = samples_key(state.key)
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(num_images))
     synthetic = s.synthetic.sample(data["synthetic"], keys)["image"]
     real = s.real.sample(data["real"], jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys))["image"]
     return {"synthetic": synthetic, "refined": _refine(s, state.refiner_params, synthetic, keys), "real": real}
 
   return jax.jit(sample)
+
+
+def refined_images_per_step(s: Setup, phase: str, kg: int) -> int:
+  """Images the refiner processes in one step of ``phase`` (the honest throughput unit):
+  a refiner update refines a batch; a discriminator update a fresh half (a whole
+  batch without the history); an iteration does Kg and Kd of them."""
+  discriminator = s.batch_size // 2 if s.use_history else s.batch_size
+  return {"refiner_pretrain": s.batch_size, "discriminator_pretrain": discriminator,
+          "adversarial": kg * s.batch_size + s.kd * discriminator}[phase]

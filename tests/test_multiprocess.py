@@ -2,6 +2,7 @@
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -36,8 +37,11 @@ def test_two_processes_agree_with_one(tmp_path, npz_pools):
   # The coordinator listens on loopback only.
   env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu",
              JAX_COORDINATOR_BIND_ADDRESS=address)
-  procs = [subprocess.Popen(base + [f"--workdir={tmp_path / 'two'}", f"--coordinator_address={address}",
-                                    "--num_processes=2", f"--process_id={i}"],
+  # A checkpoint is due by time at every step on each process's own clock; they must
+  # agree to save at the same steps (every sync_every_steps=2), else the save hangs.
+  agree = ["--config.checkpoint_every_minutes=1e-9", "--config.sync_every_steps=2"]
+  procs = [subprocess.Popen(base + agree + [f"--workdir={tmp_path / 'two'}", f"--coordinator_address={address}",
+                                            "--num_processes=2", f"--process_id={i}"],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
            for i in range(2)]
   outs = [p.communicate(timeout=600) for p in procs]
@@ -45,6 +49,8 @@ def test_two_processes_agree_with_one(tmp_path, npz_pools):
     assert p.returncode == 0, err[-3000:]
   assert "8 device(s) on 2 process(es)" in outs[0][0]
   assert "step " not in outs[1][0]  # only process 0 reports and writes metrics
+  # Saved at 2, 4, 6, 8 (time, agreed), 3, 5 (phase ends), 9 (end); the newest 3 kept.
+  assert sorted(os.listdir(tmp_path / "two" / "checkpoints")) == ["6", "8", "9"]
 
   one_env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1", JAX_PLATFORMS="cpu")
   one = subprocess.run(base + [f"--workdir={tmp_path / 'one'}"], capture_output=True, text=True, timeout=600,
@@ -55,7 +61,7 @@ def test_two_processes_agree_with_one(tmp_path, npz_pools):
   assert [r["step"] for r in two_curve] == [r["step"] for r in one_curve]
   for a, b in zip(two_curve, one_curve):
     for name in a:
-      if name != "images_per_second":
+      if name not in ("steps_per_second", "refined_images_per_second"):
         # Float sums in another order drift by up to ~5e-4 over these 9 steps.
         assert a[name] == pytest.approx(b[name], rel=2e-3), (a["step"], name)
   config = default.get_config("smoke")
@@ -67,3 +73,29 @@ def test_two_processes_agree_with_one(tmp_path, npz_pools):
   # gradient moves every weight by 800% (step 2's loss is then already 33% off).
   for params in ("refiner_params", "discriminator_params"):
     assert_same_updates(getattr(init, params), getattr(one, params), getattr(two, params), rtol=5e-2)
+
+
+def test_sigterm_to_one_process_stops_both_at_the_same_step(tmp_path, npz_pools):
+  # Only process 1 is signalled; without agreeing on the step, process 0 would run
+  # on into a collective that process 1 never joins (a hang), or save alone.
+  address = f"127.0.0.1:{free_port()}"
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu",
+             JAX_COORDINATOR_BIND_ADDRESS=address)
+  base = [sys.executable, os.path.join(REPO, "launch/train.py"),
+          f"--config={REPO}/simgan_jax/configs/default.py:smoke", *npz_flags(npz_pools),
+          "--config.num_iterations=40", "--config.sync_every_steps=2", "--config.sample_every=100",
+          f"--workdir={tmp_path / 'run'}", f"--coordinator_address={address}", "--num_processes=2"]
+  procs = [subprocess.Popen(base + [f"--process_id={i}"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True) for i in range(2)]
+  for line in procs[0].stdout:
+    if line.startswith("step 6/45"):
+      break
+  procs[1].send_signal(signal.SIGTERM)
+  outs = [p.communicate(timeout=600) for p in procs]
+  lines = [err.strip().splitlines()[-1] for _, err in outs]
+  for p, (_, err) in zip(procs, outs):
+    assert p.returncode == 128 + signal.SIGTERM, err[-3000:]
+  assert lines[0] == lines[1] and lines[0].startswith("stopped by SIGTERM at step "), lines
+  stopped = int(lines[0].split()[5].rstrip(";"))
+  assert 6 < stopped < 45 and stopped % 2 == 0
+  assert str(stopped) in os.listdir(tmp_path / "run" / "checkpoints")

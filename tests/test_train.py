@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -11,7 +12,7 @@ import jax
 import numpy as np
 import pytest
 
-from tests.conftest import REPO, npz_flags
+from tests.conftest import REPO, npz_flags, random_pool
 from simgan_jax import train
 from simgan_jax.configs import default
 
@@ -41,7 +42,7 @@ def test_run_writes_metrics_samples_checkpoints_and_restores_in_a_fresh_process(
   assert [r["step"] for r in records] == [2, 4, 6, 8, 9]
   assert {"refiner_adversarial_loss", "self_regularization_loss", "discriminator_loss",
           "discriminator_accuracy_real", "discriminator_accuracy_refined", "kg",
-          "images_per_second"} <= set(records[-1])
+          "steps_per_second", "refined_images_per_second"} <= set(records[-1])
   assert sorted(os.listdir(tmp_path / "samples")) == ["step_0000005.png", "step_0000009.png"]
   assert os.listdir(tmp_path / "tensorboard")
   # This pytest process never trained: the checkpoint restores here as a whole state.
@@ -50,12 +51,30 @@ def test_run_writes_metrics_samples_checkpoints_and_restores_in_a_fresh_process(
   assert state.history.images.shape == (4, 8, 35, 55, 1)
 
 
-def test_killed_run_resumes_bitwise_equal_to_an_uninterrupted_run(tmp_path, npz_pools):
-  steps = ["--config.num_iterations=12", "--config.checkpoint_every=3", "--config.sample_every=100"]
-  code, _, err = launch(tmp_path / "straight", *npz_flags(npz_pools), *steps)
-  assert code == 0, err
+STEPS = ["--config.num_iterations=12", "--config.checkpoint_every=3", "--config.sample_every=100"]
 
-  proc = launch(tmp_path / "killed", *npz_flags(npz_pools), *steps, wait=False)
+
+@pytest.fixture(scope="module")
+def pools(tmp_path_factory):
+  """npz pools shared by the runs of this module (the same pixels as npz_pools)."""
+  root = tmp_path_factory.mktemp("pools")
+  paths = {name: str(root / f"{name}.npz") for name in ("synthetic", "real")}
+  for name, seed in (("synthetic", 0), ("real", 1)):
+    np.savez(paths[name], images=random_pool(seed))
+  return paths
+
+
+@pytest.fixture(scope="module")
+def straight(pools, tmp_path_factory):
+  """The final state of an uninterrupted 17-step run."""
+  workdir = tmp_path_factory.mktemp("straight")
+  code, _, err = launch(workdir, *npz_flags(pools), *STEPS)
+  assert code == 0, err
+  return final_state(workdir, num_iterations=12)
+
+
+def test_killed_run_resumes_bitwise_equal_to_an_uninterrupted_run(tmp_path, pools, straight):
+  proc = launch(tmp_path / "killed", *npz_flags(pools), *STEPS, wait=False)
   checkpoint = tmp_path / "killed" / "checkpoints" / "6"
   deadline = time.time() + 300
   while not checkpoint.exists() and proc.poll() is None and time.time() < deadline:
@@ -63,14 +82,39 @@ def test_killed_run_resumes_bitwise_equal_to_an_uninterrupted_run(tmp_path, npz_
   proc.send_signal(signal.SIGKILL)
   proc.communicate()
   assert checkpoint.exists()
-  code, out, err = launch(tmp_path / "killed", *npz_flags(npz_pools), *steps)
+  code, out, err = launch(tmp_path / "killed", *npz_flags(pools), *STEPS)
   assert code == 0, err
   assert "resuming at step" in out and "resuming at step 0 " not in out
 
-  overrides = {"num_iterations": 12}
-  straight, resumed = final_state(tmp_path / "straight", **overrides), final_state(tmp_path / "killed", **overrides)
+  resumed = final_state(tmp_path / "killed", num_iterations=12)
   assert int(resumed.step) == int(straight.step) == 17
   jax.tree.map(np.testing.assert_array_equal, resumed, straight)
+
+
+def test_sigterm_mid_phase_saves_says_where_and_resumes_bitwise(tmp_path, pools, straight):
+  # Old code: SIGTERM killed the run at once, nothing saved, nothing printed. Here
+  # no checkpoint is due by step (checkpoint_every=100) after the phase end at 5.
+  flags = [*npz_flags(pools), *STEPS, "--config.checkpoint_every=100"]
+  proc = launch(tmp_path / "run", *flags, wait=False)
+  for line in proc.stdout:
+    if line.startswith("step 6/17"):
+      break
+  proc.send_signal(signal.SIGTERM)
+  _, err = proc.communicate(timeout=300)
+  assert proc.returncode == 128 + signal.SIGTERM, err
+  last = err.strip().splitlines()[-1]
+  match = re.fullmatch(r"stopped by SIGTERM at step (\d+); checkpoint saved in (\S+); run the same "
+                       r"command to resume", last)
+  assert match, err
+  stopped = int(match[1])
+  assert 6 < stopped < 17 and match[2] == str(tmp_path / "run" / "checkpoints" / str(stopped))
+  assert "Traceback" not in err
+  assert sorted(int(n) for n in os.listdir(tmp_path / "run" / "checkpoints")) == [3, 5, stopped]
+
+  code, out, err = launch(tmp_path / "run", *flags)
+  assert code == 0, err
+  assert f"resuming at step {stopped} of 17" in out
+  jax.tree.map(np.testing.assert_array_equal, final_state(tmp_path / "run", num_iterations=12), straight)
 
 
 def test_nan_loss_stops_with_one_line_and_keeps_the_last_checkpoint(tmp_path, npz_pools):
@@ -84,7 +128,7 @@ def test_nan_loss_stops_with_one_line_and_keeps_the_last_checkpoint(tmp_path, np
   assert lines[-1].startswith("error: step 6 (adversarial): ") and "is nan" in lines[-1]
   assert "Last good checkpoint: step 5" in lines[-1]
   assert "Traceback" not in err
-  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["5"]
+  assert sorted(os.listdir(tmp_path / "checkpoints")) == ["3", "5"]  # the end of each phase
   assert int(final_state(tmp_path).step) == 5
 
 

@@ -1,6 +1,7 @@
 """Compiled steps: device-count invariance, determinism, Kg/Kd and the history in the state."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -78,7 +79,7 @@ def test_iteration_runs_kg_refiner_and_kd_discriminator_updates(tiny_config, arr
   # Adam's step counters count the updates made inside the single compiled call.
   assert int(state.refiner_opt_state[0].count) == 3
   assert int(state.discriminator_opt_state[0].count) == 2
-  assert int(state.history.filled_rows) == 2  # one push per discriminator update
+  assert int(state.history.filled_rows) == 1  # b/2 images per iteration, whatever Kd (the paper)
   assert curve[0]["kg"] == 3.0
 
 
@@ -143,3 +144,74 @@ def test_unrolled_and_looped_updates_agree(tiny_config, array_sources):
       np.testing.assert_allclose(a[name], b[name], rtol=1e-5, err_msg=name)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-6), unrolled.refiner_params,
                looped.refiner_params)
+
+
+def test_random_streams_cannot_collide():
+  # Old derivation: step keys were fold_in(root, step) and the refiner's init key
+  # fold_in(root, 1), i.e. step 1's key; the sample grid's was step 10's.
+  root = jax.random.PRNGKey(0)
+  keys = [training.init_key(root, training.REFINER), training.init_key(root, training.DISCRIMINATOR),
+          training.samples_key(root), jax.random.fold_in(root, training.PURPOSE_REALISM)]
+  keys += [training.step_key(root, step) for step in range(200)]
+  as_tuples = {tuple(np.asarray(jax.random.key_data(k) if jnp.issubdtype(k.dtype, jax.dtypes.prng_key) else k))
+               for k in keys}
+  assert len(as_tuples) == len(keys)
+
+
+def _one_step(config, sources, phase, state=None, count=1):
+  mesh = parallel.make_mesh(1)
+  s = training.make_setup(config, *sources, 1)
+  state = training.create_state(s, mesh) if state is None else state
+  specs = training.state_specs(state)
+  data = parallel.put_replicated({"synthetic": sources[0].device_data(), "real": sources[1].device_data()}, mesh)
+  fn = training.compile_step(training.PHASES[phase], s, mesh, specs)
+  for _ in range(count):
+    state, metrics = fn(state, data)
+  return state, metrics
+
+
+@pytest.mark.parametrize("mode", ["unroll", "loop"])
+def test_fixed_kg_follows_the_config_on_resume_on_every_path(tiny_config, array_sources, mode):
+  # A state saved with Kg 5, resumed with --config.kg=3: the old looped path (the
+  # accelerators') ran the state's 5 updates, the unrolled CPU path the config's 3.
+  tiny_config.kg, tiny_config.unroll_updates = 3, mode
+  s = training.make_setup(tiny_config, *array_sources, 1)
+  state = training.create_state(s, parallel.make_mesh(1))
+  state = state.replace(kg=jnp.asarray(5, jnp.int32))
+  state, metrics = _one_step(tiny_config, array_sources, "adversarial", state)
+  assert int(state.refiner_opt_state[0].count) == 3
+  assert float(metrics["kg"]) == 3.0 and int(state.kg) == 3
+
+
+def test_adaptive_kg_resumes_from_the_state(tiny_config, array_sources):
+  tiny_config.adaptive_kg = True
+  tiny_config.kg, tiny_config.kg_min, tiny_config.kg_max = 1, 1, 4
+  tiny_config.kg_raise_above, tiny_config.kg_lower_below = -1.0, -2.0
+  s = training.make_setup(tiny_config, *array_sources, 1)
+  state = training.create_state(s, parallel.make_mesh(1)).replace(kg=jnp.asarray(2, jnp.int32))
+  state, metrics = _one_step(tiny_config, array_sources, "adversarial", state)
+  assert int(state.refiner_opt_state[0].count) == 2 and float(metrics["kg"]) == 2.0 and int(state.kg) == 3
+
+
+def test_kd_updates_replace_half_a_batch_of_history_per_iteration(tiny_config, array_sources):
+  # Old code pushed once per discriminator update: Kd x b/2 slots per iteration.
+  tiny_config.kd = 3
+  half = tiny_config.batch_size // 2
+  state, _ = _one_step(tiny_config, array_sources, "discriminator_pretrain",
+                       count=tiny_config.history_size // half)  # fills every row
+  before = np.asarray(jax.device_get(state.history.images))
+  assert int(state.history.filled_rows) == before.shape[0]
+  state, _ = _one_step(tiny_config, array_sources, "adversarial", state)
+  after = np.asarray(jax.device_get(state.history.images))
+  changed = np.any(after != before, axis=(2, 3, 4))  # [rows, columns]
+  assert int(changed.sum()) == half and changed.sum(axis=0).tolist() == [1] * half
+  assert int(state.discriminator_opt_state[0].count) == 4 + 3
+
+
+def test_refined_images_per_step_counts_every_refiner_pass(tiny_config, array_sources):
+  tiny_config.kg, tiny_config.kd = 2, 3
+  s = training.make_setup(tiny_config, *array_sources, 1)
+  b = tiny_config.batch_size
+  assert training.refined_images_per_step(s, "refiner_pretrain", 2) == b
+  assert training.refined_images_per_step(s, "discriminator_pretrain", 2) == b // 2
+  assert training.refined_images_per_step(s, "adversarial", 2) == 2 * b + 3 * b // 2

@@ -132,7 +132,16 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c.sample_every = 1000
   c.num_sample_images = 16
   c.checkpoint_every = 1000
+  # Also a checkpoint every this many minutes of wall time (0: off), at the end of
+  # every phase and on SIGTERM/SIGINT, so a stopped run loses little.
+  c.checkpoint_every_minutes = 10.0
+  # Kept on disk: the newest max_checkpoints_to_keep, plus the keep_best_checkpoints
+  # with the lowest score (selection_score if the probe gives one, else realism_kid).
   c.max_checkpoints_to_keep = 3
+  c.keep_best_checkpoints = 3
+  # Several processes: every sync_every_steps steps they agree (one tiny all-gather)
+  # on stopping after a signal and on time-based checkpoints. One process: every step.
+  c.sync_every_steps = 10
 
   # Realism score (simgan_jax/evaluation/realism.py), logged as `realism_kid` at
   # every checkpoint: the KID between num_images refined synthetic images (the
