@@ -209,7 +209,7 @@ def train_and_evaluate(config, workdir: str, synthetic: sources_lib.ImageSource 
 
 
 def pool_memory_line(sources: dict, data: dict, num_devices: int) -> str:
-  """'pools per device: synthetic 1.2 MiB of 9.6 MiB (sharded 1/8), real ...'."""
+  """'simgan_jax: pools per device: synthetic 1.2 MiB of 9.6 MiB (sharded 1/8), real ...'."""
   parts = []
   for name, source in sources.items():
     held = sources_lib.bytes_per_device(data[name])
@@ -218,8 +218,15 @@ def pool_memory_line(sources: dict, data: dict, num_devices: int) -> str:
       continue
     total = getattr(source, "pool_bytes", held)
     how = f"sharded 1/{num_devices}" if getattr(source, "sharded", False) else "replicated"
-    parts.append(f"{name} {held / 2**20:.2f} MiB of {total / 2**20:.2f} MiB ({how})")
+    parts.append(f"{name} {_size(held)} of {_size(total)} ({how})")
   return "simgan_jax: pools per device: " + ", ".join(parts)
+
+
+def _size(num_bytes: int) -> str:
+  for unit in ("B", "KiB", "MiB", "GiB"):
+    if num_bytes < 1024 or unit == "GiB":
+      return f"{num_bytes:.3g} {unit}"
+    num_bytes /= 1024
 
 
 def make_realism_probe(config, setup: training.Setup, data, mesh, is_chief: bool = True):

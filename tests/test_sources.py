@@ -1,7 +1,5 @@
 """Array sources: input checks, sharded pools (identical batches, 1/D memory), host rows."""
 
-import functools
-
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -12,7 +10,8 @@ from simgan_jax import errors, parallel, training
 from simgan_jax.configs import default
 from simgan_jax.data import sources
 from simgan_jax.train import PHASE_ORDER
-from tests.conftest import random_pool
+from tests.conftest import npz_flags, random_pool
+from tests.test_train import final_state, launch
 from tests.test_training import assert_same_updates
 
 # 61 rows: not a multiple of 8, so the last shard is padded.
@@ -157,10 +156,30 @@ def test_training_on_sharded_pools_matches_one_device_replicated(tiny_config):
   # SGD, so an N-times gradient or a different batch (wrong rows from a shard) moves the weights.
   tiny_config.optimizer.name, tiny_config.optimizer.learning_rate = "sgd", 1e-3
   pools = [random_pool(0, N), random_pool(1, N)]
-  steps = ["refiner_pretrain", "discriminator_pretrain", "adversarial"]
+  steps = ["refiner_pretrain", "discriminator_pretrain"]  # both pools, history push included
   one = _run(tiny_config, *(sources.ArraySource(p, shard_pool="false") for p in pools), 1, steps)
   eight = _run(tiny_config, *(sources.ArraySource(p, shard_pool="true") for p in pools), 8, steps)
   init = jax.device_get(training.init_state(training.make_setup(tiny_config, None, None, 1)))
   for params in ("refiner_params", "discriminator_params"):
     assert_same_updates(getattr(init, params), getattr(one, params), getattr(eight, params))
   np.testing.assert_allclose(np.asarray(eight.history.images), np.asarray(one.history.images), atol=1e-5)
+
+
+def test_launch_on_sharded_npz_pools_prints_memory_and_resumes_bitwise(tmp_path, npz_pools):
+  # 8 fake devices; each holds 8 of the 64 pool images. A run stopped at step 6 and
+  # resumed must end bitwise equal to a straight run (the sample images of steps 5
+  # and 9 also read the sharded pools, through plain jit).
+  shard = [*npz_flags(npz_pools), "--config.synthetic_data.shard_pool=true", "--config.real_data.shard_pool=true"]
+  code, out, err = launch(tmp_path / "straight", *shard)
+  assert code == 0, err
+  row = 35 * 55  # uint8 pixels per image
+  assert (f"simgan_jax: pools per device: synthetic {8 * row / 1024:.3g} KiB of {64 * row / 1024:.3g} KiB "
+          f"(sharded 1/8), real {8 * row / 1024:.3g} KiB of {64 * row / 1024:.3g} KiB (sharded 1/8)") in out, out
+  code, _, err = launch(tmp_path / "resumed", *shard, "--config.num_iterations=1")
+  assert code == 0, err
+  code, out, err = launch(tmp_path / "resumed", *shard)
+  assert code == 0, err
+  assert "resuming at step 6 of 9" in out
+  straight, resumed = final_state(tmp_path / "straight"), final_state(tmp_path / "resumed")
+  assert int(resumed.step) == int(straight.step) == 9
+  jax.tree.map(np.testing.assert_array_equal, resumed, straight)
