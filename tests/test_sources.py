@@ -104,10 +104,12 @@ BAD_IMAGES = [
      "(uint8 0..255 data: images.astype(np.uint8))"),
     (np.full((2, 3, 3, 1), 255, np.int32), "images are int32 255..255; expected uint8 0..255 or float in "
      "[-1, 1] (e.g. images.astype(np.uint8) for 0..255)"),
-    (np.full((2, 3, 3, 1), np.nan, np.float32), "images are float32 with NaN or Inf values; expected uint8 "
+    (np.full((2, 3, 3, 1), np.nan, np.float32), "images are float32 with NaN values; expected uint8 "
      "0..255 or float in [-1, 1]"),
     (np.full((2, 3, 3, 1), -1.5, np.float32), "images are float32 -1.5..-1.5; expected uint8 0..255 or "
      "float in [-1, 1]"),
+    (np.full((2, 3, 3, 1), np.inf, np.float32), "images are float32 inf..inf; expected uint8 0..255 or "
+     "float in [-1, 1] (uint8 0..255 data: images.astype(np.uint8))"),
     (np.zeros((2, 3, 3, 1), bool), "images are bool; expected uint8 0..255 or float in [-1, 1]"),
 ]
 
@@ -156,12 +158,13 @@ def test_training_on_sharded_pools_matches_one_device_replicated(tiny_config):
   # SGD, so an N-times gradient or a different batch (wrong rows from a shard) moves the weights.
   tiny_config.optimizer.name, tiny_config.optimizer.learning_rate = "sgd", 1e-3
   pools = [random_pool(0, N), random_pool(1, N)]
-  steps = ["refiner_pretrain", "discriminator_pretrain"]  # both pools, history push included
+  # One discriminator step samples both pools (real, and synthetic to refine) and
+  # pushes to the history: one compile per mesh keeps this test short.
+  steps = ["discriminator_pretrain"]
   one = _run(tiny_config, *(sources.ArraySource(p, shard_pool="false") for p in pools), 1, steps)
   eight = _run(tiny_config, *(sources.ArraySource(p, shard_pool="true") for p in pools), 8, steps)
   init = jax.device_get(training.init_state(training.make_setup(tiny_config, None, None, 1)))
-  for params in ("refiner_params", "discriminator_params"):
-    assert_same_updates(getattr(init, params), getattr(one, params), getattr(eight, params))
+  assert_same_updates(init.discriminator_params, one.discriminator_params, eight.discriminator_params)
   np.testing.assert_allclose(np.asarray(eight.history.images), np.asarray(one.history.images), atol=1e-5)
 
 
@@ -183,3 +186,20 @@ def test_launch_on_sharded_npz_pools_prints_memory_and_resumes_bitwise(tmp_path,
   straight, resumed = final_state(tmp_path / "straight"), final_state(tmp_path / "resumed")
   assert int(resumed.step) == int(straight.step) == 9
   jax.tree.map(np.testing.assert_array_equal, resumed, straight)
+
+
+def test_realism_probe_picks_the_same_images_from_a_sharded_pool(tiny_config):
+  # The probe used to read each pool's first device copy: with a sharded pool that
+  # is 1/8 of the rows, and its sample() would take the collective path outside shard_map.
+  from simgan_jax import train
+
+  tiny_config.realism.num_images, tiny_config.realism.subset_size, tiny_config.realism.num_subsets = 16, 8, 2
+  scores = []
+  for shard_pool, num_devices in (("false", 1), ("true", 8)):
+    pools = [sources.ArraySource(random_pool(seed, N), shard_pool=shard_pool) for seed in (0, 1)]
+    mesh = parallel.make_mesh(num_devices)
+    setup = training.make_setup(tiny_config, *pools, num_devices)
+    data = {"synthetic": sources.place(pools[0], mesh)[0], "real": sources.place(pools[1], mesh)[0]}
+    probe = train.make_realism_probe(tiny_config, setup, data, mesh)
+    scores.append(probe(jax.device_get(training.init_state(setup).refiner_params)))
+  assert scores[0] == scores[1]
