@@ -164,7 +164,7 @@ def test_two_folders_of_one_size_in_one_data_dir_keep_their_own_images(tmp_path)
   assert first.builder_config == "6x6x1" and second.builder_config.startswith("6x6x1_src")
   assert first.path != second.path
   assert any(f"was prepared from {tmp_path / 'synth'} (3 files), not {tmp_path / 'real'} (3 files); "
-             f"prepared this folder as builder_config {second.builder_config!r}" in n for n in second.notes)
+             f"this folder's set is builder_config {second.builder_config!r}" in n for n in second.notes)
   for summary, name in ((first, "synth"), (second, "real")):
     ex = _examples(summary)
     for file_name, image in pixels[name].items():

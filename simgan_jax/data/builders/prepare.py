@@ -76,7 +76,7 @@ def prepare(dataset: str, manual_dir: str, data_dir: str | None = None, *,
                            f"fingerprint name; delete it to rebuild")
   config = builder.builder_config
   if notes:
-    notes[-1] += f"; prepared this folder as builder_config {config.name!r}"
+    notes[-1] += f"; this folder's set is builder_config {config.name!r}"
   if builder.is_prepared():
     # TFDS never overwrites; report what the earlier run recorded.
     metadata = builder.info.metadata or {}
