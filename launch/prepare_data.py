@@ -10,7 +10,10 @@ r"""Prepares a real dataset from downloaded files as TFDS array_record (no Tenso
 
 Output goes to --data_dir (default $TFDS_DATA_DIR or ~/tensorflow_datasets) as
 <dataset>/<builder config>/1.0.0; the summary prints the builder config name the
-training config's ``builder_config`` field should name. All logic lives in
+training config's ``builder_config`` field should name. The dataset records
+--manual_dir and a fingerprint of its files; a config name that already holds
+another folder's data gets this folder as <name>_src<fingerprint> instead (the
+summary says so), or set the training config's ``manual_dir`` to find it. All logic lives in
 simgan_jax.data.builders.prepare; docs/datasets.md describes each layout. Other
 libraries' log lines (TFDS's "Using custom data configuration", ...) are shown
 only with --verbose.

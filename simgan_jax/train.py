@@ -30,6 +30,7 @@ at every step, without any collective.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -231,7 +232,9 @@ def train_and_evaluate(config, workdir: str, synthetic: sources_lib.ImageSource 
   check_image_shapes(config, synthetic, real)
 
   setup = training.make_setup(config, synthetic, real, num_devices)
-  data = parallel.put_replicated({"synthetic": synthetic.device_data(), "real": real.device_data()}, mesh)
+  placed = {"synthetic": sources_lib.place(synthetic, mesh), "real": sources_lib.place(real, mesh)}
+  data = {name: d for name, (d, _) in placed.items()}
+  data_specs = {name: spec for name, (_, spec) in placed.items()}
   state = training.create_state(setup, mesh)
   specs = training.state_specs(state)
   mngr = checkpoints.manager(workdir, config.max_checkpoints_to_keep, config.keep_best_checkpoints)
@@ -251,16 +254,17 @@ def train_and_evaluate(config, workdir: str, synthetic: sources_lib.ImageSource 
   last_saved = step if restored is not None else None
   total = sum(phase_lengths(config).values())
   phase_ends = _phase_ends(config)
-  step_fns = {phase: metric_writer.timed_first_call(training.compile_step(fn, setup, mesh, specs),
+  step_fns = {phase: metric_writer.timed_first_call(training.compile_step(fn, setup, mesh, specs, data_specs),
                                                    phase.replace("_", " "), is_chief)
               for phase, fn in training.PHASES.items()}
   sample_fn = training.make_sample_fn(setup, config.num_sample_images)
-  realism_probe = make_realism_probe(config, setup, data) if is_chief else None
+  realism_probe = make_realism_probe(config, setup, data, mesh, is_chief)
   probing = bool(config.get("realism") and config.realism.num_images)
   writer = metric_writer.MetricWriter(workdir, enabled=is_chief)
   chief_print(f"simgan_jax: {num_devices} device(s) on {jax.process_count()} process(es), "
               f"{'resuming at' if restored is not None else 'starting at'} step {step} of {total}, "
               f"workdir {workdir}")
+  chief_print(pool_memory_line({"synthetic": synthetic, "real": real}, data, num_devices))
 
   # Throughput since the last report: steps and images the refiner processed.
   kg_now = int(config.kg) if not config.adaptive_kg else int(state.kg)
@@ -420,14 +424,36 @@ def _get(tree: dict, name: str):
   return tree
 
 
-def make_realism_probe(config, setup: training.Setup, data):
+def pool_memory_line(sources: dict, data: dict, num_devices: int) -> str:
+  """'simgan_jax: pools per device: synthetic 1.2 MiB of 9.6 MiB (sharded 1/8), real ...'."""
+  parts = []
+  for name, source in sources.items():
+    held = sources_lib.bytes_per_device(data[name])
+    if not held and not jax.tree.leaves(data[name]):
+      parts.append(f"{name} none (rendered on device)")
+      continue
+    total = getattr(source, "pool_bytes", held)
+    how = f"sharded 1/{num_devices}" if getattr(source, "sharded", False) else "replicated"
+    parts.append(f"{name} {_size(held)} of {_size(total)} ({how})")
+  return "simgan_jax: pools per device: " + ", ".join(parts)
+
+
+def _size(num_bytes: int) -> str:
+  for unit in ("B", "KiB", "MiB", "GiB"):
+    if num_bytes < 1024 or unit == "GiB":
+      return f"{num_bytes:.3g} {unit}"
+    num_bytes /= 1024
+
+
+def make_realism_probe(config, setup: training.Setup, data, mesh, is_chief: bool = True):
   """``refiner params (host) -> {"realism_kid", "realism_kid_std", "realism_kid_unrefined"}``,
   or None when ``config.realism.num_images`` is 0.
 
   The same ``num_images`` synthetic images (fixed keys from ``config.realism.seed``)
   are refined at each call and compared with ``num_images`` real-pool images by
-  KID on fixed random features (``evaluation/realism.py``). Runs on this process's
-  first device only (no collectives), so only the chief needs to call it.
+  KID on fixed random features (``evaluation/realism.py``). Every process calls
+  it (the images are picked once from the pools, which may be sharded); the
+  probe itself runs on the chief's first device only, and is None elsewhere.
   """
   r = config.get("realism")
   if r is None or not r.num_images:
@@ -440,15 +466,18 @@ def make_realism_probe(config, setup: training.Setup, data):
   key = jax.random.fold_in(jax.random.PRNGKey(r.seed), training.PURPOSE_REALISM)
   keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(r.num_images))
   device = jax.local_devices()[0]
-  local = jax.tree.map(lambda x: x.addressable_data(0), data)
 
-  @jax.jit
+  # Over the global (replicated or sharded) pools, on every process; replicated out.
+  @functools.partial(jax.jit, out_shardings=jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
   def pick(d, keys):
     real_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
     return (setup.synthetic.sample(d["synthetic"], keys)["image"],
             setup.real.sample(d["real"], real_keys)["image"])
 
-  synthetic, real = jax.device_get(pick(local, jax.device_put(keys, device)))
+  keys = parallel.put_replicated(np.asarray(keys), mesh)
+  synthetic, real = (np.asarray(x.addressable_data(0)) for x in pick(data, keys))
+  if not is_chief:
+    return None
   image_shape = tuple(synthetic.shape[1:])
   scorer = realism.RealismScorer(real, image_shape, seed=r.seed, subset_size=r.subset_size,
                                  num_subsets=r.num_subsets)

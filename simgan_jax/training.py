@@ -371,9 +371,10 @@ PHASES = {
 }
 
 
-def compile_step(step_fn, s: Setup, mesh: Mesh, specs: TrainState):
-  """jit(shard_map(step)) with the state donated; data is replicated."""
-  mapped = jax.shard_map(functools.partial(step_fn, s), mesh=mesh, in_specs=(specs, P()),
+def compile_step(step_fn, s: Setup, mesh: Mesh, specs: TrainState, data_specs: Any = P()):
+  """jit(shard_map(step)) with the state donated; data as ``data_specs`` (replicated
+  by default; ``sources.place`` gives the specs of sharded pools)."""
+  mapped = jax.shard_map(functools.partial(step_fn, s), mesh=mesh, in_specs=(specs, data_specs),
                          out_specs=(specs, P()))
   return jax.jit(mapped, donate_argnums=0)
 

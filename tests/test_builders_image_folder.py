@@ -150,3 +150,67 @@ def test_config_describes_its_real_size():
   assert derive_config(ImageFolder, None, channels=3).description == "35x55 RGB images"
   assert [c.description for c in ImageFolder.BUILDER_CONFIGS] == [
       "35x55 grey images", "224x224 grey images", "64x64 RGB images"]
+
+
+def _two_folders(tmp_path):
+  rng = np.random.default_rng(5)
+  pixels = {name: {f"{i}.png": rng.integers(0, 256, (6, 6), dtype=np.uint8) for i in range(3)}
+            for name in ("synth", "real")}
+  for name, images in pixels.items():
+    fixtures_data.write_image_folder(tmp_path / name, images)
+  return pixels
+
+
+def test_two_folders_of_one_size_in_one_data_dir_keep_their_own_images(tmp_path):
+  # The old prepare() found "6x6x1" prepared and returned the first folder's images
+  # for the second ("already prepared, nothing rebuilt").
+  from simgan_jax import errors
+  from simgan_jax.configs import default
+  from simgan_jax.data import sources, tfds_sources
+
+  pixels = _two_folders(tmp_path)
+  size = {"height": 6, "width": 6}
+  first = prepare("image_folder", tmp_path / "synth", tmp_path / "data", overrides=size)
+  second = prepare("image_folder", tmp_path / "real", tmp_path / "data", overrides=size)
+  assert first.builder_config == "6x6x1" and second.builder_config.startswith("6x6x1_src")
+  assert first.path != second.path
+  assert any(f"was prepared from {tmp_path / 'synth'} (3 files), not {tmp_path / 'real'} (3 files); "
+             f"this folder's set is builder_config {second.builder_config!r}" in n for n in second.notes)
+  for summary, name in ((first, "synth"), (second, "real")):
+    ex = _examples(summary)
+    for file_name, image in pixels[name].items():
+      np.testing.assert_array_equal(ex[file_name]["image"][..., 0], image)
+    metadata = json.loads(open(os.path.join(summary.path, "metadata.json")).read())
+    assert metadata["source"]["manual_dir"] == str(tmp_path / name) and metadata["source"]["files"] == 3
+
+  # Preparing either folder again rebuilds nothing and names its own set.
+  again = prepare("image_folder", tmp_path / "real", tmp_path / "data", overrides=size)
+  assert again.path == second.path and any("already prepared from this folder" in n for n in again.notes)
+
+  # Training sources: by name, or by manual_dir with the base name (finds the _src set).
+  for name, builder_config in (("synth", "6x6x1"), ("real", second.builder_config), ("real", "6x6x1")):
+    config = default.data_config("image_folder", data_dir=str(tmp_path / "data"), builder_config=builder_config,
+                                 manual_dir=str(tmp_path / name) if builder_config == "6x6x1" else "")
+    source = sources.make_source(config, (6, 6, 1), field="real_data")
+    order = sorted(pixels[name])  # the builder shuffles: match rows by content
+    got = sorted(source.images[..., 0].tolist())
+    assert got == sorted(pixels[name][f].tolist() for f in order)
+
+  # A set read with a manual_dir it was not prepared from: one line.
+  (tmp_path / "other").mkdir()
+  (tmp_path / "other" / "x.png").write_bytes(b"")
+  config = default.data_config("image_folder", data_dir=str(tmp_path / "data"), builder_config="6x6x1",
+                               manual_dir=str(tmp_path / "other"))
+  with pytest.raises(errors.DataError) as e:
+    sources.make_source(config, (6, 6, 1), field="real_data")
+  assert str(e.value) == (
+      f"config.real_data.manual_dir={tmp_path / 'other'}: {tmp_path}/data/image_folder/6x6x1/1.0.0 was prepared "
+      f"from {tmp_path / 'synth'}; run python launch/prepare_data.py --dataset=image_folder "
+      f"--manual_dir={tmp_path / 'other'} --data_dir={tmp_path / 'data'}")
+  # A folder whose files changed since it was prepared is not its old set either.
+  fixtures_data.write_image_folder(tmp_path / "synth", {"3.png": np.zeros((6, 6), np.uint8)})
+  config.manual_dir = str(tmp_path / "synth")
+  with pytest.raises(errors.DataError, match=r"6x6x1/1.0.0 was prepared from .*synth before its files changed"):
+    tfds_sources.prepared_path("image_folder", str(tmp_path / "data"), "6x6x1", str(tmp_path / "synth"))
+  changed = prepare("image_folder", tmp_path / "synth", tmp_path / "data", overrides=size)
+  assert changed.examples == {"train": 4} and changed.builder_config not in ("6x6x1", second.builder_config)

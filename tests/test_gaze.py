@@ -14,6 +14,7 @@ import pytest
 from tests.conftest import REPO
 from simgan_jax import parallel
 from simgan_jax.configs import gaze as gaze_config
+from simgan_jax.data import sources
 from simgan_jax.data.sources import ArraySource
 from simgan_jax.evaluation import data, gaze, gaze_training
 from simgan_jax.simulators import eyes
@@ -98,8 +99,8 @@ def _train(config, source, num_devices, num_steps):
   mesh = parallel.make_mesh(num_devices)
   s = gaze_training.make_setup(config, source, num_devices)
   state = gaze_training.create_state(s, mesh)
-  step_fn = gaze_training.compile_train_step(s, mesh, gaze_training.state_specs(state))
-  data = parallel.put_replicated(source.device_data(), mesh)
+  data, data_specs = sources.place(source, mesh)
+  step_fn = gaze_training.compile_train_step(s, mesh, gaze_training.state_specs(state), data_specs)
   losses = []
   for _ in range(num_steps):
     state, metrics = step_fn(state, data)
@@ -115,7 +116,9 @@ def test_sgd_on_eight_devices_takes_the_one_device_step():
   s = gaze_training.make_setup(config, source, 1)
   init = jax.device_get(gaze_training.init_state(s)).params
   state1, losses1 = _train(config, source, 1, 4)
-  state8, losses8 = _train(config, source, 8, 4)
+  # ... and a pool sharded over the 8 devices (4 rows each) must give the same batches.
+  sharded = ArraySource(source.images, source.labels, shard_pool="true")
+  state8, losses8 = _train(config, sharded, 8, 4)
   np.testing.assert_allclose(losses8, losses1, rtol=1e-4)
   assert_same_updates(init, state1.params, state8.params)
 

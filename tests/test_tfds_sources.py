@@ -56,17 +56,32 @@ def test_shape_mismatch_names_both_shapes(prepared):
     sources.make_source(config, (36, 60, 1))
 
 
+class _Device:
+  def __init__(self, process_index):
+    self.process_index = process_index
+
+
 def test_max_examples_and_host_shards(prepared, monkeypatch):
   full = _all(prepared, "mpiigaze", "crop", "train")
   images, labels = tfds_sources.load_split("mpiigaze", data_dir=prepared, max_examples=7)
   np.testing.assert_array_equal(images, np.stack([e["image"] for e in full[:7]]))
+  # Two hosts of 4 devices: each reads only the rows of its devices' shards
+  # (ceil(28 / 8) = 4 per device), which sources.place then puts on them.
+  assert len(full) == 28
+  monkeypatch.setattr(jax, "devices", lambda: [_Device(p) for p in (0, 0, 0, 0, 1, 1, 1, 1)])
   shards = []
-  monkeypatch.setattr(jax, "process_count", lambda: 3)
-  for index in range(3):
+  for index in range(2):
     monkeypatch.setattr(jax, "process_index", lambda index=index: index)
-    shards.append(tfds_sources.load_split("mpiigaze", data_dir=prepared, host_shard=True)[0])
-  assert [len(s) for s in shards] == [len(full) * (i + 1) // 3 - len(full) * i // 3 for i in range(3)]
+    config = default.data_config("mpiigaze", data_dir=prepared, host_shard=True)
+    source = sources.make_source(config, (35, 55, 1), field="real_data")
+    assert source.total == 28 and source.row_offset == 16 * index and source.sharded
+    shards.append(source.images)
+  assert [len(s) for s in shards] == [16, 12]
   np.testing.assert_array_equal(np.concatenate(shards), np.stack([e["image"] for e in full]))
+  config = default.data_config("mpiigaze", data_dir=prepared, host_shard=True, shard_pool="false")
+  with pytest.raises(errors.ConfigError, match=r"^config.real_data.host_shard: each host would hold a "
+                     r"different part of the pool while shard_pool=false"):
+    sources.make_source(config, (35, 55, 1), field="real_data")
 
 
 def test_label_selection_and_image_folder(prepared):
@@ -93,3 +108,44 @@ def test_epoch_permutation_is_a_function_of_seed_and_epoch():
   np.testing.assert_array_equal(a, tfds_sources.epoch_permutation(10, seed=3, epoch=1))
   assert sorted(a) == list(range(10))
   assert not np.array_equal(a, tfds_sources.epoch_permutation(10, seed=3, epoch=2))
+
+
+def test_host_shard_on_two_processes_samples_the_one_process_batch(prepared, tmp_path):
+  # Two processes of 4 CPU devices: each reads only its rows from disk, and the
+  # batch sampled inside shard_map is the batch of one process holding the whole
+  # pool. Before, host_shard marked each host's slice as replicated, so hosts
+  # sampled different pools under the same indices.
+  import os
+  import subprocess
+  import sys
+
+  from jax.sharding import PartitionSpec as P
+
+  from simgan_jax import parallel
+  from tests.conftest import REPO
+  from tests.test_multiprocess import free_port
+
+  address = f"127.0.0.1:{free_port()}"
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu",
+             JAX_COORDINATOR_BIND_ADDRESS=address)
+  out = tmp_path / "batch.npz"
+  procs = [subprocess.Popen([sys.executable, os.path.join(REPO, "tests", "host_shard_worker.py"), address,
+                             str(i), prepared, str(out)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True) for i in range(2)]
+  for p in procs:
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err[-3000:]
+  got = dict(np.load(out))
+  # 28 rows, 4 per device: process 0 read rows [0, 16), process 1 rows [16, 28).
+  np.testing.assert_array_equal(got.pop("rows"), [[0, 16], [16, 12]])
+  assert int(got.pop("held")) == 4 * (35 * 55 + 4 * (3 + 2 + 3 + 1 + 1))
+
+  whole = sources.make_source(default.data_config("mpiigaze", data_dir=prepared, shard_pool="false"),
+                              (35, 55, 1))
+  mesh = parallel.make_mesh(1)
+  fn = jax.jit(jax.shard_map(lambda d, k: whole.sample(d, parallel.example_keys(k, 16)), mesh=mesh,
+                             in_specs=(P(), P()), out_specs=P(parallel.AXIS)))
+  want = jax.device_get(fn(whole.device_data(), jax.random.PRNGKey(7)))
+  assert set(got) == set(want)
+  for name in want:
+    np.testing.assert_array_equal(got[name], want[name], err_msg=name)

@@ -189,7 +189,9 @@ def data_config(name: str, **overrides) -> ml_collections.ConfigDict:
   d.data_dir = ""  # TFDS sources: where prepared datasets live (default ~/tensorflow_datasets)
   d.builder_config = ""  # TFDS sources: builder config name, e.g. "real" / "synthetic"
   d.max_examples = 0  # 0: the whole split
-  d.host_shard = False  # multi-host: each process loads only its shard of the split
+  d.host_shard = False  # multi-host: each process reads only its devices' rows (sharded pool)
+  d.shard_pool = "auto"  # pool split across devices: auto (above 256 MiB), true, false
+  d.manual_dir = ""  # TFDS sources: folder the set was prepared from (checked, picks the match)
   d.cache_dir = ""  # built-in target domain: cache folder ('' = ~/.cache/simgan_jax)
   d.num_train = 50000  # built-in target domain: size of the unlabelled training pool
   d.update(overrides)

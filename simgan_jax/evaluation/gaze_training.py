@@ -117,8 +117,9 @@ def train_step(s: GazeSetup, state: GazeTrainState, data):
   return state, lax.pmean(metrics, AXIS)
 
 
-def compile_train_step(s: GazeSetup, mesh: Mesh, specs: GazeTrainState):
-  mapped = jax.shard_map(functools.partial(train_step, s), mesh=mesh, in_specs=(specs, P()),
+def compile_train_step(s: GazeSetup, mesh: Mesh, specs: GazeTrainState, data_specs: Any = P()):
+  """jit(shard_map(train_step)); ``data_specs`` from ``sources.place`` (replicated by default)."""
+  mapped = jax.shard_map(functools.partial(train_step, s), mesh=mesh, in_specs=(specs, data_specs),
                          out_specs=(specs, P()))
   return jax.jit(mapped, donate_argnums=0)
 
@@ -228,14 +229,14 @@ def train_gaze_estimator(config, train_source: sources_lib.ImageSource,
       raise ConfigError(f"--workdir {workdir}: not writable ({e.strerror or e})") from None
 
   s = make_setup(config, train_source, num_devices)
-  data = parallel.put_replicated(train_source.device_data(), mesh)
+  data, data_specs = sources_lib.place(train_source, mesh)  # sharded if the pool is (sources.py)
   state = create_state(s, mesh)
   specs = state_specs(state)
   mngr = checkpoints.manager(workdir, config.max_checkpoints_to_keep)
   restored = checkpoints.restore_latest(mngr, state)
   state = state if restored is None else restored
   step = int(state.step)  # the one host read of the state before the loop
-  step_fn = compile_train_step(s, mesh, specs)
+  step_fn = compile_train_step(s, mesh, specs, data_specs)
   predict_fn = make_predict_fn(s.model, mesh)
   writer = metric_writer.MetricWriter(workdir, enabled=is_chief)
   log = metric_writer.print_line if is_chief else (lambda line: None)

@@ -24,7 +24,8 @@ from simgan_jax.data.sources import ArraySource, register_source
 from simgan_jax.simulators import eyes, target, target_dataset
 
 # Declared in every data section so the command line can set them; unused here.
-GENERIC_FIELDS = ("path", "data_dir", "builder_config", "max_examples", "host_shard", "labels")
+GENERIC_FIELDS = ("path", "data_dir", "builder_config", "max_examples", "host_shard", "labels",
+                  "shard_pool", "manual_dir")
 _TARGET_FIELDS = ("name", "split", "cache_dir", "num_train", "num_validation", "num_test", "seed")
 
 
@@ -125,4 +126,5 @@ def eyesim_target_source(config, image_shape) -> ArraySource:
   split = _split(config)
   images, labels = target_dataset.load_split(split, dataset_config(config, image_shape),
                                              cache_dir=_fields(config).get("cache_dir"))
-  return ArraySource(images, labels)
+  shard_pool = (config.get("shard_pool") if hasattr(config, "get") else None) or "auto"
+  return ArraySource(images, labels, shard_pool=shard_pool, where=f"eyesim_target split {split!r}")

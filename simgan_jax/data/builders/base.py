@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import hashlib
 import inspect
 import os
 import pathlib
@@ -42,6 +43,36 @@ class Skip:
 def default_data_dir() -> str:
   """Where prepared datasets go unless told otherwise (TFDS's own default)."""
   return os.path.expanduser(os.environ.get("TFDS_DATA_DIR", "~/tensorflow_datasets"))
+
+
+def source_record(manual_dir) -> dict[str, Any]:
+  """What a prepared dataset records about the folder it was built from.
+
+  The fingerprint is a SHA-256 of the sorted list of every file under
+  ``manual_dir`` (symlinks followed) as ``relative path, size in bytes, mtime in
+  ns``: no file is read, so it is fast on millions of files, and it changes
+  when a file is added, removed, renamed, resized or rewritten (a new mtime);
+  a copy that keeps mtimes (``cp -p``, ``rsync -a``) keeps it.
+  """
+  root = os.path.abspath(os.path.expanduser(os.fspath(manual_dir)))
+  digest, count, size = hashlib.sha256(), 0, 0
+  for folder, dirs, files in os.walk(root, followlinks=True):
+    dirs.sort()
+    for name in sorted(files):
+      path = os.path.join(folder, name)
+      try:
+        stat = os.stat(path)
+      except OSError:
+        continue  # a dangling link: not a file the builders can read either
+      relative = os.path.relpath(path, root).replace(os.sep, "/")
+      digest.update(f"{relative}\0{stat.st_size}\0{stat.st_mtime_ns}\n".encode())
+      count, size = count + 1, size + stat.st_size
+  return {"manual_dir": root, "fingerprint": digest.hexdigest(), "files": count, "bytes": size}
+
+
+def source_suffix(record: dict[str, Any]) -> str:
+  """The suffix naming a builder config prepared from ``record``'s folder."""
+  return "_src" + record["fingerprint"][:8]
 
 
 def derive_config(builder_cls, base: str | None = None, **overrides) -> tfds.core.BuilderConfig:
@@ -172,6 +203,8 @@ class ManualBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     if not any(manual_dir.iterdir()):
       raise BadFileError(manual_dir, f"manual_dir is empty; expected {self.MANUAL_DOWNLOAD_INSTRUCTIONS}")
     self._manual_dir = manual_dir
+    if getattr(self, "source", None):  # set by prepare(); saved in metadata.json
+      self.info.metadata["source"] = dict(self.source)
     items = self._list_items(manual_dir)
     if not items:
       raise BadFileError(manual_dir, f"nothing to prepare; expected {self.MANUAL_DOWNLOAD_INSTRUCTIONS}")

@@ -7,8 +7,9 @@ import os
 
 import tensorflow_datasets as tfds
 
+from simgan_jax import errors
 from simgan_jax.data.builders import BUILDERS
-from simgan_jax.data.builders.base import Skip, default_data_dir, derive_config
+from simgan_jax.data.builders.base import Skip, default_data_dir, derive_config, source_record, source_suffix
 
 
 @dataclasses.dataclass(frozen=True)
@@ -38,8 +39,15 @@ def prepare(dataset: str, manual_dir: str, data_dir: str | None = None, *,
     skip_bad_files: record bad files as skips instead of stopping at the first.
     progress: show a progress bar per split.
 
+  The dataset records ``manual_dir`` and its fingerprint (``base.source_record``)
+  in ``metadata.json``. If the config's name already holds a dataset from another
+  folder (or from this folder before its files changed), this one is prepared as
+  ``<name>_src<first 8 hex digits of the fingerprint>`` and a note says so; the
+  training config finds it by that name or by its ``manual_dir`` field.
+
   Returns:
-    A Summary; ``format_summary`` renders it.
+    A Summary (``builder_config`` is the name it was prepared under);
+    ``format_summary`` renders it.
 
   Raises:
     BadFileError: a missing, misplaced or malformed file (unless skipped).
@@ -48,25 +56,45 @@ def prepare(dataset: str, manual_dir: str, data_dir: str | None = None, *,
     raise ValueError(f"--dataset: unknown dataset {dataset!r}; known: {', '.join(sorted(BUILDERS))}")
   cls = BUILDERS[dataset]
   config = derive_config(cls, builder_config, **(overrides or {}))
-  builder = cls(data_dir=data_dir or default_data_dir(), config=config,
-                skip_bad_files=skip_bad_files, progress=progress)
+  source = source_record(manual_dir)
+  builder, notes = None, []
+  # The config's own name, unless it holds another folder's data: then the name
+  # with this folder's fingerprint (never the other folder's examples).
+  for candidate in (config, dataclasses.replace(config, name=config.name + source_suffix(source))):
+    builder = cls(data_dir=data_dir or default_data_dir(), config=candidate,
+                  skip_bad_files=skip_bad_files, progress=progress)
+    if not builder.is_prepared():
+      break
+    recorded = (builder.info.metadata or {}).get("source")
+    if recorded and recorded.get("fingerprint") == source["fingerprint"]:
+      break
+    held = (f"was prepared from {recorded.get('manual_dir')} ({recorded.get('files')} files)" if recorded
+            else "records no source folder (prepared by an older version)")
+    notes.append(f"{builder.data_dir} {held}, not {source['manual_dir']} ({source['files']} files)")
+  else:
+    raise errors.DataError(f"{builder.data_dir}: holds another folder's data under this folder's "
+                           f"fingerprint name; delete it to rebuild")
+  config = builder.builder_config
+  if notes:
+    notes[-1] += f"; this folder's set is builder_config {config.name!r}"
   if builder.is_prepared():
     # TFDS never overwrites; report what the earlier run recorded.
     metadata = builder.info.metadata or {}
     skipped = tuple(Skip(**s) for s in metadata.get("skipped", []))
-    notes = (f"already prepared, nothing rebuilt (delete {builder.data_dir} to rebuild)",
-             *metadata.get("notes", []))
+    notes = (*notes, f"already prepared from this folder, nothing rebuilt (delete {builder.data_dir} "
+             "to rebuild)", *metadata.get("notes", []))
   else:
+    builder.source = source
     builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-        manual_dir=os.path.abspath(os.path.expanduser(os.fspath(manual_dir)))))
-    skipped, notes = tuple(builder.skipped), tuple(builder.notes)
+        manual_dir=source["manual_dir"]))
+    skipped, notes = tuple(builder.skipped), (*notes, *builder.notes)
   return Summary(
       dataset=dataset,
       builder_config=config.name,
       path=str(builder.data_dir),
       examples={name: split.num_examples for name, split in builder.info.splits.items()},
       skipped=skipped,
-      notes=notes,
+      notes=tuple(notes),
   )
 
 
