@@ -3,6 +3,8 @@ r"""Refines a synthetic dataset with a trained SimGAN refiner. Logic: simgan_jax
   python launch/refine.py --checkpoint=runs/eyesim --data=eyesim --num_examples=100000 \
       --out=data/refined_eyesim
   python launch/refine.py --checkpoint=runs/unity --data=unityeyes --out=data/refined_unity
+  python launch/refine.py --checkpoint=runs/eyesim --step=best --data=eyesim --num_examples=100000 \
+      --out=data/refined_best
   python launch/train_gaze.py --train_data=tfds:data/refined_eyesim --workdir=runs/gaze_refined
 
 --data: eyesim (needs --num_examples) | npz:PATH | NAME[/BUILDER_CONFIG][:SPLIT] |
@@ -25,7 +27,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from launch import common  # pylint: disable=g-import-not-at-top
 
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "SimGAN training workdir to take the refiner from.")
-_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the newest).")
+_STEP = flags.DEFINE_string("step", None, "Checkpoint step (default: the newest), or 'best': the lowest "
+                            "selection_score in CHECKPOINT/metrics.jsonl among the checkpoints on disk.")
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "SimGAN config file (default: CHECKPOINT/config.json).", lock_config=True)
 _DATA = flags.DEFINE_string("data", "eyesim", "Synthetic set to refine (a data spec).")

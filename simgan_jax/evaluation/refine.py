@@ -377,14 +377,16 @@ def is_done(out_dir: str) -> bool:
 
 
 def refine_dataset(config, checkpoint_dir: str, data_spec: str, out_dir: str, *, num_examples: int = 0,
-                   step: int | None = None, chunk_size: int = DEFAULT_CHUNK_SIZE, seed: int = 0,
+                   step: int | str | None = None, chunk_size: int = DEFAULT_CHUNK_SIZE, seed: int = 0,
                    keep_synthetic: bool = False, data_dir: str = "", cache_dir: str = "",
                    progress: bool = True, on_chunk: Callable[[int], None] | None = None) -> str:
   """Refines ``data_spec`` with the refiner of ``checkpoint_dir`` into a TFDS dataset at ``out_dir``.
 
   Returns ``out_dir`` (the dataset folder; see the module docstring).
   ``config``: the SimGAN config of the run (``load_config(checkpoint_dir)``).
-  ``step``: the checkpoint (default: newest). ``num_examples``: images to render
+  ``step``: the checkpoint (default: newest), or ``"best"``: the lowest
+  ``selection_score`` in ``metrics.jsonl`` among the checkpoints on disk
+  (``evaluation/selection.py``). ``num_examples``: images to render
   from the simulator, or the first N of a finite set (0 = all). ``data_dir`` /
   ``cache_dir``: where prepared TFDS datasets and the target-domain cache live.
   ``on_chunk(chunk_index)`` is called after each chunk is saved (for tests).
@@ -393,6 +395,10 @@ def refine_dataset(config, checkpoint_dir: str, data_spec: str, out_dir: str, *,
     raise ConfigError(f"--chunk_size: must be an integer > 0, got {chunk_size!r}")
   if num_examples < 0:
     raise ConfigError(f"--num_examples: must be >= 0, got {num_examples}")
+  from simgan_jax.evaluation import selection  # pylint: disable=g-import-not-at-top
+
+  _check_workdir(checkpoint_dir)
+  step = selection.resolve_step(config, checkpoint_dir, step)
   params, step = restore_refiner(config, checkpoint_dir, step)
   mesh = parallel.local_mesh(config.get("num_devices", 0))
   source = _Input(config, data_spec, num_examples, seed, keep_synthetic, mesh, chunk_size, data_dir, cache_dir)
