@@ -181,3 +181,22 @@ def test_launcher_end_to_end_and_one_line_errors(tmp_path, workdir, simulated):
   code, _, err = launch(f"--checkpoint={tmp_path}/missing", f"--out={out}")
   assert code == 1 and "Traceback" not in err
   assert err.strip().splitlines()[-1] == f"error: --checkpoint {tmp_path}/missing: no such directory"
+
+
+def test_step_best_reads_the_selection_score(tmp_path, workdir, config):
+  import json  # pylint: disable=g-import-not-at-top
+  import shutil  # pylint: disable=g-import-not-at-top
+
+  run = tmp_path / "run"
+  shutil.copytree(workdir, run)
+  with open(run / "metrics.jsonl", "w") as f:
+    f.write(json.dumps({"step": 0, "realism_kid": 0.5, "selection_score": float("inf"), "collapsed": 1.0}) + "\n")
+  # The only checkpoint collapsed: --step=best refuses it in one line instead of refining with it.
+  with pytest.raises(ConfigError, match="no checkpoint qualifies for selection"):
+    refine.refine_dataset(config, str(run), "eyesim", str(tmp_path / "a"), num_examples=8, step="best",
+                          progress=False)
+  with open(run / "metrics.jsonl", "a") as f:
+    f.write(json.dumps({"step": 0, "realism_kid": 0.5, "selection_score": 0.5}) + "\n")
+  out = refine.refine_dataset(config, str(run), "eyesim", str(tmp_path / "b"), num_examples=8, step="best",
+                              progress=False)
+  assert json.load(open(os.path.join(out, refine.MANIFEST)))["step"] == 0
