@@ -6,6 +6,8 @@ r"""Refines a synthetic dataset with a trained SimGAN refiner. Logic: simgan_jax
   python launch/train_gaze.py --train_data=tfds:runs/refined_eyesim --workdir=runs/gaze_refined
   python launch/refine.py --checkpoint=runs/eyesim --data=image_folder/35x55x1 --format=png \
       --out=runs/refined_mine
+  python launch/refine.py --checkpoint=runs/eyesim --step=best --data=eyesim --num_examples=100000 \
+      --out=runs/refined_best
 
 --data: eyesim (needs --num_examples) | npz:PATH | NAME[/BUILDER_CONFIG][:SPLIT] |
 tfds:PATH[:SPLIT] | eyesim_target:validation|test. The config is the run's
@@ -30,7 +32,8 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from launch import common  # pylint: disable=g-import-not-at-top
 
 _CHECKPOINT = flags.DEFINE_string("checkpoint", None, "SimGAN training workdir to take the refiner from.")
-_STEP = flags.DEFINE_integer("step", None, "Checkpoint step (default: the newest).")
+_STEP = flags.DEFINE_string("step", None, "Checkpoint step (default: the newest), or 'best': the lowest "
+                            "selection_score in CHECKPOINT/metrics.jsonl among the checkpoints on disk.")
 _CONFIG = common.define_config_file(
     "config", None, "SimGAN config file (default: CHECKPOINT/config.json).")
 _DATA = flags.DEFINE_string("data", "eyesim", "Synthetic set to refine (a data spec).")

@@ -95,6 +95,20 @@ def self_regularization_loss(refined_BHWC, synthetic_BHWC, *, psi, reduction="su
   return jnp.mean(reduce_per_image(jnp.abs(psi(refined_BHWC) - psi(synthetic_BHWC)), reduction))
 
 
+@register_loss("task_consistency_loss")
+def task_consistency_loss(refined_BHWC, synthetic_BHWC, task_network, *, reduction="sum"):
+  """How far refining moves a frozen synthetic-trained task network's predictions (issue 11).
+
+  ``task_network`` (``evaluation.drift.TaskNetwork``) gives ``apply(images)`` and the
+  per-image squared drift ``change(after, before)``: degrees^2 for gaze, KL for a
+  classifier, label stds^2 for a regressor. Its parameters are constants here: only
+  the refiner learns. Weighted by ``config.loss.task_consistency_weight``.
+  """
+  before = jax.lax.stop_gradient(task_network.apply(synthetic_BHWC))
+  change = task_network.change(task_network.apply(refined_BHWC), before)
+  return jnp.mean(reduce_per_image(change[:, None], reduction))
+
+
 @register_psi("identity")
 def identity(images_BHWC):
   return images_BHWC

@@ -28,7 +28,8 @@ class MetricWriter:
     if not self.enabled:
       return
     for name, value in scalars.items():
-      self._tb.add_scalar(name, value, step)
+      if np.isfinite(value):  # e.g. selection_score is +inf for a checkpoint never to select
+        self._tb.add_scalar(name, value, step)
     self._jsonl.write(json.dumps({"step": step, **{k: float(v) for k, v in scalars.items()}}) + "\n")
     self._jsonl.flush()
 

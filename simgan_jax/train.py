@@ -30,6 +30,7 @@ at every step, without any collective.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -235,6 +236,9 @@ def train_and_evaluate(config, workdir: str, synthetic: sources_lib.ImageSource 
   placed = {"synthetic": sources_lib.place(synthetic, mesh), "real": sources_lib.place(real, mesh)}
   data = {name: d for name, (d, _) in placed.items()}
   data_specs = {name: spec for name, (_, spec) in placed.items()}
+  task = _task_network(config, setup, data, workdir, is_chief)
+  if task is not None and config.loss.get("task_consistency_weight", 0.0):
+    setup = dataclasses.replace(setup, task_network=task)
   state = training.create_state(setup, mesh)
   specs = training.state_specs(state)
   mngr = checkpoints.manager(workdir, config.max_checkpoints_to_keep, config.keep_best_checkpoints)
@@ -258,7 +262,7 @@ def train_and_evaluate(config, workdir: str, synthetic: sources_lib.ImageSource 
                                                    phase.replace("_", " "), is_chief)
               for phase, fn in training.PHASES.items()}
   sample_fn = training.make_sample_fn(setup, config.num_sample_images)
-  realism_probe = make_realism_probe(config, setup, data, mesh, is_chief)
+  realism_probe = make_realism_probe(config, setup, data, mesh, is_chief, task)
   probing = bool(config.get("realism") and config.realism.num_images)
   writer = metric_writer.MetricWriter(workdir, enabled=is_chief)
   chief_print(f"simgan_jax: {num_devices} device(s) on {jax.process_count()} process(es), "
@@ -308,8 +312,9 @@ def train_and_evaluate(config, workdir: str, synthetic: sources_lib.ImageSource 
     last_saved = at
     if scores and is_chief:
       writer.write(at, scores)
-      chief_print(f"step {at}: realism KID {scores['realism_kid']:.4g} "
-                  f"(+- {scores['realism_kid_std']:.2g}; unrefined {scores['realism_kid_unrefined']:.4g})")
+      for line in probe_lines(at, scores, config, realism_probe.max_drift,
+                              task.info.get("unit", "") if task is not None else ""):
+        chief_print(line)
 
   pending = None
   try:
@@ -445,20 +450,28 @@ def _size(num_bytes: int) -> str:
     num_bytes /= 1024
 
 
-def make_realism_probe(config, setup: training.Setup, data, mesh, is_chief: bool = True):
-  """``refiner params (host) -> {"realism_kid", "realism_kid_std", "realism_kid_unrefined"}``,
-  or None when ``config.realism.num_images`` is 0.
+def make_realism_probe(config, setup: training.Setup, data, mesh, is_chief: bool = True, task=None):
+  """``refiner params (host) -> scores`` at a checkpoint, or None when
+  ``config.realism.num_images`` is 0.
 
   The same ``num_images`` synthetic images (fixed keys from ``config.realism.seed``)
-  are refined at each call and compared with ``num_images`` real-pool images by
-  KID on fixed random features (``evaluation/realism.py``). Every process calls
-  it (the images are picked once from the pools, which may be sharded); the
-  probe itself runs on the chief's first device only, and is None elsewhere.
+  are refined at each call and compared with ``num_images`` real-pool images:
+  ``realism_kid`` (+ ``_std``, ``_unrefined``) by KID on fixed random features
+  (``evaluation/realism.py``); ``two_sample_accuracy`` (+ ``_low``, ``_high``,
+  ``_unrefined``) of a fresh refined-vs-real classifier (``evaluation/two_sample.py``,
+  ``config.two_sample``); ``label_drift`` (+ ``_p90``) of ``task``, the synthetic-trained
+  task network (``evaluation/drift.py``); the output spread and ``collapsed``; and
+  ``selection_score`` (``evaluation/selection.py``) with the seconds each part took.
+  ``probe.evaluate(refined_uint8)`` scores already refined images (tests use it).
+  Every process calls it (the images are picked once from the pools, which may be
+  sharded); the probe itself runs on the chief's first device only, and is None
+  elsewhere.
   """
   r = config.get("realism")
   if r is None or not r.num_images:
     return None
-  from simgan_jax.evaluation import realism, refine  # pylint: disable=g-import-not-at-top
+  from simgan_jax.evaluation import realism, refine, selection, two_sample  # pylint: disable=g-import-not-at-top
+  from simgan_jax.evaluation import drift as drift_lib  # pylint: disable=g-import-not-at-top
 
   if r.subset_size > r.num_images:
     raise ConfigError(f"config.realism.subset_size: {r.subset_size} is more than num_images "
@@ -471,26 +484,120 @@ def make_realism_probe(config, setup: training.Setup, data, mesh, is_chief: bool
   @functools.partial(jax.jit, out_shardings=jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
   def pick(d, keys):
     real_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
-    return (setup.synthetic.sample(d["synthetic"], keys)["image"],
-            setup.real.sample(d["real"], real_keys)["image"])
+    batch = setup.synthetic.sample(d["synthetic"], keys)
+    return batch, setup.real.sample(d["real"], real_keys)["image"]
 
   keys = parallel.put_replicated(np.asarray(keys), mesh)
-  synthetic, real = (np.asarray(x.addressable_data(0)) for x in pick(data, keys))
+  batch, real = jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), pick(data, keys))
   if not is_chief:
     return None
+  synthetic = batch["image"]
+  synthetic_u8 = sources_lib.from_unit_range(synthetic)
   image_shape = tuple(synthetic.shape[1:])
   scorer = realism.RealismScorer(real, image_shape, seed=r.seed, subset_size=r.subset_size,
                                  num_subsets=r.num_subsets)
-  unrefined = scorer.score(synthetic)["kid"]
+  fixed = {"realism_kid_unrefined": scorer.score(synthetic)["kid"]}
+  t = config.get("two_sample")
+  tester = None
+  if t is not None and t.enabled:
+    if not 1 <= t.num_test < r.num_images:
+      raise ConfigError(f"config.two_sample.num_test: {t.num_test} must be >= 1 and below "
+                        f"config.realism.num_images {r.num_images}")
+    tester = two_sample.TwoSampleTest(sources_lib.from_unit_range(real), t.num_test, steps=t.steps,
+                                      batch_size=t.batch_size, features=t.features, seed=t.seed)
+    fixed["two_sample_accuracy_unrefined"] = tester.score(synthetic_u8)["two_sample_accuracy"]
+  max_drift, drift_before = None, None
+  if task is not None:
+    max_drift = task.max_drift(config)
+    drift_before = drift_lib.predict(task, synthetic_u8)
+    if task.label in batch:
+      fixed["task_error_synthetic"] = drift_lib.synthetic_error(task, drift_before, np.asarray(batch[task.label]))
   mesh = jax.sharding.Mesh(np.array([device]), (parallel.AXIS,))
 
-  def probe(refiner_params):
-    refined = refine.refine_arrays(config, refiner_params, synthetic, mesh, chunk=250)
-    scores = scorer.score(refined)
-    return {"realism_kid": scores["kid"], "realism_kid_std": scores["kid_std"],
-            "realism_kid_unrefined": unrefined}
+  def evaluate(refined_u8) -> dict[str, float]:
+    scores, seconds = dict(fixed), {}
+    start = time.time()
+    kid = scorer.score(refined_u8)
+    scores.update(realism_kid=kid["kid"], realism_kid_std=kid["kid_std"])
+    seconds["realism"] = time.time() - start
+    if tester is not None:
+      start = time.time()
+      scores.update(tester.score(refined_u8))
+      seconds["two_sample"] = time.time() - start
+    if task is not None:
+      start = time.time()
+      scores.update(drift_lib.measure(task, drift_before, refined_u8))
+      seconds["drift"] = time.time() - start
+    scores.update(selection.output_spread(synthetic_u8, refined_u8))
+    collapsed = bool(selection.collapse_reasons(config, scores, max_drift))
+    scores["collapsed"] = float(collapsed)
+    scores["selection_score"] = selection.score(config, scores, max_drift, collapsed)
+    scores.update({f"probe_seconds_{k}": v for k, v in seconds.items()})
+    return scores
 
+  def probe(refiner_params):
+    start = time.time()
+    refined = refine.refine_arrays(config, refiner_params, synthetic, mesh, chunk=250)
+    scores = evaluate(refined)
+    scores["probe_seconds_refine"] = time.time() - start - sum(
+        v for k, v in scores.items() if k.startswith("probe_seconds_"))
+    return scores
+
+  probe.evaluate = evaluate
+  probe.max_drift = max_drift
+  probe.synthetic_u8 = synthetic_u8  # the images every call refines
   return probe
+
+
+def probe_lines(step: int, scores: dict[str, float], config, max_drift=None, unit: str = "") -> list[str]:
+  """The console lines of a checkpoint's probe: the scores, and a warning on a collapse."""
+  from simgan_jax.evaluation import selection  # pylint: disable=g-import-not-at-top
+
+  line = (f"step {step}: realism KID {scores['realism_kid']:.4g} (+- {scores['realism_kid_std']:.2g}; "
+          f"unrefined {scores['realism_kid_unrefined']:.4g})")
+  if "two_sample_accuracy" in scores:
+    line += (f" | two-sample acc {100 * scores['two_sample_accuracy']:.1f}% "
+             f"[{100 * scores['two_sample_low']:.1f}, {100 * scores['two_sample_high']:.1f}]")
+  if "label_drift" in scores:
+    line += f" | label drift {scores['label_drift']:.3g} {unit}".rstrip()
+  line += f" | selection score {scores['selection_score']:.4g}"
+  lines = [line]
+  reasons = selection.collapse_reasons(config, scores, max_drift)
+  if reasons:
+    lines.append(f"WARNING: step {step}: the refiner collapsed ({'; '.join(reasons)}); "
+                 "this checkpoint is never selected")
+  return lines
+
+
+def _task_network(config, setup: training.Setup, data, workdir: str, is_chief: bool):
+  """The synthetic-trained task network (evaluation/drift.py), when the probe or the
+  task-consistency loss needs one; None otherwise."""
+  weight = config.loss.get("task_consistency_weight", 0.0)
+  if not math.isfinite(weight) or weight < 0:
+    raise ConfigError(f"config.loss.task_consistency_weight: must be a finite number >= 0, got {weight!r}")
+  d = config.get("drift")
+  probe_on = is_chief and d is not None and d.enabled and config.get("realism") and config.realism.num_images
+  if not (weight or probe_on):
+    return None
+  if d is None:
+    raise ConfigError("config.drift: the task-consistency loss needs the config.drift section")
+  from simgan_jax.evaluation import drift as drift_lib  # pylint: disable=g-import-not-at-top
+
+  log = metric_writer.print_line if is_chief else (lambda line: None)
+  if getattr(setup.synthetic, "sharded", False):
+    # The task network trains on one device from the whole pool.
+    if weight:
+      raise ConfigError("config.loss.task_consistency_weight: needs a replicated synthetic pool; set "
+                        "config.synthetic_data.shard_pool=false")
+    log("label drift: off (the synthetic pool is sharded across devices; set "
+        "config.synthetic_data.shard_pool=false to measure it)")
+    return None
+  local = jax.tree.map(lambda x: x.addressable_data(0), data["synthetic"])
+  task = drift_lib.task_network(config, setup.synthetic, local, setup.image_shape, workdir, log)
+  if task is None and weight:
+    raise ConfigError("config.loss.task_consistency_weight: > 0 needs a task network, but the "
+                      "synthetic data has no numeric label (see config.drift.label)")
+  return task
 
 
 def restore_state(config, workdir: str, step: int | None = None) -> training.TrainState:

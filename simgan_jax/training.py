@@ -112,6 +112,11 @@ class Setup:
   seed: int
   # Python-unrolled Kg/Kd loops instead of lax.fori_loop (see _repeat).
   unroll_updates: bool = False
+  # Task consistency (losses.task_consistency_loss): a frozen evaluation.drift.TaskNetwork,
+  # set by train.py when the weight is > 0.
+  task_consistency_loss: Callable | None = None
+  task_consistency_weight: float = 0.0
+  task_network: Any = None
 
   @property
   def local_batch(self) -> int:
@@ -161,6 +166,9 @@ def make_setup(config, synthetic, real, num_devices: int) -> Setup:
       kg_lower_below=config.kg_lower_below,
       seed=config.seed,
       unroll_updates=_unroll_updates(config),
+      task_consistency_loss=losses.get_loss(config.loss.get("task_consistency", "task_consistency_loss"),
+                                            "loss.task_consistency"),
+      task_consistency_weight=config.loss.get("task_consistency_weight", 0.0),
   )
 
 
@@ -234,6 +242,12 @@ def _refine(s: Setup, params, images, keys):
                          models.refiner_noise(s.refiner, noise_keys, images.shape[1:3]))
 
 
+def _uses_task_consistency(s: Setup) -> bool:
+  if s.task_consistency_weight and s.task_network is None:
+    raise ValueError("config.loss.task_consistency_weight: > 0 but no task network was set up")
+  return bool(s.task_consistency_weight)
+
+
 def _refiner_update(s: Setup, state: TrainState, data, key, adversarial: bool):
   keys = parallel.example_keys(jax.random.fold_in(key, _SYNTHETIC), s.local_batch)
   synthetic = s.synthetic.sample(data["synthetic"], keys)["image"]
@@ -246,8 +260,12 @@ def _refiner_update(s: Setup, state: TrainState, data, key, adversarial: bool):
     # D's running statistics (if any) are used, not updated, in the refiner's loss.
     logits, _ = _apply_discriminator(s, state, state.discriminator_params, refined, train=False)
     adv = s.adversarial_loss(logits, reduction=s.reduction)
-    return adv + s.self_regularization_weight * reg, {
-        "refiner_adversarial_loss": adv, "self_regularization_loss": reg}
+    loss = adv + s.self_regularization_weight * reg
+    metrics = {"refiner_adversarial_loss": adv, "self_regularization_loss": reg}
+    if _uses_task_consistency(s):
+      task = s.task_consistency_loss(refined, synthetic, s.task_network, reduction=s.reduction)
+      loss, metrics["task_consistency_loss"] = loss + s.task_consistency_weight * task, task
+    return loss, metrics
 
   grads, metrics = parallel.mean_grad(loss_fn, state.refiner_params, has_aux=True)
   updates, opt_state = s.refiner_tx.update(grads, state.refiner_opt_state, state.refiner_params)
@@ -345,7 +363,8 @@ def adversarial_step(s: Setup, state: TrainState, data):
   state, r_metrics = _repeat(
       lambda st, k: _refiner_update(s, st, data, k, adversarial=True), state,
       state.kg if s.adaptive_kg else s.kg, _step_key(state, _REFINER_STEP),
-      ("refiner_adversarial_loss", "self_regularization_loss"), s.unroll_updates)
+      ("refiner_adversarial_loss", "self_regularization_loss") +
+      (("task_consistency_loss",) if _uses_task_consistency(s) else ()), s.unroll_updates)
   d_names = ("discriminator_loss", "discriminator_accuracy_real", "discriminator_accuracy_refined")
   d_key = _step_key(state, _DISCRIMINATOR_STEP)
   # b/2 history images replaced per iteration whatever Kd: only the last update pushes.

@@ -266,3 +266,22 @@ def test_png_output_of_simulator_has_index_names_and_every_label(tmp_path, workd
   for i in range(5):
     np.testing.assert_array_equal(np.asarray(Image.open(os.path.join(out, f"{i:06d}.png"))),
                                   tfds_out["image"][i, ..., 0])
+
+
+def test_step_best_reads_the_selection_score(tmp_path, workdir, config):
+  import json  # pylint: disable=g-import-not-at-top
+  import shutil  # pylint: disable=g-import-not-at-top
+
+  run = tmp_path / "run"
+  shutil.copytree(workdir, run)
+  with open(run / "metrics.jsonl", "w") as f:
+    f.write(json.dumps({"step": 0, "realism_kid": 0.5, "selection_score": float("inf"), "collapsed": 1.0}) + "\n")
+  # The only checkpoint collapsed: --step=best refuses it in one line instead of refining with it.
+  with pytest.raises(ConfigError, match="no checkpoint qualifies for selection"):
+    refine.refine_dataset(config, str(run), "eyesim", str(tmp_path / "a"), num_examples=8, step="best",
+                          progress=False)
+  with open(run / "metrics.jsonl", "a") as f:
+    f.write(json.dumps({"step": 0, "realism_kid": 0.5, "selection_score": 0.5}) + "\n")
+  out = refine.refine_dataset(config, str(run), "eyesim", str(tmp_path / "b"), num_examples=8, step="best",
+                              progress=False)
+  assert json.load(open(os.path.join(out, refine.MANIFEST)))["step"] == 0

@@ -96,6 +96,11 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   # and the L1 term is a sum over 1925 pixels; 0.5 keeps refined pixels within a
   # few grey levels of their input where the adversarial gradient is weak.
   c.loss.self_regularization_weight = 0.5
+  # Task consistency (issue 11; off at 0): the refiner is also penalised by the squared
+  # change of the frozen synthetic-trained task network's predictions (config.drift),
+  # in drift units squared (degrees^2 for gaze, KL nats for a classifier).
+  c.loss.task_consistency = "task_consistency_loss"
+  c.loss.task_consistency_weight = 0.0
 
   # Optimiser (optax), shared by refiner and discriminator.
   c.optimizer = optimizer_config(learning_rate=1e-4, b1=0.5)  # b1 0.5 as is usual for GANs
@@ -153,6 +158,43 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c.realism.subset_size = 500  # KID is averaged over num_subsets subsets of this size
   c.realism.num_subsets = 10
   c.realism.seed = 0
+
+  # Label drift (simgan_jax/evaluation/drift.py), logged as `label_drift` at every
+  # checkpoint on the realism probe's images: a task network trained on the
+  # synthetic labels (gaze estimator for a `gaze` label, classifier for integer
+  # classes, regressor otherwise) at the start of the run, then how far its
+  # predictions move from synthetic to refined (degrees / flip rate / label stds).
+  c.drift = ml_collections.ConfigDict()
+  c.drift.enabled = True
+  c.drift.label = ""  # '' = gaze, else `label`, else the only numeric label
+  c.drift.task = "auto"  # or gaze, classify, regress
+  c.drift.train_steps = 300
+  c.drift.batch_size = 64
+  c.drift.learning_rate = 1e-3
+  c.drift.conv_features = (8, 8, 16, 16, 32)  # gaze estimator widths (the first 3 otherwise)
+  c.drift.hidden_features = 64
+  c.drift.estimator_dir = ""  # a launch/train_gaze.py workdir to use instead of training one
+  # Checkpoints drifting more are never selected (0: gaze 5 deg, flip rate 0.1, 0.5 label std).
+  c.drift.max_drift = 0.0
+  c.drift.seed = 0
+
+  # Two-sample classifier test (evaluation/two_sample.py), `two_sample_accuracy` at every
+  # checkpoint: a fresh small classifier trained on the probe's refined vs real images
+  # less num_test of each, tested on those; 0.5 = indistinguishable.
+  c.two_sample = ml_collections.ConfigDict()
+  c.two_sample.enabled = True
+  c.two_sample.num_test = 400
+  c.two_sample.steps = 300
+  c.two_sample.batch_size = 64
+  c.two_sample.features = (16, 32, 32)
+  c.two_sample.seed = 0
+
+  # Checkpoint selection (evaluation/selection.py): `selection_score` is this metric
+  # (lower is better), +inf when collapsed (refined per-image std or spread across
+  # images below min_std_ratio x the synthetic input's) or over config.drift.max_drift.
+  c.selection = ml_collections.ConfigDict()
+  c.selection.metric = "realism_kid"  # or two_sample_accuracy
+  c.selection.min_std_ratio = 0.1
 
   if variant:
     for name in variant.split(","):
@@ -212,6 +254,12 @@ def _cpu(c):
   c.log_every = 25
   c.sample_every = 250
   c.checkpoint_every = 500
+  # Checkpoint probes sized for 2 CPU cores (costs measured in issue 11's report).
+  c.drift.batch_size = 32
+  c.drift.train_steps = 200
+  c.two_sample.features = (8, 16, 16)
+  c.two_sample.batch_size = 32
+  c.two_sample.steps = 150
 
 
 def _smoke(c):
@@ -229,6 +277,14 @@ def _smoke(c):
   c.checkpoint_every = 5
   c.real_data.num_train = 256
   c.realism.num_images = 0
+  # Sizes for when a test turns the probe on (realism.num_images > 32). A 20-step task
+  # network and a 3-step refiner give meaningless drifts: no bound, so selection works.
+  c.drift.train_steps = 20
+  c.drift.max_drift = float("inf")
+  c.drift.batch_size = 16
+  c.two_sample.num_test = 16
+  c.two_sample.steps = 20
+  c.two_sample.batch_size = 16
 
 
 def _paper(c):

@@ -27,10 +27,13 @@ Stages (each resumes or is skipped when its outputs exist in the workdir):
 1. ``simgan/``: SimGAN training with a checkpoint every ``simgan.checkpoint_every``
    steps, all kept. At each checkpoint the training loop logs ``realism_kid``: the
    KID between refined simulator images and real-pool images on fixed random
-   features (``evaluation/realism.py``). No label is used.
+   features (``evaluation/realism.py``), ``two_sample_accuracy`` (a fresh
+   refined-vs-real classifier), ``label_drift`` (of a gaze estimator trained on
+   the simulator's labels) and ``selection_score``. No target label is used.
 2. ``selection.json``: the adversarial-phase checkpoint with the lowest
-   ``realism_kid`` is the refiner used from here on (target labels are never used
-   to select).
+   ``selection_score`` (realism KID, +inf when collapsed or over
+   ``simgan.drift.max_drift``) is the refiner used from here on (target labels
+   are never used to select).
 3. ``refined/``: the first ``data_multiplier * num_synthetic`` images of
    ``synthetic_data`` refined by that checkpoint, labels unchanged; an
    ``array_record`` TFDS dataset (``launch/refine.py``'s format).

@@ -555,7 +555,7 @@ def _read_manifest(out_dir: str) -> dict[str, Any]:
 
 
 def refine_dataset(config, checkpoint_dir: str, data_spec: str, out_dir: str, *, num_examples: int = 0,
-                   step: int | None = None, chunk_size: int = DEFAULT_CHUNK_SIZE, seed: int = 0,
+                   step: int | str | None = None, chunk_size: int = DEFAULT_CHUNK_SIZE, seed: int = 0,
                    keep_synthetic: bool = False, data_dir: str = "", cache_dir: str = "",
                    progress: bool = True, on_chunk: Callable[[int], None] | None = None,
                    format: str = "tfds") -> str:  # pylint: disable=redefined-builtin
@@ -564,7 +564,9 @@ def refine_dataset(config, checkpoint_dir: str, data_spec: str, out_dir: str, *,
   Returns ``out_dir``: a TFDS dataset folder (``format="tfds"``) or a folder of
   PNG files with ``labels.csv`` (``format="png"``); see the module docstring.
   ``config``: the SimGAN config of the run (``load_config(checkpoint_dir)``).
-  ``step``: the checkpoint (default: newest). ``num_examples``: images to render
+  ``step``: the checkpoint (default: newest), or ``"best"``: the lowest
+  ``selection_score`` in ``metrics.jsonl`` among the checkpoints on disk
+  (``evaluation/selection.py``). ``num_examples``: images to render
   from the simulator, or the first N of a finite set (0 = all). ``data_dir`` /
   ``cache_dir``: where prepared TFDS datasets and the target-domain cache live.
   ``on_chunk(chunk_index)`` is called after each chunk is saved (for tests).
@@ -575,6 +577,10 @@ def refine_dataset(config, checkpoint_dir: str, data_spec: str, out_dir: str, *,
     raise ConfigError(f"--num_examples: must be >= 0, got {num_examples}")
   if format not in FORMATS:
     raise ConfigError(f"--format: {format!r} is not one of {', '.join(FORMATS)}")
+  from simgan_jax.evaluation import selection  # pylint: disable=g-import-not-at-top
+
+  _check_workdir(checkpoint_dir)
+  step = selection.resolve_step(config, checkpoint_dir, step)
   params, step = restore_refiner(config, checkpoint_dir, step)
   mesh = parallel.local_mesh(config.get("num_devices", 0))
   source = _Input(config, data_spec, num_examples, seed, keep_synthetic, mesh, chunk_size, data_dir, cache_dir)

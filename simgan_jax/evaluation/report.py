@@ -63,11 +63,41 @@ def plot_within_d(summary, titles, path: str) -> None:
   plt.close(fig)
 
 
-def plot_losses(simgan_config, simgan_dir: str, selected_step: int, path: str) -> None:
+def _plot_probes(ax, metrics, steps, selected_step: int, drift_unit: str) -> None:
+  """Two-sample accuracy (with its interval; left axis) and label drift (right axis)."""
+  xs = [s for s in steps if "two_sample_accuracy" in metrics[s]]
+  if xs:
+    acc = [100 * metrics[s]["two_sample_accuracy"] for s in xs]
+    ax.fill_between(xs, [100 * metrics[s]["two_sample_low"] for s in xs],
+                    [100 * metrics[s]["two_sample_high"] for s in xs], alpha=0.2, color="tab:blue")
+    ax.plot(xs, acc, marker="o", color="tab:blue", label="two-sample accuracy (95% interval)")
+    ax.axhline(50, color="tab:blue", ls="--", lw=1, label="50% = indistinguishable")
+  ax.set_ylabel("refined vs real accuracy (%)")
+  ax.axvline(selected_step, color="tab:red", lw=1)
+  ax.grid(alpha=0.3)
+  handles, labels = ax.get_legend_handles_labels()
+  xs = [s for s in steps if "label_drift" in metrics[s]]
+  if xs:
+    right = ax.twinx()
+    right.plot(xs, [metrics[s]["label_drift"] for s in xs], marker="s", color="tab:green",
+               label=f"label drift ({drift_unit})")
+    collapsed = [s for s in xs if metrics[s].get("collapsed")]
+    if collapsed:
+      right.plot(collapsed, [metrics[s]["label_drift"] for s in collapsed], "x", color="k", ms=10,
+                 label="collapsed")
+    right.set_ylabel(f"label drift ({drift_unit})")
+    h2, l2 = right.get_legend_handles_labels()
+    handles, labels = handles + h2, labels + l2
+  ax.legend(handles, labels, fontsize=8)
+
+
+def plot_losses(simgan_config, simgan_dir: str, selected_step: int, path: str, drift_unit: str = "") -> None:
   metrics = _metrics(simgan_dir)
   steps = sorted(metrics)
   plt = _pyplot()
-  fig, (ax, ax2) = plt.subplots(2, 1, figsize=(7, 6), dpi=110, sharex=True)
+  probed = [s for s in steps if "label_drift" in metrics[s] or "two_sample_accuracy" in metrics[s]]
+  fig, axes = plt.subplots(3 if probed else 2, 1, figsize=(7, 8.5 if probed else 6), dpi=110, sharex=True)
+  ax, ax2 = axes[0], axes[1]
   weight = simgan_config.loss.self_regularization_weight
   for key, label in _LOSS_CURVES:
     xs = [s for s in steps if key in metrics[s]]
@@ -88,9 +118,11 @@ def plot_losses(simgan_config, simgan_dir: str, selected_step: int, path: str) -
     ax2.axhline(metrics[xs[0]]["realism_kid_unrefined"], color="k", ls="--", lw=1, label="unrefined synthetic")
     ax2.axvline(selected_step, color="tab:red", lw=1, label=f"selected (step {selected_step})")
   ax2.set_ylabel("realism KID (lower = more real)")
-  ax2.set_xlabel("step (dotted: end of R / D pretraining)")
   ax2.legend(fontsize=8)
   ax2.grid(alpha=0.3)
+  if probed:
+    _plot_probes(axes[2], metrics, probed, selected_step, drift_unit)
+  axes[-1].set_xlabel("step (dotted: end of R / D pretraining)")
   fig.tight_layout()
   fig.savefig(path)
   plt.close(fig)
@@ -139,7 +171,11 @@ def write_report(config, workdir: str, selection, summary, preservation, pools, 
   m = config.data_multiplier
   titles = {k: v.format(m=m) for k, v in reproduce.TITLES.items()}
   plot_within_d(summary, titles, os.path.join(workdir, "within_d.png"))
-  plot_losses(config.simgan, simgan_dir, selection["step"], os.path.join(workdir, "losses.png"))
+  from simgan_jax.evaluation import drift as drift_lib  # pylint: disable=g-import-not-at-top
+
+  task_info = drift_lib.read_info(simgan_dir) or {}
+  drift_unit = task_info.get("unit", "")
+  plot_losses(config.simgan, simgan_dir, selection["step"], os.path.join(workdir, "losses.png"), drift_unit)
   save_samples(config, pools, os.path.join(workdir, "samples.png"))
 
   n = config.num_synthetic
@@ -174,18 +210,43 @@ def write_report(config, workdir: str, selection, summary, preservation, pools, 
   lines += comparison_lines(summary)
   lines += ["", "![share within d degrees](within_d.png)", ""]
 
+  metrics = _metrics(simgan_dir)
   lines += ["## Refiner selection (no target labels)", "",
-            "At every checkpoint the training loop logs `realism_kid`: the KID between refined simulator "
-            "images and real-pool images on fixed random features (`simgan_jax/evaluation/realism.py`). "
-            "The adversarial-phase checkpoint with the lowest score refines the training sets.", "",
-            "| checkpoint step | realism KID | |", "|---|---|---|"]
+            "At every checkpoint the training loop logs `realism_kid` (the KID between refined simulator "
+            "images and real-pool images on fixed random features, `simgan_jax/evaluation/realism.py`), "
+            "`two_sample_accuracy` (held-out accuracy of a fresh classifier trained on refined vs real "
+            "images, with its Wilson 95% interval; 50% = indistinguishable, `evaluation/two_sample.py`) and "
+            "`label_drift` (how far a task network trained on the synthetic labels moves its predictions "
+            "from synthetic to refined images, `evaluation/drift.py`). The adversarial-phase checkpoint "
+            f"with the lowest `selection_score` ({config.simgan.selection.metric}, or never a checkpoint "
+            "that collapsed or drifts over `config.drift.max_drift`) refines the training sets.", ""]
+  if task_info:
+    error = metrics.get(int(selection["step"]), {}).get("task_error_synthetic")
+    lines += [f"Label drift is measured by a {task_info['kind']} network on the synthetic `{task_info['label']}` "
+              f"labels ({task_info.get('source', 'trained')}"
+              + (f"; its own error on the probe's synthetic images: {error:.3g} {drift_unit}" if error else "")
+              + ").", ""]
+  lines += ["| checkpoint step | realism KID | two-sample accuracy | label drift | selection score | |",
+            "|---|---|---|---|---|---|"]
+
+  def cell(entry, key, fmt):
+    return fmt(entry) if key in entry else "–"
+
   for step, score in sorted(selection["scores"].items(), key=lambda kv: int(kv[0])):
+    entry = metrics.get(int(step), {})
     mark = "selected" if int(step) == selection["step"] else (
         "" if int(step) in selection["candidates"] else "pretraining")
-    lines.append(f"| {step} | {score:.4g} | {mark} |")
-  unrefined = _metrics(simgan_dir).get(int(selection["step"]), {}).get("realism_kid_unrefined")
-  if unrefined is not None:
-    lines.append(f"| (unrefined synthetic) | {unrefined:.4g} | |")
+    if entry.get("collapsed"):
+      mark = (mark + ", collapsed").lstrip(", ")
+    two = cell(entry, "two_sample_accuracy", lambda e: f"{100 * e['two_sample_accuracy']:.1f}% "
+               f"[{100 * e['two_sample_low']:.1f}, {100 * e['two_sample_high']:.1f}]")
+    drift = cell(entry, "label_drift", lambda e: f"{e['label_drift']:.3g} {drift_unit}".rstrip())
+    total = selection.get("selection_scores", {}).get(step, score)
+    lines.append(f"| {step} | {score:.4g} | {two} | {drift} | {total:.4g} | {mark} |")
+  first = metrics.get(int(selection["step"]), {})
+  if "realism_kid_unrefined" in first:
+    two = cell(first, "two_sample_accuracy_unrefined", lambda e: f"{100 * e['two_sample_accuracy_unrefined']:.1f}%")
+    lines.append(f"| (unrefined synthetic) | {first['realism_kid_unrefined']:.4g} | {two} | 0 | | |")
   lines += ["", "![losses and realism score](losses.png)", ""]
 
   p = preservation

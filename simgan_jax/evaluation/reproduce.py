@@ -30,6 +30,7 @@ from simgan_jax.evaluation import data as data_lib
 from simgan_jax.evaluation import gaze
 from simgan_jax.evaluation import gaze_training
 from simgan_jax.evaluation import pupil
+from simgan_jax.evaluation import selection as selection_lib
 
 TRAINING_SETS = ("synthetic", "synthetic_4x", "refined", "refined_4x", "target")
 TITLES = {
@@ -79,36 +80,11 @@ def validate_config(config) -> None:
 # ----------------------------------------------------------------------------- selection
 
 
-def realism_scores(simgan_dir: str) -> dict[int, float]:
-  """{checkpoint step: realism_kid} from ``metrics.jsonl`` (the last entry per step)."""
-  scores = {}
-  path = os.path.join(simgan_dir, "metrics.jsonl")
-  if os.path.exists(path):
-    with open(path) as f:
-      for line in f:
-        entry = json.loads(line)
-        if "realism_kid" in entry:
-          scores[int(entry["step"])] = float(entry["realism_kid"])
-  return scores
-
-
-def checkpoint_steps(simgan_dir: str) -> list[int]:
-  directory = os.path.join(simgan_dir, "checkpoints")
-  if not os.path.isdir(directory):
-    return []
-  return sorted(int(d) for d in os.listdir(directory) if d.isdigit())
-
-
 def select_checkpoint(simgan_config, simgan_dir: str) -> dict[str, Any]:
-  """The adversarial-phase checkpoint with the lowest realism KID (no labels used)."""
-  scores = realism_scores(simgan_dir)
-  saved = [s for s in checkpoint_steps(simgan_dir) if s in scores]
-  if not saved:
-    raise DataError(f"{simgan_dir}: no checkpoint with a realism score in metrics.jsonl")
-  pretrain = simgan_config.refiner_pretrain_steps + simgan_config.discriminator_pretrain_steps
-  candidates = [s for s in saved if s > pretrain] or saved
-  best = min(candidates, key=lambda s: scores[s])
-  return {"step": best, "candidates": candidates, "scores": {str(s): scores[s] for s in saved}}
+  """The adversarial-phase checkpoint on disk with the lowest ``selection_score``: realism
+  subject to the label-drift bound, never a collapsed refiner (``evaluation/selection.py``;
+  no target labels used)."""
+  return selection_lib.best_checkpoint(simgan_config, simgan_dir)
 
 
 # ----------------------------------------------------------------------------- data
@@ -280,7 +256,8 @@ def run(config, workdir: str, log=metric_writer.print_line) -> dict[str, Any]:
   log("[2/6] refiner selection by realism score")
   selection = select_checkpoint(config.simgan, simgan_dir)
   _write_json(os.path.join(workdir, "selection.json"), selection)
-  log(f"selected step {selection['step']} (realism KID {selection['scores'][str(selection['step'])]:.4g})")
+  log(f"selected step {selection['step']} (realism KID {selection['scores'][str(selection['step'])]:.4g}, "
+      f"selection score {selection['selection_scores'][str(selection['step'])]:.4g})")
   log(f"[3/6] refining {config.num_synthetic * config.data_multiplier} synthetic images")
   pools = timed("refine", lambda: load_or_refine(config, workdir, simgan_dir, selection["step"], log))
   log("[4/6] gaze estimators")

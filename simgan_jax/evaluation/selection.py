@@ -1,0 +1,136 @@
+"""Choosing a refiner checkpoint that is realistic and not broken.
+
+At every checkpoint the training loop writes ``selection_score`` to
+``metrics.jsonl`` (``score`` below): the realism measure named by
+``config.selection.metric`` (``realism_kid`` by default; lower is better), or
+``+inf`` (never select) when the refiner collapsed or its label drift is over
+``config.drift.max_drift``. A collapse is refined output that is near-constant:
+the mean per-image standard deviation, or the spread across images, below
+``config.selection.min_std_ratio`` times the synthetic input's; or a label drift
+over ``EXPLODE`` times the bound.
+
+``best_checkpoint`` picks, from ``metrics.jsonl``, the checkpoint with the
+lowest finite score among those still on disk (adversarial phase; pretraining
+checkpoints only when there is no other), as ``launch/refine.py --step=best``
+and ``launch/reproduce.py`` do.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from typing import Any
+
+import numpy as np
+
+from simgan_jax.errors import ConfigError, DataError
+
+EXPLODE = 3.0  # drift over EXPLODE x max_drift counts as a collapse
+
+
+def output_spread(synthetic_u8: np.ndarray, refined_u8: np.ndarray) -> dict[str, float]:
+  """Refined / synthetic ratios of the mean per-image std and of the mean per-pixel std across images."""
+  syn, ref = np.asarray(synthetic_u8, np.float32), np.asarray(refined_u8, np.float32)
+
+  def per_image(x):
+    return float(np.mean(np.std(x.reshape(len(x), -1), axis=1)))
+
+  def across(x):
+    return float(np.mean(np.std(x, axis=0)))
+
+  return {"refined_std_ratio": per_image(ref) / max(per_image(syn), 1e-6),
+          "refined_spread_ratio": across(ref) / max(across(syn), 1e-6)}
+
+
+def collapse_reasons(config, scores: dict[str, float], max_drift: float | None) -> list[str]:
+  """Why a checkpoint's refiner counts as collapsed (empty: it does not)."""
+  reasons = []
+  floor = float(config.selection.min_std_ratio)
+  for key, what in (("refined_std_ratio", "per-image std"), ("refined_spread_ratio", "spread across images")):
+    if key in scores and scores[key] < floor:
+      reasons.append(f"refined {what} is {scores[key]:.3g} x the synthetic input's "
+                     f"(< config.selection.min_std_ratio {floor:g})")
+  drift = scores.get("label_drift")
+  if drift is not None and max_drift is not None and drift > EXPLODE * max_drift:
+    reasons.append(f"label drift {drift:.3g} is over {EXPLODE:g} x config.drift.max_drift ({max_drift:g})")
+  return reasons
+
+
+def score(config, scores: dict[str, float], max_drift: float | None, collapsed: bool) -> float:
+  """``selection_score``: the realism metric, or +inf when collapsed or drifting over the bound."""
+  metric = config.selection.metric
+  if metric not in scores:
+    raise ConfigError(f"config.selection.metric: {metric!r} is not measured at checkpoints "
+                      f"(measured: {', '.join(sorted(scores))})")
+  if collapsed:
+    return math.inf
+  drift = scores.get("label_drift")
+  if drift is not None and max_drift is not None and drift > max_drift:
+    return math.inf
+  return float(scores[metric])
+
+
+# ----------------------------------------------------------------------------- reading a run
+
+
+def checkpoint_metrics(workdir: str) -> dict[int, dict[str, float]]:
+  """{step: entry} of the probe entries in ``metrics.jsonl`` (the last per step wins)."""
+  out: dict[int, dict[str, float]] = {}
+  path = os.path.join(workdir, "metrics.jsonl")
+  if os.path.exists(path):
+    with open(path) as f:
+      for line in f:
+        entry = json.loads(line)
+        if "selection_score" in entry or "realism_kid" in entry:
+          out[int(entry["step"])] = entry
+  return out
+
+
+def _entry_score(entry) -> float:
+  # Runs from before selection_score was logged are ranked by their KID.
+  return float(entry["selection_score"] if "selection_score" in entry else entry["realism_kid"])
+
+
+def checkpoint_steps(workdir: str) -> list[int]:
+  directory = os.path.join(workdir, "checkpoints")
+  if not os.path.isdir(directory):
+    return []
+  return sorted(int(d) for d in os.listdir(directory) if d.isdigit())
+
+
+def best_checkpoint(config, workdir: str) -> dict[str, Any]:
+  """{"step", "candidates", "scores", "selection_scores"}: the on-disk checkpoint with the lowest
+  finite selection score; ConfigError (one line) when none qualifies."""
+  entries = checkpoint_metrics(workdir)
+  on_disk = checkpoint_steps(workdir)
+  saved = [s for s in on_disk if s in entries]
+  if not saved:
+    raise DataError(f"{workdir}: no checkpoint on disk has a score in metrics.jsonl "
+                    f"(checkpoints: {on_disk or 'none'}; scored steps: {sorted(entries) or 'none'})")
+  pretrain = config.refiner_pretrain_steps + config.discriminator_pretrain_steps
+  candidates = [s for s in saved if s > pretrain] or saved
+  totals = {s: _entry_score(entries[s]) for s in saved}
+  qualified = [s for s in candidates if math.isfinite(totals[s])]
+  if not qualified:
+    collapsed = sum(1 for s in candidates if entries[s].get("collapsed"))
+    raise ConfigError(
+        f"{workdir}: no checkpoint qualifies for selection: all {len(candidates)} candidates "
+        f"({', '.join(map(str, candidates))}) scored +inf ({collapsed} collapsed, the others over "
+        f"config.drift.max_drift); raise the bound or pick a step with --step=N")
+  best = min(qualified, key=lambda s: totals[s])
+  return {"step": best, "candidates": candidates,
+          "scores": {str(s): float(entries[s].get("realism_kid", float("nan"))) for s in saved},
+          "selection_scores": {str(s): totals[s] for s in saved}}
+
+
+def resolve_step(config, workdir: str, step) -> int | None:
+  """``step`` as an int: None (newest), an integer, or ``"best"`` (``best_checkpoint``)."""
+  if step is None or isinstance(step, int):
+    return step
+  text = str(step).strip()
+  if text == "best":
+    return best_checkpoint(config, workdir)["step"]
+  if text.lstrip("-").isdigit():
+    return int(text)
+  raise ConfigError(f"--step: expected a checkpoint step or 'best', got {step!r}")

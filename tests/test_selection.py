@@ -1,0 +1,92 @@
+"""Checkpoint selection (evaluation/selection.py): collapse, selection_score, --step=best."""
+
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+
+from simgan_jax.configs import default
+from simgan_jax.errors import ConfigError
+from simgan_jax.evaluation import selection
+
+
+def _config():
+  return default.get_config("smoke")  # pretraining ends at step 3 + 2 = 5
+
+
+def test_constant_output_is_a_collapse_and_scores_inf():
+  rng = np.random.default_rng(0)
+  synthetic = rng.integers(0, 256, (32, 35, 55, 1), dtype=np.uint8)
+  config = _config()
+  same = selection.output_spread(synthetic, synthetic)
+  # All-black output (the issue's lambda-0.1 run) and one image repeated for every input.
+  black = selection.output_spread(synthetic, np.zeros_like(synthetic))
+  repeated = selection.output_spread(synthetic, np.repeat(synthetic[:1], 32, axis=0))
+  assert same == {"refined_std_ratio": 1.0, "refined_spread_ratio": 1.0}
+  assert black["refined_std_ratio"] == 0.0 and black["refined_spread_ratio"] == 0.0
+  assert repeated["refined_std_ratio"] > 0.5 and repeated["refined_spread_ratio"] == 0.0
+  # Catches a check that only looks at per-image std (a repeated image has plenty).
+  assert selection.collapse_reasons(config, same, None) == []
+  assert len(selection.collapse_reasons(config, black, None)) == 2
+  assert "spread across images" in selection.collapse_reasons(config, repeated, None)[0]
+  # A drift over 3x the bound is a collapse too; over the bound alone only disqualifies.
+  assert selection.collapse_reasons(config, {**same, "label_drift": 16.0}, 5.0)
+  assert not selection.collapse_reasons(config, {**same, "label_drift": 6.0}, 5.0)
+  scores = {**same, "realism_kid": 0.7, "label_drift": 6.0}
+  assert selection.score(config, scores, 5.0, collapsed=False) == math.inf
+  assert selection.score(config, scores, 10.0, collapsed=False) == 0.7
+  assert selection.score(config, scores, 10.0, collapsed=True) == math.inf
+  config.selection.metric = "two_sample_accuracy"
+  with pytest.raises(ConfigError, match="config.selection.metric: 'two_sample_accuracy' is not measured"):
+    selection.score(config, scores, 10.0, collapsed=False)
+
+
+def _made_up_run(root, entries, on_disk):
+  with open(root / "metrics.jsonl", "w") as f:
+    for entry in entries:
+      f.write(json.dumps(entry) + "\n")
+  for step in on_disk:
+    os.makedirs(root / "checkpoints" / str(step))
+
+
+def test_best_step_skips_collapsed_drifting_deleted_and_pretraining_checkpoints(tmp_path):
+  inf = float("inf")
+  _made_up_run(tmp_path, [
+      {"step": 3, "realism_kid": 0.1, "selection_score": 0.1},  # pretraining: no candidate
+      {"step": 4, "discriminator_loss": 1.0},
+      {"step": 6, "realism_kid": 0.2, "selection_score": inf, "collapsed": 1.0},  # lowest KID, collapsed
+      {"step": 9, "realism_kid": 2.0, "selection_score": 2.0},
+      {"step": 12, "realism_kid": 0.5, "selection_score": 0.5},  # best, but deleted
+      {"step": 15, "realism_kid": 9.0, "selection_score": 9.0},
+      {"step": 15, "realism_kid": 1.5, "selection_score": 1.5},  # a resumed run's entry wins
+      {"step": 18, "realism_kid": 0.3, "selection_score": inf, "collapsed": 0.0},  # over the drift bound
+  ], on_disk=(3, 6, 9, 15, 18))
+  best = selection.best_checkpoint(_config(), str(tmp_path))
+  # Wrong picks this catches: 3 (pretraining), 6 (collapsed, lowest KID), 12 (deleted),
+  # 18 (over the drift bound), 9 (the first entry of 15 read instead of the last).
+  assert best["step"] == 15
+  assert best["candidates"] == [6, 9, 15, 18]
+  assert best["selection_scores"]["6"] == inf and best["scores"]["6"] == 0.2
+  assert selection.resolve_step(_config(), str(tmp_path), "best") == 15
+  assert selection.resolve_step(_config(), str(tmp_path), "9") == 9
+  assert selection.resolve_step(_config(), str(tmp_path), None) is None
+  with pytest.raises(ConfigError, match="--step: expected a checkpoint step or 'best', got 'newest'"):
+    selection.resolve_step(_config(), str(tmp_path), "newest")
+
+
+def test_no_qualifying_checkpoint_is_one_line(tmp_path):
+  inf = float("inf")
+  _made_up_run(tmp_path, [{"step": 6, "realism_kid": 0.2, "selection_score": inf, "collapsed": 1.0},
+                          {"step": 9, "realism_kid": 0.4, "selection_score": inf}], on_disk=(6, 9))
+  with pytest.raises(ConfigError) as e:
+    selection.best_checkpoint(_config(), str(tmp_path))
+  message = str(e.value)
+  assert "\n" not in message and "no checkpoint qualifies" in message
+  assert "(1 collapsed, the others over config.drift.max_drift)" in message
+
+
+def test_runs_without_selection_score_rank_by_kid(tmp_path):
+  _made_up_run(tmp_path, [{"step": 6, "realism_kid": 3.0}, {"step": 9, "realism_kid": 2.0}], on_disk=(6, 9))
+  assert selection.best_checkpoint(_config(), str(tmp_path))["step"] == 9
