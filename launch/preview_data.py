@@ -1,7 +1,9 @@
-"""Writes a labelled grid of eye samples.
+"""Writes a labelled grid of eye or hand samples.
 
   python launch/preview_data.py --dataset=eyesim --out=/tmp/eyesim.png
   python launch/preview_data.py --dataset=eyesim_target --out=/tmp/target.png
+  python launch/preview_data.py --dataset=handsim --out=docs/images/handsim.png
+  python launch/preview_data.py --dataset=handsim_target --out=docs/images/handsim_target.png
 """
 
 import sys
