@@ -41,7 +41,7 @@ def main(argv):
   result = reproduce.run(config, _WORKDIR.value)
   for name, s in result["summary"].items():
     if "within5_mean" in s:  # the hand experiment
-      print(f"{name}: all joints within 5 px {s['within5_mean']:.1f} +- {s['within5_std']:.1f}%, mean joint "
+      print(f"{name}: all joints within {s['within_px']} px {s['within5_mean']:.1f} +- {s['within5_std']:.1f}%, mean joint "
             f"error {s['error_mean']:.2f} +- {s['error_std']:.2f} px ({s['num_seeds']} seeds)")
       continue
     print(f"{name}: within 7 deg {s['within7_mean']:.1f} +- {s['within7_std']:.1f}%, mean error "
