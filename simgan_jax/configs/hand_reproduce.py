@@ -32,9 +32,10 @@ Variants:
   (``within_px``): a 16x16 heatmap pixel is 14 px of a 224 crop, below which the
   paper's 5 px cannot be resolved. Sized from step times measured on the 2 shared
   cores at load average ~10 (not run end to end): pose step 0.67 s (compile 37 s),
-  SimGAN adversarial iteration 6.95 s with a 32-feature refiner (hence 16: ~1.8 s
-  estimated). Expected at that load: SimGAN ~21 min, target cache and refining
-  ~3 min, ten pose runs ~43 min: about 67 min; less on an idle machine.
+  SimGAN adversarial iteration 6.95 s with a 32-feature refiner, 2.4 s with 16.
+  Expected at that load: SimGAN ~28 min, target cache and refining ~3 min, ten
+  pose runs ~43 min: about 75 min; an idle 2-core machine (the eye runs reached
+  ~2.5x the GFLOP/s seen here) should take 30-45 min.
 * ``handsim_pose:smoke``: 32x32, tiny networks, a few steps (tests).
 * ``nyu_hand[:cpu|:smoke]``: the same stages on prepared NYU data: synthetic
   ``nyu_hand/synthetic:train`` refined towards ``nyu_hand/real:train``, tested

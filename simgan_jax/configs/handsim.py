@@ -14,8 +14,9 @@ Variants:
   eye one gives 16x16 patches of 23 px), 200 + 100 pretraining steps and 600
   iterations at batch 32. Measured on the 2 shared cores (load average ~10):
   with a 32-feature refiner an adversarial iteration took 6.95 s (139 GFLOP,
-  20 GFLOP/s achieved), hence 16 features (about a quarter of the refiner's
-  FLOPs: ~1.8 s per iteration at that load, estimated, not measured).
+  20 GFLOP/s achieved), hence 16 features: 2.4 s per iteration measured at the
+  same load (benchmarks/simulator.py hands: 33 refined images/s; the simulator
+  renders 431 images/s at 64x64, the target 292).
 * ``smoke``: 32x32, tiny networks, a few steps; for tests.
 """
 
