@@ -1,7 +1,9 @@
-"""Writes a labelled grid of eye samples (default: runs/preview_<dataset>.png).
+"""Writes a labelled grid of eye or hand samples (default: runs/preview_<dataset>.png).
 
   python launch/preview_data.py --dataset=eyesim
   python launch/preview_data.py --dataset=eyesim_target --out=runs/target.png
+  python launch/preview_data.py --dataset=handsim --out=docs/images/handsim.png
+  python launch/preview_data.py --dataset=handsim_target --out=docs/images/handsim_target.png
 """
 
 import os

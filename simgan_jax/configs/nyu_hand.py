@@ -44,6 +44,17 @@ _HAND = (
 
 def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   """The default config (with ``variant``) on NYU synthetic -> real depth."""
+  c = hand_config(variant)
+  max_examples = 64 if variant and "smoke" in variant.split(",") else 0
+  c.synthetic_data = default.data_config("nyu_hand", builder_config="synthetic", split="train",
+                                         max_examples=max_examples)
+  c.real_data = default.data_config("nyu_hand", builder_config="real", split="train",
+                                    max_examples=max_examples)
+  return c
+
+
+def hand_config(variant: str | None = None) -> ml_collections.ConfigDict:
+  """The default config (with ``variant``) with the hand preset where the variant left it."""
   base, c = default.get_config(), default.get_config(variant)
   for path, value in _HAND:
     *parents, leaf = path.split(".")
@@ -54,9 +65,4 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
       node[leaf] = value
   if c.history_size % (c.batch_size // 2):
     c.history_size = (c.batch_size // 2) * 100
-  max_examples = 64 if variant and "smoke" in variant.split(",") else 0
-  c.synthetic_data = default.data_config("nyu_hand", builder_config="synthetic", split="train",
-                                         max_examples=max_examples)
-  c.real_data = default.data_config("nyu_hand", builder_config="real", split="train",
-                                    max_examples=max_examples)
   return c

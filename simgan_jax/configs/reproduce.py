@@ -73,9 +73,10 @@ import ml_collections
 
 from simgan_jax.configs import default
 from simgan_jax.configs import gaze
+from simgan_jax.configs import hand_reproduce
 from simgan_jax.configs import unityeyes_mpiigaze
 
-EXPERIMENTS = ("eyesim_gaze", "unityeyes_mpiigaze")
+EXPERIMENTS = ("eyesim_gaze", "unityeyes_mpiigaze") + hand_reproduce.EXPERIMENTS
 VARIANTS = ("cpu", "smoke")
 
 
@@ -87,6 +88,8 @@ def get_config(experiment: str = "eyesim_gaze") -> ml_collections.ConfigDict:
   if variant and variant not in VARIANTS:
     raise ValueError(f"--experiment: unknown variant {variant!r} of {name}; known: {', '.join(VARIANTS)}")
   variant = variant or None
+  if name in hand_reproduce.EXPERIMENTS:  # the hand experiment (Table 4): configs/hand_reproduce.py
+    return hand_reproduce.get_config(name, variant, experiment)
 
   c = ml_collections.ConfigDict()
   c.experiment = experiment

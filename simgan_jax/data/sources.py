@@ -317,7 +317,8 @@ def _import_builtin_sources() -> None:
   # modules are skipped while they do not exist yet.
   import importlib
 
-  for module in ("simgan_jax.simulators.sources", "simgan_jax.data.tfds_sources"):
+  for module in ("simgan_jax.simulators.sources", "simgan_jax.simulators.hand_sources",
+                 "simgan_jax.data.tfds_sources"):
     try:
       importlib.import_module(module)
     except ModuleNotFoundError as e:

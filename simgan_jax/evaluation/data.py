@@ -72,8 +72,24 @@ def _tfds_dir(spec, rest, config, training):
                              max_examples=config.max_examples, labels="all")
 
 
+def _handsim(spec, rest, config, training):
+  del config, training
+  if rest:
+    raise ConfigError(f"data spec {spec!r}: the simulator has no splits; use 'handsim'")
+  return ml_collections.ConfigDict({"name": "handsim"})
+
+
+def _handsim_target(spec, rest, config, training):
+  split = rest or ("validation" if training else "test")
+  if split == "train":
+    raise ConfigError(f"data spec {spec!r}: the target train split is unlabelled by design; "
+                      "use handsim_target:validation or handsim_target:test")
+  return default.data_config("handsim_target", split=split, cache_dir=config.cache_dir)
+
+
 # Specs with their own syntax; any other name is a prepared TFDS dataset.
-_SPECIAL = {"npz": _npz, "eyesim": _eyesim, "eyesim_target": _eyesim_target, "tfds": _tfds_dir}
+_SPECIAL = {"npz": _npz, "eyesim": _eyesim, "eyesim_target": _eyesim_target, "tfds": _tfds_dir,
+            "handsim": _handsim, "handsim_target": _handsim_target}
 
 
 def data_config(spec: str, config, training: bool) -> ml_collections.ConfigDict:

@@ -262,10 +262,10 @@ class _Input:
       section.labels = "all"
     self.refiner, self.mesh, self.keep_synthetic = models.make_refiner(config), mesh, keep_synthetic
     self.file_names, self.label_names = None, None
-    if section.name == "eyesim":
+    if section.name in ("eyesim", "handsim"):
       if num_examples <= 0:
         raise ConfigError(f"--num_examples: the simulator ({spec}) needs a number of images > 0")
-      if config.synthetic_data.get("name") == "eyesim":
+      if config.synthetic_data.get("name") == section.name:
         section = config.synthetic_data  # the scene ranges the refiner was trained on
       self.simulator = sources_lib.make_source(section, shape, "data")
       self.num = int(num_examples)

@@ -12,10 +12,12 @@ refiner is selected by the label-free realism score.
 from __future__ import annotations
 
 import copy
+import importlib
 import json
 import os
 import shutil
 import time
+import types
 from typing import Any, Callable
 
 import jax
@@ -107,14 +109,16 @@ def load_or_refine(config, workdir: str, simgan_dir: str, step: int, log) -> dic
   refine.refine_dataset(config.simgan, simgan_dir, config.synthetic_data, out,
                         num_examples=config.num_synthetic * config.data_multiplier, step=step,
                         chunk_size=config.refine_chunk, seed=config.synthetic_seed, keep_synthetic=True,
-                        data_dir=config.data_dir, cache_dir=config.gaze.cache_dir, progress=True)
+                        data_dir=config.data_dir, cache_dir=estimator_stages(config).section.cache_dir,
+                        progress=True)
   refined, labels = tfds_sources.load_directory(out, labels="all")
   synthetic = labels.pop("synthetic")
   labels.pop("index", None)
   if synthetic.dtype != np.uint8:  # simulator renders are kept as rendered, float in [-1, 1]
     synthetic = sources_lib.from_unit_range(synthetic)
-  if "gaze" not in labels:
-    raise DataError(f"{out}: the refined data has no 'gaze' label (labels: {', '.join(labels)})")
+  label = estimator_stages(config).label
+  if label not in labels:
+    raise DataError(f"{out}: the refined data has no {label!r} label (labels: {', '.join(labels)})")
   log(f"refined data: {out} ({len(refined)} images)")
   return {"synthetic": synthetic, "refined": refined, "labels": labels}
 
@@ -226,14 +230,38 @@ def label_preservation(config, pools, workdir: str) -> dict[str, Any]:
   return out
 
 
+# ----------------------------------------------------------------------------- estimator stages
+
+# config.estimator -> the module whose ``stages(config)`` gives the estimator stages
+# of another experiment (the hand experiment's pose estimator).
+ESTIMATOR_MODULES = {"pose": "simgan_jax.evaluation.hand_reproduce"}
+
+
+def estimator_stages(config) -> types.SimpleNamespace:
+  """Stages 4-6 of ``run`` for ``config.estimator`` (default: this module's gaze stages):
+  ``section`` (the estimator's config), ``label``, ``train_estimators``, ``summarize``,
+  ``label_preservation`` and ``write_report``."""
+  name = config.get("estimator", "gaze")
+  if name != "gaze":
+    if name not in ESTIMATOR_MODULES:
+      raise ConfigError(f"config.estimator: unknown {name!r}; known: gaze, {', '.join(ESTIMATOR_MODULES)}")
+    return importlib.import_module(ESTIMATOR_MODULES[name]).stages(config)
+  from simgan_jax.evaluation import report  # pylint: disable=g-import-not-at-top
+
+  return types.SimpleNamespace(section=config.gaze, label="gaze", train_estimators=train_estimators,
+                               summarize=summarize, label_preservation=label_preservation,
+                               write_report=report.write_report)
+
+
 # ----------------------------------------------------------------------------- run
 
 
 def run(config, workdir: str, log=metric_writer.print_line) -> dict[str, Any]:
   """All stages (see configs/reproduce.py); returns what ``report.md`` shows."""
   validate_config(config)
+  stages = estimator_stages(config)
   if config.data_dir:  # one place for prepared datasets: SimGAN's sections and the estimator's
-    for section in (config.simgan.synthetic_data, config.simgan.real_data, config.gaze):
+    for section in (config.simgan.synthetic_data, config.simgan.real_data, stages.section):
       section.data_dir = section.data_dir or config.data_dir
   os.makedirs(workdir, exist_ok=True)
   with open(os.path.join(workdir, "config.json"), "w") as f:
@@ -260,16 +288,14 @@ def run(config, workdir: str, log=metric_writer.print_line) -> dict[str, Any]:
       f"selection score {selection['selection_scores'][str(selection['step'])]:.4g})")
   log(f"[3/6] refining {config.num_synthetic * config.data_multiplier} synthetic images")
   pools = timed("refine", lambda: load_or_refine(config, workdir, simgan_dir, selection["step"], log))
-  log("[4/6] gaze estimators")
-  results = timed("gaze", lambda: train_estimators(config, pools, workdir, log))
+  log(f"[4/6] {stages.label} estimators")
+  results = timed(stages.label, lambda: stages.train_estimators(config, pools, workdir, log))
   log("[5/6] label preservation")
-  preservation = timed("preservation", lambda: label_preservation(config, pools, workdir))
+  preservation = timed("preservation", lambda: stages.label_preservation(config, pools, workdir))
   _write_json(os.path.join(workdir, "preservation.json"), preservation)
   log("[6/6] report")
-  from simgan_jax.evaluation import report  # pylint: disable=g-import-not-at-top
-
-  summary = summarize(results)
-  path = report.write_report(config, workdir, selection, summary, preservation, pools, timings)
+  summary = stages.summarize(results)
+  path = stages.write_report(config, workdir, selection, summary, preservation, pools, timings)
   log(f"report: {path}")
   return {"selection": selection, "summary": summary, "preservation": preservation, "report": path}
 

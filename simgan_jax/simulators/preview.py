@@ -11,7 +11,7 @@ from PIL import Image, ImageDraw
 from simgan_jax.data.sources import from_unit_range
 from simgan_jax.simulators import eyes, target
 
-DATASETS = ("eyesim", "eyesim_target")
+DATASETS = ("eyesim", "eyesim_target", "handsim", "handsim_target")
 
 
 def sample_images(dataset: str, num: int, image_shape=(35, 55, 1), seed: int = 0):
@@ -62,5 +62,9 @@ def write_preview(dataset: str, out: str, num: int = 32, seed: int = 0, scale: i
   """Writes a labelled grid of ``num`` samples of ``dataset`` to the image file ``out``."""
   if num < 1 or scale < 1 or columns < 1:
     raise ValueError(f"num, scale and columns must be >= 1, got {num}, {scale}, {columns}")
+  if dataset.startswith("hand"):  # depth hands: their own renderer and drawing
+    from simgan_jax.simulators import hand_preview  # pylint: disable=g-import-not-at-top
+
+    return hand_preview.write_preview(dataset, out, num, seed, max(1, scale // 2), columns)
   images, labels = sample_images(dataset, num, image_shape, seed)
   draw_grid(images, labels, scale, columns).save(out)

@@ -32,7 +32,7 @@ import os
 import pathlib
 import sys
 import warnings
-from typing import Callable
+from typing import Callable, ClassVar
 
 import jax
 import jax.numpy as jnp
@@ -57,9 +57,16 @@ class TargetDatasetConfig:
   num_validation: int = 5_000
   num_test: int = 5_000
   seed: int = 0
+  # Not fields (not hashed): what another target domain (hands_target) overrides.
+  cache_name: ClassVar[str] = "eyesim_target"
+  label_fields: ClassVar[tuple[str, ...]] = LABEL_FIELDS
 
   def size(self, split: str) -> int:
     return getattr(self, f"num_{split}")
+
+  def render_keys(self, keys_B):
+    """(float images [B, H, W, C] in [-1, 1], labels) of one example per key."""
+    return target.render_batch_staged(keys_B, self.target)
 
 
 def config_hash(config: TargetDatasetConfig) -> str:
@@ -72,7 +79,7 @@ def config_hash(config: TargetDatasetConfig) -> str:
 def cache_directory(config: TargetDatasetConfig, cache_dir: str | os.PathLike | None = None
                     ) -> pathlib.Path:
   root = cache_dir or os.environ.get("SIMGAN_JAX_CACHE") or "~/.cache/simgan_jax"
-  return pathlib.Path(root).expanduser() / "eyesim_target" / config_hash(config)
+  return pathlib.Path(root).expanduser() / config.cache_name / config_hash(config)
 
 
 @functools.partial(jax.jit, static_argnums=2)
@@ -85,9 +92,9 @@ def _to_uint8(images):
   return jnp.round((images + 1.0) * 127.5).astype(jnp.uint8)
 
 
-def _chunk(config: target.TargetConfig, split_key, start: int, chunk: int):
+def _chunk(config: TargetDatasetConfig, split_key, start: int, chunk: int):
   """(uint8 images [chunk, ...], labels) of examples [start, start + chunk)."""
-  images, labels = target.render_batch_staged(_chunk_keys(split_key, start, chunk), config)
+  images, labels = config.render_keys(_chunk_keys(split_key, start, chunk))
   return _to_uint8(images), labels
 
 
@@ -101,12 +108,12 @@ def generate_split(config: TargetDatasetConfig, split: str, start: int = 0,
   num = config.size(split) if num is None else num
   split_key = jax.random.fold_in(jax.random.PRNGKey(config.seed), SPLITS[split])
   chunk = min(CHUNK_SIZE, max(num, 1))
-  images, labels = [], {name: [] for name in LABEL_FIELDS}
+  images, labels = [], {name: [] for name in config.label_fields}
   # Dispatch every chunk before reading any back, so rendering overlaps copying.
-  outs = [_chunk(config.target, split_key, start + i, chunk) for i in range(0, num, chunk)]
+  outs = [_chunk(config, split_key, start + i, chunk) for i in range(0, num, chunk)]
   for out_images, out_labels in outs:
     images.append(np.asarray(out_images))
-    for name in LABEL_FIELDS:
+    for name in config.label_fields:
       labels[name].append(np.asarray(out_labels[name]))
     if progress is not None:
       progress(min(len(images) * chunk, num))

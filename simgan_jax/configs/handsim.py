@@ -1,0 +1,47 @@
+r"""SimGAN on the built-in depth-hand simulator -> the Kinect-like target (our NYU).
+
+  python launch/train.py --config=simgan_jax/configs/handsim.py --workdir=runs/handsim
+  python launch/train.py --config=simgan_jax/configs/handsim.py:cpu --workdir=runs/handsim_cpu
+  python launch/train.py --config=simgan_jax/configs/handsim.py:smoke --workdir=/tmp/s
+
+Variants:
+
+* (none) the paper's hand networks (configs/nyu_hand.py's preset: 224x224, 7x7
+  refiner with 10 ResNet blocks, the hand discriminator, Kg=2, Kd=1, 500 + 200
+  pretraining steps, lr 2e-4), batch 32; for an accelerator.
+* ``cpu``: 64x64 depth, a 3x3 refiner of 16 features and 4 blocks, the eye
+  discriminator (the hand one's total stride 32 leaves 2x2 patches at 64x64; the
+  eye one gives 16x16 patches of 23 px), 200 + 100 pretraining steps and 600
+  iterations at batch 32. Measured on the 2 shared cores (load average ~10):
+  with a 32-feature refiner an adversarial iteration took 6.95 s (139 GFLOP,
+  20 GFLOP/s achieved), hence 16 features: 2.4 s per iteration measured at the
+  same load (benchmarks/simulator.py hands: 33 refined images/s; the simulator
+  renders 431 images/s at 64x64, the target 292).
+* ``smoke``: 32x32, tiny networks, a few steps; for tests.
+"""
+
+import ml_collections
+
+from simgan_jax.configs import default
+from simgan_jax.configs import nyu_hand
+
+
+def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
+  c = nyu_hand.hand_config(variant)
+  c.synthetic_data = default.data_config("handsim")
+  c.real_data = default.data_config("handsim_target", num_train=20_000)
+  names = variant.split(",") if variant else []
+  if "cpu" in names:
+    c.image_height = c.image_width = 64
+    c.refiner.features = 16
+    c.refiner.kernel_size = 3
+    c.refiner.num_blocks = 4
+    c.discriminator.preset = "eye"
+    c.num_iterations = 600
+    c.real_data.num_train = 5000
+  if "smoke" in names:
+    c.image_height = c.image_width = 32
+    c.refiner.kernel_size = 3
+    c.discriminator.preset = "eye"
+    c.real_data.num_train = 128
+  return c

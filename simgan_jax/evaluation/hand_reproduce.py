@@ -1,0 +1,124 @@
+"""Stages 4-6 of ``reproduce.run`` for the hand experiment (``config.estimator = "pose"``):
+stacked-hourglass estimators per training set and seed, label preservation for
+joints, and the Table 4 report (``hand_report.py``).
+
+Label preservation (no hand-fitted labels exist for refined depth): on
+``num_label_pairs`` synthetic/refined pairs, the foreground masks' IoU, the mean
+absolute depth change on the common foreground (mm), and the joints the
+``target``-trained estimator (first seed) predicts on each image of a pair: their
+drift (224-crop px) and their error against the simulator's labels on synthetic and
+on refined images.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import types
+from typing import Any, Callable
+
+import numpy as np
+
+from simgan_jax import parallel
+from simgan_jax.data import sources as sources_lib
+from simgan_jax.evaluation import pose
+from simgan_jax.evaluation import pose_data
+from simgan_jax.evaluation import pose_training
+from simgan_jax.evaluation import reproduce
+
+# uint8 levels: the NYU builder's foreground is 0..127 (150 mm = 63.5 levels), background 255.
+_FOREGROUND_BELOW = 191
+_MM_PER_LEVEL = 150.0 / 63.5
+
+
+def stages(config) -> types.SimpleNamespace:
+  from simgan_jax.evaluation import hand_report  # pylint: disable=g-import-not-at-top
+
+  return types.SimpleNamespace(section=config.pose, label="joints", train_estimators=train_estimators,
+                               summarize=lambda results: summarize(results, config.within_px), label_preservation=label_preservation,
+                               write_report=hand_report.write_report)
+
+
+def _pose_config(config, seed: int):
+  p = copy.deepcopy(config.pose)
+  p.seed = int(seed)
+  return p
+
+
+def training_sources(config, pools) -> dict[str, Callable[[], sources_lib.ImageSource]]:
+  n = config.num_synthetic
+  j = pools["labels"]["joints"].astype(np.float32)
+  sets = {
+      "synthetic": lambda: sources_lib.ArraySource(pools["synthetic"][:n], {"joints": j[:n]}),
+      "synthetic_4x": lambda: sources_lib.ArraySource(pools["synthetic"], {"joints": j}),
+      "refined": lambda: sources_lib.ArraySource(pools["refined"][:n], {"joints": j[:n]}),
+      "refined_4x": lambda: sources_lib.ArraySource(pools["refined"], {"joints": j}),
+      "target": lambda: pose_data.train_source(config.target_train_data, config.pose),
+  }
+  return {name: sets[name] for name in reproduce.training_set_names(config)}
+
+
+def train_estimators(config, pools, workdir: str, log) -> dict[str, dict[str, Any]]:
+  """{training set: {str(seed): results.json}}; finished runs are read back."""
+  eval_sets, results = None, {}
+  for name, make_source in training_sources(config, pools).items():
+    results[name], source = {}, None
+    for seed in config.seeds:
+      run_dir = os.path.join(workdir, "pose", name, f"seed_{seed}")
+      done = reproduce._read_json(os.path.join(run_dir, "results.json"))  # pylint: disable=protected-access
+      if done is None:
+        if eval_sets is None:
+          eval_sets = {"test": pose_data.eval_set(config.test_data, config.pose)}
+        source = source or make_source()
+        log(f"pose estimator: training set {name}, seed {seed}")
+        done = pose_training.train_pose_estimator(_pose_config(config, seed), source, eval_sets, run_dir)
+      results[name][str(seed)] = done
+  return results
+
+
+def summarize(results, within_px: int = 5) -> dict[str, dict[str, float]]:
+  """Mean and std over seeds of the share within ``within_px`` (Table 4: 5) and the mean joint error.
+  The keys say 5 (``within5_mean``) whatever the threshold; ``within_px`` records it."""
+  out = {}
+  for name, by_seed in results.items():
+    tests = [r["eval"]["test"] for r in by_seed.values()]
+    errors = [t["mean_joint_error_px"] for t in tests]
+    within = [100 * t["within_px"][str(within_px)] for t in tests]
+    curves = np.array([[t["within_px"][str(d)] for d in pose.WITHIN_THRESHOLDS_PX] for t in tests])
+    out[name] = {"error_mean": float(np.mean(errors)), "error_std": float(np.std(errors)),
+                 "within5_mean": float(np.mean(within)), "within5_std": float(np.std(within)),
+                 "within_px": within_px, "num_seeds": len(tests), "curve": curves.mean(0).tolist(),
+                 "train_seconds": float(sum(r["train_seconds"] for r in by_seed.values()))}
+  return out
+
+
+def label_preservation(config, pools, workdir: str) -> dict[str, Any]:
+  n = config.num_label_pairs
+  synthetic, refined = pools["synthetic"][:n], pools["refined"][:n]
+  fg_syn, fg_ref = synthetic[..., 0] < _FOREGROUND_BELOW, refined[..., 0] < _FOREGROUND_BELOW
+  union = np.maximum((fg_syn | fg_ref).sum((1, 2)), 1)
+  both = fg_syn & fg_ref
+  change = np.abs(synthetic[..., 0].astype(np.float64) - refined[..., 0]) * _MM_PER_LEVEL
+  out: dict[str, Any] = {
+      "num_pairs": n,
+      "foreground_iou": reproduce._stats((fg_syn & fg_ref).sum((1, 2)) / union),  # pylint: disable=protected-access
+      "depth_change_mm": reproduce._stats(  # pylint: disable=protected-access
+          [change[i][both[i]].mean() if both[i].any() else 0.0 for i in range(n)]),
+  }
+  if "target" in reproduce.training_set_names(config):
+    seed = config.seeds[0]
+    p = _pose_config(config, seed)
+    params = pose_training.restore_params(p, os.path.join(workdir, "pose", "target", f"seed_{seed}"))
+    mesh = parallel.make_mesh(p.get("num_devices", 0))
+    predict_fn = pose_training.make_predict_fn(pose.make_pose_estimator(p), p.image_width, mesh)
+    from simgan_jax.evaluation import gaze_training  # pylint: disable=g-import-not-at-top
+
+    j_syn = gaze_training.predict(predict_fn, params, synthetic, mesh, p.eval_batch_size)
+    j_ref = gaze_training.predict(predict_fn, params, refined, mesh, p.eval_batch_size)
+    truth = pools["labels"]["joints"][:n]
+    stats = reproduce._stats  # pylint: disable=protected-access
+    out["joint_drift_px"] = stats(pose.joint_errors_px(j_syn, j_ref, p.image_width).mean(-1))
+    out["joint_error_synthetic_px"] = stats(pose.joint_errors_px(j_syn, truth, p.image_width).mean(-1))
+    out["joint_error_refined_px"] = stats(pose.joint_errors_px(j_ref, truth, p.image_width).mean(-1))
+    out["drift_estimator"] = f"target, seed {seed}"
+  return out

@@ -1,0 +1,83 @@
+"""Pose estimator: heatmaps round trip, the within-d metric, the hourglass, one training run."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from simgan_jax.evaluation import pose
+
+
+def test_heatmap_targets_decode_back_within_a_pixel():
+  rng = np.random.default_rng(0)
+  joints = rng.uniform(1, 62, (3, 14, 2)).astype(np.float32)  # 224-pixel image coordinates / 3.5
+  hm = pose.to_heatmap_coords(jnp.asarray(joints) * 3.5, 224, 64)
+  decoded = pose.to_image_coords(pose.decode_heatmaps(pose.heatmap_targets(hm, 64)), 224, 64)
+  # Within one heatmap pixel (3.5 image pixels); catches swapped x/y or a half-pixel offset error.
+  err = np.abs(np.asarray(decoded) - joints * 3.5)
+  assert err.max() <= 3.5 * 0.5 + 1e-4, err.max()
+  # In heatmap pixels the quarter-pixel refinement lands within half a pixel.
+  assert np.abs(np.asarray(pose.decode_heatmaps(pose.heatmap_targets(hm, 64))) - np.asarray(hm)).max() <= 0.5
+
+
+def test_within_d_needs_every_joint():
+  true = np.zeros((4, 14, 2))
+  pred = np.zeros((4, 14, 2))
+  pred[1, 3] = [3.0, 4.0]  # one joint 5 px off
+  pred[2, :] = [6.0, 0.0]  # all joints 6 px off
+  pred[3, 0] = [0.0, 30.0]
+  errors = pose.joint_errors_px(pred, true, 224)
+  curve = pose.within_curve(errors, thresholds=(0, 4, 5, 6, 30))
+  assert curve == {0: 0.25, 4: 0.25, 5: 0.5, 6: 0.75, 30: 1.0}  # a mean-error rule would count image 3
+  np.testing.assert_allclose(errors.mean(), (5 + 14 * 6 + 30) / 56)
+  # At 64 px images errors are reported in 224-crop pixels.
+  np.testing.assert_allclose(pose.joint_errors_px(pred[1:2], true[1:2], 64).max(), 5 * 3.5)
+
+
+def test_hourglass_shape_and_parameter_count():
+  model = pose.StackedHourglass(num_stacks=2, features=16, depth=2, heatmap_size=8)
+  variables = jax.eval_shape(model.init, jax.random.PRNGKey(0), jnp.zeros((1, 32, 32, 1)))
+  out = jax.eval_shape(model.apply, variables, jnp.zeros((3, 32, 32, 1)))
+  assert out.shape == (2, 3, 8, 8, 14)
+  count = sum(int(np.prod(x.shape)) for x in jax.tree.leaves(variables))
+  # Counted by hand: Residual(cin, F) = 1x1 cin->F/2, 3x3 F/2->F/2, 1x1 F/2->F (+ biases),
+  # three GroupNorms over cin, F/2, F/2, and a 1x1 skip when cin != F.
+  def residual(cin, f):
+    h = f // 2
+    n = cin * h + h + 9 * h * h + h + h * f + f + 2 * (cin + h + h)
+    return n + (cin * f + f if cin != f else 0)
+  f = 16
+  hourglass2 = 7 * residual(f, f)  # depth 2: upper, down, up and the inner upper, down, bottom, up
+  stem = 49 * 4 + 4 + 2 * 4 + residual(4, 8) + residual(8, 8) + residual(8, 16)
+  heads = 2 * (residual(f, f) + f * f + f + f * 14 + 14)
+  remap = f * f + f + 14 * f + f
+  assert count == stem + 2 * hourglass2 + heads + remap
+  # The paper size: 2 stacks of 256 features, depth 4.
+  paper = pose.StackedHourglass()
+  v = jax.eval_shape(paper.init, jax.random.PRNGKey(0), jnp.zeros((1, 224, 224, 1)))
+  assert 6e6 < sum(int(np.prod(x.shape)) for x in jax.tree.leaves(v)) < 7.5e6  # Newell's 2-stack ~6.7M
+  assert jax.eval_shape(paper.apply, v, jnp.zeros((1, 224, 224, 1))).shape == (2, 1, 64, 64, 14)
+
+
+def test_augmentation_moves_joints_with_the_pixels():
+  image = jnp.ones((32, 32, 1)).at[10, 20, 0].set(-1.0)  # one foreground pixel at (x=20, y=10)
+  joints = jnp.array([[20.0, 10.0]] * 14)
+  out, moved = pose.augment(jax.random.PRNGKey(3), image, joints)
+  y, x = np.argwhere(np.asarray(out[..., 0]) < 0)[0]
+  # Nearest-neighbour resampling: the pixel lands within a pixel of where its joint went.
+  assert np.hypot(x - moved[0, 0], y - moved[0, 1]) <= 1.0
+  assert not np.allclose(moved, joints)
+
+
+def test_smoke_training_on_the_simulator(tmp_path):
+  from simgan_jax.configs import pose as pose_config
+  from simgan_jax.evaluation import pose_data, pose_training
+
+  c = pose_config.get_config("smoke")
+  c.cache_dir = str(tmp_path / "cache")
+  eval_sets = {"sim": pose_data.eval_set("handsim", c)}
+  results = pose_training.train_pose_estimator(c, pose_data.train_source("handsim", c), eval_sets,
+                                               str(tmp_path / "run"))
+  assert results["steps"] == 3
+  r = results["eval"]["sim"]
+  assert r["num_images"] == 64 and np.isfinite(r["mean_joint_error_px"])
+  assert 0.0 <= r["within_px"]["5"] <= r["within_px"]["20"] <= 1.0
