@@ -56,7 +56,10 @@ _COMPILATION_CACHE_DIR = flags.DEFINE_string(
 
 
 def say(line: str) -> None:
-  """A console line of the launch script (stdout, flushed)."""
+  """A console line of the launch script (stdout, flushed); only process 0 of a
+  multi-process run speaks (before jax.distributed is up, --process_id tells)."""
+  if _PROCESS_ID.value:
+    return
   print(line, flush=True)
 
 

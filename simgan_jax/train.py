@@ -312,7 +312,7 @@ def train_and_evaluate(config, workdir: str, synthetic: sources_lib.ImageSource 
     last_saved = at
     if scores and is_chief:
       writer.write(at, scores)
-      for line in probe_lines(at, scores, config, realism_probe.max_drift,
+      for line in probe_lines(at, scores, config, getattr(realism_probe, "max_drift", None),
                               task.info.get("unit", "") if task is not None else ""):
         chief_print(line)
 

@@ -87,7 +87,7 @@ def test_keeps_the_newest_and_the_best_scored(tmp_path):
 def test_loop_keeps_the_best_by_the_probe_scores(tmp_path, monkeypatch):
   kids = iter([5.0, 1.0, math.inf, 0.1, math.nan, 3.0, 7.0, 8.0, 9.0])
 
-  def fake_probe(config, setup, data):
+  def fake_probe(config, setup, data, *unused_args, **unused_kwargs):
     def probe(params):
       kid = next(kids)
       selection = math.inf if kid == 0.1 else kid  # step 4 "collapsed"

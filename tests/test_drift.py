@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from simgan_jax import losses, train, training
+from simgan_jax import losses, parallel, train, training
 from simgan_jax.configs import default
 from simgan_jax.data.sources import ArraySource
 from simgan_jax.errors import ConfigError
@@ -69,10 +69,11 @@ def eye_probe(tmp_path_factory):
   keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(9), i))(jnp.arange(64))
   real = ArraySource(np.asarray(synthetic.sample({}, keys)["image"]))
   setup = training.make_setup(c, synthetic, real, 1)
-  data = jax.device_put({"synthetic": {}, "real": real.device_data()})
+  mesh = parallel.make_mesh(1)
+  data = parallel.put_replicated({"synthetic": {}, "real": real.device_data()}, mesh)
   workdir = str(tmp_path_factory.mktemp("drift"))
   task = drift.task_network(c, synthetic, {}, shape, workdir, log=lambda _: None)
-  return c, train.make_realism_probe(c, setup, data, task), task, workdir
+  return c, train.make_realism_probe(c, setup, data, mesh, task=task), task, workdir
 
 
 def test_gaze_drift_is_zero_for_identity_and_large_for_a_shifting_refiner(eye_probe):

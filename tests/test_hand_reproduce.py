@@ -56,7 +56,8 @@ def test_nyu_hand_preset_on_fixtures(tmp_path):
       f"data_dir={data}", "num_synthetic=2", "data_multiplier=2", "num_label_pairs=2", "seeds=0",
       "num_sample_images=2", "training_sets=synthetic,target",
       f"synthetic_data=nyu_hand/{names['synthetic']}:train", f"target_train_data=nyu_hand/{names['real']}:train",
-      f"test_data=nyu_hand/{names['real']}:test", "simgan.realism.num_images=4", "simgan.realism.subset_size=2"])
+      f"test_data=nyu_hand/{names['real']}:test", "simgan.realism.num_images=4", "simgan.realism.subset_size=2",
+      "simgan.two_sample.enabled=False", "simgan.drift.enabled=False"])
   config.simgan.synthetic_data.builder_config = names["synthetic"]
   config.simgan.real_data.builder_config = names["real"]
   result = reproduce.run(config, str(tmp_path / "repro"), log=lambda line: None)

@@ -307,7 +307,9 @@ class _Input:
         index = np.arange(s, s + self.size, dtype=np.int32)
         outputs.append((s, e, self.fn(params, _shard(index, self.size, self.mesh))))
       else:
-        outputs.append((s, e, {"image": self.fn(params, _shard(self.images[s:e], self.size, self.mesh))}))
+        index = np.arange(s, s + self.size, dtype=np.int32)  # keys the refiner's noise, if any
+        outputs.append((s, e, {"image": self.fn(params, _shard(self.images[s:e], self.size, self.mesh),
+                                                _shard(index, self.size, self.mesh))}))
     return start, stop, outputs
 
   def fetch(self, pending) -> dict[str, np.ndarray]:
