@@ -7,9 +7,11 @@ checkpoints are interchangeable) and two implementations of the same maths:
 * ``"xla"``: ``lax.conv_general_dilated`` (cuDNN on GPUs, the TPU's convolution);
 * ``"matmul"``: the k x k shifted (strided) slices of the padded input
   concatenated on channels, then one matmul with the reshaped kernel (im2col by
-  hand). XLA:CPU runs this about 5x faster than its own convolution for these
-  small images (shared/probes/cpu_conv_probe.py; ``benchmarks/train_step.py``),
-  because the matmul reaches the CPU's GEMM rate while the convolution does not.
+  hand). On XLA:CPU the matmul reaches the CPU's GEMM rate while the convolution
+  does not: the paper eye iteration at batch 32 took 3.03 s against 4.66 s with
+  ``xla`` (1.5x; ``benchmarks/train_step.py``, idle 2-core AVX-512 CPU, 2 Dec
+  2026); shared/probes/cpu_conv_probe.py measured 5x for the refiner's gradient
+  on an AVX2 day.
 
 ``impl="auto"`` picks ``matmul`` on CPU and ``xla`` elsewhere. Padding
 ``"SAME"`` (zeros, as flax/lax define it, also for strides), ``"REFLECT"``

@@ -23,8 +23,10 @@ Variants (``--config=...default.py:VARIANT``):
   and a grainy texture over the eye, with pupil and iris where the simulator put
   them; it also shows GAN artefacts (ripples around the iris, a frame along the
   border from zero padding) and does not reproduce the target's skin noise and
-  uneven light. ``--config.refiner.padding=REFLECT`` removes the frame but runs
-  2.5x slower on XLA:CPU. In that run the realism KID (``realism_kid``) falls
+  uneven light. ``--config.refiner.padding=REFLECT`` removes the frame; it ran
+  2.5x slower with XLA's convolutions, and 1.2x slower than zero padding with the
+  matmul convolutions now used on CPU (0.755 vs 0.642 s per refiner+D gradient,
+  this variant at batch 32, one measurement on a loaded machine). In that run the realism KID (``realism_kid``) falls
   from 10.15 (raw simulator) to 0.71 at step 1100 (the selected checkpoint),
   refined pupils sit 1.02 +- 0.68 px from where the simulator put them, and gaze
   estimators trained on refined images beat those trained on raw ones on the
@@ -76,7 +78,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c.discriminator.width_multiplier = 1.0
   c.discriminator.batch_norm = False
   # How convolutions run (simgan_jax/layers.py): "matmul" (shifted slices + one
-  # matmul; ~5x faster on XLA:CPU), "xla" (lax.conv: cuDNN / TPU), or "auto"
+  # matmul; 1.5x faster than xla on an idle 2-core CPU, README), "xla" (lax.conv: cuDNN / TPU), or "auto"
   # (matmul on CPU, xla elsewhere). Same maths and parameters either way.
   c.conv_impl = "auto"
   # Compute dtype of the networks: "float32", or "bfloat16" (activations and
