@@ -111,3 +111,5 @@ def test_bfloat16_training_stays_close_to_float32(array_sources):
     for name in m32:
       # Stated tolerance: 3% relative (or 0.05 absolute for accuracies near 0).
       assert m16[name] == pytest.approx(m32[name], rel=0.03, abs=0.05), name
+  # And bfloat16 really ran: a run that ignored compute_dtype would match bit for bit.
+  assert any(m16[name] != m32[name] for m32, m16 in zip(curves["float32"], curves["bfloat16"]) for name in m32)
