@@ -2,21 +2,29 @@
 
 ``Conv`` has exactly the parameters of ``flax.linen.Conv`` (``kernel`` HWIO,
 ``bias``; the same initialisers, so the same key gives the same weights and
-checkpoints are interchangeable) and two implementations of the same maths:
+checkpoints are interchangeable) and three implementations of the same maths:
 
 * ``"xla"``: ``lax.conv_general_dilated`` (cuDNN on GPUs, the TPU's convolution);
-* ``"matmul"``: the k x k shifted (strided) slices of the padded input
-  concatenated on channels, then one matmul with the reshaped kernel (im2col by
-  hand). On XLA:CPU the matmul reaches the CPU's GEMM rate while the convolution
-  does not: the paper eye iteration at batch 32 took 3.03 s against 4.66 s with
-  ``xla`` (1.5x; ``benchmarks/train_step.py``, idle 2-core AVX-512 CPU, 2 Dec
-  2026); shared/probes/cpu_conv_probe.py measured 5x for the refiner's gradient
-  on an AVX2 day.
+* ``"matmul"``: the k x k shifted (strided) slices of the padded input side by
+  side on channels, then one matmul with the reshaped kernel (im2col by hand);
+* ``"hybrid"`` (the CPU default): XLA's convolution for the output and the input
+  gradient, and a hand-written kernel gradient (k shifted copies of the input
+  along W against k shifted copies of the output gradient along H, one matmul).
 
-``impl="auto"`` picks ``matmul`` on CPU and ``xla`` elsewhere. Padding
+Where the CPU time went (``benchmarks/conv_profile.py``, the eye refiner's 64->64
+layer at batch 32, 2-core AVX-512 CPU, 2 Dec 2026): XLA:CPU's convolution runs
+the forward pass (25 ms) and the input gradient (26 ms) close to PyTorch (21 ms
+forward), but its kernel gradient (a convolution with an image-sized kernel) takes
+about 160 ms; im2col pays for a 9x larger copy of the activations in every pass
+(the concatenation alone 60-70 ms). ``hybrid`` takes the fast part of each: 103 ms
+per layer forward + backward against 166 (matmul) and 200 (xla); the paper eye
+iteration at batch 32 went from 2.19 s (matmul) to 1.57 s
+(``benchmarks/train_step.py --compare_torch``, same day).
+
+``impl="auto"`` picks ``hybrid`` on CPU and ``xla`` elsewhere. Padding
 ``"SAME"`` (zeros, as flax/lax define it, also for strides), ``"REFLECT"``
-(mirror, stride 1) or ``"VALID"``. With the matmul path the mirror padding is
-one ``jnp.pad`` and costs the same as zeros.
+(mirror, stride 1) or ``"VALID"``. With the matmul and hybrid paths the mirror
+padding is one ``jnp.pad`` and costs about what zeros cost.
 
 ``dtype`` is the compute dtype: ``jnp.bfloat16`` casts the input and the kernel
 for the matmul/convolution (the parameters stay float32); outputs are in
@@ -26,6 +34,7 @@ gradients and optimiser states stay float32.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -33,7 +42,9 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
-IMPLS = ("auto", "xla", "matmul")
+from simgan_jax import parallel
+
+IMPLS = ("auto", "xla", "matmul", "hybrid")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
@@ -41,7 +52,7 @@ def resolve_impl(impl: str, field: str = "conv_impl") -> str:
   if impl not in IMPLS:
     raise ValueError(f"config.{field}: {impl!r} is not one of {', '.join(IMPLS)}")
   if impl == "auto":
-    return "matmul" if jax.default_backend() == "cpu" else "xla"
+    return "hybrid" if jax.default_backend() == "cpu" else "xla"
   return impl
 
 
@@ -80,8 +91,81 @@ def _windows(x, kernel: int, stride: int):
           for i in range(kernel) for j in range(kernel)]
 
 
+def _side_by_side(parts):
+  """``jnp.concatenate(parts, -1)`` as a sum of channel-padded parts: XLA:CPU fuses this
+  into one loop (47 ms for the eye refiner's im2col at batch 32) where the
+  concatenation materialises every part first and then copies them (73 ms)."""
+  c, n = parts[0].shape[-1], len(parts)
+  pads = [(0, 0)] * (parts[0].ndim - 1)
+  return sum(jnp.pad(p, (*pads, (i * c, (n - 1 - i) * c))) for i, p in enumerate(parts))
+
+
+def _im2col(x_padded, kernel: int, stride: int = 1):
+  """[B, h, w, kernel * kernel * C]: the windows of a padded input side by side on channels."""
+  return _side_by_side(_windows(x_padded, kernel, stride))
+
+
+def _kernel_grad_stride1(x_padded, g, k: int):
+  """d(loss)/d(kernel) [k, k, C, Cout] of a stride-1 VALID convolution, as one matmul
+  between k shifted copies of the input along W and k shifted copies of the output
+  gradient along H (k-fold copies on each side instead of a k*k-fold im2col: 54 ms
+  against 90 ms for the eye refiner's layer at batch 32 on XLA:CPU)."""
+  b, hp, _, c = x_padded.shape
+  ho, wo, cout = g.shape[1], g.shape[2], g.shape[3]
+  # Row m = (image, padded row h, column w): the k column windows of the input...
+  cols = _side_by_side([x_padded[:, :, j:j + wo] for j in range(k)]).reshape(-1, k * c)
+  # ...and the output gradient at (image, h - i, w), zero where h - i is outside [0, ho):
+  # rows shift by whole image rows, so a shift only ever meets the zero rows of padding.
+  g_rows = jnp.pad(g, ((0, 0), (0, hp - ho), (0, 0), (0, 0))).reshape(-1, cout)
+  m = g_rows.shape[0]
+  g_shifted = _side_by_side([jnp.pad(g_rows[:m - i * wo], ((i * wo, 0), (0, 0))) for i in range(k)])
+  d = (cols.T @ g_shifted).reshape(k, c, k, cout)  # [j, ci, i, co]
+  return d.transpose(2, 0, 1, 3)
+
+
+def _valid_conv(x_padded, kernel, stride: int):
+  return lax.conv_general_dilated(x_padded, kernel, (stride, stride), "VALID",
+                                  dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
+def _hybrid_conv(x_padded, kernel, stride: int, x_vma: frozenset, kernel_vma: frozenset):
+  """XLA's convolution for the output and the input gradient, im2col + one matmul for
+  the kernel gradient: XLA:CPU runs the first two near the CPU's GEMM rate but the
+  kernel gradient (a convolution with an image-sized kernel) about 6x slower."""
+  return _valid_conv(x_padded, kernel, stride)
+
+
+def _hybrid_conv_fwd(x_padded, kernel, stride, x_vma, kernel_vma):
+  return _valid_conv(x_padded, kernel, stride), (x_padded, kernel)
+
+
+def _hybrid_conv_bwd(stride, x_vma, kernel_vma, residuals, g):
+  x_padded, kernel = residuals
+  k, _, cin, cout = kernel.shape
+  (d_x,) = jax.vjp(lambda x: _valid_conv(x, kernel, stride), x_padded)[1](g)
+  if stride == 1:
+    d_kernel = _kernel_grad_stride1(x_padded, g, k)
+  else:
+    cols = _im2col(x_padded, k, stride).reshape(-1, k * k * cin)
+    d_kernel = (g.reshape(-1, cout).T @ cols).T.reshape(kernel.shape)
+  # The varying mesh axes of the inputs are passed statically: residuals lose them.
+  return _like(d_x, x_vma), _like(d_kernel.astype(kernel.dtype), kernel_vma)
+
+
+def _like(cotangent, primal_vma: frozenset):
+  """The cotangent with the primal's varying mesh axes (inside ``shard_map``): where
+  the primal is replicated over an axis (D's parameters in the refiner's loss), its
+  cotangent is the sum over that axis, the transpose of the implicit broadcast."""
+  extra = tuple(sorted(parallel.varying_axes(cotangent) - primal_vma))
+  return lax.psum(cotangent, extra) if extra else cotangent
+
+
+_hybrid_conv.defvjp(_hybrid_conv_fwd, _hybrid_conv_bwd)
+
+
 def conv2d(x, kernel, bias, stride: int = 1, padding: str = "SAME", impl: str = "matmul"):
-  """NHWC x HWIO convolution with ``impl`` ``"xla"`` or ``"matmul"`` (see the module doc)."""
+  """NHWC x HWIO convolution with ``impl`` ``"xla"``, ``"matmul"`` or ``"hybrid"`` (module doc)."""
   k = kernel.shape[0]
   if kernel.shape[0] != kernel.shape[1]:
     raise ValueError(f"square kernels only, got {kernel.shape[:2]}")
@@ -90,15 +174,18 @@ def conv2d(x, kernel, bias, stride: int = 1, padding: str = "SAME", impl: str = 
       x, padding = _pad(x, k, stride, "REFLECT"), "VALID"
     y = lax.conv_general_dilated(x, kernel, (stride, stride), padding,
                                  dimension_numbers=("NHWC", "HWIO", "NHWC"))
-  elif impl == "matmul":
+  elif impl in ("matmul", "hybrid"):
     cin, cout = kernel.shape[2], kernel.shape[3]
     if k == 1:
       y = x[:, ::stride, ::stride, :] @ kernel.reshape(cin, cout)
+    elif impl == "hybrid":
+      x_padded = _pad(x, k, stride, padding)
+      y = _hybrid_conv(x_padded, kernel, stride, parallel.varying_axes(x_padded),
+                       parallel.varying_axes(kernel))
     else:
-      cols = jnp.concatenate(_windows(_pad(x, k, stride, padding), k, stride), axis=-1)
-      y = cols @ kernel.reshape(k * k * cin, cout)
+      y = _im2col(_pad(x, k, stride, padding), k, stride) @ kernel.reshape(k * k * cin, cout)
   else:
-    raise ValueError(f"conv impl {impl!r} is not 'xla' or 'matmul'")
+    raise ValueError(f"conv impl {impl!r} is not one of {', '.join(IMPLS[1:])}")
   return y if bias is None else y + bias
 
 
@@ -123,7 +210,7 @@ class Conv(nn.Module):
   strides: int = 1
   padding: str = "SAME"
   use_bias: bool = True
-  impl: str = "matmul"  # "xla" or "matmul" (resolve "auto" with resolve_impl first)
+  impl: str = "matmul"  # "xla", "matmul" or "hybrid" (resolve "auto" with resolve_impl first)
   dtype: Any = jnp.float32
 
   @nn.compact

@@ -30,6 +30,16 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 AXIS = "batch"
 
 
+def varying_axes(x) -> frozenset:
+  """The mesh axes over which ``x`` varies inside ``shard_map`` (empty outside)."""
+  if not hasattr(jax, "typeof"):
+    return frozenset()
+  aval = jax.typeof(x)
+  if hasattr(aval, "manual_axis_type"):  # jax >= 0.10
+    return frozenset(aval.manual_axis_type.varying)
+  return frozenset(getattr(aval, "vma", frozenset()))  # jax 0.7 .. 0.9
+
+
 def _to_varying(tree):
   """``tree`` marked as varying over ``AXIS`` (a no-op where it already is)."""
   if hasattr(lax, "pcast"):  # jax >= 0.8
@@ -40,8 +50,7 @@ def _to_varying(tree):
     return tree
 
   def one(x):
-    vma = getattr(jax.typeof(x), "vma", frozenset()) if hasattr(jax, "typeof") else frozenset()
-    return x if AXIS in vma else cast(x)
+    return x if AXIS in varying_axes(x) else cast(x)
 
   return jax.tree.map(one, tree)
 

@@ -29,6 +29,7 @@ def test_matmul_conv_equals_xla_conv(kernel, stride, padding, size):
   out = layers.conv2d(x, w, b, stride, padding, impl="matmul")
   assert out.shape == ref.shape
   np.testing.assert_allclose(out, ref, atol=2e-5)
+  np.testing.assert_allclose(layers.conv2d(x, w, b, stride, padding, impl="hybrid"), ref, atol=2e-5)
   if padding != "REFLECT":
     flax = nn.Conv(5, (kernel, kernel), strides=(stride, stride), padding=padding).apply(
         {"params": {"kernel": w, "bias": b}}, x)
@@ -36,8 +37,10 @@ def test_matmul_conv_equals_xla_conv(kernel, stride, padding, size):
   # Gradients too (the backward pass of slices + matmul is what training runs).
   g = lambda impl: jax.grad(lambda x, w: jnp.sum(jnp.sin(layers.conv2d(x, w, b, stride, padding, impl))),  # noqa: E731
                             argnums=(0, 1))(x, w)
-  for a, c in zip(g("xla"), g("matmul")):
-    np.testing.assert_allclose(c, a, rtol=1e-4, atol=1e-5 * float(jnp.max(jnp.abs(a))))
+  # "hybrid" has a hand-written kernel gradient (shifted copies + one matmul).
+  for impl in ("matmul", "hybrid"):
+    for a, c in zip(g("xla"), g(impl)):
+      np.testing.assert_allclose(c, a, rtol=1e-4, atol=1e-5 * float(jnp.max(jnp.abs(a))))
 
 
 @pytest.mark.parametrize("window,stride,padding", [(3, 1, "SAME"), (3, 2, "SAME"), (3, 2, "VALID"),
@@ -58,7 +61,7 @@ def test_networks_get_flax_conv_parameters_and_match_across_impls():
   config = default.get_config("smoke")
   x = _x((4, 35, 55, 1))
   outs, params = {}, {}
-  for impl in ("xla", "matmul"):
+  for impl in ("xla", "matmul", "hybrid"):
     config.conv_impl = impl
     refiner, disc = models.make_refiner(config), models.make_discriminator(config)
     params[impl] = (refiner.init(jax.random.PRNGKey(0), x)["params"],
@@ -66,9 +69,10 @@ def test_networks_get_flax_conv_parameters_and_match_across_impls():
     refined = refiner.apply({"params": params[impl][0]}, x)
     outs[impl] = (refined, disc.apply({"params": params[impl][1]}, refined, train=False))
   # The same key gives the same weights either way (checkpoints are interchangeable).
-  jax.tree.map(np.testing.assert_array_equal, params["xla"], params["matmul"])
-  for a, b in zip(outs["xla"], outs["matmul"]):
-    np.testing.assert_allclose(b, a, atol=1e-5)
+  for impl in ("matmul", "hybrid"):
+    jax.tree.map(np.testing.assert_array_equal, params["xla"], params[impl])
+    for a, b in zip(outs["xla"], outs[impl]):
+      np.testing.assert_allclose(b, a, atol=1e-5)
   # Parameter names are flax.linen.Conv's.
   assert set(params["matmul"][0]["conv_in"]) == {"kernel", "bias"}
 
@@ -78,7 +82,7 @@ def test_unknown_impl_and_dtype_name_the_field():
     layers.resolve_impl("cudnn")
   with pytest.raises(ValueError, match="config.compute_dtype"):
     layers.resolve_dtype("float16")
-  assert layers.resolve_impl("auto") == "matmul"  # tests run on CPU
+  assert layers.resolve_impl("auto") == "hybrid"  # tests run on CPU
 
 
 def test_bfloat16_networks_track_float32_and_keep_float32_outputs():

@@ -77,9 +77,10 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c.discriminator.preset = "eye"
   c.discriminator.width_multiplier = 1.0
   c.discriminator.batch_norm = False
-  # How convolutions run (simgan_jax/layers.py): "matmul" (shifted slices + one
-  # matmul; 1.5x faster than xla on an idle 2-core CPU, README), "xla" (lax.conv: cuDNN / TPU), or "auto"
-  # (matmul on CPU, xla elsewhere). Same maths and parameters either way.
+  # How convolutions run (simgan_jax/layers.py): "xla" (lax.conv: cuDNN / TPU),
+  # "matmul" (shifted slices + one matmul), "hybrid" (XLA's forward and input
+  # gradient, a hand-written kernel gradient: the fastest on CPU, README
+  # "Benchmarks"), or "auto" (hybrid on CPU, xla elsewhere). Same maths and parameters.
   c.conv_impl = "auto"
   # Compute dtype of the networks: "float32", or "bfloat16" (activations and
   # matmuls; parameters, optimiser states and losses stay float32).
