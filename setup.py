@@ -14,7 +14,8 @@ setuptools.setup(
     version="0.1.0",
     description="SimGAN: learning from simulated and unsupervised images, in JAX/Flax.",
     packages=setuptools.find_packages(include=["simgan_jax", "simgan_jax.*"]),
-    package_data={"simgan_jax.turing": ["templates/*.html", "static/*"]},
+    package_data={"simgan_jax.turing": ["templates/*.html", "static/*"],
+                  "simgan_jax": ["pretrained/*/*"]},
     python_requires=">=3.10",
     install_requires=_REQUIREMENTS,
 )

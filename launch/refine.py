@@ -31,7 +31,8 @@ from absl import flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from launch import common  # pylint: disable=g-import-not-at-top
 
-_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "SimGAN training workdir to take the refiner from.")
+_CHECKPOINT = flags.DEFINE_string("checkpoint", None, "SimGAN training workdir to take the refiner from, or "
+                                  "pretrained:NAME for a refiner shipped with the package (pretrained:eyesim).")
 _STEP = flags.DEFINE_string("step", None, "Checkpoint step (default: the newest), or 'best': the lowest "
                             "selection_score in CHECKPOINT/metrics.jsonl among the checkpoints on disk.")
 _CONFIG = common.define_config_file(

@@ -99,3 +99,39 @@ def test_sigterm_to_one_process_stops_both_at_the_same_step(tmp_path, npz_pools)
   stopped = int(lines[0].split()[5].rstrip(";"))
   assert 6 < stopped < 45 and stopped % 2 == 0
   assert str(stopped) in os.listdir(tmp_path / "run" / "checkpoints")
+
+
+def test_gaze_estimator_on_two_processes_takes_the_one_device_step(tmp_path):
+  # The gaze estimator's loop through its launcher, with SGD (an N-times gradient moves N
+  # times as far): 2 processes x 4 devices against 1 process x 1 device.
+  from simgan_jax.configs import gaze as gaze_config  # pylint: disable=g-import-not-at-top
+  from simgan_jax.evaluation import gaze_training  # pylint: disable=g-import-not-at-top
+  from tests.test_gaze import _gaze_pool  # pylint: disable=g-import-not-at-top
+
+  pool = _gaze_pool(64)
+  path = tmp_path / "gaze.npz"
+  np.savez(path, images=pool.images, gaze=pool.labels["gaze"])
+  flags = [f"--config={REPO}/simgan_jax/configs/gaze.py:smoke", f"--train_data=npz:{path}",
+           f"--eval_data=npz:{path}", "--config.optimizer.name=sgd", "--config.optimizer.learning_rate=1e-2",
+           "--config.num_steps=6"]
+  base = [sys.executable, os.path.join(REPO, "launch/train_gaze.py"), *flags]
+  address = f"127.0.0.1:{free_port()}"
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu",
+             JAX_COORDINATOR_BIND_ADDRESS=address)
+  procs = [subprocess.Popen(base + [f"--workdir={tmp_path / 'two'}", f"--coordinator_address={address}",
+                                    "--num_processes=2", f"--process_id={i}"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+           for i in range(2)]
+  outs = [p.communicate(timeout=600) for p in procs]
+  for p, (_, err) in zip(procs, outs):
+    assert p.returncode == 0, err[-3000:]
+  one_env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1", JAX_PLATFORMS="cpu")
+  one = subprocess.run(base + [f"--workdir={tmp_path / 'one'}"], capture_output=True, text=True, timeout=600,
+                       env=one_env)
+  assert one.returncode == 0, one.stderr[-3000:]
+  config = gaze_config.get_config("smoke")
+  config.optimizer.name, config.optimizer.learning_rate, config.num_steps = "sgd", 1e-2, 6
+  init = jax.device_get(gaze_training.init_state(gaze_training.make_setup(config, pool, 1)).params)
+  two = jax.device_get(gaze_training.restore_params(config, str(tmp_path / "two")))
+  one = jax.device_get(gaze_training.restore_params(config, str(tmp_path / "one")))
+  assert_same_updates(init, one, two, rtol=5e-2)

@@ -79,6 +79,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 from simgan_jax import metric_writer
 from simgan_jax import models
 from simgan_jax import parallel
+from simgan_jax import pretrained
 from simgan_jax.data import sources as sources_lib
 from simgan_jax.errors import ConfigError, DataError
 from simgan_jax.evaluation import data as data_lib
@@ -108,7 +109,9 @@ def _tuples(value):
 
 
 def load_config(checkpoint_dir: str) -> ml_collections.ConfigDict:
-  """The SimGAN config that ``train.py`` saved as ``checkpoint_dir/config.json``."""
+  """The SimGAN config that ``train.py`` saved as ``checkpoint_dir/config.json``
+  (``checkpoint_dir`` may be ``pretrained:NAME``, a refiner shipped in the package)."""
+  checkpoint_dir = pretrained.resolve(checkpoint_dir)
   _check_workdir(checkpoint_dir)
   path = os.path.join(checkpoint_dir, "config.json")
   try:
@@ -147,10 +150,17 @@ def _check_has_checkpoint(config, checkpoint_dir: str, step: int | None) -> None
 
 
 def restore_refiner(config, checkpoint_dir: str, step: int | None = None) -> tuple[Any, int]:
-  """(refiner params as host arrays, their step) from a SimGAN workdir."""
+  """(refiner params as host arrays, their step) from a SimGAN workdir or a shipped
+  refiner (``pretrained:NAME``: one step only, so ``step`` must be None or it)."""
   from simgan_jax import train  # pylint: disable=g-import-not-at-top
 
+  checkpoint_dir = pretrained.resolve(checkpoint_dir)
   _check_workdir(checkpoint_dir)
+  if pretrained.is_pretrained(checkpoint_dir):
+    params, saved = pretrained.load_refiner(config, checkpoint_dir)
+    if step is not None and step != saved:
+      raise ConfigError(f"--step {step}: {checkpoint_dir} holds the refiner of step {saved} only")
+    return params, saved
   _check_has_checkpoint(config, checkpoint_dir, step)
   try:
     state = train.restore_state(config, checkpoint_dir, step)
@@ -581,8 +591,12 @@ def refine_dataset(config, checkpoint_dir: str, data_spec: str, out_dir: str, *,
     raise ConfigError(f"--format: {format!r} is not one of {', '.join(FORMATS)}")
   from simgan_jax.evaluation import selection  # pylint: disable=g-import-not-at-top
 
+  checkpoint_dir = pretrained.resolve(checkpoint_dir)
   _check_workdir(checkpoint_dir)
-  step = selection.resolve_step(config, checkpoint_dir, step)
+  if pretrained.is_pretrained(checkpoint_dir):
+    step = None if str(step) in ("None", "best") else selection.resolve_step(config, checkpoint_dir, step)
+  else:
+    step = selection.resolve_step(config, checkpoint_dir, step)
   params, step = restore_refiner(config, checkpoint_dir, step)
   mesh = parallel.local_mesh(config.get("num_devices", 0))
   source = _Input(config, data_spec, num_examples, seed, keep_synthetic, mesh, chunk_size, data_dir, cache_dir)

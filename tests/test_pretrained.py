@@ -1,0 +1,80 @@
+"""Shipped refiners (simgan_jax.pretrained, launch/export_refiner.py, --checkpoint=pretrained:NAME)."""
+
+import csv
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+from PIL import Image
+import pytest
+
+from tests.conftest import REPO
+from simgan_jax import checkpoints, parallel, pretrained, training
+from simgan_jax.configs import default
+from simgan_jax.errors import ConfigError
+from simgan_jax.evaluation import refine
+
+
+@pytest.fixture(scope="module")
+def trained_workdir(tmp_path_factory):
+  """A smoke workdir whose checkpoint holds perturbed (not fresh) refiner parameters."""
+  root = tmp_path_factory.mktemp("simgan")
+  config = default.get_config("smoke")
+  mesh = parallel.make_mesh()
+  state = training.create_state(training.make_setup(config, None, None, mesh.devices.size), mesh)
+  state = state.replace(refiner_params=jax.tree.map(lambda x: x + 0.01, state.refiner_params), step=state.step + 7)
+  mngr = checkpoints.manager(str(root), 3)
+  checkpoints.save(mngr, 7, state)
+  mngr.close()
+  (root / "config.json").write_text(config.to_json_best_effort(indent=2))
+  return str(root)
+
+
+def test_export_round_trips_the_refiner_and_refines_like_the_workdir(trained_workdir, tmp_path):
+  out = tmp_path / "shipped"
+  command = [sys.executable, os.path.join(REPO, "launch", "export_refiner.py"), f"--workdir={trained_workdir}",
+             "--step=7", "--name=test", f"--out={out}", "--command=python launch/train.py ..."]
+  run = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=300)
+  assert run.returncode == 0, run.stderr[-2000:]
+  assert "exported the refiner of step 7" in run.stdout
+  assert sorted(os.listdir(out)) == sorted([pretrained.CONFIG, pretrained.PARAMS, pretrained.META, pretrained.CARD])
+  config = refine.load_config(str(out))
+  shipped, step = refine.restore_refiner(config, str(out))
+  original, _ = refine.restore_refiner(config, trained_workdir, 7)
+  assert step == 7
+  jax.tree.map(np.testing.assert_array_equal, shipped, original)
+  with pytest.raises(ConfigError, match="holds the refiner of step 7 only"):
+    refine.restore_refiner(config, str(out), 3)
+  # Refining through the shipped folder gives the workdir's pixels.
+  a = refine.refine_dataset(config, str(out), "eyesim", str(tmp_path / "a"), num_examples=8, progress=False,
+                            format="png", step="best")
+  b = refine.refine_dataset(config, trained_workdir, "eyesim", str(tmp_path / "b"), num_examples=8, progress=False,
+                            format="png")
+  for name in sorted(n for n in os.listdir(a) if n.endswith(".png")):
+    np.testing.assert_array_equal(np.asarray(Image.open(os.path.join(a, name))),
+                                  np.asarray(Image.open(os.path.join(b, name))))
+
+
+def test_unknown_shipped_name_is_one_line():
+  with pytest.raises(ConfigError, match=r"no shipped refiner 'nope'; shipped: "):
+    refine.load_config("pretrained:nope")
+
+
+@pytest.mark.skipif("eyesim" not in pretrained.available(), reason="no shipped eyesim refiner in this checkout")
+def test_shipped_eyesim_refiner_loads_and_refines(tmp_path):
+  """The README's command from a fresh clone: 64 refined PNGs with the simulator's labels."""
+  out = tmp_path / "refined"
+  command = [sys.executable, os.path.join(REPO, "launch", "refine.py"), "--checkpoint=pretrained:eyesim",
+             "--data=eyesim", "--num_examples=64", "--format=png", f"--out={out}"]
+  run = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=600)
+  assert run.returncode == 0, run.stderr[-2000:]
+  names = sorted(n for n in os.listdir(out) if n.endswith(".png"))
+  assert len(names) == 64
+  with open(out / refine.LABELS_CSV) as f:
+    rows = list(csv.DictReader(f))
+  assert len(rows) == 64 and {"gaze_0", "gaze_1", "gaze_2"} <= set(rows[0])
+  # Not collapsed: every refined eye has contrast, and the eyes differ from each other.
+  images = np.stack([np.asarray(Image.open(out / n), np.float32) for n in names])
+  assert images.std(axis=(1, 2)).min() > 5 and images.std(axis=0).mean() > 5
