@@ -5,7 +5,7 @@ forward and forward + backward, for every ``config.conv_impl``, in one process r
   python benchmarks/conv_profile.py --batch_size=128 --impls=xla,hybrid
 
 Rows: the refiner's 64->64 3x3 layer (input [B, 35, 55, 64]) forward, its input
-gradient, its kernel gradient and both; the whole refiner forward and
+gradient, its kernel gradient and both (each gradient row includes the forward pass); the whole refiner forward and
 forward + backward at batch B; the discriminator forward + backward at 2B (real +
 refined, as in its update). With torch installed (benchmarks/requirements.txt)
 the same layer in PyTorch (NCHW and channels-last, ``--torch_threads``) is timed

@@ -11,15 +11,16 @@ checkpoints are interchangeable) and three implementations of the same maths:
   gradient, and a hand-written kernel gradient (k shifted copies of the input
   along W against k shifted copies of the output gradient along H, one matmul).
 
-Where the CPU time went (``benchmarks/conv_profile.py``, the eye refiner's 64->64
-layer at batch 32, 2-core AVX-512 CPU, 2 Dec 2026): XLA:CPU's convolution runs
-the forward pass (25 ms) and the input gradient (26 ms) close to PyTorch (21 ms
-forward), but its kernel gradient (a convolution with an image-sized kernel) takes
-about 160 ms; im2col pays for a 9x larger copy of the activations in every pass
-(the concatenation alone 60-70 ms). ``hybrid`` takes the fast part of each: 103 ms
-per layer forward + backward against 166 (matmul) and 200 (xla); the paper eye
-iteration at batch 32 went from 2.19 s (matmul) to 1.57 s
-(``benchmarks/train_step.py --compare_torch``, same day).
+Where the CPU time went (``python benchmarks/conv_profile.py --torch_threads=2``:
+the eye refiner's 64->64 layer at batch 32, 2-core AVX-512 CPU, 2 Dec 2026, one
+run): XLA:CPU's convolution runs the forward pass in 31 ms (PyTorch: 15), but its
+kernel gradient (a convolution with an image-sized kernel) is slow, and im2col
+pays for a 9x larger copy of the activations in every pass. ``hybrid`` takes the
+fast part of each: 120 ms per layer forward + backward against 200 (matmul), 216
+(xla) and 54-56 (PyTorch); the refiner's forward + backward 858 ms against 1270
+and 1758. The paper eye iteration at batch 32 went from 2.19 s (matmul) to 1.57 s
+(``benchmarks/train_step.py --compare_torch``, one run each, against the PyTorch
+twin's 0.78 s in both).
 
 ``impl="auto"`` picks ``hybrid`` on CPU and ``xla`` elsewhere. Padding
 ``"SAME"`` (zeros, as flax/lax define it, also for strides), ``"REFLECT"``

@@ -23,6 +23,22 @@ def free_port() -> int:
     return s.getsockname()[1]
 
 
+def run_two_processes(command, workdir):
+  """Runs ``command`` as 2 processes x 4 CPU devices on loopback; their (stdout, stderr)."""
+  address = f"127.0.0.1:{free_port()}"
+  # The coordinator listens on loopback only.
+  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu",
+             JAX_COORDINATOR_BIND_ADDRESS=address)
+  procs = [subprocess.Popen(command + [f"--workdir={workdir}", f"--coordinator_address={address}",
+                                       "--num_processes=2", f"--process_id={i}"],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+           for i in range(2)]
+  outs = [p.communicate(timeout=600) for p in procs]
+  for p, (_, err) in zip(procs, outs):
+    assert p.returncode == 0, err[-3000:]
+  return outs
+
+
 def curve(workdir):
   return [json.loads(line) for line in open(os.path.join(workdir, "metrics.jsonl"))]
 
@@ -33,20 +49,10 @@ def test_two_processes_agree_with_one(tmp_path, npz_pools):
   sgd = ["--config.optimizer.name=sgd", "--config.optimizer.learning_rate=1e-3"]
   base = [sys.executable, os.path.join(REPO, "launch/train.py"),
           f"--config={REPO}/simgan_jax/configs/default.py:smoke", *npz_flags(npz_pools), *sgd]
-  address = f"127.0.0.1:{free_port()}"
-  # The coordinator listens on loopback only.
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu",
-             JAX_COORDINATOR_BIND_ADDRESS=address)
   # A checkpoint is due by time at every step on each process's own clock; they must
   # agree to save at the same steps (every sync_every_steps=2), else the save hangs.
   agree = ["--config.checkpoint_every_minutes=1e-9", "--config.sync_every_steps=2"]
-  procs = [subprocess.Popen(base + agree + [f"--workdir={tmp_path / 'two'}", f"--coordinator_address={address}",
-                                            "--num_processes=2", f"--process_id={i}"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-           for i in range(2)]
-  outs = [p.communicate(timeout=600) for p in procs]
-  for p, (_, err) in zip(procs, outs):
-    assert p.returncode == 0, err[-3000:]
+  outs = run_two_processes(base + agree, tmp_path / "two")
   assert "8 device(s) on 2 process(es)" in outs[0][0]
   assert "step " not in outs[1][0]  # only process 0 reports and writes metrics
   # Saved at 2, 4, 6, 8 (time, agreed), 3, 5 (phase ends), 9 (end); the newest 3 kept.
@@ -115,16 +121,7 @@ def test_gaze_estimator_on_two_processes_takes_the_one_device_step(tmp_path):
            f"--eval_data=npz:{path}", "--config.optimizer.name=sgd", "--config.optimizer.learning_rate=1e-2",
            "--config.num_steps=6"]
   base = [sys.executable, os.path.join(REPO, "launch/train_gaze.py"), *flags]
-  address = f"127.0.0.1:{free_port()}"
-  env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=4", JAX_PLATFORMS="cpu",
-             JAX_COORDINATOR_BIND_ADDRESS=address)
-  procs = [subprocess.Popen(base + [f"--workdir={tmp_path / 'two'}", f"--coordinator_address={address}",
-                                    "--num_processes=2", f"--process_id={i}"],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-           for i in range(2)]
-  outs = [p.communicate(timeout=600) for p in procs]
-  for p, (_, err) in zip(procs, outs):
-    assert p.returncode == 0, err[-3000:]
+  run_two_processes(base, tmp_path / "two")
   one_env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=1", JAX_PLATFORMS="cpu")
   one = subprocess.run(base + [f"--workdir={tmp_path / 'one'}"], capture_output=True, text=True, timeout=600,
                        env=one_env)
