@@ -224,6 +224,9 @@ def train_task_network(config, source, data, image_shape, log=print) -> TaskNetw
     log("label drift: the synthetic data has no numeric label; off")
     return None
   kind, label = chosen
+  # Said before, not only after: at :cpu sizes this takes ~25 s with nothing else printed.
+  log(f"label drift: training a {kind} network on synthetic '{label}' labels ({d.train_steps} steps, "
+      "once per run) ...")
   values = survey[label].reshape(len(survey[label]), -1).astype(np.float64)
   num_classes, mean, scale = 0, None, None
   if kind == "classify":
