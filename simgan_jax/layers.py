@@ -25,7 +25,9 @@ twin's 0.78 s in both).
 ``impl="auto"`` picks ``hybrid`` on CPU and ``xla`` elsewhere. Padding
 ``"SAME"`` (zeros, as flax/lax define it, also for strides), ``"REFLECT"``
 (mirror, stride 1) or ``"VALID"``. With the matmul and hybrid paths the mirror
-padding is one ``jnp.pad`` and costs about what zeros cost.
+padding is one ``jnp.pad`` per layer (its cost with ``hybrid`` is not measured
+alone: a REFLECT + noise-input run took about 1.4x the zero-padded run's time per
+iteration, the two running side by side).
 
 ``dtype`` is the compute dtype: ``jnp.bfloat16`` casts the input and the kernel
 for the matmul/convolution (the parameters stay float32); outputs are in
@@ -131,9 +133,9 @@ def _valid_conv(x_padded, kernel, stride: int):
 
 @functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4))
 def _hybrid_conv(x_padded, kernel, stride: int, x_vma: frozenset, kernel_vma: frozenset):
-  """XLA's convolution for the output and the input gradient, im2col + one matmul for
-  the kernel gradient: XLA:CPU runs the first two near the CPU's GEMM rate but the
-  kernel gradient (a convolution with an image-sized kernel) about 6x slower."""
+  """XLA's convolution for the output and the input gradient, a matmul for the kernel
+  gradient (``_kernel_grad_stride1``; strided: im2col): XLA:CPU's own kernel gradient,
+  a convolution with an image-sized kernel, is its slowest part (module doc)."""
   return _valid_conv(x_padded, kernel, stride)
 
 

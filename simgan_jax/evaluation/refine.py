@@ -593,10 +593,9 @@ def refine_dataset(config, checkpoint_dir: str, data_spec: str, out_dir: str, *,
 
   checkpoint_dir = pretrained.resolve(checkpoint_dir)
   _check_workdir(checkpoint_dir)
-  if pretrained.is_pretrained(checkpoint_dir):
-    step = None if str(step) in ("None", "best") else selection.resolve_step(config, checkpoint_dir, step)
-  else:
-    step = selection.resolve_step(config, checkpoint_dir, step)
+  if pretrained.is_pretrained(checkpoint_dir) and str(step) == "best":
+    step = None  # a shipped refiner is one (selected) checkpoint
+  step = selection.resolve_step(config, checkpoint_dir, step)
   params, step = restore_refiner(config, checkpoint_dir, step)
   mesh = parallel.local_mesh(config.get("num_devices", 0))
   source = _Input(config, data_spec, num_examples, seed, keep_synthetic, mesh, chunk_size, data_dir, cache_dir)
