@@ -25,9 +25,10 @@ twin's 0.78 s in both).
 ``impl="auto"`` picks ``hybrid`` on CPU and ``xla`` elsewhere. Padding
 ``"SAME"`` (zeros, as flax/lax define it, also for strides), ``"REFLECT"``
 (mirror, stride 1) or ``"VALID"``. With the matmul and hybrid paths the mirror
-padding is one ``jnp.pad`` per layer (its cost with ``hybrid`` is not measured
-alone: a REFLECT + noise-input run took about 1.4x the zero-padded run's time per
-iteration, the two running side by side).
+padding is one ``jnp.pad`` per layer, but not cheap with ``hybrid``: a REFLECT +
+noise-input ``:cpu`` run iterated at 0.54 steps/s against 0.93 for zero padding,
+the two running side by side (not measured alone; the mirror pad's backward is
+the suspect).
 
 ``dtype`` is the compute dtype: ``jnp.bfloat16`` casts the input and the kernel
 for the matmul/convolution (the parameters stay float32); outputs are in
