@@ -6,8 +6,9 @@ forward and forward + backward, for every ``config.conv_impl``, in one process r
 
 Rows: the refiner's 64->64 3x3 layer (input [B, 35, 55, 64]) forward, its input
 gradient, its kernel gradient and both (each gradient row includes the forward pass); the whole refiner forward and
-forward + backward at batch B; the discriminator forward + backward at 2B (real +
-refined, as in its update). With torch installed (benchmarks/requirements.txt)
+forward + backward at batch B, also with mirror (REFLECT) padding; the paper gaze
+estimator's forward + backward at B (unpadded "VALID" convolutions); the
+discriminator forward + backward at 2B (real + refined, as in its update). With torch installed (benchmarks/requirements.txt)
 the same layer in PyTorch (NCHW and channels-last, ``--torch_threads``) is timed
 beside it. Medians of ``--repeats`` calls after one warm-up call; windows of the
 implementations alternate, so a drift of the machine hits all of them alike.
@@ -44,6 +45,7 @@ def jax_cells(impl: str, batch: int):
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 
   from simgan_jax import layers, models  # pylint: disable=g-import-not-at-top
+  from simgan_jax.evaluation import gaze  # pylint: disable=g-import-not-at-top
 
   rng = np.random.default_rng(0)
   h = jnp.asarray(rng.standard_normal((batch, 35, 55, 64)).astype(np.float32))
@@ -52,7 +54,10 @@ def jax_cells(impl: str, batch: int):
   conv = lambda h, k: layers.conv2d(h, k, None, 1, "SAME", impl)  # noqa: E731
   loss = lambda h, k: jnp.sum(conv(h, k) ** 2)  # noqa: E731
   refiner, disc = models.Refiner(conv_impl=impl), models.LocalDiscriminator(conv_impl=impl)
+  refiner_reflect = models.Refiner(conv_impl=impl, padding="REFLECT")
+  estimator = gaze.GazeEstimator(conv_impl=impl)
   rp = refiner.init(jax.random.PRNGKey(0), x[:1])["params"]
+  gp = estimator.init(jax.random.PRNGKey(2), x[:1])["params"]
   dp = disc.init(jax.random.PRNGKey(1), x[:1])["params"]
   x2 = jnp.concatenate([x, x])
   fns = {
@@ -63,6 +68,10 @@ def jax_cells(impl: str, batch: int):
       "refiner forward": (jax.jit(lambda p, x: refiner.apply({"params": p}, x)), (rp, x)),
       "refiner forward + backward": (jax.jit(jax.grad(lambda p, x: jnp.sum(refiner.apply({"params": p}, x)))),
                                      (rp, x)),
+      "refiner forward + backward, REFLECT padding": (
+          jax.jit(jax.grad(lambda p, x: jnp.sum(refiner_reflect.apply({"params": p}, x)))), (rp, x)),
+      "gaze estimator forward + backward (VALID convolutions)": (
+          jax.jit(jax.grad(lambda p, x: jnp.sum(estimator.apply({"params": p}, x) ** 2))), (gp, x)),
       "discriminator forward + backward (2B)": (
           jax.jit(jax.grad(lambda p, x: jnp.sum(disc.apply({"params": p}, x) ** 2))), (dp, x2)),
   }
