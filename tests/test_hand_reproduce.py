@@ -32,7 +32,8 @@ def test_handsim_pose_smoke_end_to_end(tmp_path):
     assert np.isfinite(preservation[key]["mean"]) and preservation[key]["num"] == 16
   report = doc.read_text()
   for row in ("| synthetic |", "| refined synthetic, 3x data |", "the paper's \"real\"", "| 69.7 |",
-              "| 83.3 |", "foreground IoU", "predicted-joint drift", "](results_handsim_samples.png)"):
+              "| 83.3 |", "foreground IoU", "predicted-joint drift", "](results_handsim_samples.png)",
+              "| refined (selected refiner) |", "| raw synthetic |"):
     assert row in report
   assert "all joints within 5 px" in run.stdout
 

@@ -146,7 +146,15 @@ def test_smoke_reproduction_end_to_end(tmp_path):
   for key in ("pupil_shift_px", "localiser_error_synthetic_px", "gaze_drift_deg"):
     assert np.isfinite(preservation[key]["mean"]) and preservation[key]["num"] == 32
 
+  # The final two-sample test: both image sets scored against the same real images, cached.
+  final = preservation["two_sample"]
+  assert final == json.load(open(workdir / "two_sample.json"))
+  for name in ("refined", "synthetic"):
+    r = final[name]
+    assert 0.0 <= r["two_sample_low"] <= r["two_sample_accuracy"] <= r["two_sample_high"] <= 1.0
+
   report = open(workdir / "report.md").read()
+  assert "| refined (selected refiner) |" in report and "| raw synthetic |" in report
   for row in ("| synthetic |", "| synthetic, 4x data |", "| refined synthetic |",
               "| refined synthetic, 4x data |", "| target-domain labels (upper bound) |",
               "pupil-centre shift", "gaze drift", "![samples](samples.png)"):

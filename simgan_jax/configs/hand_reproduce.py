@@ -46,6 +46,8 @@ Variants:
 
 import ml_collections
 
+from simgan_jax.configs import default
+
 from simgan_jax.configs import handsim
 from simgan_jax.configs import nyu_hand
 from simgan_jax.configs import pose
@@ -81,6 +83,7 @@ def get_config(name: str, variant: str | None, experiment: str) -> ml_collection
   c.training_sets = ("synthetic", "synthetic_4x", "refined", "refined_4x", "target")
   c.num_label_pairs = 1000
   c.num_sample_images = 8
+  c.final_two_sample = default.final_two_sample_config(variant)
   # The report's headline threshold (px of a 224-pixel crop; Table 4: 5).
   c.within_px = 5
   c.refine_chunk = 2048

@@ -120,6 +120,9 @@ def get_config(experiment: str = "eyesim_gaze") -> ml_collections.ConfigDict:
   c.training_sets = ("synthetic", "synthetic_4x", "refined", "refined_4x", "target")
   c.num_label_pairs = 1000  # synthetic/refined pairs for label preservation
   c.num_sample_images = 8  # rows of samples.png
+  # A stronger two-sample test, once on the selected refiner (default.py
+  # final_two_sample_config; evaluation/reproduce.py final_two_sample).
+  c.final_two_sample = default.final_two_sample_config(variant)
   c.refine_chunk = 4096  # images per refined chunk (the resumable unit)
   c.data_dir = ""  # prepared TFDS datasets ('' = $TFDS_DATA_DIR or ~/tensorflow_datasets)
   c.overrides = ()  # the --set assignments applied (apply_overrides), quoted in report.md

@@ -135,7 +135,8 @@ def write_report(config, workdir: str, selection, summary, preservation, pools, 
               row("that estimator's joint error on synthetic images", p["joint_error_synthetic_px"], "px"),
               row("that estimator's joint error on refined images (same labels)", p["joint_error_refined_px"],
                   "px")]
-  lines += ["", "## Samples", "", "Columns: synthetic | refined (selected refiner) | target test depth.", "",
+  lines += [""] + report.two_sample_lines(p)
+  lines += ["## Samples", "", "Columns: synthetic | refined (selected refiner) | target test depth.", "",
             "![samples](samples.png)", "", "## Settings", "",
             f"- SimGAN: {config.simgan.image_height}x{config.simgan.image_width}, batch {config.simgan.batch_size}, "
             f"refiner {config.simgan.refiner.features} features x {config.simgan.refiner.num_blocks} blocks "
