@@ -296,7 +296,7 @@ def train_and_evaluate(config, workdir: str, synthetic: sources_lib.ImageSource 
     writer.write(at, scalars)
     chief_print(metric_writer.console_line(at, total, phase, scalars, (total - at) / steps_per_second))
 
-  def save(at: int, phase: str, with_scores: bool) -> None:
+  def save(at: int, phase: str, with_scores: bool, announce: bool = True) -> None:
     nonlocal last_saved
     if not bool(_to_host(_all_finite(state))):
       raise TrainingDivergedError(
@@ -315,6 +315,8 @@ def train_and_evaluate(config, workdir: str, synthetic: sources_lib.ImageSource 
       for line in probe_lines(at, scores, config, getattr(realism_probe, "max_drift", None),
                               task.info.get("unit", "") if task is not None else ""):
         chief_print(line)
+    elif announce:  # one line per checkpoint; scored ones print their scores
+      chief_print(f"step {at}: checkpoint saved ({phase})")
 
   pending = None
   try:
@@ -339,7 +341,7 @@ def train_and_evaluate(config, workdir: str, synthetic: sources_lib.ImageSource 
           if pending is not None:
             report(pending)
             pending = None
-          save(step, phase, with_scores=by_step)
+          save(step, phase, with_scores=by_step, announce=not stop_signum)  # a stop says where
           decisions.saved()
         if stop_signum and step < total:
           raise Stopped(stop_signum, step, os.path.join(os.path.abspath(workdir), "checkpoints", str(step)))

@@ -209,7 +209,7 @@ class Crash(Exception):
   pass
 
 
-def test_time_policy_checkpoint_survives_a_crash_between_step_checkpoints(tmp_path):
+def test_time_policy_checkpoint_survives_a_crash_between_step_checkpoints(tmp_path, capsys):
   # A fake clock: 4 minutes per step. Saves: 3 and 5 (phase ends) and 8 (10 minutes
   # after 5, by time); the clock's call for step 9 crashes the run. Without the time
   # policy the newest checkpoint would be 5; with checkpoint_every=100 none is due by step.
@@ -225,4 +225,8 @@ def test_time_policy_checkpoint_survives_a_crash_between_step_checkpoints(tmp_pa
     train.train_and_evaluate(smoke(checkpoint_every=100, checkpoint_every_minutes=10.0), str(tmp_path),
                              *sources(), clock=clock)
   assert checkpoints.steps(str(tmp_path)) == [3, 5, 8]
+  # One console line per checkpoint, with the phase it was saved in.
+  saved = [line for line in capsys.readouterr().out.splitlines() if "checkpoint saved" in line]
+  assert saved == ["step 3: checkpoint saved (refiner_pretrain)",
+                   "step 5: checkpoint saved (discriminator_pretrain)", "step 8: checkpoint saved (adversarial)"]
   assert int(train.restore_state(smoke(), str(tmp_path)).step) == 8
