@@ -16,26 +16,23 @@ Variants (``--config=...default.py:VARIANT``):
   and a shortened run (500 + 200 pretraining steps, 2,000 iterations) took 3.9
   minutes wall, compilation and the target cache build included; its realism
   KID fell from 10.2 (unrefined) to 0.55 (docs/results_eyesim_gpu.md).
-* ``cpu``: batch 32, a 32-wide refiner, 200 + 100 pretraining steps and 1,000
-  iterations, lambda 0.5. Measured on 2 CPU cores: 20.7 min wall for the whole
-  run inside launch/reproduce.py (docs/results_eyesim.md). Its sample grid shows
-  refined eyes with the target's darker, low-contrast sclera, no corneal glint
-  and a grainy texture over the eye, with pupil and iris where the simulator put
-  them; it also shows GAN artefacts (ripples around the iris, a frame along the
-  border from zero padding) and does not reproduce the target's skin noise and
-  uneven light. Since 2 Dec 2026 this variant uses mirror padding (the only
-  refiner of the validation ablations whose data beat the raw images beyond the
-  seed spread, see ``_cpu``); the numbers in this paragraph are the zero-padded
-  run's. Mirror padding removes the frame; it ran
-  2.5x slower with XLA's convolutions, and 1.2x slower than zero padding with the
-  matmul convolutions now used on CPU (0.755 vs 0.642 s per refiner+D gradient,
-  this variant at batch 32, one measurement on a loaded machine). In that run the realism KID (``realism_kid``) falls
-  from 10.15 (raw simulator) to 0.71 at step 1100 (the selected checkpoint),
-  refined pupils sit 1.02 +- 0.68 px from where the simulator put them, and gaze
-  estimators trained on refined images beat those trained on raw ones on the
-  target test split (9.15 +- 0.26 vs 9.78 +- 0.30 degrees, 3 seeds). With lambda
-  0.25 (docs/results_eyesim_lambda0.25.md) they did not (9.69 +- 0.32 degrees);
-  lambda 0.5 was chosen on the target validation split.
+* ``cpu``: batch 32, a 32-wide refiner with mirror (REFLECT) padding, 200 + 100
+  pretraining steps and 1,000 iterations, lambda 0.5. Measured on 2 idle CPU
+  cores (AVX-512, 2 Dec 2026): 15.7 min wall for the SimGAN stage of
+  ``launch/reproduce.py --experiment=eyesim_gaze:cpu`` (docs/results_eyesim.md;
+  it probes a checkpoint every 100 steps, this variant every 500). Its sample
+  grid shows refined eyes with the target's darker, low-contrast sclera and no
+  corneal glint, pupil and iris where the simulator put them, and GAN artefacts:
+  concentric ripples over the whole eye and faint lines parallel to the border
+  (zero padding drew a sharp frame and corner marks instead); it does not
+  reproduce the target's grain, skin noise or uneven light. The realism KID
+  (``realism_kid``) falls from 9.54 (raw simulator) to 0.53 at step 900 (the
+  selected checkpoint), refined pupils sit 0.97 +- 0.69 px from where the
+  simulator put them, and gaze estimators trained on refined images are better
+  on the target test split than those trained on raw ones, but not beyond the
+  seed spread (9.48 +- 0.13 vs 9.78 +- 0.43 degrees, 3 seeds; 8% of the gap to
+  target labels). Mirror padding and lambda 0.5 were each chosen on the target
+  validation split (README, "Does refinement help?"), each from one SimGAN run.
 * ``smoke``: a few steps of every phase with tiny batches; for tests (seconds).
 * ``paper``: the paper's optimiser, SGD with constant lr 0.001 at batch 512.
 * ``article``: the ML-journal article's advice, SGD lr 0.0001, adaptive Kg.
@@ -268,7 +265,7 @@ def data_config(name: str, **overrides) -> ml_collections.ConfigDict:
 
 def _cpu(c):
   # Half-width refiner (32 features, 4 blocks): a quarter of the paper's FLOPs, so
-  # that the whole schedule fits in about 30 minutes on 2 CPU cores.
+  # that the whole schedule fits in about 15 minutes on 2 CPU cores.
   c.batch_size = 32
   c.refiner.features = 32
   # Mirror padding: the only refiner of the artefact ablations (target validation split,
@@ -276,7 +273,8 @@ def _cpu(c):
   # data beat the raw images beyond the seed spread: 9.08 +- 0.31 deg against 9.67 +- 0.30
   # (zero padding 9.70 +- 0.44; mirror + noise input 9.30 +- 0.68). It trades the border
   # frame and corner marks for faint lines near the border; ripples remain
-  # (docs/ablation_reflect.md). docs/results_eyesim.md predates it (zero padding).
+  # (docs/ablation_reflect.md). On the test split (docs/results_eyesim.md, another
+  # SimGAN run) it did not beat the raw images beyond the spread (9.48 +- 0.13 vs 9.78 +- 0.43).
   c.refiner.padding = "REFLECT"
   c.refiner_pretrain_steps = 200
   c.discriminator_pretrain_steps = 100
