@@ -44,6 +44,9 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c.model.heatmap_size = 64
   c.model.num_joints = 14
   c.heatmap_sigma = 1.0  # Gaussian target width, heatmap pixels
+  # "softmax" (cross-entropy over each heatmap's pixels) or "mse" (Newell et al.); with
+  # mse the :cpu estimator did not learn in 300 steps (evaluation/pose.py docstring).
+  c.heatmap_loss = "softmax"
 
   # +-20 degree rotation and crop augmentation (SIMGAN.md), applied on device.
   c.augment = ml_collections.ConfigDict()

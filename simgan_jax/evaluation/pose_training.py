@@ -63,6 +63,7 @@ class PoseSetup:
   num_devices: int
   seed: int
   sigma: float
+  loss: str
   max_rotation_deg: float
   scale: tuple[float, float]
   max_shift: float
@@ -77,7 +78,8 @@ def make_setup(config, source, num_devices: int) -> PoseSetup:
   return PoseSetup(model=pose.make_pose_estimator(config), tx=training.make_optimizer(config),
                    source=source, image_shape=(config.image_height, config.image_width, config.channels),
                    batch_size=config.batch_size, num_devices=num_devices, seed=config.seed,
-                   sigma=config.heatmap_sigma, max_rotation_deg=a.max_rotation_deg,
+                   sigma=config.heatmap_sigma, loss=config.get("heatmap_loss", "mse"),
+                   max_rotation_deg=a.max_rotation_deg,
                    scale=tuple(a.scale), max_shift=a.max_shift)
 
 
@@ -108,7 +110,7 @@ def train_step(s: PoseSetup, state: PoseTrainState, data):
 
   def loss_fn(params):
     pred = s.model.apply({"params": params}, images)
-    return pose.heatmap_loss(pred, targets), pred[-1]
+    return pose.heatmap_loss(pred, targets, s.loss), pred[-1]
 
   (loss, last), grads = parallel.mean_value_and_grad(loss_fn, state.params, has_aux=True)
   updates, opt_state = s.tx.update(grads, state.opt_state, state.params)
