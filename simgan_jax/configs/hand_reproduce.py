@@ -30,12 +30,12 @@ Variants:
   16x16 heatmaps) for 300 steps at batch 32, 2 seeds per row, 4,000 synthetic
   images (12,000 for the 3x rows). The headline threshold is 20 px
   (``within_px``): a 16x16 heatmap pixel is 14 px of a 224 crop, below which the
-  paper's 5 px cannot be resolved. Sized from step times measured on the 2 shared
-  cores at load average ~10 (not run end to end): pose step 0.67 s (compile 37 s),
-  SimGAN adversarial iteration 6.95 s with a 32-feature refiner, 2.4 s with 16.
-  Expected at that load: SimGAN ~28 min, target cache and refining ~3 min, ten
-  pose runs ~43 min: about 75 min; an idle 2-core machine (the eye runs reached
-  ~2.5x the GFLOP/s seen here) should take 30-45 min.
+  paper's 5 px cannot be resolved. Run end to end on 2 Dec 2026 (2 CPU cores
+  shared with other jobs most of the time; docs/results_handsim.md): 54 min of
+  stages (SimGAN 27.5 including a ~10 min pause, refining 1.2, ten pose runs 21.9,
+  final two-sample test with ``--set final_two_sample.steps=300`` 3.4). At 300
+  pose steps the share within 20 px is near 0 for every simulator-trained row;
+  the mean joint error is the informative column.
 * ``handsim_pose:smoke``: 32x32, tiny networks, a few steps (tests).
 * ``nyu_hand[:cpu|:smoke]``: the same stages on prepared NYU data: synthetic
   ``nyu_hand/synthetic:train`` refined towards ``nyu_hand/real:train``, tested
