@@ -23,7 +23,7 @@ Variants (``--config=...default.py:VARIANT``):
   it probes a checkpoint every 100 steps, this variant every 500). Its sample
   grid shows refined eyes with the target's darker, low-contrast sclera and no
   corneal glint, pupil and iris where the simulator put them, and GAN artefacts:
-  concentric ripples over the whole eye and faint lines parallel to the border
+  concentric ripples over the whole eye and straight lines parallel to the border (a partial frame in some eyes)
   (zero padding drew a sharp frame and corner marks instead); it does not
   reproduce the target's grain, skin noise or uneven light. The realism KID
   (``realism_kid``) falls from 9.54 (raw simulator) to 0.53 at step 900 (the
@@ -272,7 +272,7 @@ def _cpu(c):
   # 3 estimator seeds, one SimGAN run each; README "Does refinement help?") whose refined
   # data beat the raw images beyond the seed spread: 9.08 +- 0.31 deg against 9.67 +- 0.30
   # (zero padding 9.70 +- 0.44; mirror + noise input 9.30 +- 0.68). It trades the border
-  # frame and corner marks for faint lines near the border; ripples remain
+  # frame and corner marks for straight lines near the border (a partial frame in some eyes); ripples remain
   # (docs/ablation_reflect.md). On the test split (docs/results_eyesim.md, another
   # SimGAN run) it did not beat the raw images beyond the spread (9.48 +- 0.13 vs 9.78 +- 0.43).
   c.refiner.padding = "REFLECT"

@@ -184,8 +184,9 @@ def two_sample_lines(preservation) -> list[str]:
           "| images against the real pool | accuracy |", "|---|---|",
           f"| refined (selected refiner) | {acc(t['refined'])} |",
           f"| raw synthetic | {acc(t['synthetic'])} |", "",
-          "This classifier is wider and trained longer than the per-checkpoint probe in the table "
-          "above, which at this size misses ripples and frames a person sees at once.", ""]
+          "This classifier is wider and trained longer than the per-checkpoint probe "
+          "(`two_sample_accuracy` in `metrics.jsonl`), which at `:cpu` size misses ripples and frames "
+          "a person sees at once.", ""]
 
 
 def write_report(config, workdir: str, selection, summary, preservation, pools, timings) -> str:
