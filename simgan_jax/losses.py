@@ -120,6 +120,30 @@ def channel_mean(images_BHWC):
   return jnp.mean(images_BHWC, axis=-1, keepdims=True)
 
 
+def _block_mean(images_BHWC, k: int):
+  """Each pixel replaced by the mean of its k x k block (blocks from the top left; the
+  last row and column of blocks are partial where the size is not a multiple of k)."""
+  import flax.linen as nn  # pylint: disable=g-import-not-at-top
+  b, h, w, c = images_BHWC.shape
+  means = nn.avg_pool(images_BHWC, (k, k), strides=(k, k),
+                      padding=((0, -h % k), (0, -w % k)), count_include_pad=False)
+  return jnp.repeat(jnp.repeat(means, k, axis=1), k, axis=2)[:, :h, :w]
+
+
+@register_psi("low_pass_2")
+def low_pass_2(images_BHWC):
+  """2 x 2 block means, at pixel resolution (so lambda keeps identity's scale): the
+  refiner may add zero-mean detail (sensor noise, texture, compression blocks) that
+  the identity L1 charges for, and is held to the image's coarse content."""
+  return _block_mean(images_BHWC, 2)
+
+
+@register_psi("low_pass_4")
+def low_pass_4(images_BHWC):
+  """``low_pass_2`` with 4 x 4 blocks."""
+  return _block_mean(images_BHWC, 4)
+
+
 def patch_accuracy(logits_BHW2: jax.Array, label: int) -> jax.Array:
   """Share of patches D assigns to ``label``."""
   return jnp.mean((jnp.argmax(logits_BHW2, axis=-1) == label).astype(jnp.float32))

@@ -1,5 +1,6 @@
 import math
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
@@ -45,6 +46,24 @@ def test_channel_mean_psi_ignores_colour_shifts_that_keep_the_mean():
   assert float(losses.self_regularization_loss(refined, synthetic, psi=losses.channel_mean)) == pytest.approx(0.0)
   assert float(losses.self_regularization_loss(refined + 0.3, synthetic, psi=losses.channel_mean)) == pytest.approx(
       0.3, rel=1e-6)
+
+
+@pytest.mark.parametrize("psi,k", [(losses.low_pass_2, 2), (losses.low_pass_4, 4)])
+def test_low_pass_psi_ignores_zero_mean_detail_and_charges_coarse_changes(psi, k):
+  synthetic = jax.random.uniform(jax.random.PRNGKey(0), (2, 35, 55, 1), minval=-1, maxval=1)
+  # A +-0.4 checkerboard has zero mean over every k x k block (35 and 55 end in partial
+  # blocks, so keep it off the last partial row and column of blocks).
+  ii, jj = jnp.meshgrid(jnp.arange(35), jnp.arange(55), indexing="ij")
+  checker = 0.4 * jnp.where((ii + jj) % 2 == 0, 1.0, -1.0)
+  full = (ii < 35 // k * k) & (jj < 55 // k * k)
+  detail = jnp.where(full, checker, 0.0)[None, :, :, None]
+  loss = lambda refined: float(losses.self_regularization_loss(refined, synthetic, psi=psi))
+  assert loss(synthetic + detail) == pytest.approx(0.0, abs=1e-3)
+  # identity charges the same detail in full; a brightness shift costs the same under both
+  assert float(losses.self_regularization_loss(synthetic + detail, synthetic, psi=losses.identity)) \
+      == pytest.approx(0.4 * float(full.sum()), rel=1e-4)
+  assert loss(synthetic + 0.1) == pytest.approx(0.1 * 35 * 55, rel=1e-4)
+  assert psi(synthetic).shape == synthetic.shape
 
 
 def test_patch_accuracy():
