@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 
+import jax
 import numpy as np
 import pytest
 
@@ -112,6 +113,38 @@ def test_training_sets_pick_the_rows():
       reproduce.validate_config(reproduce_config.apply_overrides(_smoke_config(), [bad]))
 
 
+def test_oracle_pool_renders_the_synthetic_scenes_with_the_target_appearance():
+  from simgan_jax.configs import reproduce as reproduce_config
+  from simgan_jax.data import sources as sources_lib
+  from simgan_jax.errors import ConfigError, DataError
+  from simgan_jax.evaluation import data as data_lib
+  from simgan_jax.evaluation import pupil
+  from simgan_jax.evaluation import reproduce
+  from simgan_jax.simulators import eyes
+
+  config = _smoke_config(num_synthetic=6, num_label_pairs=6)
+  reproduce.validate_config(config)
+  # The synthetic pool as refine.py renders it: image i from fold_in(PRNGKey(synthetic_seed), i).
+  source = data_lib.train_source(config.synthetic_data, config.gaze)
+  keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(config.synthetic_seed), i))(np.arange(6))
+  synthetic, labels = eyes.render_batch(keys, source.config)
+  labels = {k: np.asarray(v) for k, v in labels.items()}
+  oracle = reproduce.oracle_pool(config, labels)
+  assert oracle.shape == (6, 35, 55, 1) and oracle.dtype == np.uint8
+  # Other pixels (textures, noise, blur), the same eye: the pupil stays near where it was.
+  assert np.abs(oracle.astype(float) - sources_lib.from_unit_range(synthetic)).mean() > 10
+  localize = jax.jit(pupil.localize_pupil)
+  shift = np.linalg.norm(np.asarray(localize(sources_lib.to_unit_range(oracle)))
+                         - np.asarray(localize(synthetic)), axis=-1)
+  assert np.median(shift) < 3.0, shift
+  moved = dict(labels, gaze=labels["gaze"][::-1])
+  with pytest.raises(DataError, match="oracle: the simulator scenes do not match"):
+    reproduce.oracle_pool(config, moved)
+  with pytest.raises(ConfigError, match="'oracle' .* needs the eye simulator"):
+    reproduce.validate_config(reproduce_config.apply_overrides(
+        reproduce_config.get_config("unityeyes_mpiigaze:smoke"), ["training_sets=synthetic,oracle"]))
+
+
 def test_smoke_reproduction_end_to_end(tmp_path):
   """Every stage at smoke size through the launcher, then a rerun that only reads back."""
   workdir = tmp_path / "repro"
@@ -128,7 +161,7 @@ def test_smoke_reproduction_end_to_end(tmp_path):
   assert selection["step"] in (6, 9)
   assert selection["scores"][str(selection["step"])] == min(selection["scores"][str(s)] for s in (6, 9))
 
-  for name in ("synthetic", "synthetic_4x", "refined", "refined_4x", "target"):
+  for name in ("synthetic", "synthetic_4x", "refined", "refined_4x", "oracle", "target"):
     for seed in (0, 1):
       results = json.load(open(workdir / "gaze" / name / f"seed_{seed}" / "results.json"))
       assert results["steps"] == 4 and results["eval"]["test"]["num_images"] == 5000
@@ -143,13 +176,14 @@ def test_smoke_reproduction_end_to_end(tmp_path):
 
   preservation = json.load(open(workdir / "preservation.json"))
   assert preservation["num_pairs"] == 32
-  for key in ("pupil_shift_px", "localiser_error_synthetic_px", "gaze_drift_deg"):
+  for key in ("pupil_shift_px", "localiser_error_synthetic_px", "gaze_drift_deg",
+              "oracle_pupil_shift_px", "oracle_gaze_drift_deg"):
     assert np.isfinite(preservation[key]["mean"]) and preservation[key]["num"] == 32
 
   # The final two-sample test: both image sets scored against the same real images, cached.
   final = preservation["two_sample"]
   assert final == json.load(open(workdir / "two_sample.json"))
-  for name in ("refined", "synthetic"):
+  for name in ("refined", "synthetic", "oracle"):
     r = final[name]
     assert 0.0 <= r["two_sample_low"] <= r["two_sample_accuracy"] <= r["two_sample_high"] <= 1.0
 
@@ -157,6 +191,8 @@ def test_smoke_reproduction_end_to_end(tmp_path):
   assert "| refined (selected refiner) |" in report and "| raw synthetic |" in report
   for row in ("| synthetic |", "| synthetic, 4x data |", "| refined synthetic |",
               "| refined synthetic, 4x data |", "| target-domain labels (upper bound) |",
+              "| synthetic scenes, target appearance (a perfect refiner) |", "- `oracle` (the synthetic",
+              "gaze drift, synthetic → oracle", "| oracle (synthetic scenes, target appearance) |",
               "pupil-centre shift", "gaze drift", "![samples](samples.png)"):
     assert row in report
   for figure in ("within_d.png", "losses.png", "samples.png"):

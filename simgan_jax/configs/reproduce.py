@@ -119,7 +119,12 @@ def get_config(experiment: str = "eyesim_gaze") -> ml_collections.ConfigDict:
   # Rows of the table, i.e. which estimators to train (a subset for an ablation,
   # e.g. ``--set training_sets=synthetic,refined``). ``target`` also needs
   # target_train_data; gaze drift is measured by the ``target`` estimator.
+  # ``oracle`` (eye simulator + eyesim_target only): the synthetic scenes rendered by
+  # the target's own appearance model, what a perfect refiner would make: the most
+  # refinement can gain on this benchmark, and a perfect refiner's drift and shift.
   c.training_sets = ("synthetic", "synthetic_4x", "refined", "refined_4x", "target")
+  if name == "eyesim_gaze":
+    c.training_sets = ("synthetic", "synthetic_4x", "refined", "refined_4x", "oracle", "target")
   c.num_label_pairs = 1000  # synthetic/refined pairs for label preservation
   c.num_sample_images = 8  # rows of samples.png
   # A stronger two-sample test, once on the selected refiner (default.py

@@ -12,6 +12,7 @@ refiner is selected by the label-free realism score.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import importlib
 import json
 import os
@@ -34,12 +35,13 @@ from simgan_jax.evaluation import gaze_training
 from simgan_jax.evaluation import pupil
 from simgan_jax.evaluation import selection as selection_lib
 
-TRAINING_SETS = ("synthetic", "synthetic_4x", "refined", "refined_4x", "target")
+TRAINING_SETS = ("synthetic", "synthetic_4x", "refined", "refined_4x", "oracle", "target")
 TITLES = {
     "synthetic": "synthetic",
     "synthetic_4x": "synthetic, {m}x data",
     "refined": "refined synthetic",
     "refined_4x": "refined synthetic, {m}x data",
+    "oracle": "synthetic scenes, target appearance (a perfect refiner)",
     "target": "target-domain labels (upper bound)",
 }
 # Label names, in order of preference, that hold a 2D pupil (or iris) centre.
@@ -74,6 +76,11 @@ def validate_config(config) -> None:
   if config.num_label_pairs > config.num_synthetic * config.data_multiplier:
     raise ConfigError(f"config.num_label_pairs: {config.num_label_pairs} is more than the "
                       f"{config.num_synthetic * config.data_multiplier} refined images")
+  if "oracle" in config.training_sets and (config.get("estimator", "gaze") != "gaze"
+                                           or config.simgan.real_data.name != "eyesim_target"):
+    raise ConfigError("config.training_sets: 'oracle' (the target's appearance model on the "
+                      "simulator's scenes) needs the eye simulator as synthetic data and "
+                      f"eyesim_target as simgan.real_data, not {config.simgan.real_data.name!r}")
   if not config.simgan.get("realism") or not config.simgan.realism.num_images:
     raise ConfigError("config.simgan.realism.num_images: must be > 0; the refiner checkpoint is "
                       "selected by the realism score")
@@ -123,6 +130,39 @@ def load_or_refine(config, workdir: str, simgan_dir: str, step: int, log) -> dic
   return {"synthetic": synthetic, "refined": refined, "labels": labels}
 
 
+def oracle_pool(config, labels) -> np.ndarray:
+  """The first ``num_synthetic`` synthetic images' scenes through the target domain's
+  appearance model (``target.simulator_scene_params``): uint8 images that a perfect
+  refiner would make, with the same labels. Their rows show what refinement can reach
+  on this benchmark at best, and what a perfect refiner's drift and pupil shift are."""
+  from simgan_jax.simulators import sources as eye_sources  # pylint: disable=g-import-not-at-top
+  from simgan_jax.simulators import target  # pylint: disable=g-import-not-at-top
+
+  g = config.gaze
+  shape = data_lib.image_shape(g)
+  simulator = sources_lib.make_source(data_lib.data_config(config.synthetic_data, g, training=True),
+                                      shape, "synthetic_data")
+  scene = getattr(simulator, "config", None)
+  if not hasattr(scene, "gaze_sampling"):
+    raise ConfigError(f"config.training_sets: 'oracle' needs the eye simulator as synthetic_data, "
+                      f"got {config.synthetic_data!r}")
+  appearance = eye_sources.dataset_config(config.simgan.real_data, shape).target
+  appearance = dataclasses.replace(appearance, scene=scene)
+  n = config.num_synthetic
+  key = jax.random.PRNGKey(config.synthetic_seed)
+  images = []
+  for start in range(0, n, 1000):
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(start + np.arange(min(1000, n - start)))
+    out, out_labels = target.render_batch_staged(keys, appearance, simulator_scenes=True)
+    # The scenes must be the synthetic pool's: same keys, same labels.
+    if not np.allclose(np.asarray(out_labels["gaze"]), labels["gaze"][start:start + len(keys)], atol=1e-5):
+      raise DataError("oracle: the simulator scenes do not match the synthetic pool's labels "
+                      f"(images {start}-{start + len(keys)}); was the pool rendered with another "
+                      "synthetic_seed or simulator config?")
+    images.append(sources_lib.from_unit_range(out))
+  return np.concatenate(images)
+
+
 def training_set_names(config) -> list[str]:
   """The rows to train: ``config.training_sets``, less ``target`` without target_train_data."""
   return [name for name in config.training_sets if name != "target" or config.target_train_data]
@@ -138,6 +178,7 @@ def training_sources(config, pools) -> dict[str, Callable[[], sources_lib.ImageS
       "synthetic_4x": lambda: sources_lib.ArraySource(pools["synthetic"], {"gaze": g}),
       "refined": lambda: sources_lib.ArraySource(pools["refined"][:n], {"gaze": g[:n]}),
       "refined_4x": lambda: sources_lib.ArraySource(pools["refined"], {"gaze": g}),
+      "oracle": lambda: sources_lib.ArraySource(pools["oracle"], {"gaze": g[:n]}),
   }
   sets["target"] = lambda: data_lib.train_source(config.target_train_data, config.gaze)
   return {name: sets[name] for name in training_set_names(config)}
@@ -227,6 +268,13 @@ def label_preservation(config, pools, workdir: str) -> dict[str, Any]:
     p_ref = gaze_training.predict(predict_fn, params, refined, mesh, g.eval_batch_size)
     out["gaze_drift_deg"] = _stats(gaze.angular_error_deg(p_syn, p_ref))
     out["gaze_drift_estimator"] = f"target, seed {seed}"
+  if "oracle" in pools:  # the same measures for a perfect refiner
+    oracle = pools["oracle"][:n]
+    centre_orc = np.concatenate([np.asarray(loc(to_float(oracle[i:i + 500]))) for i in range(0, n, 500)])
+    out["oracle_pupil_shift_px"] = _stats(np.linalg.norm(centre_orc - centre_syn, axis=-1))
+    if "gaze_drift_deg" in out:
+      p_orc = gaze_training.predict(predict_fn, params, oracle, mesh, g.eval_batch_size)
+      out["oracle_gaze_drift_deg"] = _stats(gaze.angular_error_deg(p_syn, p_orc))
   return out
 
 
@@ -248,7 +296,7 @@ def final_two_sample(config, pools, workdir: str) -> dict[str, Any] | None:
     return None
   path = os.path.join(workdir, "two_sample.json")
   cached = _read_json(path)
-  if cached is not None:
+  if cached is not None and ("oracle" in cached or "oracle" not in pools):
     return cached
   from simgan_jax.evaluation import two_sample  # pylint: disable=g-import-not-at-top
 
@@ -276,6 +324,8 @@ def final_two_sample(config, pools, workdir: str) -> dict[str, Any] | None:
                                     seed=t.seed)
   out = {"num_images": n, "num_test": num_test, "features": list(t.features), "steps": t.steps,
          "refined": tester.score(pools["refined"][:n]), "synthetic": tester.score(pools["synthetic"][:n])}
+  if "oracle" in pools:
+    out["oracle"] = tester.score(pools["oracle"][:n])
   _write_json(path, out)
   return out
 
@@ -338,6 +388,9 @@ def run(config, workdir: str, log=metric_writer.print_line) -> dict[str, Any]:
       f"selection score {selection['selection_scores'][str(selection['step'])]:.4g})")
   log(f"[3/6] refining {config.num_synthetic * config.data_multiplier} synthetic images")
   pools = timed("refine", lambda: load_or_refine(config, workdir, simgan_dir, selection["step"], log))
+  if "oracle" in config.training_sets:
+    log(f"rendering the first {config.num_synthetic} synthetic scenes with the target's appearance (oracle)")
+    pools["oracle"] = oracle_pool(config, pools["labels"])
   log(f"[4/6] {stages.label} estimators")
   results = timed(stages.label, lambda: stages.train_estimators(config, pools, workdir, log))
   log("[5/6] label preservation")

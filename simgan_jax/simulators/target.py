@@ -102,16 +102,28 @@ def appearance_off(config: TargetConfig = TargetConfig()) -> TargetConfig:
   return dataclasses.replace(config, **{name: 0.0 for name in APPEARANCE_FACTORS})
 
 
+_APPEARANCE_DRAWS = ("illum_x", "illum_y", "shadow_angle", "shadow_offset", "shadow_soft",
+                     "shadow_amount", "lash_length", "lash_spread", "defocus", "motion_length",
+                     "motion_angle", "contrast", "brightness", "gamma", "noise_level",
+                     "blocking_scale", "sheen")
+
+
 def sample_params(key: jax.Array, config: TargetConfig) -> dict:
   """Draws one target scene: {"scene": eye params, "appearance": scalars, "key"}."""
   scene_key, appearance_key, texture_key = jax.random.split(key, 3)
-  names = ("illum_x", "illum_y", "shadow_angle", "shadow_offset", "shadow_soft", "shadow_amount",
-           "lash_length", "lash_spread", "defocus", "motion_length", "motion_angle", "contrast",
-           "brightness", "gamma", "noise_level", "blocking_scale", "sheen")
-  draws = jax.random.uniform(appearance_key, (len(names),))
-  appearance = dict(zip(names, draws))
-  return {"scene": eyes.sample_params(scene_key, config.scene), "appearance": appearance,
-          "key": texture_key}
+  draws = jax.random.uniform(appearance_key, (len(_APPEARANCE_DRAWS),))
+  return {"scene": eyes.sample_params(scene_key, config.scene),
+          "appearance": dict(zip(_APPEARANCE_DRAWS, draws)), "key": texture_key}
+
+
+def simulator_scene_params(key: jax.Array, config: TargetConfig) -> dict:
+  """``sample_params`` whose scene is the one ``eyes.render_batch`` draws from ``key``
+  (with ``config.scene`` as the simulator's config), and a random target appearance:
+  rendered, the simulator image of that key as the target camera would show it,
+  i.e. what a perfect refiner would make of it (``launch/reproduce.py``'s ``oracle``)."""
+  draws = jax.random.uniform(jax.random.fold_in(key, 1), (len(_APPEARANCE_DRAWS),))
+  return {"scene": eyes.sample_params(key, config.scene),
+          "appearance": dict(zip(_APPEARANCE_DRAWS, draws)), "key": jax.random.fold_in(key, 2)}
 
 
 def _interpolation(size: int, cells: int) -> np.ndarray:
@@ -346,20 +358,22 @@ def render_batch(keys_B: jax.Array, config: TargetConfig):
   return jax.vmap(lambda k: render(sample_params(k, config), config))(keys_B)
 
 
-def render_batch_staged(keys_B: jax.Array, config: TargetConfig):
-  """``render_batch`` as two compiled calls (same pixels), for host-side generation.
+def render_batch_staged(keys_B: jax.Array, config: TargetConfig, simulator_scenes: bool = False):
+  """``render_batch`` as two compiled calls (same pixels), for host-side generation;
+  with ``simulator_scenes`` the scenes are the simulator's (``simulator_scene_params``).
 
   XLA:CPU fuses the scene renderer into the blur's and the compression's many
   shifted reads when both are in one program, which makes it several times
   slower; handing over a materialised scene between two calls avoids that.
   """
-  params, colour, labels = _staged_scene(keys_B, config)
+  params, colour, labels = _staged_scene(keys_B, config, simulator_scenes)
   return _staged_camera(colour, params, config), labels
 
 
-@functools.partial(jax.jit, static_argnums=1)
-def _staged_scene(keys_B, config):
-  params = jax.vmap(lambda k: sample_params(k, config))(keys_B)
+@functools.partial(jax.jit, static_argnums=(1, 2))
+def _staged_scene(keys_B, config, simulator_scenes=False):
+  sample = simulator_scene_params if simulator_scenes else sample_params
+  params = jax.vmap(lambda k: sample(k, config))(keys_B)
   colour = jax.vmap(lambda p: render_scene(p, config))(params)
   labels = jax.vmap(lambda p: eyes.labels(p["scene"], config.scene))(params)
   return params, colour, labels
