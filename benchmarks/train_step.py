@@ -15,7 +15,8 @@ Compilation (once, also used for XLA's cost analysis) is timed in its own column
 
 alternates timed windows of ours, the PyTorch twin (benchmarks/torch_twin.py)
 eager and the twin under torch.compile (--rounds each, medians) in one process
-and prints seconds per iteration and the ratio twin / ours (> 1: ours faster).
+and prints seconds per iteration and the ratio twin / ours (> 1: ours faster);
+--bfloat16_column adds ours with compute_dtype=bfloat16 to the same alternation.
 Needs torch (benchmarks/requirements.txt); the twin runs on CUDA when JAX runs on
 a GPU and torch has CUDA, else on the CPU with --torch_threads threads.
 """
@@ -41,6 +42,8 @@ _COMPARE_TORCH = flags.DEFINE_bool("compare_torch", False, "Alternate ours with 
                                    "(benchmarks/torch_twin.py) and print the ratio per batch size.")
 _ROUNDS = flags.DEFINE_integer("rounds", 3, "--compare_torch: timed windows per implementation and batch size.")
 _TORCH_THREADS = flags.DEFINE_integer("torch_threads", 0, "--compare_torch: torch CPU threads (0: all CPU cores).")
+_BF16 = flags.DEFINE_bool("bfloat16_column", False, "--compare_torch: also time ours with "
+                          "compute_dtype=bfloat16 (float32 parameters), in the same alternation.")
 _COMPILE_TWIN = flags.DEFINE_bool("compile_twin", True, "--compare_torch: also time the twin under torch.compile.")
 
 
@@ -137,8 +140,10 @@ def _first_line(error: BaseException) -> str:
   return f"{type(error).__name__}: {lines[0] if lines else ''}"[:300]
 
 
-def compare_torch(config, batch_size: int, seconds: float, rounds: int, device: str, compile_twin: bool) -> dict:
-  """Alternates timed windows of ours, the twin eager and the twin compiled; medians."""
+def compare_torch(config, batch_size: int, seconds: float, rounds: int, device: str, compile_twin: bool,
+                  bfloat16: bool = False) -> dict:
+  """Alternates timed windows of ours (and ours in bfloat16), the twin eager and the twin
+  compiled; medians."""
   from benchmarks import torch_twin  # pylint: disable=g-import-not-at-top
   from simgan_jax import flops  # pylint: disable=g-import-not-at-top
 
@@ -147,6 +152,13 @@ def compare_torch(config, batch_size: int, seconds: float, rounds: int, device: 
   ours = Ours(config, batch_size, synthetic, real)
   print(f"  batch {batch_size}: ours compiled in {ours.compile_seconds:.1f} s", file=sys.stderr, flush=True)
   runners = {"ours": ours.time_window}
+  if bfloat16:
+    config16 = config.copy_and_resolve_references()
+    config16.compute_dtype = "bfloat16"
+    ours16 = Ours(config16, batch_size, synthetic, real)
+    print(f"  batch {batch_size}: ours bfloat16 compiled in {ours16.compile_seconds:.1f} s", file=sys.stderr,
+          flush=True)
+    runners["ours_bf16"] = ours16.time_window
   twin = torch_twin.TwinIteration(config, batch_size, synthetic, real, device=device)
   twin.iteration()  # warm up
   runners["eager"] = twin.time_window
@@ -176,6 +188,7 @@ def compare_torch(config, batch_size: int, seconds: float, rounds: int, device: 
   if "compiled" in result:
     result["twin_compile_seconds"] = first_two - 2 * result["compiled"]  # compilation alone, estimated
   result.setdefault("compiled", float("nan"))
+  result.setdefault("ours_bf16", float("nan"))
   result["gflop_per_iteration"] = flops.iteration_flops(config) / 1e9
   return result
 
@@ -225,18 +238,22 @@ def _compare_torch_table(config, peak: float):
   print(f"PyTorch twin (benchmarks/torch_twin.py): torch {torch.__version__} on {device}, {threads} threads; "
         f"{_ROUNDS.value} alternating windows of {_SECONDS.value:g} s each per column, medians; ratio > 1: "
         "ours faster\n")
-  print("| batch | ours compile s | ours s/iteration | twin eager s/iteration | twin compiled s/iteration "
-        "| twin compile s | eager / ours | compiled / ours | ours % of matmul |")
-  print("|---|---|---|---|---|---|---|---|---|", flush=True)
+  bf16 = _BF16.value
+  print("| batch | ours compile s | ours s/iteration | " + ("ours bfloat16 s/iteration | " if bf16 else "")
+        + "twin eager s/iteration | twin compiled s/iteration | twin compile s | eager / ours | "
+        + ("eager / ours bfloat16 | " if bf16 else "") + "compiled / ours | ours % of matmul |")
+  print("|---" * (11 if bf16 else 9) + "|", flush=True)
   errors = []
   for b in _BATCH_SIZES.value:
-    r = compare_torch(config, int(b), _SECONDS.value, _ROUNDS.value, device, _COMPILE_TWIN.value)
+    r = compare_torch(config, int(b), _SECONDS.value, _ROUNDS.value, device, _COMPILE_TWIN.value, bf16)
     if r["compiled_error"]:
       errors.append(f"batch {b}: twin compiled: {r['compiled_error']}")
     fraction = r["gflop_per_iteration"] / r["ours"] / peak
-    print(f"| {r['batch']} | {r['compile_seconds']:.1f} | {r['ours']:.3f} | {r['eager']:.3f} | {_f(r['compiled'], 3)} "
-          f"| {_f(r['twin_compile_seconds'], 1)} | {r['eager'] / r['ours']:.2f} | {_f(r['compiled'] / r['ours'], 2)} "
-          f"| {100 * fraction:.0f}% |", flush=True)
+    b16 = f"{r['ours_bf16']:.3f} | " if bf16 else ""
+    ratio16 = f"{r['eager'] / r['ours_bf16']:.2f} | " if bf16 else ""
+    print(f"| {r['batch']} | {r['compile_seconds']:.1f} | {r['ours']:.3f} | {b16}{r['eager']:.3f} "
+          f"| {_f(r['compiled'], 3)} | {_f(r['twin_compile_seconds'], 1)} | {r['eager'] / r['ours']:.2f} | "
+          f"{ratio16}{_f(r['compiled'] / r['ours'], 2)} | {100 * fraction:.0f}% |", flush=True)
   for line in errors:
     print(line)
 
