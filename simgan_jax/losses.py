@@ -53,9 +53,9 @@ def get_loss(name: str, field: str = "loss") -> Callable:
   return _LOSSES[name]
 
 
-def get_psi(name: str) -> Callable:
+def get_psi(name: str, field: str = "loss.psi") -> Callable:
   if name not in _PSI:
-    raise ValueError(f"config.loss.psi: unknown feature map {name!r}; known: {', '.join(sorted(_PSI))}")
+    raise ValueError(f"config.{field}: unknown feature map {name!r}; known: {', '.join(sorted(_PSI))}")
   return _PSI[name]
 
 

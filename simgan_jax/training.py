@@ -93,6 +93,7 @@ class Setup:
   discriminator_loss: Callable
   self_regularization_loss: Callable
   psi: Callable
+  pretrain_psi: Callable  # psi during refiner pretraining
   synthetic: sources_lib.ImageSource
   real: sources_lib.ImageSource
   image_shape: tuple[int, int, int]
@@ -148,6 +149,7 @@ def make_setup(config, synthetic, real, num_devices: int) -> Setup:
       discriminator_loss=losses.get_loss(config.loss.discriminator, "loss.discriminator"),
       self_regularization_loss=losses.get_loss(config.loss.self_regularization, "loss.self_regularization"),
       psi=losses.get_psi(config.loss.psi),
+      pretrain_psi=losses.get_psi(config.loss.get("pretrain_psi", "identity"), "loss.pretrain_psi"),
       synthetic=synthetic,
       real=real,
       image_shape=(config.image_height, config.image_width, config.channels),
@@ -254,7 +256,8 @@ def _refiner_update(s: Setup, state: TrainState, data, key, adversarial: bool):
 
   def loss_fn(params):
     refined = _refine(s, params, synthetic, keys)
-    reg = s.self_regularization_loss(refined, synthetic, psi=s.psi, reduction=s.reduction)
+    reg = s.self_regularization_loss(refined, synthetic, psi=s.psi if adversarial else s.pretrain_psi,
+                                     reduction=s.reduction)
     if not adversarial:
       return reg, {"self_regularization_loss": reg}
     # D's running statistics (if any) are used, not updated, in the refiner's loss.
