@@ -1,6 +1,7 @@
 """Label drift (evaluation/drift.py), the checkpoint probe around it, and the task-consistency loss."""
 
 import json
+import os
 
 import jax
 import jax.numpy as jnp
@@ -152,3 +153,22 @@ def test_an_adversarial_step_with_the_task_consistency_loss_uses_it(eye_probe):
   with pytest.raises(ValueError, match="config.loss.task_consistency_weight: > 0 but no task network"):
     training.compile_step(training.adversarial_step, dataclasses.replace(setup, task_network=None), mesh,
                           training.state_specs(state))(state, {"synthetic": {}, "real": real.device_data()})
+
+
+def test_drift_calibration_prints_a_perfect_refiner_and_known_changes():
+  """launch/drift_calibration.py at smoke size: every row, numbers, and the perfect-refiner
+  row only where the eye simulator meets eyesim_target."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
+
+  from tests.conftest import REPO  # pylint: disable=g-import-not-at-top
+
+  script = os.path.join(REPO, "launch", "drift_calibration.py")
+  result = subprocess.run([sys.executable, script, "--config=simgan_jax/configs/default.py:smoke",
+                           "--num_images=32"], capture_output=True, text=True, cwd=REPO, timeout=300)
+  assert result.returncode == 0, result.stderr[-2000:]
+  rows = {line.split("|")[1].strip(): float(line.split("|")[2]) for line in result.stdout.splitlines()
+          if line.startswith("| ") and not line.startswith("| change")}
+  assert list(rows)[0] == "the same scenes, target appearance (a perfect refiner)"
+  assert {"shifted 2 px right", "flipped left-right", "constant (grey)", "shuffled (another image's)"} <= set(rows)
+  assert all(np.isfinite(v) and v >= 0 for v in rows.values()) and rows["shuffled (another image's)"] > 0

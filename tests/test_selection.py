@@ -61,19 +61,50 @@ def test_best_step_skips_collapsed_drifting_deleted_and_pretraining_checkpoints(
       {"step": 12, "realism_kid": 0.5, "selection_score": 0.5},  # best, but deleted
       {"step": 15, "realism_kid": 9.0, "selection_score": 9.0},
       {"step": 15, "realism_kid": 1.5, "selection_score": 1.5},  # a resumed run's entry wins
-      {"step": 18, "realism_kid": 0.3, "selection_score": inf, "collapsed": 0.0},  # over the drift bound
+      {"step": 18, "realism_kid": 0.3, "selection_score": inf, "collapsed": 0.0,
+       "label_drift": 13.0},  # over the drift bound
   ], on_disk=(3, 6, 9, 15, 18))
-  best = selection.best_checkpoint(_config(), str(tmp_path))
+  config = _config()
+  config.drift.max_drift = 12.0
+  best = selection.best_checkpoint(config, str(tmp_path))
   # Wrong picks this catches: 3 (pretraining), 6 (collapsed, lowest KID), 12 (deleted),
   # 18 (over the drift bound), 9 (the first entry of 15 read instead of the last).
   assert best["step"] == 15
   assert best["candidates"] == [6, 9, 15, 18]
   assert best["selection_scores"]["6"] == inf and best["scores"]["6"] == 0.2
-  assert selection.resolve_step(_config(), str(tmp_path), "best") == 15
+  assert selection.resolve_step(config, str(tmp_path), "best") == 15
+  assert selection.resolve_step(_config(), str(tmp_path), "best") == 18  # smoke: no drift bound
   assert selection.resolve_step(_config(), str(tmp_path), "9") == 9
   assert selection.resolve_step(_config(), str(tmp_path), None) is None
   with pytest.raises(ConfigError, match="--step: expected a checkpoint step or 'best', got 'newest'"):
     selection.resolve_step(_config(), str(tmp_path), "newest")
+
+
+def test_selection_applies_the_current_drift_bound_to_a_finished_run(tmp_path):
+  """A run logged under the old 5-degree bound: step 9 (drift 6.1) scored +inf then; the
+  bound that applies now (the config's, else the default for the run's task network)
+  decides, so a finished run can be re-selected without retraining."""
+  inf = float("inf")
+  spread = {"refined_std_ratio": 1.0, "refined_spread_ratio": 1.0}
+  _made_up_run(tmp_path, [
+      {"step": 6, "realism_kid": 0.9, "selection_score": 0.9, "label_drift": 4.0, **spread},
+      {"step": 9, "realism_kid": 0.5, "selection_score": inf, "label_drift": 6.1, **spread},
+      {"step": 12, "realism_kid": 0.4, "selection_score": inf, "label_drift": 25.0, **spread},
+  ], on_disk=(6, 9, 12))
+  config = _config()
+  config.drift.max_drift = 0.0  # the default: the bound for the run's kind of task network
+  # No task network on record and no bound in the config: the logged scores stand.
+  assert selection.best_checkpoint(config, str(tmp_path))["step"] == 6
+  os.makedirs(tmp_path / "task_network")
+  with open(tmp_path / "task_network" / "task_network.json", "w") as f:
+    json.dump({"kind": "gaze", "label": "gaze", "unit": "deg"}, f)
+  assert selection.run_max_drift(config, str(tmp_path)) == 12.0  # the gaze default
+  best = selection.best_checkpoint(config, str(tmp_path))
+  assert best["step"] == 9 and best["selection_scores"]["12"] == inf
+  config.drift.max_drift = 5.0
+  assert selection.best_checkpoint(config, str(tmp_path))["step"] == 6
+  config.drift.max_drift = 30.0
+  assert selection.best_checkpoint(config, str(tmp_path))["step"] == 12
 
 
 def test_no_qualifying_checkpoint_is_one_line(tmp_path):

@@ -184,7 +184,9 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c.drift.conv_features = (8, 8, 16, 16, 32)  # gaze estimator widths (the first 3 otherwise)
   c.drift.hidden_features = 64
   c.drift.estimator_dir = ""  # a launch/train_gaze.py workdir to use instead of training one
-  # Checkpoints drifting more are never selected (0: gaze 5 deg, flip rate 0.1, 0.5 label std).
+  # Checkpoints drifting more are never selected (0: gaze 12 deg, flip rate 0.1, 0.5 label
+  # std; evaluation/drift.py DEFAULT_MAX_DRIFT says why 12). Applied again at selection
+  # time, so it can be changed for a finished run (reproduce.py --set simgan.drift.max_drift=).
   c.drift.max_drift = 0.0
   c.drift.seed = 0
 

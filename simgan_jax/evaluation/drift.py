@@ -46,8 +46,15 @@ from simgan_jax.evaluation import gaze
 
 KINDS = ("gaze", "classify", "regress")
 UNITS = {"gaze": "deg", "classify": "flip rate", "regress": "label std"}
-# Bound on label_drift used by selection when config.drift.max_drift is 0.
-DEFAULT_MAX_DRIFT = {"gaze": 5.0, "classify": 0.1, "regress": 0.5}
+# Bound on label_drift used by selection when config.drift.max_drift is 0. Gaze: the
+# :cpu drift network (own error 5.7 deg) reads 7.8 deg between simulator eyes and the
+# same scenes through the target's appearance model (a perfect refiner: labels kept
+# exactly), 3.7 / 8.3 for 2 / 4 px shifts, and 17.6-27.8 for noise, constant, flipped
+# or shuffled images (``python launch/drift_calibration.py
+# --config=simgan_jax/configs/default.py:cpu``, 2 Dec 2026). 12 deg passes the perfect
+# refiner and stops the destroyed ones; the 5 deg used before excluded refiners as
+# realistic as the target itself. Small label shifts hide below appearance changes.
+DEFAULT_MAX_DRIFT = {"gaze": 12.0, "classify": 0.1, "regress": 0.5}
 MAX_CLASSES = 256
 _SUBDIR = "task_network"
 _TRAIN_STREAM, _SURVEY_STREAM = 1, 2

@@ -12,7 +12,9 @@ over ``EXPLODE`` times the bound.
 ``best_checkpoint`` picks, from ``metrics.jsonl``, the checkpoint with the
 lowest finite score among those still on disk (adversarial phase; pretraining
 checkpoints only when there is no other), as ``launch/refine.py --step=best``
-and ``launch/reproduce.py`` do.
+and ``launch/reproduce.py`` do. It recomputes each score from the logged
+measures with the config it is given, so a run can be re-selected under another
+drift bound without retraining.
 """
 
 from __future__ import annotations
@@ -87,9 +89,31 @@ def checkpoint_metrics(workdir: str) -> dict[int, dict[str, float]]:
   return out
 
 
-def _entry_score(entry) -> float:
-  # Runs from before selection_score was logged are ranked by their KID.
-  return float(entry["selection_score"] if "selection_score" in entry else entry["realism_kid"])
+def run_max_drift(config, workdir: str) -> float | None:
+  """The drift bound that applies to a run: ``config.drift.max_drift``, else the default
+  for the kind of task network the run trained (None: no task network)."""
+  from simgan_jax.evaluation import drift  # pylint: disable=g-import-not-at-top
+
+  if float(config.drift.get("max_drift", 0.0)) > 0:
+    return float(config.drift.max_drift)
+  info = drift.read_info(workdir) or {}
+  return drift.DEFAULT_MAX_DRIFT.get(info.get("kind"))
+
+
+def _entry_score(config, entry, max_drift: float | None) -> float:
+  """The entry's selection score under *this* config (so a changed drift bound applies to
+  a finished run); entries without the realism metric keep the logged score, and runs
+  from before selection_score was logged are ranked by their KID."""
+  logged = float(entry["selection_score"] if "selection_score" in entry else entry["realism_kid"])
+  measured = "label_drift" in entry or "refined_std_ratio" in entry
+  if (config.selection.metric not in entry or not measured
+      or ("label_drift" in entry and max_drift is None)):
+    return logged
+  if "refined_std_ratio" in entry:
+    collapsed = bool(collapse_reasons(config, entry, max_drift))
+  else:
+    collapsed = bool(entry.get("collapsed"))
+  return score(config, entry, max_drift, collapsed)
 
 
 def checkpoint_steps(workdir: str) -> list[int]:
@@ -110,7 +134,8 @@ def best_checkpoint(config, workdir: str) -> dict[str, Any]:
                     f"(checkpoints: {on_disk or 'none'}; scored steps: {sorted(entries) or 'none'})")
   pretrain = config.refiner_pretrain_steps + config.discriminator_pretrain_steps
   candidates = [s for s in saved if s > pretrain] or saved
-  totals = {s: _entry_score(entries[s]) for s in saved}
+  max_drift = run_max_drift(config, workdir)
+  totals = {s: _entry_score(config, entries[s], max_drift) for s in saved}
   qualified = [s for s in candidates if math.isfinite(totals[s])]
   if not qualified:
     collapsed = sum(1 for s in candidates if entries[s].get("collapsed"))
