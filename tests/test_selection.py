@@ -107,6 +107,32 @@ def test_selection_applies_the_current_drift_bound_to_a_finished_run(tmp_path):
   assert selection.best_checkpoint(config, str(tmp_path))["step"] == 12
 
 
+def test_drift_ranked_selection_among_realistic_checkpoints(tmp_path):
+  """metric=label_drift: the least-drifting checkpoint among those within realism_ratio x the
+  lowest KID. Catches: ranking by KID (picks 9), ignoring the ratio (picks 6, barely refined),
+  and the ratio taken over pretraining checkpoints (step 3's KID would set the bound)."""
+  spread = {"refined_std_ratio": 1.0, "refined_spread_ratio": 1.0}
+  _made_up_run(tmp_path, [
+      {"step": 3, "realism_kid": 0.01, "label_drift": 0.5, **spread},  # pretraining
+      {"step": 6, "realism_kid": 4.0, "label_drift": 2.0, **spread},  # early, far from real
+      {"step": 9, "realism_kid": 0.57, "label_drift": 5.95, **spread},
+      {"step": 12, "realism_kid": 0.93, "label_drift": 4.73, **spread},
+      {"step": 15, "realism_kid": 0.66, "label_drift": 4.25, **spread},
+  ], on_disk=(3, 6, 9, 12, 15))
+  config = _config()
+  config.drift.max_drift = 12.0
+  assert selection.best_checkpoint(config, str(tmp_path))["step"] == 9  # realism_kid: lowest KID
+  config.selection.metric = "label_drift"
+  best = selection.best_checkpoint(config, str(tmp_path))
+  assert best["step"] == 15 and best["selection_scores"]["6"] == float("inf")
+  config.selection.realism_ratio = 1.5  # 0.93 > 1.5 x 0.57: 12 is out, 15 still wins
+  assert selection.best_checkpoint(config, str(tmp_path))["step"] == 15
+  config.selection.realism_ratio = 1.1  # only 9 is within 1.1 x 0.57
+  assert selection.best_checkpoint(config, str(tmp_path))["step"] == 9
+  config.selection.realism_ratio = 0.0  # no realism bound: the least drift of all candidates
+  assert selection.best_checkpoint(config, str(tmp_path))["step"] == 6
+
+
 def test_no_qualifying_checkpoint_is_one_line(tmp_path):
   inf = float("inf")
   _made_up_run(tmp_path, [{"step": 6, "realism_kid": 0.2, "selection_score": inf, "collapsed": 1.0},

@@ -252,7 +252,11 @@ def write_report(config, workdir: str, selection, summary, preservation, pools, 
             "`label_drift` (how far a task network trained on the synthetic labels moves its predictions "
             "from synthetic to refined images, `evaluation/drift.py`). The adversarial-phase checkpoint "
             f"with the lowest `selection_score` ({config.simgan.selection.metric}, or never a checkpoint "
-            "that collapsed or drifts over `config.drift.max_drift`) refines the training sets.", ""]
+            "that collapsed or drifts over `config.drift.max_drift`"
+            + (f"; only checkpoints with a realism KID at most {config.simgan.selection.realism_ratio:g}x "
+               "the run's lowest compete" if config.simgan.selection.metric != "realism_kid"
+               and config.simgan.selection.get("realism_ratio", 0) else "")
+            + ") refines the training sets.", ""]
   if task_info:
     error = metrics.get(int(selection["step"]), {}).get("task_error_synthetic")
     lines += [f"Label drift is measured by a {task_info['kind']} network on the synthetic `{task_info['label']}` "

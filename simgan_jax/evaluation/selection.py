@@ -14,7 +14,12 @@ lowest finite score among those still on disk (adversarial phase; pretraining
 checkpoints only when there is no other), as ``launch/refine.py --step=best``
 and ``launch/reproduce.py`` do. It recomputes each score from the logged
 measures with the config it is given, so a run can be re-selected under another
-drift bound without retraining.
+drift bound without retraining. With ``config.selection.metric = "label_drift"``
+(the ``:cpu`` default) the least-drifting checkpoint wins among those whose
+``realism_kid`` is within ``config.selection.realism_ratio`` times the run's
+lowest: on one ``:cpu`` run (docs/ablation_lp4.md) downstream gaze error followed
+the drift of three checkpoints (4.25 / 4.73 / 5.95 deg: 8.83 / 9.5 / 10.20 deg on
+target validation) and not their KID (0.66 / 0.93 / 0.57).
 """
 
 from __future__ import annotations
@@ -137,6 +142,16 @@ def best_checkpoint(config, workdir: str) -> dict[str, Any]:
   max_drift = run_max_drift(config, workdir)
   totals = {s: _entry_score(config, entries[s], max_drift) for s in saved}
   qualified = [s for s in candidates if math.isfinite(totals[s])]
+  ratio = float(config.selection.get("realism_ratio", 0.0))
+  if ratio > 0 and config.selection.metric != "realism_kid" and qualified:
+    # Ranked by another measure (label drift): only checkpoints about as realistic as the
+    # run's most realistic one compete; early, barely refined ones drift little.
+    kid = {s: float(entries[s].get("realism_kid", math.inf)) for s in qualified}
+    bound = ratio * min(kid.values())
+    for s in qualified:
+      if not kid[s] <= bound:
+        totals[s] = math.inf
+    qualified = [s for s in qualified if math.isfinite(totals[s])]
   if not qualified:
     collapsed = sum(1 for s in candidates if entries[s].get("collapsed"))
     raise ConfigError(
