@@ -297,7 +297,7 @@ def _cpu(c):
   c.loss.psi = "low_pass_4"
   # Select the least-drifting checkpoint among those within 2x the best realism KID
   # (evaluation/selection.py): on the validation split, three checkpoints of one run
-  # scored 8.83 / ~9.5 / 10.20 deg downstream in the order of their label drift (4.25 /
+  # scored 8.83 / 9.54 / 10.20 deg downstream in the order of their label drift (4.25 /
   # 4.73 / 5.95 deg), while the lowest KID picked the worst of them.
   c.selection.metric = "label_drift"
   c.refiner_pretrain_steps = 200

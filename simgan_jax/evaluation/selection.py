@@ -18,7 +18,7 @@ drift bound without retraining. With ``config.selection.metric = "label_drift"``
 (the ``:cpu`` default) the least-drifting checkpoint wins among those whose
 ``realism_kid`` is within ``config.selection.realism_ratio`` times the run's
 lowest: on one ``:cpu`` run (docs/ablation_lp4.md) downstream gaze error followed
-the drift of three checkpoints (4.25 / 4.73 / 5.95 deg: 8.83 / 9.5 / 10.20 deg on
+the drift of three checkpoints (4.25 / 4.73 / 5.95 deg: 8.83 / 9.54 / 10.20 deg on
 target validation) and not their KID (0.66 / 0.93 / 0.57).
 """
 
