@@ -295,6 +295,12 @@ def _cpu(c):
   # the gap to target-trained estimators), where identity L1 with mirror padding had
   # closed 17%. Pretraining stays on identity L1 (loss.pretrain_psi).
   c.loss.psi = "low_pass_4"
+  # One noise input channel: with block-mean self-regularisation the refiner can then
+  # draw the target's grain instead of deterministic ripples. Validation split, one
+  # SimGAN run: 8.93 +- 0.22 deg (no noise input: 8.83 +- 0.22, within the spread),
+  # and the only grid of all ablations without ripples or a frame
+  # (docs/ablation_lp4_noise.md).
+  c.refiner.noise_channels = 1
   # Select the least-drifting checkpoint among those within 2x the best realism KID
   # (evaluation/selection.py): on the validation split, three checkpoints of one run
   # scored 8.83 / 9.54 / 10.20 deg downstream in the order of their label drift (4.25 /
