@@ -31,22 +31,26 @@ Stages (each resumes or is skipped when its outputs exist in the workdir):
    refined-vs-real classifier), ``label_drift`` (of a gaze estimator trained on
    the simulator's labels) and ``selection_score``. No target label is used.
 2. ``selection.json``: the adversarial-phase checkpoint with the lowest
-   ``selection_score`` (realism KID, +inf when collapsed or over
-   ``simgan.drift.max_drift``) is the refiner used from here on (target labels
-   are never used to select).
+   ``selection_score`` (``simgan.selection.metric``: realism KID, or in ``:cpu``
+   label drift among checkpoints within ``simgan.selection.realism_ratio`` x the
+   lowest KID; +inf when collapsed or over ``simgan.drift.max_drift``) is the
+   refiner used from here on (target labels are never used to select).
 3. ``refined/``: the first ``data_multiplier * num_synthetic`` images of
    ``synthetic_data`` refined by that checkpoint, labels unchanged; an
    ``array_record`` TFDS dataset (``launch/refine.py``'s format).
 4. ``gaze/<training set>/seed_<s>/``: one gaze estimator per training set and seed:
    ``synthetic`` (the first ``num_synthetic`` images), ``synthetic_4x`` (all),
-   ``refined``, ``refined_4x``, and ``target`` (``target_train_data``: labelled
-   target-domain images, the upper bound the paper does not have). All are tested
-   on ``test_data``.
+   ``refined``, ``refined_4x``, ``oracle`` (eyesim only: the ``num_synthetic``
+   synthetic scenes rendered by the target domain's own appearance model, what a
+   perfect refiner would make: the most refinement can gain here) and ``target``
+   (``target_train_data``: labelled target-domain images, the upper bound the
+   paper does not have). All are tested on ``test_data``.
 5. ``preservation.json``: pupil-centre shift between ``num_label_pairs``
    synthetic/refined pairs (with the pupil localiser's own error against the
    simulator's labels beside it), and gaze drift: the angle between the
    predictions of the ``target``-trained estimator (first seed) for a synthetic
-   image and its refinement.
+   image and its refinement; the same two measures for the oracle images (a
+   perfect refiner's shift and drift, the scale to read the refiner's against).
 6. ``report.md`` with ``within_d.png``, ``losses.png`` and ``samples.png``.
 
 Variants (``--experiment=NAME:VARIANT``):
