@@ -43,12 +43,9 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c.model.depth = 4
   c.model.heatmap_size = 64
   c.model.num_joints = 14
-  # Convolution implementation and compute dtype, as in configs/default.py. "xla"
-  # here, not "auto": with hybrid on CPU one idle test-suite run aborted inside the
-  # compiled pose train step (Fatal Python error: Aborted; it passed alone and in
-  # another suite run; cause not found), so the pose estimator keeps XLA's
-  # convolution by default until that is understood. "auto"/"hybrid" are selectable.
-  c.conv_impl = "xla"
+  # Convolution implementation and compute dtype, as in configs/default.py (auto:
+  # layers.py's hybrid on CPU, XLA's convolution elsewhere).
+  c.conv_impl = "auto"
   c.compute_dtype = "float32"
   c.heatmap_sigma = 1.0  # Gaussian target width, heatmap pixels
   # "softmax" (cross-entropy over each heatmap's pixels) or "mse" (Newell et al.); with
