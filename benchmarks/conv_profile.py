@@ -25,7 +25,7 @@ from absl import flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 _BATCH = flags.DEFINE_integer("batch_size", 32, "Batch size B.")
-_IMPLS = flags.DEFINE_list("impls", ["xla", "matmul", "hybrid"], "conv_impl values to compare.")
+_IMPLS = flags.DEFINE_list("impls", ["xla", "hybrid", "native"], "conv_impl values to compare.")
 _REPEATS = flags.DEFINE_integer("repeats", 7, "Timed calls per cell (median).")
 _TORCH_THREADS = flags.DEFINE_integer("torch_threads", 0, "torch CPU threads (0: all cores; -1: skip torch).")
 

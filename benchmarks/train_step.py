@@ -16,7 +16,8 @@ Compilation (once, also used for XLA's cost analysis) is timed in its own column
 alternates timed windows of ours, the PyTorch twin (benchmarks/torch_twin.py)
 eager and the twin under torch.compile (--rounds each, medians) in one process
 and prints seconds per iteration and the ratio twin / ours (> 1: ours faster);
---bfloat16_column adds ours with compute_dtype=bfloat16 to the same alternation.
+--bfloat16_column adds ours with compute_dtype=bfloat16 to the same alternation,
+--conv_impl_columns=hybrid,xla ours with other convolution implementations.
 Needs torch (benchmarks/requirements.txt); the twin runs on CUDA when JAX runs on
 a GPU and torch has CUDA, else on the CPU with --torch_threads threads.
 """
@@ -44,6 +45,8 @@ _ROUNDS = flags.DEFINE_integer("rounds", 3, "--compare_torch: timed windows per 
 _TORCH_THREADS = flags.DEFINE_integer("torch_threads", 0, "--compare_torch: torch CPU threads (0: all CPU cores).")
 _BF16 = flags.DEFINE_bool("bfloat16_column", False, "--compare_torch: also time ours with "
                           "compute_dtype=bfloat16 (float32 parameters), in the same alternation.")
+_CONV_IMPLS = flags.DEFINE_list("conv_impl_columns", [], "--compare_torch: also time ours with these "
+                                 "config.conv_impl values (e.g. hybrid,xla), in the same alternation.")
 _COMPILE_TWIN = flags.DEFINE_bool("compile_twin", True, "--compare_torch: also time the twin under torch.compile.")
 
 
@@ -140,29 +143,43 @@ def _first_line(error: BaseException) -> str:
   return f"{type(error).__name__}: {lines[0] if lines else ''}"[:300]
 
 
+def variants(config, bfloat16: bool, conv_impls) -> dict:
+  """Column label -> config: ours as configured, plus the --bfloat16_column and
+  --conv_impl_columns variants."""
+  from simgan_jax import layers  # pylint: disable=g-import-not-at-top
+
+  out = {f"ours {layers.resolve_impl(config.conv_impl)}": config}
+  if bfloat16:
+    c = config.copy_and_resolve_references()
+    c.compute_dtype = "bfloat16"
+    out[f"ours {layers.resolve_impl(config.conv_impl)} bfloat16"] = c
+  for impl in conv_impls:
+    c = config.copy_and_resolve_references()
+    c.conv_impl = impl
+    out.setdefault(f"ours {layers.resolve_impl(impl)}", c)
+  return out
+
+
 def compare_torch(config, batch_size: int, seconds: float, rounds: int, device: str, compile_twin: bool,
-                  bfloat16: bool = False) -> dict:
-  """Alternates timed windows of ours (and ours in bfloat16), the twin eager and the twin
-  compiled; medians."""
+                  bfloat16: bool = False, conv_impls=()) -> dict:
+  """Alternates timed windows of ours (and its variants: ``variants``), the twin eager and
+  the twin compiled; medians (s/iteration under each column label, "eager", "compiled")."""
   from benchmarks import torch_twin  # pylint: disable=g-import-not-at-top
   from simgan_jax import flops  # pylint: disable=g-import-not-at-top
 
   config = benchmark_config(config, batch_size)
   synthetic, real = random_pools(config)
-  ours = Ours(config, batch_size, synthetic, real)
-  print(f"  batch {batch_size}: ours compiled in {ours.compile_seconds:.1f} s", file=sys.stderr, flush=True)
-  runners = {"ours": ours.time_window}
-  if bfloat16:
-    config16 = config.copy_and_resolve_references()
-    config16.compute_dtype = "bfloat16"
-    ours16 = Ours(config16, batch_size, synthetic, real)
-    print(f"  batch {batch_size}: ours bfloat16 compiled in {ours16.compile_seconds:.1f} s", file=sys.stderr,
-          flush=True)
-    runners["ours_bf16"] = ours16.time_window
+  runners, compile_seconds = {}, {}
+  for label, c in variants(config, bfloat16, conv_impls).items():
+    ours = Ours(c, batch_size, synthetic, real)
+    print(f"  batch {batch_size}: {label} compiled in {ours.compile_seconds:.1f} s", file=sys.stderr, flush=True)
+    runners[label], compile_seconds[label] = ours.time_window, ours.compile_seconds
+  labels = list(runners)
   twin = torch_twin.TwinIteration(config, batch_size, synthetic, real, device=device)
   twin.iteration()  # warm up
   runners["eager"] = twin.time_window
-  result = {"batch": batch_size, "compile_seconds": ours.compile_seconds, "twin_compile_seconds": float("nan"),
+  result = {"batch": batch_size, "compile_seconds": compile_seconds[labels[0]], "labels": labels,
+            "twin_compile_seconds": float("nan"),
             "compiled_error": "" if compile_twin else "not run (--nocompile_twin)"}
   if compile_twin:
     compiled = torch_twin.TwinIteration(config, batch_size, synthetic, real, compile=True, device=device)
@@ -188,7 +205,6 @@ def compare_torch(config, batch_size: int, seconds: float, rounds: int, device: 
   if "compiled" in result:
     result["twin_compile_seconds"] = first_two - 2 * result["compiled"]  # compilation alone, estimated
   result.setdefault("compiled", float("nan"))
-  result.setdefault("ours_bf16", float("nan"))
   result["gflop_per_iteration"] = flops.iteration_flops(config) / 1e9
   return result
 
@@ -238,22 +254,24 @@ def _compare_torch_table(config, peak: float):
   print(f"PyTorch twin (benchmarks/torch_twin.py): torch {torch.__version__} on {device}, {threads} threads; "
         f"{_ROUNDS.value} alternating windows of {_SECONDS.value:g} s each per column, medians; ratio > 1: "
         "ours faster\n")
-  bf16 = _BF16.value
-  print("| batch | ours compile s | ours s/iteration | " + ("ours bfloat16 s/iteration | " if bf16 else "")
-        + "twin eager s/iteration | twin compiled s/iteration | twin compile s | eager / ours | "
-        + ("eager / ours bfloat16 | " if bf16 else "") + "compiled / ours | ours % of matmul |")
-  print("|---" * (11 if bf16 else 9) + "|", flush=True)
-  errors = []
+  rows, errors = [], []
   for b in _BATCH_SIZES.value:
-    r = compare_torch(config, int(b), _SECONDS.value, _ROUNDS.value, device, _COMPILE_TWIN.value, bf16)
+    r = compare_torch(config, int(b), _SECONDS.value, _ROUNDS.value, device, _COMPILE_TWIN.value, _BF16.value,
+                      _CONV_IMPLS.value)
     if r["compiled_error"]:
       errors.append(f"batch {b}: twin compiled: {r['compiled_error']}")
-    fraction = r["gflop_per_iteration"] / r["ours"] / peak
-    b16 = f"{r['ours_bf16']:.3f} | " if bf16 else ""
-    ratio16 = f"{r['eager'] / r['ours_bf16']:.2f} | " if bf16 else ""
-    print(f"| {r['batch']} | {r['compile_seconds']:.1f} | {r['ours']:.3f} | {b16}{r['eager']:.3f} "
-          f"| {_f(r['compiled'], 3)} | {_f(r['twin_compile_seconds'], 1)} | {r['eager'] / r['ours']:.2f} | "
-          f"{ratio16}{_f(r['compiled'] / r['ours'], 2)} | {100 * fraction:.0f}% |", flush=True)
+    rows.append(r)
+  labels, main = rows[0]["labels"], rows[0]["labels"][0]
+  print("| batch | ours compile s | " + " | ".join(f"{l} s/iteration" for l in labels)
+        + " | twin eager s/iteration | twin compiled s/iteration | twin compile s | "
+        + " | ".join(f"eager / {l}" for l in labels) + f" | compiled / {main} | {main} % of matmul |")
+  print("|---" * (6 + 2 * len(labels)) + "|")
+  for r in rows:
+    fraction = r["gflop_per_iteration"] / r[main] / peak
+    print(f"| {r['batch']} | {r['compile_seconds']:.1f} | " + " | ".join(f"{r[l]:.3f}" for l in labels)
+          + f" | {r['eager']:.3f} | {_f(r['compiled'], 3)} | {_f(r['twin_compile_seconds'], 1)} | "
+          + " | ".join(f"{r['eager'] / r[l]:.2f}" for l in labels)
+          + f" | {_f(r['compiled'] / r[main], 2)} | {100 * fraction:.0f}% |", flush=True)
   for line in errors:
     print(line)
 

@@ -40,6 +40,29 @@ def varying_axes(x) -> frozenset:
   return frozenset(getattr(aval, "vma", frozenset()))  # jax 0.7 .. 0.9
 
 
+def match_varying(*xs):
+  """``xs`` all marked as varying over the union of their varying mesh axes (inside
+  ``shard_map``; unchanged outside): for primitives that need equal types, such as
+  an FFI custom call between a per-device activation and a replicated kernel."""
+  union = frozenset().union(*(varying_axes(x) for x in xs))
+  out = []
+  for x in xs:
+    missing = tuple(sorted(union - varying_axes(x)))
+    if missing:
+      x = lax.pcast(x, missing, to="varying") if hasattr(lax, "pcast") else lax.pvary(x, missing)
+    out.append(x)
+  return out
+
+
+def sum_to_varying(cotangent, primal_vma: frozenset):
+  """A custom VJP's cotangent with its primal's varying mesh axes: where the primal is
+  replicated over an axis (D's parameters in the refiner's loss, inside ``shard_map``),
+  its cotangent is the sum over that axis, the transpose of the implicit broadcast.
+  Pass ``primal_vma = varying_axes(primal)`` statically: residuals lose it."""
+  extra = tuple(sorted(varying_axes(cotangent) - primal_vma))
+  return jax.lax.psum(cotangent, extra) if extra else cotangent
+
+
 def _to_varying(tree):
   """``tree`` marked as varying over ``AXIS`` (a no-op where it already is)."""
   if hasattr(lax, "pcast"):  # jax >= 0.8

@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from simgan_jax import layers, models
+from simgan_jax import layers, models, native
 from simgan_jax.configs import default
 
 
@@ -82,7 +82,7 @@ def test_unknown_impl_and_dtype_name_the_field():
     layers.resolve_impl("cudnn")
   with pytest.raises(ValueError, match="config.compute_dtype"):
     layers.resolve_dtype("float16")
-  assert layers.resolve_impl("auto") == "hybrid"  # tests run on CPU
+  assert layers.resolve_impl("auto") == ("native" if native.available() else "hybrid")  # tests run on CPU
 
 
 def test_bfloat16_networks_track_float32_and_keep_float32_outputs():
