@@ -193,8 +193,27 @@ def _hybrid_conv_bwd(stride, x_vma, kernel_vma, residuals, g):
 _hybrid_conv.defvjp(_hybrid_conv_fwd, _hybrid_conv_bwd)
 
 
-def conv2d(x, kernel, bias, stride: int = 1, padding: str = "SAME", impl: str = "matmul"):
-  """NHWC x HWIO convolution with ``impl`` ``"xla"``, ``"matmul"`` or ``"hybrid"`` (module doc)."""
+def conv2d(x, kernel, bias, stride: int = 1, padding: str = "SAME", impl: str = "matmul", residual=None,
+           relu: bool = False):
+  """``[relu](conv(x, kernel) + bias [+ residual])``, NHWC x HWIO, with ``impl`` ``"xla"``,
+  ``"matmul"``, ``"hybrid"`` or ``"native"`` (module doc; ``native`` applies the bias, the
+  residual and the ReLU inside its kernel, the others as separate operations)."""
+  y = _conv2d(x, kernel, bias, stride, padding, impl, residual, relu)
+  if isinstance(y, _Fused):
+    return y.value
+  y = y if bias is None else y + bias
+  y = y if residual is None else y + residual
+  return nn.relu(y) if relu else y
+
+
+class _Fused:
+  """An output that already has the bias, residual and ReLU applied."""
+
+  def __init__(self, value):
+    self.value = value
+
+
+def _conv2d(x, kernel, bias, stride, padding, impl, residual, relu):
   k = kernel.shape[0]
   if kernel.shape[0] != kernel.shape[1]:
     raise ValueError(f"square kernels only, got {kernel.shape[:2]}")
@@ -207,11 +226,18 @@ def conv2d(x, kernel, bias, stride: int = 1, padding: str = "SAME", impl: str = 
     cin, cout = kernel.shape[2], kernel.shape[3]
     if (impl == "native" and padding in ("SAME", "REFLECT", "VALID")
         and native.supports(x.shape, kernel.shape, stride, x.dtype)):
-      lo, hi = ((0, 0) if padding == "VALID" else ((k - 1) // 2, k // 2))
-      y = native.conv2d(x, kernel, (lo, hi, lo, hi), reflect=padding == "REFLECT")
-      return y if bias is None else y + bias
+      if padding == "VALID":
+        pads = (0, 0, 0, 0)
+      elif padding == "SAME":
+        pads = (*_same_pads(x.shape[1], k, stride), *_same_pads(x.shape[2], k, stride))
+      else:
+        if stride != 1:
+          raise ValueError("REFLECT padding is defined here for stride 1 only")
+        pads = ((k - 1) // 2, k // 2) * 2
+      return _Fused(native.conv2d(x, kernel, pads, reflect=padding == "REFLECT", bias=bias,
+                                  residual=residual, relu=relu, stride=stride))
     if impl == "native":
-      impl = "hybrid"  # strided, 1 x 1, few-channel or bfloat16 layers
+      impl = "hybrid"  # 1 x 1, bfloat16 layers, or output channels not a multiple of 16
     if k == 1:
       y = x[:, ::stride, ::stride, :] @ kernel.reshape(cin, cout)
     elif impl == "hybrid":
@@ -222,7 +248,7 @@ def conv2d(x, kernel, bias, stride: int = 1, padding: str = "SAME", impl: str = 
       y = _im2col(_pad(x, k, stride, padding), k, stride) @ kernel.reshape(k * k * cin, cout)
   else:
     raise ValueError(f"conv impl {impl!r} is not one of {', '.join(IMPLS[1:])}")
-  return y if bias is None else y + bias
+  return y
 
 
 def max_pool(x, window: int, stride: int, padding: str = "VALID", impl: str = "matmul"):
@@ -246,11 +272,12 @@ class Conv(nn.Module):
   strides: int = 1
   padding: str = "SAME"
   use_bias: bool = True
-  impl: str = "matmul"  # "xla", "matmul" or "hybrid" (resolve "auto" with resolve_impl first)
+  impl: str = "matmul"  # "xla", "matmul", "hybrid" or "native" (resolve "auto" with resolve_impl first)
   dtype: Any = jnp.float32
+  relu: bool = False  # ReLU after the bias (and residual): fused into the native kernel
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, residual=None):
     k = self.kernel_size
     kernel = self.param("kernel", nn.initializers.lecun_normal(), (k, k, x.shape[-1], self.features),
                         jnp.float32)
@@ -258,4 +285,5 @@ class Conv(nn.Module):
         if self.use_bias else None
     x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)
     bias = None if bias is None else bias.astype(self.dtype)
-    return conv2d(x, kernel, bias, self.strides, self.padding, self.impl)
+    residual = None if residual is None else residual.astype(self.dtype)
+    return conv2d(x, kernel, bias, self.strides, self.padding, self.impl, residual, self.relu)

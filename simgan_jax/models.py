@@ -35,10 +35,9 @@ class ResnetBlock(nn.Module):
   @nn.compact
   def __call__(self, x):
     conv = lambda name: layers.Conv(self.features, self.kernel_size, padding=self.padding,  # noqa: E731
-                                    impl=self.conv_impl, dtype=self.dtype, name=name)
-    y = nn.relu(conv("conv1")(x))
-    y = conv("conv2")(y)
-    return nn.relu(x + y)
+                                    impl=self.conv_impl, dtype=self.dtype, relu=True, name=name)
+    # relu(conv2(relu(conv1(x))) + x), the ReLUs and the skip inside the convolutions.
+    return conv("conv2")(conv("conv1")(x), residual=x)
 
 
 class Refiner(nn.Module):
@@ -66,8 +65,7 @@ class Refiner(nn.Module):
                          f"got {None if noise_BHWN is None else noise_BHWN.shape}")
       images_BHWC = jnp.concatenate([images_BHWC, noise_BHWN.astype(images_BHWC.dtype)], axis=-1)
     x = layers.Conv(self.features, self.kernel_size, padding=self.padding, impl=self.conv_impl,
-                    dtype=self.dtype, name="conv_in")(images_BHWC)
-    x = nn.relu(x)
+                    dtype=self.dtype, relu=True, name="conv_in")(images_BHWC)
     for i in range(self.num_blocks):
       x = ResnetBlock(self.features, self.kernel_size, self.padding, self.conv_impl, self.dtype,
                       name=f"block{i}")(x)
@@ -123,12 +121,11 @@ class LocalDiscriminator(nn.Module):
         continue
       width = max(1, int(round(features * self.width_multiplier)))
       x = layers.Conv(width, kernel, strides=stride, padding="SAME", use_bias=not self.batch_norm,
-                      impl=self.conv_impl, dtype=self.dtype, name=f"conv{i}")(x)
+                      impl=self.conv_impl, dtype=self.dtype, relu=not self.batch_norm, name=f"conv{i}")(x)
       if self.batch_norm:
         # Statistics are averaged over the whole data-parallel batch.
-        x = nn.BatchNorm(use_running_average=not train, axis_name="batch" if train else None,
-                         momentum=0.9, dtype=self.dtype, name=f"bn{i}")(x)
-      x = nn.relu(x)
+        x = nn.relu(nn.BatchNorm(use_running_average=not train, axis_name="batch" if train else None,
+                                 momentum=0.9, dtype=self.dtype, name=f"bn{i}")(x))
     logits = layers.Conv(2, 1, impl=self.conv_impl, dtype=self.dtype, name="logits")(x)
     return logits.astype(jnp.float32)
 

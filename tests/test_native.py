@@ -5,6 +5,7 @@ The kernels are compiled on first use; a machine without a C++ compiler falls ba
 leave every native test skipped and the default CPU path untested.
 """
 
+import functools
 import logging
 import os
 
@@ -35,17 +36,19 @@ def _calls_native(fn, *args) -> bool:
 
 
 # Every padding, odd widths that leave a remainder after the register tiles, output
-# channels of 1, 2, 3 and 4 vectors, 5 x 5 kernels, and one image row.
-@pytest.mark.parametrize("padding,kernel,cin,cout,size", [
-    ("SAME", 3, 16, 32, (7, 9)), ("REFLECT", 3, 32, 48, (8, 13)), ("VALID", 3, 16, 16, (9, 10)),
-    ("SAME", 5, 16, 64, (6, 11)), ("REFLECT", 5, 16, 16, (5, 7)), ("SAME", 3, 64, 64, (35, 55)),
-    ("SAME", 3, 16, 16, (1, 30)),
+# channels of 1, 2, 3 and 4 vectors, 5 x 5 kernels, one image row, strides 2 and 4 with
+# SAME's uneven split, and 1 or 3 input channels (direct loops instead of Winograd).
+@pytest.mark.parametrize("padding,kernel,stride,cin,cout,size", [
+    ("SAME", 3, 1, 16, 32, (7, 9)), ("REFLECT", 3, 1, 32, 48, (8, 13)), ("VALID", 3, 1, 16, 16, (9, 10)),
+    ("SAME", 5, 1, 16, 64, (6, 11)), ("REFLECT", 5, 1, 16, 16, (5, 7)), ("SAME", 3, 1, 64, 64, (35, 55)),
+    ("SAME", 3, 1, 16, 16, (1, 30)), ("SAME", 3, 2, 96, 64, (18, 28)), ("SAME", 3, 2, 1, 96, (35, 55)),
+    ("SAME", 7, 4, 3, 32, (30, 29)), ("REFLECT", 3, 1, 1, 32, (9, 12)), ("VALID", 3, 2, 16, 16, (9, 12)),
 ])
-def test_native_conv_and_gradients_equal_xla(padding, kernel, cin, cout, size):
+def test_native_conv_and_gradients_equal_xla(padding, kernel, stride, cin, cout, size):
   x = _x((3, *size, cin))
   w = 0.2 * _x((kernel, kernel, cin, cout), seed=1)
   b = _x((cout,), seed=2)
-  conv = lambda impl: lambda x, w: layers.conv2d(x, w, b, 1, padding, impl)  # noqa: E731
+  conv = lambda impl: lambda x, w: layers.conv2d(x, w, b, stride, padding, impl)  # noqa: E731
   assert _calls_native(conv("native"), x, w)
   ref, out = conv("xla")(x, w), jax.jit(conv("native"))(x, w)
   assert out.shape == ref.shape
@@ -55,11 +58,31 @@ def test_native_conv_and_gradients_equal_xla(padding, kernel, cin, cout, size):
     np.testing.assert_allclose(c, a, rtol=1e-4, atol=1e-5 * float(jnp.max(jnp.abs(a))))
 
 
+@pytest.mark.parametrize("padding,residual,relu", [("SAME", True, True), ("REFLECT", False, True),
+                                                   ("VALID", True, False), ("SAME", False, False)])
+def test_fused_bias_residual_relu_equal_separate_operations(padding, residual, relu):
+  x = _x((2, 8, 13, 16))
+  w, b = 0.3 * _x((3, 3, 16, 32), seed=1), _x((32,), seed=2)
+  out_shape = (2, 6, 11, 32) if padding == "VALID" else (2, 8, 13, 32)
+  r = _x(out_shape, seed=3) if residual else None
+
+  def f(impl, x, w, b, r):
+    return layers.conv2d(x, w, b, 1, padding, impl, residual=r, relu=relu)
+
+  ref, out = f("xla", x, w, b, r), jax.jit(functools.partial(f, "native"))(x, w, b, r)
+  np.testing.assert_allclose(out, ref, atol=2e-5)
+  if relu:
+    assert float(jnp.mean(out == 0)) > 0.2  # the ReLU really cut something
+  argnums = (0, 1, 2, 3) if residual else (0, 1, 2)
+  grad = lambda impl: jax.grad(lambda *a: jnp.sum(jnp.sin(3 * f(impl, *a))), argnums)(x, w, b, r)  # noqa: E731
+  for a, c in zip(grad("xla"), grad("native")):
+    np.testing.assert_allclose(c, a, rtol=1e-4, atol=1e-5 * float(jnp.max(jnp.abs(a))))
+
+
 def test_layers_native_cannot_take_go_through_hybrid():
-  # Strided, 1 x 1, few-channel and bfloat16 layers: the same maths through hybrid.
-  for stride, k, cin, dtype in ((2, 3, 16, jnp.float32), (1, 1, 16, jnp.float32), (1, 3, 3, jnp.float32),
-                                (1, 3, 16, jnp.bfloat16)):
-    x, w = _x((2, 9, 12, cin)).astype(dtype), (0.2 * _x((k, k, cin, 16), seed=1)).astype(dtype)
+  # 1 x 1, bfloat16 and 8-output-channel layers: the same maths through hybrid.
+  for stride, k, cout, dtype in ((1, 1, 16, jnp.float32), (2, 3, 8, jnp.float32), (1, 3, 16, jnp.bfloat16)):
+    x, w = _x((2, 9, 12, 16)).astype(dtype), (0.2 * _x((k, k, 16, cout), seed=1)).astype(dtype)
     fn = lambda x, w: layers.conv2d(x, w, None, stride, "SAME", "native")  # noqa: E731
     assert not _calls_native(fn, x, w)
     np.testing.assert_allclose(np.asarray(fn(x, w), np.float32),

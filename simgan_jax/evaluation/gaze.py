@@ -63,13 +63,13 @@ class GazeEstimator(nn.Module):
     feature_shape(images_BHWC.shape[1], images_BHWC.shape[2], self.conv_features)  # size check
     f = self.conv_features
     conv = lambda i: layers.Conv(f[i], 3, padding="VALID", impl=self.conv_impl, dtype=self.dtype,  # noqa: E731
-                                 name=f"conv{i + 1}")
+                                 relu=True, name=f"conv{i + 1}")
     x = images_BHWC
     for i in range(3):
-      x = nn.relu(conv(i)(x))
+      x = conv(i)(x)
     x = layers.max_pool(x, 3, 2, "VALID", impl=self.conv_impl)
     for i in range(3, 5):
-      x = nn.relu(conv(i)(x))
+      x = conv(i)(x)
     x = layers.max_pool(x, 2, 2, "VALID", impl=self.conv_impl)
     x = x.reshape(x.shape[0], -1)
     x = nn.relu(nn.Dense(self.hidden_features, dtype=self.dtype, name="fc1")(x))

@@ -37,7 +37,7 @@ import numpy as np
 from simgan_jax import parallel
 
 SOURCE = pathlib.Path(__file__).with_name("conv.cc")
-_FORWARD, _KERNEL_GRAD = "simgan_conv_forward", "simgan_conv_kernel_grad"
+_FORWARD, _FUSED, _KERNEL_GRAD = "simgan_conv_forward", "simgan_conv_forward_fused", "simgan_conv_kernel_grad"
 _LOCK = threading.Lock()
 _STATE: dict = {}
 
@@ -111,6 +111,7 @@ def load() -> None:
       lib = ctypes.cdll.LoadLibrary(str(build()))
       jax.ffi.register_ffi_target(_FORWARD, jax.ffi.pycapsule(lib.SimganConvForward), platform="cpu")
       jax.ffi.register_ffi_target(_KERNEL_GRAD, jax.ffi.pycapsule(lib.SimganConvKernelGrad), platform="cpu")
+      jax.ffi.register_ffi_target(_FUSED, jax.ffi.pycapsule(lib.SimganConvForwardFused), platform="cpu")
       _STATE["vector_length"] = int(lib.simgan_conv_vector_length())
       _STATE["lib"] = lib
     except (NativeBuildError, OSError, AttributeError) as e:
@@ -131,66 +132,112 @@ def available() -> bool:
 
 
 def supports(x_shape, kernel_shape, stride: int, dtype) -> bool:
-  """Whether ``conv2d`` handles this layer (else ``layers.conv2d`` uses ``hybrid``): stride 1,
-  a k x k kernel with k > 1, float32, input and output channels multiples of 16
-  (the input gradient is a convolution with them swapped)."""
+  """Whether ``conv2d`` handles this layer (else ``layers.conv2d`` uses ``hybrid``): a k x k
+  kernel with k > 1, float32, output channels a multiple of 16. (Its input gradient is a
+  native call for stride 1 and input channels a multiple of 16, XLA's otherwise.)"""
   k, _, cin, cout = kernel_shape
-  return (stride == 1 and k > 1 and kernel_shape[0] == kernel_shape[1] and jnp.dtype(dtype) == jnp.float32
-          and cin % 16 == 0 and cout % 16 == 0 and len(x_shape) == 4)
+  return (k > 1 and kernel_shape[0] == kernel_shape[1] and jnp.dtype(dtype) == jnp.float32
+          and cout % 16 == 0 and len(x_shape) == 4 and stride >= 1)
 
 
-def _call(target: str, out_shape, a, b, pads, reflect: bool):
+def _call(target: str, out_shape, operands, pads, reflect: bool, stride: int = 1, **attrs):
   # Inside shard_map the call needs operands of one type and says its result's: the
-  # result varies over the mesh axes the operands vary over (a's type, reshaped).
-  a, b = parallel.match_varying(a, b)
-  result = jax.typeof(a).update(shape=tuple(out_shape), dtype=jnp.float32)
+  # result varies over the mesh axes the operands vary over (the first's type, reshaped).
+  operands = parallel.match_varying(*operands)
+  result = jax.typeof(operands[0]).update(shape=tuple(out_shape), dtype=jnp.float32)
   pt, pb, pl, pr = (np.int64(p) for p in pads)
+  attrs = {k: np.int64(v) for k, v in attrs.items()}
   return jax.ffi.ffi_call(target, result, vmap_method="sequential")(
-      a, b, pad_top=pt, pad_bottom=pb, pad_left=pl, pad_right=pr, reflect=np.int64(reflect))
+      *operands, stride=np.int64(stride), pad_top=pt, pad_bottom=pb, pad_left=pl, pad_right=pr,
+      reflect=np.int64(reflect), **attrs)
 
 
-def _forward(x, kernel, pads, reflect: bool):
+def _out_shape(x, kernel, pads, stride: int = 1):
   k, cout = kernel.shape[0], kernel.shape[3]
   b, h, w, _ = x.shape
   pt, pb, pl, pr = pads
-  return _call(_FORWARD, (b, h + pt + pb - k + 1, w + pl + pr - k + 1, cout), x, kernel, pads, reflect)
+  return (b, (h + pt + pb - k) // stride + 1, (w + pl + pr - k) // stride + 1, cout)
 
 
-@functools.partial(jax.custom_vjp, nondiff_argnums=(2, 3, 4, 5))
-def _conv(x, kernel, pads, reflect, x_vma, kernel_vma):
-  return _forward(x, kernel, pads, reflect)
+def _forward(x, kernel, pads, reflect: bool):
+  return _call(_FORWARD, _out_shape(x, kernel, pads), (x, kernel), pads, reflect)
 
 
-def _conv_fwd(x, kernel, pads, reflect, x_vma, kernel_vma):
-  return _forward(x, kernel, pads, reflect), (x, kernel)
+def _fused(x, kernel, bias, residual, pads, reflect: bool, relu: bool, stride: int):
+  placeholder = residual is None
+  residual = jnp.zeros((1,), jnp.float32) if placeholder else residual
+  return _call(_FUSED, _out_shape(x, kernel, pads, stride), (x, kernel, bias, residual), pads, reflect, stride,
+               relu=relu, has_residual=not placeholder)
 
 
-def _conv_bwd(pads, reflect, x_vma, kernel_vma, residuals, g):
-  x, kernel = residuals
+def _xla_input_grad(x, kernel, g, pads, reflect: bool, stride: int):
+  """d<conv(x), g>/dx by XLA (strided layers, input channels not a multiple of 16)."""
+  pt, pb, pl, pr = pads
+
+  def conv(x):
+    if reflect:
+      x = jnp.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)), mode="reflect")
+      padding = ((0, 0), (0, 0))
+    else:
+      padding = ((pt, pb), (pl, pr))
+    return jax.lax.conv_general_dilated(x, kernel, (stride, stride), padding,
+                                        dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+  return jax.vjp(conv, x)[1](g)[0]
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(4, 5, 6, 7, 8))
+def _conv(x, kernel, bias, residual, pads, reflect, relu, stride, vmas):
+  return _fused(x, kernel, bias, residual, pads, reflect, relu, stride)
+
+
+def _conv_fwd(x, kernel, bias, residual, pads, reflect, relu, stride, vmas):
+  y = _fused(x, kernel, bias, residual, pads, reflect, relu, stride)
+  return y, (x, kernel, y if relu else None)
+
+
+def _conv_bwd(pads, reflect, relu, stride, vmas, residuals, g):
+  x, kernel, y = residuals
+  x_vma, kernel_vma, bias_vma, residual_vma = vmas
+  if relu:
+    g = jnp.where(y > 0, g, 0.0)  # ReLU's gradient, 0 at 0 like jax.nn.relu's
+  d_bias = jnp.sum(g, axis=(0, 1, 2))
+  d_residual = None if residual_vma is None else parallel.sum_to_varying(g, residual_vma)
   k = kernel.shape[0]
   # The input gradient is the convolution of g with the kernel flipped in space and
   # transposed in channels, zero-padded by k - 1 - pad (for mirror padding: the full
   # gradient of the padded input, folded back by the transpose of the mirror pad).
   flipped = jnp.flip(kernel, (0, 1)).transpose(0, 1, 3, 2)
-  if reflect:
+  if stride != 1 or kernel.shape[2] % 16:
+    d_x = _xla_input_grad(x, kernel, g, pads, reflect, stride)
+  elif reflect:
     d_padded = _forward(g, flipped, (k - 1,) * 4, False)
     pt, pb, pl, pr = pads
     pad = lambda v: jnp.pad(v, ((0, 0), (pt, pb), (pl, pr), (0, 0)), mode="reflect")  # noqa: E731
     (d_x,) = jax.vjp(pad, x)[1](d_padded)
   else:
     d_x = _forward(g, flipped, tuple(k - 1 - p for p in pads), False)
-  d_kernel = _call(_KERNEL_GRAD, kernel.shape, x, g, pads, reflect)
-  return parallel.sum_to_varying(d_x, x_vma), parallel.sum_to_varying(d_kernel, kernel_vma)
+  d_kernel = _call(_KERNEL_GRAD, kernel.shape, (x, g), pads, reflect, stride)
+  return (parallel.sum_to_varying(d_x, x_vma), parallel.sum_to_varying(d_kernel, kernel_vma),
+          parallel.sum_to_varying(d_bias, bias_vma), d_residual)
 
 
 _conv.defvjp(_conv_fwd, _conv_bwd)
 
 
-def conv2d(x, kernel, pads: tuple[int, int, int, int], reflect: bool = False):
-  """Stride-1 NHWC x HWIO convolution with explicit padding (top, bottom, left, right),
-  zeros or mirror (``reflect``); float32, on CPU. Differentiable in ``x`` and ``kernel``."""
+def conv2d(x, kernel, pads: tuple[int, int, int, int], reflect: bool = False, bias=None, residual=None,
+           relu: bool = False, stride: int = 1):
+  """``[relu](conv(x, kernel) + bias [+ residual])``: a stride-1 NHWC x HWIO convolution with
+  explicit padding (top, bottom, left, right), zeros or mirror (``reflect``), with the
+  bias, the residual and the ReLU applied as the kernel stores each output (no extra
+  pass over the activations). float32, on CPU. Differentiable in every array argument."""
   load()
   if any(p < 0 or p >= kernel.shape[0] for p in pads):
     raise ValueError(f"native conv2d: pads {pads} must be in [0, {kernel.shape[0]})")
-  return _conv(x, kernel, tuple(int(p) for p in pads), bool(reflect),
-               parallel.varying_axes(x), parallel.varying_axes(kernel))
+  if reflect and stride != 1:
+    raise ValueError("native conv2d: mirror padding is defined here for stride 1 only")
+  bias = jnp.zeros((kernel.shape[3],), jnp.float32) if bias is None else bias
+  vmas = (parallel.varying_axes(x), parallel.varying_axes(kernel), parallel.varying_axes(bias),
+          None if residual is None else parallel.varying_axes(residual))
+  return _conv(x, kernel, bias, residual, tuple(int(p) for p in pads), bool(reflect), bool(relu), int(stride),
+               vmas)

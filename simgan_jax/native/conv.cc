@@ -10,12 +10,15 @@
 // between them; no im2col copy (each input row is padded once into a small buffer).
 //
 // Layouts: x [B, H, W, C] (NHWC), w [K, K, C, O] (HWIO), y [B, Ho, Wo, O] with
-// Ho = H + pad_top + pad_bottom - K + 1 (likewise Wo). Padding: zeros, or mirror
-// ("reflect": numpy's mode, the edge not repeated). O must be a multiple of the
-// vector length (8 or 16 floats; the Python side only sends multiples of 16).
+// Ho = (H + pad_top + pad_bottom - K) / stride + 1 (likewise Wo). Padding: zeros, or
+// mirror ("reflect": numpy's mode, the edge not repeated). O must be a multiple of the
+// vector length (8 or 16 floats; the Python side only sends multiples of 16); C is
+// any count (Winograd needs whole vectors of C and stride 1, else the direct loops run).
 //
 // Handlers:
 //   simgan_conv_forward:     y  = conv(x, w)                        (x, w) -> y
+//   simgan_conv_forward_fused: y = [relu](conv(x, w) + bias [+ residual])
+//                                                                   (x, w, bias, residual) -> y
 //   simgan_conv_kernel_grad: dw = d<y, g>/dw at x                    (x, g) -> dw [K, K, C, O]
 // The input gradient is a forward call on g with the flipped, transposed kernel
 // (simgan_jax/native/__init__.py).
@@ -153,8 +156,25 @@ void parallel_blocks(int64_t n, int threads, Fn fn) {
   pool().run(threads, [&](int t) { fn(t, n * t / threads, n * (t + 1) / threads); });
 }
 
+// Applied to each output value as it is stored: + bias[o], + residual (same layout as
+// y), then ReLU; each part optional (null / false).
+struct Epilogue {
+  const float* bias = nullptr;
+  const float* residual = nullptr;
+  bool relu = false;
+
+  bool any() const { return bias || residual || relu; }
+  // v is y[index .. index + VL), output channel o .. o + VL.
+  vf apply(vf v, int64_t index, int64_t o) const {
+    if (bias) v += load(bias + o);
+    if (residual) v += load(residual + index);
+    if (relu) v = v > vf{} ? v : vf{};
+    return v;
+  }
+};
+
 struct Geometry {
-  int64_t B, H, W, C, O, K, pt, pb, pl, pr, Ho, Wo;
+  int64_t B, H, W, C, O, K, S, pt, pb, pl, pr, Ho, Wo;  // S: stride
   bool reflect;
 };
 
@@ -238,7 +258,7 @@ void matmul_pixels(const float* x, int64_t xs, int64_t C, const float* w, int64_
 
 // Direct convolution: per output row, each tap (i, j) is a [Wo, C] x [C, O] product
 // accumulated into the row.
-void forward_direct(const float* x, const float* w, float* y, const Geometry& g) {
+void forward_direct(const float* x, const float* w, float* y, const Geometry& g, const Epilogue& ep) {
   const int64_t Wp = g.W + g.pl + g.pr, C = g.C, O = g.O, K = g.K;
   parallel_blocks(g.B * g.Ho, num_threads(), [&](int, int64_t begin, int64_t end) {
     std::vector<float> buf(Wp * C);
@@ -247,14 +267,23 @@ void forward_direct(const float* x, const float* w, float* y, const Geometry& g)
       float* yr = y + row * g.Wo * O;
       std::memset(yr, 0, sizeof(float) * g.Wo * O);
       for (int64_t i = 0; i < K; ++i) {
-        const int64_t s = source_index(h + i - g.pt, g.H, g.reflect);
+        const int64_t s = source_index(g.S * h + i - g.pt, g.H, g.reflect);
         if (s < 0) continue;
         pad_row(x + (b * g.H + s) * g.W * C, g, buf.data());
         for (int64_t j = 0; j < K; ++j)
-          matmul_pixels<true>(buf.data() + j * C, C, C, w + (i * K + j) * C * O, O, yr, g.Wo);
+          matmul_pixels<true>(buf.data() + j * C, g.S * C, C, w + (i * K + j) * C * O, O, yr, g.Wo);
       }
+      if (ep.any())
+        for (int64_t k = 0; k < g.Wo * O; k += VL) store(yr + k, ep.apply(load(yr + k), row * g.Wo * O + k, k % O));
     }
   });
+}
+
+// Winograd for stride-1 3 x 3 layers with whole vectors of input channels, unless
+// SIMGAN_JAX_NATIVE_DIRECT is set (for comparisons).
+bool winograd(const Geometry& g) {
+  static const bool off = std::getenv("SIMGAN_JAX_NATIVE_DIRECT") != nullptr;
+  return g.K == 3 && g.S == 1 && g.C % VL == 0 && !off;
 }
 
 // Winograd F(2x2, 3x3) (Lavin & Gray, 2016) for 3 x 3 kernels: each 2 x 2 block of
@@ -339,7 +368,7 @@ void winograd_input(const float* rows, int64_t Wp, int64_t C, int64_t TW, int64_
   }
 }
 
-void forward_winograd(const float* x, const float* w, float* y, const Geometry& g) {
+void forward_winograd(const float* x, const float* w, float* y, const Geometry& g, const Epilogue& ep) {
   const int64_t C = g.C, O = g.O;
   const int64_t TH = (g.Ho + 1) / 2, TW = (g.Wo + 1) / 2;  // tiles per column / row
   const int64_t Wp = 2 * TW + 2;                          // padded row, plus a zero column if Wo is odd
@@ -360,10 +389,12 @@ void forward_winograd(const float* x, const float* w, float* y, const Geometry& 
       for (int64_t tr = 0; tr < nr; ++tr) {
         const int64_t h = 2 * (th0 + tr);
         const bool second_row = h + 1 < g.Ho;
-        float* y0 = y + (b * g.Ho + h) * g.Wo * O;
-        float* y1 = y0 + g.Wo * O;
+        const int64_t i0 = (b * g.Ho + h) * g.Wo * O, i1 = i0 + g.Wo * O;  // row offsets in y
+        float* y0 = y + i0;
+        float* y1 = y + i1;
         for (int64_t t = 0; t < TW; ++t) {
           const bool second_col = 2 * t + 1 < g.Wo;
+          const int64_t c0 = 2 * t * O, c1 = c0 + O;  // column offsets
           const float* mt = m.data() + (tr * TW + t) * O;
           for (int64_t o = 0; o < O; o += VL) {
             vf n[4][4], f[2][4];
@@ -373,11 +404,11 @@ void forward_winograd(const float* x, const float* w, float* y, const Geometry& 
               f[0][q] = n[0][q] + n[1][q] + n[2][q];
               f[1][q] = n[1][q] - n[2][q] - n[3][q];
             }
-            store(y0 + 2 * t * O + o, f[0][0] + f[0][1] + f[0][2]);
-            if (second_col) store(y0 + (2 * t + 1) * O + o, f[0][1] - f[0][2] - f[0][3]);
+            store(y0 + c0 + o, ep.apply(f[0][0] + f[0][1] + f[0][2], i0 + c0 + o, o));
+            if (second_col) store(y0 + c1 + o, ep.apply(f[0][1] - f[0][2] - f[0][3], i0 + c1 + o, o));
             if (second_row) {
-              store(y1 + 2 * t * O + o, f[1][0] + f[1][1] + f[1][2]);
-              if (second_col) store(y1 + (2 * t + 1) * O + o, f[1][1] - f[1][2] - f[1][3]);
+              store(y1 + c0 + o, ep.apply(f[1][0] + f[1][1] + f[1][2], i1 + c0 + o, o));
+              if (second_col) store(y1 + c1 + o, ep.apply(f[1][1] - f[1][2] - f[1][3], i1 + c1 + o, o));
             }
           }
         }
@@ -386,9 +417,9 @@ void forward_winograd(const float* x, const float* w, float* y, const Geometry& 
   });
 }
 
-void forward(const float* x, const float* w, float* y, const Geometry& g) {
-  if (g.K == 3 && std::getenv("SIMGAN_JAX_NATIVE_DIRECT") == nullptr) forward_winograd(x, w, y, g);
-  else forward_direct(x, w, y, g);
+void forward(const float* x, const float* w, float* y, const Geometry& g, const Epilogue& ep = Epilogue()) {
+  if (winograd(g)) forward_winograd(x, w, y, g, ep);
+  else forward_direct(x, w, y, g, ep);
 }
 
 // dw[c, n*VL..] += sum_w x[w*C + c] * gy[w*O + n*VL..] for c < RCT, n < NV (dw rows of O).
@@ -441,7 +472,7 @@ void kernel_grad_direct(const float* x, const float* gy, float* dw, const Geomet
       const int64_t b = row / g.Ho, h = row % g.Ho;
       const float* gr = gy + row * g.Wo * O;
       for (int64_t i = 0; i < K; ++i) {
-        const int64_t s = source_index(h + i - g.pt, g.H, g.reflect);
+        const int64_t s = source_index(g.S * h + i - g.pt, g.H, g.reflect);
         if (s < 0) continue;
         pad_row(x + (b * g.H + s) * g.W * C, g, buf.data());
         for (int64_t j = 0; j < K; ++j) {
@@ -450,10 +481,10 @@ void kernel_grad_direct(const float* x, const float* gy, float* dw, const Geomet
             const int64_t nv = std::min<int64_t>(NV_MAX, (O - o0) / VL);
             const float* xs = buf.data() + j * C;
             switch (nv) {
-              case 4: kernel_grad_channels<4>(xs, C, C, gr + o0, O, g.Wo, dwt + o0); break;
-              case 3: kernel_grad_channels<3>(xs, C, C, gr + o0, O, g.Wo, dwt + o0); break;
-              case 2: kernel_grad_channels<2>(xs, C, C, gr + o0, O, g.Wo, dwt + o0); break;
-              default: kernel_grad_channels<1>(xs, C, C, gr + o0, O, g.Wo, dwt + o0); break;
+              case 4: kernel_grad_channels<4>(xs, g.S * C, C, gr + o0, O, g.Wo, dwt + o0); break;
+              case 3: kernel_grad_channels<3>(xs, g.S * C, C, gr + o0, O, g.Wo, dwt + o0); break;
+              case 2: kernel_grad_channels<2>(xs, g.S * C, C, gr + o0, O, g.Wo, dwt + o0); break;
+              default: kernel_grad_channels<1>(xs, g.S * C, C, gr + o0, O, g.Wo, dwt + o0); break;
             }
           }
         }
@@ -544,15 +575,17 @@ void kernel_grad_winograd(const float* x, const float* gy, float* dw, const Geom
 }
 
 void kernel_grad(const float* x, const float* gy, float* dw, const Geometry& g) {
-  if (g.K == 3 && std::getenv("SIMGAN_JAX_NATIVE_DIRECT") == nullptr) kernel_grad_winograd(x, gy, dw, g);
+  if (winograd(g)) kernel_grad_winograd(x, gy, dw, g);
   else kernel_grad_direct(x, gy, dw, g);
 }
 
-ffi::Error make_geometry(ffi::Span<const int64_t> xd, int64_t K, int64_t O, int64_t pt, int64_t pb,
+ffi::Error make_geometry(ffi::Span<const int64_t> xd, int64_t K, int64_t O, int64_t S, int64_t pt, int64_t pb,
                          int64_t pl, int64_t pr, int64_t reflect, Geometry* g) {
   if (xd.size() != 4) return ffi::Error::InvalidArgument("simgan conv: x must be [B, H, W, C]");
-  *g = Geometry{xd[0], xd[1], xd[2], xd[3], O, K, pt, pb, pl, pr,
-                xd[1] + pt + pb - K + 1, xd[2] + pl + pr - K + 1, reflect != 0};
+  if (S < 1) return ffi::Error::InvalidArgument("simgan conv: stride must be >= 1");
+  const int64_t hp = xd[1] + pt + pb, wp = xd[2] + pl + pr;
+  *g = Geometry{xd[0], xd[1], xd[2], xd[3], O, K, S, pt, pb, pl, pr,
+                hp >= K ? (hp - K) / S + 1 : 0, wp >= K ? (wp - K) / S + 1 : 0, reflect != 0};
   if (O % VL != 0) return ffi::Error::InvalidArgument("simgan conv: output channels must be a multiple of the vector length");
   if (g->Ho <= 0 || g->Wo <= 0) return ffi::Error::InvalidArgument("simgan conv: empty output");
   if (g->reflect && (pt >= g->H || pb >= g->H || pl >= g->W || pr >= g->W))
@@ -561,22 +594,44 @@ ffi::Error make_geometry(ffi::Span<const int64_t> xd, int64_t K, int64_t O, int6
 }
 
 ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w, ffi::ResultBuffer<ffi::F32> y,
-                       int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t reflect) {
+                       int64_t stride, int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t reflect) {
   auto wd = w.dimensions();
   if (wd.size() != 4 || wd[0] != wd[1]) return ffi::Error::InvalidArgument("simgan conv: w must be [K, K, C, O]");
   Geometry g;
-  if (auto e = make_geometry(x.dimensions(), wd[0], wd[3], pt, pb, pl, pr, reflect, &g); e.failure()) return e;
+  if (auto e = make_geometry(x.dimensions(), wd[0], wd[3], stride, pt, pb, pl, pr, reflect, &g); e.failure()) return e;
   if (wd[2] != g.C) return ffi::Error::InvalidArgument("simgan conv: w's input channels differ from x's");
   forward(x.typed_data(), w.typed_data(), y->typed_data(), g);
   return ffi::Error::Success();
 }
 
+// y = [relu](conv(x, w) + bias [+ residual]); residual is [1] (a placeholder) unless
+// has_residual.
+ffi::Error ForwardFusedImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w, ffi::Buffer<ffi::F32> bias,
+                            ffi::Buffer<ffi::F32> residual, ffi::ResultBuffer<ffi::F32> y, int64_t stride,
+                            int64_t pt, int64_t pb,
+                            int64_t pl, int64_t pr, int64_t reflect, int64_t relu, int64_t has_residual) {
+  auto wd = w.dimensions();
+  if (wd.size() != 4 || wd[0] != wd[1]) return ffi::Error::InvalidArgument("simgan conv: w must be [K, K, C, O]");
+  Geometry g;
+  if (auto e = make_geometry(x.dimensions(), wd[0], wd[3], stride, pt, pb, pl, pr, reflect, &g); e.failure()) return e;
+  if (wd[2] != g.C) return ffi::Error::InvalidArgument("simgan conv: w's input channels differ from x's");
+  if (bias.element_count() != static_cast<size_t>(g.O)) return ffi::Error::InvalidArgument("simgan conv: bias must be [O]");
+  if (has_residual && residual.element_count() != static_cast<size_t>(g.B * g.Ho * g.Wo * g.O))
+    return ffi::Error::InvalidArgument("simgan conv: residual must be [B, Ho, Wo, O]");
+  Epilogue ep;
+  ep.bias = bias.typed_data();
+  ep.residual = has_residual ? residual.typed_data() : nullptr;
+  ep.relu = relu != 0;
+  forward(x.typed_data(), w.typed_data(), y->typed_data(), g, ep);
+  return ffi::Error::Success();
+}
+
 ffi::Error KernelGradImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> gy, ffi::ResultBuffer<ffi::F32> dw,
-                          int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t reflect) {
+                          int64_t stride, int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t reflect) {
   auto dd = dw->dimensions();
   if (dd.size() != 4 || dd[0] != dd[1]) return ffi::Error::InvalidArgument("simgan conv: dw must be [K, K, C, O]");
   Geometry g;
-  if (auto e = make_geometry(x.dimensions(), dd[0], dd[3], pt, pb, pl, pr, reflect, &g); e.failure()) return e;
+  if (auto e = make_geometry(x.dimensions(), dd[0], dd[3], stride, pt, pb, pl, pr, reflect, &g); e.failure()) return e;
   auto gd = gy.dimensions();
   if (gd.size() != 4 || gd[0] != g.B || gd[1] != g.Ho || gd[2] != g.Wo || gd[3] != g.O)
     return ffi::Error::InvalidArgument("simgan conv: g must be [B, Ho, Wo, O]");
@@ -591,6 +646,7 @@ ffi::Error KernelGradImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> gy, ffi
       .Arg<ffi::Buffer<ffi::F32>>()                                                      \
       .Arg<ffi::Buffer<ffi::F32>>()                                                      \
       .Ret<ffi::Buffer<ffi::F32>>()                                                      \
+      .Attr<int64_t>("stride")                                                           \
       .Attr<int64_t>("pad_top")                                                          \
       .Attr<int64_t>("pad_bottom")                                                       \
       .Attr<int64_t>("pad_left")                                                         \
@@ -599,5 +655,20 @@ ffi::Error KernelGradImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> gy, ffi
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(SimganConvForward, ForwardImpl, SIMGAN_CONV_BINDING(y));
 XLA_FFI_DEFINE_HANDLER_SYMBOL(SimganConvKernelGrad, KernelGradImpl, SIMGAN_CONV_BINDING(dw));
+XLA_FFI_DEFINE_HANDLER_SYMBOL(SimganConvForwardFused, ForwardFusedImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Arg<ffi::Buffer<ffi::F32>>()
+                                  .Ret<ffi::Buffer<ffi::F32>>()
+                                  .Attr<int64_t>("stride")
+                                  .Attr<int64_t>("pad_top")
+                                  .Attr<int64_t>("pad_bottom")
+                                  .Attr<int64_t>("pad_left")
+                                  .Attr<int64_t>("pad_right")
+                                  .Attr<int64_t>("reflect")
+                                  .Attr<int64_t>("relu")
+                                  .Attr<int64_t>("has_residual"));
 
 extern "C" int simgan_conv_vector_length() { return VL; }
