@@ -43,6 +43,10 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c.model.depth = 4
   c.model.heatmap_size = 64
   c.model.num_joints = 14
+  # Convolution implementation and compute dtype, as in configs/default.py (auto:
+  # layers.py's native kernels on CPU, XLA's convolution elsewhere).
+  c.conv_impl = "auto"
+  c.compute_dtype = "float32"
   c.heatmap_sigma = 1.0  # Gaussian target width, heatmap pixels
   # "softmax" (cross-entropy over each heatmap's pixels) or "mse" (Newell et al.); with
   # mse the :cpu estimator did not learn in 300 steps (evaluation/pose.py docstring).

@@ -32,10 +32,14 @@ the mean joint error.
 
 from __future__ import annotations
 
+from typing import Any
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+from simgan_jax import layers
 
 NUM_JOINTS = 14
 PAPER_WIDTH = 224  # errors are reported in pixels of a 224-pixel crop
@@ -47,6 +51,8 @@ class Residual(nn.Module):
 
   features: int
   groups: int = 8
+  conv_impl: str = "xla"  # layers.Conv's implementation
+  dtype: Any = jnp.float32  # compute dtype of the convolutions
 
   @nn.compact
   def __call__(self, x):
@@ -54,13 +60,14 @@ class Residual(nn.Module):
       groups = min(self.groups, y.shape[-1])
       while y.shape[-1] % groups:
         groups -= 1
-      return nn.relu(nn.GroupNorm(num_groups=groups, name=name)(y))
+      return nn.relu(nn.GroupNorm(num_groups=groups, dtype=self.dtype, name=name)(y))
 
+    conv = lambda f, k, name: layers.Conv(f, k, impl=self.conv_impl, dtype=self.dtype, name=name)  # noqa: E731
     half = max(self.features // 2, 1)
-    y = nn.Conv(half, (1, 1), name="conv1")(norm_relu(x, "norm1"))
-    y = nn.Conv(half, (3, 3), name="conv2")(norm_relu(y, "norm2"))
-    y = nn.Conv(self.features, (1, 1), name="conv3")(norm_relu(y, "norm3"))
-    skip = x if x.shape[-1] == self.features else nn.Conv(self.features, (1, 1), name="skip")(x)
+    y = conv(half, 1, "conv1")(norm_relu(x, "norm1"))
+    y = conv(half, 3, "conv2")(norm_relu(y, "norm2"))
+    y = conv(self.features, 1, "conv3")(norm_relu(y, "norm3"))
+    skip = x if x.shape[-1] == self.features else conv(self.features, 1, "skip")(x)
     return y + skip
 
 
@@ -69,15 +76,18 @@ class Hourglass(nn.Module):
 
   features: int
   depth: int
+  conv_impl: str = "xla"
+  dtype: Any = jnp.float32
 
   @nn.compact
   def __call__(self, x):
-    upper = Residual(self.features, name="upper")(x)
-    low = nn.max_pool(x, (2, 2), strides=(2, 2))
-    low = Residual(self.features, name="down")(low)
-    low = (Hourglass(self.features, self.depth - 1, name="inner")(low) if self.depth > 1
-           else Residual(self.features, name="bottom")(low))
-    low = Residual(self.features, name="up")(low)
+    res = lambda name: Residual(self.features, conv_impl=self.conv_impl, dtype=self.dtype, name=name)  # noqa: E731
+    upper = res("upper")(x)
+    low = layers.max_pool(x, 2, 2, impl=self.conv_impl)
+    low = res("down")(low)
+    low = (Hourglass(self.features, self.depth - 1, self.conv_impl, self.dtype, name="inner")(low)
+           if self.depth > 1 else res("bottom")(low))
+    low = res("up")(low)
     b, h, w, f = low.shape
     low = jnp.broadcast_to(low[:, :, None, :, None], (b, h, 2, w, 2, f)).reshape(b, 2 * h, 2 * w, f)
     return upper + low
@@ -91,6 +101,8 @@ class StackedHourglass(nn.Module):
   depth: int = 4
   heatmap_size: int = 64
   num_joints: int = NUM_JOINTS
+  conv_impl: str = "xla"  # layers.Conv: "xla", "matmul", "hybrid" or "native" (make_pose_estimator: auto)
+  dtype: Any = jnp.float32  # compute dtype; the heatmaps are float32
 
   @nn.compact
   def __call__(self, images_BHWC):
@@ -101,22 +113,24 @@ class StackedHourglass(nn.Module):
     size = 4 * self.heatmap_size
     x = jax.image.resize(images_BHWC, (b, size, size, c), "bilinear")
     f = self.features
-    x = nn.relu(nn.GroupNorm(num_groups=min(8, f // 4 or 1), name="stem_norm")(
-        nn.Conv(f // 4, (7, 7), strides=(2, 2), name="stem_conv")(x)))
-    x = Residual(f // 2, name="stem_res1")(x)
-    x = nn.max_pool(x, (2, 2), strides=(2, 2))
-    x = Residual(f // 2, name="stem_res2")(x)
-    x = Residual(f, name="stem_res3")(x)
+    impl, dtype = self.conv_impl, self.dtype
+    conv = lambda n, k, name, stride=1: layers.Conv(n, k, stride, impl=impl, dtype=dtype, name=name)  # noqa: E731
+    res = lambda n, name: Residual(n, conv_impl=impl, dtype=dtype, name=name)  # noqa: E731
+    x = nn.relu(nn.GroupNorm(num_groups=min(8, f // 4 or 1), dtype=dtype, name="stem_norm")(
+        conv(f // 4, 7, "stem_conv", 2)(x)))
+    x = res(f // 2, "stem_res1")(x)
+    x = layers.max_pool(x, 2, 2, impl=impl)
+    x = res(f // 2, "stem_res2")(x)
+    x = res(f, "stem_res3")(x)
     outputs = []
     for s in range(self.num_stacks):
-      y = Hourglass(f, self.depth, name=f"hourglass{s}")(x)
-      y = Residual(f, name=f"post{s}")(y)
-      y = nn.relu(nn.Conv(f, (1, 1), name=f"features{s}")(y))
-      heatmaps = nn.Conv(self.num_joints, (1, 1), name=f"heatmaps{s}")(y)
-      outputs.append(heatmaps)
+      y = Hourglass(f, self.depth, impl, dtype, name=f"hourglass{s}")(x)
+      y = res(f, f"post{s}")(y)
+      y = nn.relu(conv(f, 1, f"features{s}")(y))
+      heatmaps = conv(self.num_joints, 1, f"heatmaps{s}")(y)
+      outputs.append(heatmaps.astype(jnp.float32))
       if s < self.num_stacks - 1:
-        x = x + nn.Conv(f, (1, 1), name=f"remap_features{s}")(y) + nn.Conv(
-            f, (1, 1), name=f"remap_heatmaps{s}")(heatmaps)
+        x = x + conv(f, 1, f"remap_features{s}")(y) + conv(f, 1, f"remap_heatmaps{s}")(heatmaps)
     return jnp.stack(outputs)
 
 
@@ -124,7 +138,9 @@ def make_pose_estimator(config) -> StackedHourglass:
   """The estimator a config's ``model`` section describes."""
   m = config.model
   return StackedHourglass(num_stacks=m.num_stacks, features=m.features, depth=m.depth,
-                          heatmap_size=m.heatmap_size, num_joints=m.num_joints)
+                          heatmap_size=m.heatmap_size, num_joints=m.num_joints,
+                          conv_impl=layers.resolve_impl(config.get("conv_impl", "auto")),
+                          dtype=layers.resolve_dtype(config.get("compute_dtype", "float32")))
 
 
 # ----------------------------------------------------------------------------- heatmaps
