@@ -265,7 +265,7 @@ def _compare_torch_table(config, peak: float):
   print("| batch | ours compile s | " + " | ".join(f"{l} s/iteration" for l in labels)
         + " | twin eager s/iteration | twin compiled s/iteration | twin compile s | "
         + " | ".join(f"eager / {l}" for l in labels) + f" | compiled / {main} | {main} % of matmul |")
-  print("|---" * (6 + 2 * len(labels)) + "|")
+  print("|---" * (7 + 2 * len(labels)) + "|")
   for r in rows:
     fraction = r["gflop_per_iteration"] / r[main] / peak
     print(f"| {r['batch']} | {r['compile_seconds']:.1f} | " + " | ".join(f"{r[l]:.3f}" for l in labels)

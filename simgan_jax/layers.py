@@ -28,20 +28,12 @@ and 1758. The paper eye iteration at batch 32 went from 2.19 s (matmul) to 1.57 
 twin's 0.78 s in both).
 
 ``impl="auto"`` picks ``native`` on CPU (``hybrid`` if the kernels cannot be built
-there, with a logged warning) and ``xla`` elsewhere. ``native``, 2 Dec 2026, same
-machine and run (``benchmarks/conv_profile.py``): the 64->64 layer forward in 8-10
-ms and its kernel gradient in 9-10 ms (PyTorch's forward 10-12 ms), the paper eye
-iteration at batch 32 in 0.81 s against 1.43 s (hybrid) and the PyTorch twin's 0.88 s. Padding
-``"SAME"`` (zeros, as flax/lax define it, also for strides), ``"REFLECT"``
-(mirror, stride 1) or ``"VALID"``. With the matmul and hybrid paths the mirror
-padding is one ``jnp.pad`` per layer. XLA:CPU runs a convolution with no padding
-3-5x slower than a padded one (``_valid_conv``), which made mirror padding and
-the gaze estimator's VALID layers slow; ``hybrid`` pads one zero row and drops
-the output row it adds. ``conv_profile.py --impls=xla,hybrid`` at batch 32 before
-and after that change (two runs back to back, 2 Dec 2026; the unchanged ``xla``
-column read 1684 and 1648 ms for the refiner): the refiner's forward + backward
-868 -> 774 ms with zero padding and 1386 -> 948 ms with REFLECT, the gaze
-estimator's forward + backward 253 -> 188 ms.
+there, with a logged warning) and ``xla`` elsewhere. ``native`` on the same machine,
+2 Dec 2026 (``benchmarks/conv_profile.py``, one idle run, batch 32): the 64->64 layer
+forward 10.8 ms (PyTorch 13.8-16.0), forward + both gradients 35.0 ms (PyTorch
+57.9-66.8), the refiner's forward + backward 362 ms; the paper eye iteration
+(``benchmarks/train_step.py --compare_torch``) 0.755 s against 1.556 s (hybrid) and
+the PyTorch twin's 1.063 s in one run, 2.98 / 6.35 / 5.24 s at batch 128.
 
 ``dtype`` is the compute dtype: ``jnp.bfloat16`` casts the input and the kernel
 for the matmul/convolution (the parameters stay float32); outputs are in

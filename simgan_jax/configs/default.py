@@ -20,11 +20,10 @@ Variants (``--config=...default.py:VARIANT``):
   noise channel, self-regularisation on 4x4 block means (``low_pass_4``; identity
   during pretraining), 200 + 100 pretraining steps and 1,000 iterations, lambda
   0.5; the checkpoint to use is the one with the least label drift among those
-  within 2x the lowest realism KID (``selection``). The SimGAN stage of
-  ``launch/reproduce.py --experiment=eyesim_gaze:cpu`` took 15.7 min on 2 idle
-  cores with the previous default (same network size; it probes a checkpoint
-  every 100 steps, this variant every 500); the current one was timed only on a
-  shared machine (31.6 min). In docs/results_eyesim.md (2 Dec 2026) the selected
+  within 2x the lowest realism KID (``selection``). ``launch/train.py`` with this
+  variant took 8:03 on 2 idle AVX-512 cores (2 Dec 2026, native convolution
+  kernels; 15:11 with ``--config.conv_impl=hybrid``), first step line after
+  41 s, first checkpoint after 68 s (README, Benchmarks). In docs/results_eyesim.md (2 Dec 2026) the selected
   refiner (step 500) gives eyes with grain and blur and none of the earlier
   ripples, border frame or corner marks; the skin keeps the simulator's even
   brightness and the grain is a regular vertical streaking, so a classifier
@@ -278,7 +277,7 @@ def data_config(name: str, **overrides) -> ml_collections.ConfigDict:
 
 def _cpu(c):
   # Half-width refiner (32 features, 4 blocks): a quarter of the paper's FLOPs, so
-  # that the whole schedule fits in about 15 minutes on 2 CPU cores.
+  # that the whole schedule fits in about 8 minutes on 2 CPU cores (README, Benchmarks).
   c.batch_size = 32
   c.refiner.features = 32
   # Mirror padding: the only refiner of the artefact ablations (target validation split,

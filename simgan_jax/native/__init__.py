@@ -1,12 +1,16 @@
 """Native CPU convolutions (``conv_impl="native"``): C++ kernels called from XLA.
 
-XLA:CPU's convolutions are the CPU train step's bottleneck (``simgan_jax/layers.py``'s
-module doc; ``benchmarks/conv_profile.py``). ``conv.cc`` holds register-blocked
-stride-1 convolution kernels (forward and kernel gradient; the input gradient is a
-forward call with the flipped kernel), exposed to XLA as FFI custom calls
+XLA:CPU's convolutions were the CPU train step's bottleneck (``simgan_jax/layers.py``'s
+module doc; ``benchmarks/conv_profile.py``). ``conv.cc`` holds the forward pass (with
+the bias, a residual and a ReLU applied as each output is stored) and the kernel
+gradient: Winograd F(2x2, 3x3) for stride-1 3x3 layers with input channels in
+whole vectors, register-blocked direct loops for every other size and stride. The
+input gradient is a forward call with the flipped kernel (stride 1; XLA's for
+strided layers and odd channel counts). They are exposed to XLA as FFI custom calls
 (``jax.ffi``). The source is compiled on first use on the machine that runs it
-(``g++ -O3 -march=native``, about 10-20 s, once: the library is cached under
-``~/.cache/simgan_jax/native`` keyed by the source, compiler and CPU flags), so it uses
+(``g++ -O3 -march=native``, 3-5 s on 2 cores, once: the library is cached under
+``~/.cache/simgan_jax/native`` (``$SIMGAN_JAX_CACHE/native``) keyed by the source,
+compiler and CPU flags), so it uses
 AVX-512 where the CPU has it and AVX2 where it does not. Set ``CXX`` to choose the
 compiler, ``SIMGAN_JAX_NATIVE_CACHE`` to move the cache and
 ``SIMGAN_JAX_NATIVE_THREADS`` to set the threads per call (default: all cores).
@@ -47,8 +51,10 @@ class NativeBuildError(RuntimeError):
 
 
 def _cache_dir() -> pathlib.Path:
-  return pathlib.Path(os.environ.get("SIMGAN_JAX_NATIVE_CACHE",
-                                     os.path.join(os.path.expanduser("~"), ".cache", "simgan_jax", "native")))
+  if os.environ.get("SIMGAN_JAX_NATIVE_CACHE"):
+    return pathlib.Path(os.environ["SIMGAN_JAX_NATIVE_CACHE"])
+  root = os.environ.get("SIMGAN_JAX_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "simgan_jax")
+  return pathlib.Path(root) / "native"
 
 
 def _cpu_flags() -> str:
@@ -227,10 +233,11 @@ _conv.defvjp(_conv_fwd, _conv_bwd)
 
 def conv2d(x, kernel, pads: tuple[int, int, int, int], reflect: bool = False, bias=None, residual=None,
            relu: bool = False, stride: int = 1):
-  """``[relu](conv(x, kernel) + bias [+ residual])``: a stride-1 NHWC x HWIO convolution with
+  """``[relu](conv(x, kernel) + bias [+ residual])``: an NHWC x HWIO convolution (``stride``) with
   explicit padding (top, bottom, left, right), zeros or mirror (``reflect``), with the
   bias, the residual and the ReLU applied as the kernel stores each output (no extra
-  pass over the activations). float32, on CPU. Differentiable in every array argument."""
+  pass over the activations). float32, on CPU; output channels a multiple of 16
+  (``supports``). Differentiable in every array argument."""
   load()
   if any(p < 0 or p >= kernel.shape[0] for p in pads):
     raise ValueError(f"native conv2d: pads {pads} must be in [0, {kernel.shape[0]})")
