@@ -79,8 +79,10 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c.discriminator.batch_norm = False
   # How convolutions run (simgan_jax/layers.py): "xla" (lax.conv: cuDNN / TPU),
   # "matmul" (shifted slices + one matmul), "hybrid" (XLA's forward and input
-  # gradient, a hand-written kernel gradient: the fastest on CPU, README
-  # "Benchmarks"), or "auto" (hybrid on CPU, xla elsewhere). Same maths and parameters.
+  # gradient, a hand-written kernel gradient), "native" (C++ kernels compiled on
+  # first use, simgan_jax/native: the fastest on CPU, 2x hybrid, README "Benchmarks"),
+  # or "auto" (native on CPU, hybrid there without a C++ compiler, xla elsewhere).
+  # Same maths and parameters.
   c.conv_impl = "auto"
   # Compute dtype of the networks: "float32", or "bfloat16" (activations and
   # matmuls; parameters, optimiser states and losses stay float32).
