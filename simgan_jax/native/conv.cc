@@ -203,31 +203,41 @@ void pad_row(const float* src, const Geometry& g, float* buf) {
   }
 }
 
-// y[r, n*VL..] (+)= sum_c x[r*xs + c] * w[c*O + n*VL..] for r < R, n < NV: R pixels
-// (rows of x, xs floats apart) times NV vectors of output channels, in registers.
+// The one micro-kernel: a register tile of R x NV vectors,
+//   y[r * O + n*VL ..] (+)= sum_k a[r * ar + k * ak] * b[k * O + n*VL ..]   (r < R, n < NV, k < K),
+// a broadcast of `a` times NV vector loads of `b` per k. The forward pass runs it with
+// r = output pixels, k = input channels, b = the kernel; the kernel gradient with
+// r = input channels, k = pixels, b = the output gradient.
 template <int R, int NV, bool ACCUMULATE>
-inline void forward_tile(const float* __restrict x, int64_t xs, int64_t C, const float* __restrict w,
-                         int64_t O, float* __restrict y) {
+inline void tile(const float* __restrict a, int64_t ar, int64_t ak, const float* __restrict b, int64_t K,
+                 int64_t O, float* __restrict y) {
   vf acc[R][NV];
 #pragma GCC unroll 32
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 4
     for (int n = 0; n < NV; ++n) acc[r][n] = ACCUMULATE ? load(y + r * O + n * VL) : vf{};
-  for (int64_t c = 0; c < C; ++c) {
-    vf wv[NV];
+  for (int64_t k = 0; k < K; ++k) {
+    vf bv[NV];
 #pragma GCC unroll 4
-    for (int n = 0; n < NV; ++n) wv[n] = load(w + c * O + n * VL);
+    for (int n = 0; n < NV; ++n) bv[n] = load(b + k * O + n * VL);
 #pragma GCC unroll 32
     for (int r = 0; r < R; ++r) {
-      vf b = broadcast(x + r * xs + c);
+      vf av = broadcast(a + r * ar + k * ak);
 #pragma GCC unroll 4
-      for (int n = 0; n < NV; ++n) acc[r][n] += b * wv[n];
+      for (int n = 0; n < NV; ++n) acc[r][n] += av * bv[n];
     }
   }
 #pragma GCC unroll 32
   for (int r = 0; r < R; ++r)
 #pragma GCC unroll 4
     for (int n = 0; n < NV; ++n) store(y + r * O + n * VL, acc[r][n]);
+}
+
+// y[r, n*VL..] (+)= sum_c x[r*xs + c] * w[c*O + n*VL..] for r < R, n < NV: R pixels
+// (rows of x, xs floats apart) times NV vectors of output channels, in registers.
+template <int R, int NV, bool ACCUMULATE>
+inline void forward_tile(const float* x, int64_t xs, int64_t C, const float* w, int64_t O, float* y) {
+  tile<R, NV, ACCUMULATE>(x, xs, 1, w, C, O, y);
 }
 
 // forward_tile over `pixels` rows: y[p, o0 : o0 + NV*VL] for p < pixels (register tiles of
@@ -422,30 +432,10 @@ void forward(const float* x, const float* w, float* y, const Geometry& g, const 
   else forward_direct(x, w, y, g, ep);
 }
 
-// dw[c, n*VL..] += sum_w x[w*C + c] * gy[w*O + n*VL..] for c < RCT, n < NV (dw rows of O).
+// dw[c, n*VL..] += sum_p x[p*xs + c] * gy[p*O + n*VL..] for c < RCT, n < NV over n pixels p.
 template <int RCT, int NV>
-inline void kernel_grad_tile(const float* __restrict x, int64_t C, const float* __restrict gy,
-                             int64_t O, int64_t Wo, float* __restrict dw) {
-  vf acc[RCT][NV];
-#pragma GCC unroll 8
-  for (int r = 0; r < RCT; ++r)
-#pragma GCC unroll 4
-    for (int n = 0; n < NV; ++n) acc[r][n] = load(dw + r * O + n * VL);
-  for (int64_t w = 0; w < Wo; ++w) {
-    vf gv[NV];
-#pragma GCC unroll 4
-    for (int n = 0; n < NV; ++n) gv[n] = load(gy + w * O + n * VL);
-#pragma GCC unroll 8
-    for (int r = 0; r < RCT; ++r) {
-      vf xs = broadcast(x + w * C + r);
-#pragma GCC unroll 4
-      for (int n = 0; n < NV; ++n) acc[r][n] += xs * gv[n];
-    }
-  }
-#pragma GCC unroll 8
-  for (int r = 0; r < RCT; ++r)
-#pragma GCC unroll 4
-    for (int n = 0; n < NV; ++n) store(dw + r * O + n * VL, acc[r][n]);
+inline void kernel_grad_tile(const float* x, int64_t xs, const float* gy, int64_t O, int64_t n, float* dw) {
+  tile<RCT, NV, true>(x, 1, xs, gy, n, O, dw);
 }
 
 // dw[c, o0..] += sum_p x[p*xs + c] * gy[p*O + o0..] over n pixels p, for all c < C.
