@@ -86,18 +86,25 @@ def _same_pads(size: int, kernel: int, stride: int) -> tuple[int, int]:
   return total // 2, total - total // 2
 
 
-def _pad(x, kernel: int, stride: int, padding: str, value=0.0):
+def _pad_widths(x_shape, kernel: int, stride: int, padding: str) -> tuple[int, int, int, int]:
+  """(top, bottom, left, right) padding of a [B, H, W, C] input for ``padding``."""
   if padding == "VALID":
-    return x
+    return (0, 0, 0, 0)
   if padding == "SAME":
-    ph, pw = _same_pads(x.shape[1], kernel, stride), _same_pads(x.shape[2], kernel, stride)
-    return jnp.pad(x, ((0, 0), ph, pw, (0, 0)), constant_values=value)
+    return (*_same_pads(x_shape[1], kernel, stride), *_same_pads(x_shape[2], kernel, stride))
   if padding == "REFLECT":
     if stride != 1:
       raise ValueError("REFLECT padding is defined here for stride 1 only")
-    lo, hi = (kernel - 1) // 2, kernel // 2
-    return jnp.pad(x, ((0, 0), (lo, hi), (lo, hi), (0, 0)), mode="reflect")
+    return ((kernel - 1) // 2, kernel // 2) * 2
   raise ValueError(f"padding {padding!r} is not 'SAME', 'REFLECT' or 'VALID'")
+
+
+def _pad(x, kernel: int, stride: int, padding: str, value=0.0):
+  pt, pb, pl, pr = _pad_widths(x.shape, kernel, stride, padding)
+  widths = ((0, 0), (pt, pb), (pl, pr), (0, 0))
+  if padding == "REFLECT":
+    return jnp.pad(x, widths, mode="reflect")
+  return jnp.pad(x, widths, constant_values=value) if padding == "SAME" else x
 
 
 def _windows(x, kernel: int, stride: int):
@@ -190,22 +197,18 @@ def conv2d(x, kernel, bias, stride: int = 1, padding: str = "SAME", impl: str = 
   """``[relu](conv(x, kernel) + bias [+ residual])``, NHWC x HWIO, with ``impl`` ``"xla"``,
   ``"matmul"``, ``"hybrid"`` or ``"native"`` (module doc; ``native`` applies the bias, the
   residual and the ReLU inside its kernel, the others as separate operations)."""
-  y = _conv2d(x, kernel, bias, stride, padding, impl, residual, relu)
-  if isinstance(y, _Fused):
-    return y.value
+  if impl == "native":
+    if kernel.shape[0] > 1 and native.supports(x.shape, kernel.shape, stride, x.dtype):
+      return native.conv2d(x, kernel, _pad_widths(x.shape, kernel.shape[0], stride, padding),
+                           reflect=padding == "REFLECT", bias=bias, residual=residual, relu=relu, stride=stride)
+    impl = "hybrid"  # 1 x 1, bfloat16 layers, or output channels not a multiple of 16
+  y = _conv2d(x, kernel, stride, padding, impl)
   y = y if bias is None else y + bias
   y = y if residual is None else y + residual
   return nn.relu(y) if relu else y
 
 
-class _Fused:
-  """An output that already has the bias, residual and ReLU applied."""
-
-  def __init__(self, value):
-    self.value = value
-
-
-def _conv2d(x, kernel, bias, stride, padding, impl, residual, relu):
+def _conv2d(x, kernel, stride, padding, impl):
   k = kernel.shape[0]
   if kernel.shape[0] != kernel.shape[1]:
     raise ValueError(f"square kernels only, got {kernel.shape[:2]}")
@@ -214,22 +217,8 @@ def _conv2d(x, kernel, bias, stride, padding, impl, residual, relu):
       x, padding = _pad(x, k, stride, "REFLECT"), "VALID"
     y = lax.conv_general_dilated(x, kernel, (stride, stride), padding,
                                  dimension_numbers=("NHWC", "HWIO", "NHWC"))
-  elif impl in ("matmul", "hybrid", "native"):
+  elif impl in ("matmul", "hybrid"):
     cin, cout = kernel.shape[2], kernel.shape[3]
-    if (impl == "native" and padding in ("SAME", "REFLECT", "VALID")
-        and native.supports(x.shape, kernel.shape, stride, x.dtype)):
-      if padding == "VALID":
-        pads = (0, 0, 0, 0)
-      elif padding == "SAME":
-        pads = (*_same_pads(x.shape[1], k, stride), *_same_pads(x.shape[2], k, stride))
-      else:
-        if stride != 1:
-          raise ValueError("REFLECT padding is defined here for stride 1 only")
-        pads = ((k - 1) // 2, k // 2) * 2
-      return _Fused(native.conv2d(x, kernel, pads, reflect=padding == "REFLECT", bias=bias,
-                                  residual=residual, relu=relu, stride=stride))
-    if impl == "native":
-      impl = "hybrid"  # 1 x 1, bfloat16 layers, or output channels not a multiple of 16
     if k == 1:
       y = x[:, ::stride, ::stride, :] @ kernel.reshape(cin, cout)
     elif impl == "hybrid":

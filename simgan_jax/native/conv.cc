@@ -486,9 +486,6 @@ void kernel_grad_direct(const float* x, const float* gy, float* dw, const Geomet
     for (int64_t k = 0; k < size; ++k) dw[k] += partial[t][k];
 }
 
-template <int NV>
-void kernel_grad_channels(const float* x, int64_t xs, int64_t C, const float* gy, int64_t O, int64_t n, float* dw);
-
 // Winograd F(2x2, 3x3) kernel gradient: with U = G w G^T the forward pass is
 // Y_t = A^T (U . V_t) A per tile t, so dL/dU = sum_t (A dY_t A^T) . V_t (16 products
 // [C, tiles] x [tiles, O]) and dL/dw = G^T (dL/dU) G.
