@@ -35,7 +35,10 @@ _NUM_IMAGES = flags.DEFINE_integer("num_images", 100, "Images kept per set (its 
 _TRIALS = flags.DEFINE_list("trials", ["50", "50"], "Real, refined trials per subject (paper: 50,50).")
 _CONTROL_TRIALS = flags.DEFINE_list("control_trials", ["10", "10"],
                                     "Real, synthetic trials per subject (paper: 10,10).")
-_SEED = flags.DEFINE_integer("seed", 0, "Study seed: image ids and every subject's seed derive from it.")
+_SEED = flags.DEFINE_integer(
+    "seed", None, "Study seed, only to remake a study from the seed stored in its database. By "
+    "default a new study draws a secret random seed (kept in --db), so nobody can derive from the "
+    "code which images are real.")
 _RESULTS_KEY = flags.DEFINE_string("results_key", None, "Key of the results page (default: random).")
 _DISPLAY_SIZE = flags.DEFINE_integer("display_size", 440, "Images are scaled up by a whole factor to "
                                      "at most this many pixels on the long side.", lower_bound=1)

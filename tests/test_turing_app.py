@@ -32,20 +32,20 @@ def post_answer(client, token, trial_id, answer="real", time_ms=500.0):
 def test_session_flow_and_database(client_study):
   client, study, sets = client_study
   data = start(client)
-  assert (data["total"], data["answered"], data["resumed"]) == (6, 0, False)
+  assert (data["total"], data["answered"]) == (6, 0)
   # The plan comes from the recorded seed: a wrong seed or a lost shuffle changes it.
   with sqlite3.connect(study.path) as conn:
     seed, = conn.execute("SELECT seed FROM sessions WHERE subject = 's1'").fetchone()
     planned = conn.execute("SELECT i.image_set, i.set_index FROM trials t JOIN images i "
                            "USING (image_id) ORDER BY position").fetchall()
   assert seed == study_lib.subject_seed(3, "s1", "refined")
-  assert planned == study_lib.trial_plan(seed, (5, 5), (3, 3), "refined")
+  assert planned == fx.plan("s1")
   assert sorted(s for s, _ in planned) == ["real"] * 3 + ["refined"] * 3
   given = []
   state = data
   while state["next"]:
     answer = "real" if len(given) % 2 else "refined"
-    image = client.get(f"/image/{state['next']['image_id']}.png")
+    image = client.get(f"/image/{state['next']['image']}.png")
     assert image.status_code == 200 and image.data[:8] == b"\x89PNG\r\n\x1a\n"
     response = post_answer(client, data["token"], state["next"]["trial_id"], answer, 100.0 + len(given))
     assert response.status_code == 200, response.get_json()
@@ -65,6 +65,8 @@ def test_session_flow_and_database(client_study):
     study_lib.open_study(study.path, other, fx.TRIALS, seed=3)
   with pytest.raises(DataError, match="seed"):
     study_lib.open_study(study.path, sets, fx.TRIALS, seed=4)
+  study_lib.open_study(study.path, sets, fx.TRIALS)  # no seed: the stored one stands
+  assert study.meta()["seed"] == 3
   # Finished: starting again is refused, the state says done.
   assert client.post("/api/start", json={"subject": "s1", "arm": "refined"}).status_code == 409
   assert client.get("/api/state", headers={"X-Session-Token": data["token"]}).get_json()["next"] is None
@@ -76,25 +78,31 @@ def test_served_png_is_scaled_exactly(client_study):
   client, study, sets = client_study
   from PIL import Image
   import io
-  name, index = study.image(0)
-  image = np.asarray(Image.open(io.BytesIO(client.get("/image/0.png").data)))
+  with sqlite3.connect(study.path) as conn:
+    public_id, = conn.execute("SELECT public_id FROM images WHERE image_id = 0").fetchone()
+  name, index = study.image(public_id)
+  image = np.asarray(Image.open(io.BytesIO(client.get(f"/image/{public_id}.png").data)))
   # display_size 44 on 7x11 images: scale 4, pixels repeated, aspect kept.
   assert image.shape == (28, 44)
   np.testing.assert_array_equal(image[::4, ::4], sets[name].images[index][..., 0])
 
 
-def test_resume_returns_the_same_session(client_study):
-  # Catches a second session (new seed, new order) made when a subject comes back.
+def test_token_is_handed_out_once_and_the_session_resumes_with_it(client_study):
+  # Catches /api/start handing an unfinished session's token to anyone who names its
+  # subject id (they could answer in the subject's place), and a second session (new seed,
+  # new order) made when a subject comes back.
   client, _, _ = client_study
   first = start(client)
   assert post_answer(client, first["token"], first["next"]["trial_id"]).status_code == 200
-  again = start(client)
-  assert again["resumed"] and again["token"] == first["token"]
-  assert again["answered"] == 1 and again["next"]["trial_id"] != first["next"]["trial_id"]
+  again = client.post("/api/start", json={"subject": "s1", "arm": "refined"})
+  assert again.status_code == 409 and "already started" in again.get_json()["error"]
+  assert first["token"] not in again.get_data(as_text=True)
+  state = client.get("/api/state", headers={"X-Session-Token": first["token"]}).get_json()
+  assert state["answered"] == 1 and state["next"]["trial_id"] != first["next"]["trial_id"]
   # A restarted server (a new app on the same database) continues the session and its token.
   app, study, _ = fx.make_app(client_study[1].path)
   restarted = app.test_client()
-  assert post_answer(restarted, first["token"], again["next"]["trial_id"]).status_code == 200
+  assert post_answer(restarted, first["token"], state["next"]["trial_id"]).status_code == 200
   assert len(study.answers()) == 2
 
 
@@ -151,12 +159,10 @@ def test_another_subjects_trial(client_study):
 def test_bad_image_ids(client_study):
   # Catches an unchecked index into the sets (IndexError -> 500) and negative indexing.
   client, _, _ = client_study
-  response = client.get("/image/15.png")  # 3 sets of 5 images: ids 0..14
-  assert response.status_code == 404 and b"ids run from 0 to 14" in response.data
-  assert client.get("/image/-1.png").status_code == 404
-  assert client.get("/image/x.png").status_code == 404
-  # An id past SQLite's 64-bit INTEGER: a 404, not an OverflowError turned into a 500.
-  assert client.get("/image/99999999999999999999999.png").status_code == 404
+  # Internal ids are not URLs: an image is named by its random public id only.
+  for name in ("0", "14", "-1", "x", "99999999999999999999999", "A" * 22, "A" * 200, "%00"):
+    response = client.get(f"/image/{name}.png")
+    assert response.status_code == 404 and b"no such image" in response.data, name
 
 
 def test_malformed_requests(client_study):
@@ -202,8 +208,7 @@ def test_report_figures(client_study, tmp_path):
   # time (truths read from the plan, not from the database under test).
   for subject in ("a", "b"):
     data = start(client, subject)
-    seed = study_lib.subject_seed(3, subject, "refined")
-    plan = study_lib.trial_plan(seed, (5, 5), (3, 3), "refined")
+    plan = fx.plan(subject)
     state = data
     for truth, _ in plan:
       answer = "real" if subject == "a" else truth
@@ -261,3 +266,103 @@ def test_launcher_report_and_errors(client_study, tmp_path):
                          ([f"--db={tmp_path / 'x.sqlite'}"], "--real and --refined")):
     done = subprocess.run([sys.executable, script, *flags], capture_output=True, text=True, timeout=120)
     assert done.returncode == 1 and message in done.stderr and "Traceback" not in done.stderr
+
+
+def test_two_studies_made_by_the_same_command_differ(tmp_path):
+  # Catches image ids derived from a seed in the code (the default --seed=0 made every
+  # study's real-image ids public knowledge).
+  sets = fx.tiny_sets()
+  studies = [study_lib.open_study(str(tmp_path / f"s{i}.sqlite"), sets, fx.TRIALS) for i in range(2)]
+  seeds = [s.meta()["seed"] for s in studies]
+  assert seeds[0] != seeds[1]
+
+  def real_names(study):
+    with sqlite3.connect(study.path) as conn:
+      return (sorted(conn.execute("SELECT image_id FROM images WHERE image_set = 'real'")),
+              sorted(conn.execute("SELECT public_id FROM images WHERE image_set = 'real'")))
+
+  first, second = map(real_names, studies)
+  assert first[0] != second[0] and not set(first[1]) & set(second[1])
+  # The seed is kept in the database: reopening without one keeps it.
+  study_lib.open_study(studies[0].path, sets, fx.TRIALS)
+  assert studies[0].meta()["seed"] == seeds[0]
+
+
+def test_a_whole_session_reveals_nothing_about_the_truth(client_study):
+  # Reads everything a participant's browser receives in a whole session of each arm: the
+  # page, every JSON state, every image URL and its headers. None of it may name a set, an
+  # index or a truth, and the images' URLs must not order real before fake or vice versa.
+  client, study, sets = client_study
+  page = client.get("/").get_data(as_text=True)
+  script = client.get("/static/app.js").get_data(as_text=True)
+  seen = []
+  for arm in ("refined", "synthetic"):
+    state = start(client, "p1", arm)
+    token = state.pop("token")
+    while True:
+      assert set(state) == {"subject", "arm", "total", "answered", "next"}
+      if not state["next"]:
+        break
+      assert set(state["next"]) == {"trial_id", "position", "image"}
+      name = state["next"]["image"]
+      assert study_lib.PUBLIC_ID_PATTERN.fullmatch(name), name
+      image = client.get(f"/image/{name}.png")
+      assert image.status_code == 200
+      seen.append((name, dict(image.headers)))
+      state = post_answer(client, token, state["next"]["trial_id"], "real").get_json()
+  truths = {a["public_id"]: a["image_set"] for a in study.answers()}
+  assert len(seen) == len(truths) == 10
+  # Same headers for every image whatever its set (length aside).
+  headers = {tuple(sorted((k, v) for k, v in h.items() if k != "Content-Length")) for _, h in seen}
+  assert len(headers) == 1
+  for text in (page, script):
+    for name, _ in seen:
+      assert name not in text
+    for word in ("image_set", "set_index", "truth", "image_id"):
+      assert word not in text
+  # Across many fresh studies, the lexicographic order of the URLs says nothing: the real
+  # images' names are not all before (or all after) the fake ones in most studies.
+  separated = 0
+  for i in range(20):
+    s = study_lib.open_study(str(study.path) + f".{i}", sets, fx.TRIALS)
+    with sqlite3.connect(s.path) as conn:
+      rows = sorted(conn.execute("SELECT public_id, image_set FROM images"))
+    order = [kind for _, kind in rows]
+    separated += order == sorted(order) or order == sorted(order, reverse=True)
+  assert separated <= 1
+
+
+def test_no_real_image_twice_per_subject_across_arms(tmp_path):
+  # Catches arms drawing real images independently from one pool: a subject doing both
+  # arms would see some real images twice and could answer "real" for them.
+  sets = fx.tiny_sets(n=12)
+  trials = {"refined": (7, 3), "synthetic": (5, 2)}
+  app, study, _ = fx.make_app(tmp_path / "s.sqlite", sets, trials)
+  client = app.test_client()
+  for subject in [f"s{i}" for i in range(15)]:
+    for arm in ("refined", "synthetic"):
+      state = start(client, subject, arm)
+      token = state["token"]
+      while state["next"]:
+        state = post_answer(client, token, state["next"]["trial_id"], "real").get_json()
+    real = [a["set_index"] for a in study.answers() if a["subject"] == subject and a["image_set"] == "real"]
+    assert len(real) == 12 and len(set(real)) == 12, (subject, real)
+  # A real set too small for both arms without repeats is refused when the study is made.
+  with pytest.raises(ConfigError, match="sees each real image at most once"):
+    study_lib.open_study(str(tmp_path / "small.sqlite"), fx.tiny_sets(n=11), trials)
+
+
+def test_csv_cells_cannot_be_formulas(client_study, tmp_path):
+  # Catches subject ids such as "@SUM" or "-2" exported as cells a spreadsheet runs (the
+  # subject pattern allows a leading @ or -).
+  client, study, _ = client_study
+  for subject in ("@SUM", "-2", "ok-1"):
+    data = start(client, subject)
+    post_answer(client, data["token"], data["next"]["trial_id"], "real")
+  _, csv_path = report.write_report(study, str(tmp_path / "rep"))
+  import csv as csv_lib
+  subjects = [row["subject"] for row in csv_lib.DictReader(open(csv_path))]
+  assert subjects == ["'@SUM", "'-2", "ok-1"]
+  for cell in ("=1+1", "+1", "\tx", "\rx"):
+    assert report.csv_cell(cell) == "'" + cell
+  assert report.csv_cell(3) == 3 and report.csv_cell(-3.5) == -3.5

@@ -58,7 +58,7 @@ def _wait_for_trial(driver, answered):
         and button.is_enabled()
   WebDriverWait(driver, 10).until(ready)
   src = driver.find_element(By.ID, "image").get_attribute("src")
-  return int(src.rsplit("/", 1)[1].removesuffix(".png"))
+  return src.rsplit("/", 1)[1].removesuffix(".png")
 
 
 def test_a_subject_answers_a_session_with_a_reload(browser, served, tmp_path):
@@ -91,10 +91,10 @@ def test_a_subject_answers_a_session_with_a_reload(browser, served, tmp_path):
 
   # The database holds exactly these answers, for the planned images, in order.
   seed = study_lib.subject_seed(3, "alice", "refined")
-  plan = study_lib.trial_plan(seed, (5, 5), (3, 3), "refined")
+  plan = fx.plan("alice")
   rows = study.answers()
   assert [r["answer"] for r in rows] == answers
-  assert [r["image_id"] for r in rows] == shown
+  assert [r["public_id"] for r in rows] == shown
   assert [(r["image_set"], r["set_index"]) for r in rows] == plan
   assert all(r["subject"] == "alice" and r["seed"] == seed and 0 <= r["time_ms"] < 10_000 for r in rows)
 

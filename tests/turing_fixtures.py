@@ -16,6 +16,13 @@ def tiny_sets(n: int = 5, shape=(7, 11, 1)) -> dict:
           for name in ("real", "refined", "synthetic")}
 
 
+def plan(subject: str, arm: str = "refined", trials=TRIALS, study_seed: int = 3, pool: int = 5):
+  """The trial plan of ``subject``'s ``arm`` in a study made with seed ``study_seed``."""
+  real = study_lib.real_indices(study_seed, subject, arm, pool, trials)
+  return study_lib.trial_plan(study_lib.subject_seed(study_seed, subject, arm), real, pool,
+                              trials[arm][1], arm)
+
+
 def make_app(db_path, sets=None, trials=TRIALS):
   sets = sets or tiny_sets()
   study = study_lib.open_study(str(db_path), sets, trials, seed=3)

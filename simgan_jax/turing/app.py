@@ -4,10 +4,11 @@ Routes:
 
 * ``GET /``: the subject's page (static HTML/CSS/JS, no build step);
 * ``POST /api/start`` ``{"subject": ID, "arm": "refined"|"synthetic"}``: starts the
-  session (or resumes an unfinished one) and returns its token with the state;
+  session and returns its token with the state (once: a session already started is
+  continued in its tab, whose sessionStorage holds the token);
 * ``GET /api/state``, ``POST /api/answer`` ``{"trial_id", "answer", "time_ms"}``:
   both need the header ``X-Session-Token``;
-* ``GET /image/<image_id>.png``: an image by its shuffled id, scaled up;
+* ``GET /image/<public_id>.png``: an image by its random name, scaled up;
 * ``GET /results?key=KEY``, ``/results.csv?key=KEY``: for the experimenter only
   (a subject seeing scores would get feedback).
 
@@ -51,8 +52,8 @@ def create_app(study: study_lib.Study, sets: dict[str, images_lib.ImageSet],
   scale = images_lib.display_scale(height, width, display_size)
 
   @functools.lru_cache(maxsize=4096)
-  def png(image_id: int) -> bytes:
-    name, index = study.image(image_id)
+  def png(public_id: str) -> bytes:
+    name, index = study.image(public_id)
     return images_lib.png_bytes(sets[name].images[index], scale)
 
   def json_body() -> dict:
@@ -103,9 +104,8 @@ def create_app(study: study_lib.Study, sets: dict[str, images_lib.ImageSet],
   @app.post("/api/start")
   def start():
     body = json_body()
-    row, resumed = study.start(body.get("subject"), body.get("arm", "refined"))
-    state = study.state(row)
-    return flask.jsonify(token=row["token"], resumed=resumed, **state)
+    row = study.start(body.get("subject"), body.get("arm", "refined"))
+    return flask.jsonify(token=row["token"], **study.state(row))
 
   @app.get("/api/state")
   def state():
@@ -118,9 +118,9 @@ def create_app(study: study_lib.Study, sets: dict[str, images_lib.ImageSet],
     return flask.jsonify(study.answer(current, body.get("trial_id"), body.get("answer"),
                                       body.get("time_ms")))
 
-  @app.get("/image/<int:image_id>.png")
-  def image(image_id: int):
-    return flask.Response(png(image_id), mimetype="image/png",
+  @app.get("/image/<public_id>.png")
+  def image(public_id: str):
+    return flask.Response(png(public_id), mimetype="image/png",
                           headers={"Cache-Control": "private, max-age=3600"})
 
   def check_key():

@@ -23,7 +23,7 @@ PAPER = {
                   "confusion": None},
 }
 TITLES = {"refined": "Real vs refined", "synthetic": "Real vs synthetic (control)"}
-CSV_FIELDS = ("subject", "arm", "seed", "trial_id", "position", "image_id", "image_set", "set_index",
+CSV_FIELDS = ("subject", "arm", "seed", "trial_id", "position", "image_id", "public_id", "image_set", "set_index",
               "truth", "answer", "correct", "time_ms", "answered_at")
 
 
@@ -118,12 +118,20 @@ def markdown(study: study_lib.Study, results: list[ArmResult] | None = None) -> 
   return "\n".join(lines)
 
 
+def csv_cell(value):
+  """``value`` safe for a spreadsheet: text that a spreadsheet would read as a formula
+  (starting with = + - @, a tab or a carriage return) gets a leading apostrophe."""
+  if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):
+    return "'" + value
+  return value
+
+
 def csv_text(study: study_lib.Study) -> str:
   out = io.StringIO()
   writer = csv.DictWriter(out, fieldnames=CSV_FIELDS, lineterminator="\n")
   writer.writeheader()
   for a in study.answers():
-    writer.writerow({**a, "correct": int(a["truth"] == a["answer"])})
+    writer.writerow({k: csv_cell(v) for k, v in {**a, "correct": int(a["truth"] == a["answer"])}.items()})
   return out.getvalue()
 
 

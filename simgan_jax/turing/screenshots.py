@@ -82,7 +82,7 @@ def answer_at_random(url: str, subject: str, arm: str, rng: np.random.Generator,
 
 
 def take_screenshots(db: str, sets: dict, out_dir: str, trials=None, demo_subjects: int = 3,
-                     seed: int = 0) -> tuple[str, str]:
+                     seed: int | None = None) -> tuple[str, str]:
   """Writes ``turing_trial.png`` and ``turing_results.png`` to ``out_dir``; ``db`` must be new."""
   from selenium.webdriver.common.by import By  # pylint: disable=g-import-not-at-top
   from selenium.webdriver.support.ui import WebDriverWait  # pylint: disable=g-import-not-at-top
@@ -91,7 +91,7 @@ def take_screenshots(db: str, sets: dict, out_dir: str, trials=None, demo_subjec
     raise ConfigError(f"--db={db}: exists; screenshots need a new database (demo answers go into it)")
   study = study_lib.open_study(db, sets, trials, seed)
   app = app_lib.create_app(study, sets)
-  rng = np.random.default_rng(seed)
+  rng = np.random.default_rng(study.meta()["seed"])
   os.makedirs(out_dir, exist_ok=True)
   paths = (os.path.join(out_dir, "turing_trial.png"), os.path.join(out_dir, "turing_results.png"))
   with serving(app) as url:
@@ -117,7 +117,7 @@ def take_screenshots(db: str, sets: dict, out_dir: str, trials=None, demo_subjec
       src = driver.find_element(By.ID, "image").get_attribute("src")
     finally:
       driver.quit()
-  image_id = int(src.rsplit("/", 1)[1].removesuffix(".png"))
-  name, index = study.image(image_id)
-  print(f"the trial page shows image {image_id}: {name} image {index} of {sets[name].spec}")
+  public_id = src.rsplit("/", 1)[1].removesuffix(".png")
+  name, index = study.image(public_id)
+  print(f"the trial page shows image {public_id}: {name} image {index} of {sets[name].spec}")
   return paths

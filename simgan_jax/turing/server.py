@@ -13,7 +13,7 @@ LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 def prepare(db: str, specs: dict[str, str | None], num_images: int,
-            trials: dict[str, tuple[int, int]] | None = None, seed: int = 0, data_dir: str = "",
+            trials: dict[str, tuple[int, int]] | None = None, seed: int | None = None, data_dir: str = "",
             cache_dir: str = "") -> tuple[study_lib.Study, dict[str, images_lib.ImageSet]]:
   """The study at ``db`` and its image sets ({name: spec}, None or '' for an unused arm)."""
   sets = images_lib.load_sets({k: v for k, v in specs.items() if v}, num_images, data_dir, cache_dir)
@@ -21,7 +21,7 @@ def prepare(db: str, specs: dict[str, str | None], num_images: int,
 
 
 def serve(db: str, specs: dict[str, str | None], num_images: int,
-          trials: dict[str, tuple[int, int]] | None = None, seed: int = 0, host: str = "127.0.0.1",
+          trials: dict[str, tuple[int, int]] | None = None, seed: int | None = None, host: str = "127.0.0.1",
           port: int = 8000, results_key: str | None = None,
           display_size: int = images_lib.DEFAULT_DISPLAY_SIZE, data_dir: str = "",
           cache_dir: str = "") -> None:
@@ -36,14 +36,14 @@ def serve(db: str, specs: dict[str, str | None], num_images: int,
   shown = f"[{host}]" if ":" in host else host
   for name, image_set in sets.items():
     print(f"{name}: {len(image_set)} images from {image_set.spec}")
-  print(f"study: {db}; arms: {', '.join(f'{a} {r}+{f}' for a, (r, f) in study.arms().items())}")
+  print(f"study: {db} (secret study seed stored in it); arms: {', '.join(f'{a} {r}+{f}' for a, (r, f) in study.arms().items())}")
   print(f"subjects: http://{shown}:{port}/")
   print(f"results:  http://{shown}:{port}/results?key={app.config['RESULTS_KEY']}")
   serving.run_simple(host, port, app, threaded=True)
 
 
 def screenshots(db: str, specs: dict[str, str | None], num_images: int,
-                trials: dict[str, tuple[int, int]] | None, seed: int, out_dir: str,
+                trials: dict[str, tuple[int, int]] | None, seed: int | None, out_dir: str,
                 data_dir: str = "", cache_dir: str = "") -> tuple[str, str]:
   """The README's screenshots of a new study at ``db`` (see ``screenshots.take_screenshots``)."""
   from simgan_jax.turing import screenshots as screenshots_lib  # pylint: disable=g-import-not-at-top

@@ -3,9 +3,11 @@
 Tables:
 
 * ``meta``: the study seed, the trial counts of each arm and the specs of the sets;
-* ``images``: every image of every set under a shuffled ``image_id`` (what URLs
-  show, so an id says nothing about the truth) with the sha256 of its pixels, so a
-  database reopened with other images is refused instead of mislabelling answers;
+* ``images``: every image of every set under a shuffled ``image_id`` and a random
+  ``public_id`` (the only name a subject's page ever sees: 22 random URL-safe
+  characters, so a URL says nothing about the set, the index or the order) with the
+  sha256 of its pixels, so a database reopened with other images is refused instead of
+  mislabelling answers;
 * ``sessions``: one per (subject, arm), with the subject's seed (which draws the
   images and their order, ``trial_plan``) and the token its requests must carry;
 * ``trials``: the planned trials of a session in order; ``answer``, ``time_ms``
@@ -16,6 +18,13 @@ Arms: ``refined`` (real vs refined, the paper's 50 + 50 per subject) and the
 control ``synthetic`` (real vs synthetic, the paper's 10 + 10). Each answer is its
 own committed transaction (WAL, synchronous=FULL), so stopping the server loses
 nothing that was answered.
+
+Nothing a subject can know reveals the truth: the study seed is secret (drawn at
+random when the database is made and stored in it, so a study is reproducible from
+its database, never from the code), image URLs are random, a subject's two arms show
+disjoint real images (one permutation of the real set per subject, split between the
+arms: a real image seen twice would be recognisable as real), and a session's token
+is handed out once, when the session is created.
 """
 
 from __future__ import annotations
@@ -25,6 +34,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import os
 import re
 import secrets
 import sqlite3
@@ -39,13 +49,14 @@ ARMS = ("refined", "synthetic")
 DEFAULT_TRIALS = {"refined": (50, 50), "synthetic": (10, 10)}  # (real, fake) per subject
 SUBJECT_PATTERN = re.compile(r"[A-Za-z0-9_.@-]{1,64}")
 MAX_TIME_MS = 24 * 3600 * 1000
-_SCHEMA_VERSION = "1"
+_SCHEMA_VERSION = "2"
+PUBLIC_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{22}")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS images (
-  image_id INTEGER PRIMARY KEY, image_set TEXT NOT NULL, set_index INTEGER NOT NULL,
-  digest TEXT NOT NULL, UNIQUE (image_set, set_index));
+  image_id INTEGER PRIMARY KEY, public_id TEXT NOT NULL UNIQUE, image_set TEXT NOT NULL,
+  set_index INTEGER NOT NULL, digest TEXT NOT NULL, UNIQUE (image_set, set_index));
 CREATE TABLE IF NOT EXISTS sessions (
   session_id INTEGER PRIMARY KEY, subject TEXT NOT NULL, arm TEXT NOT NULL,
   seed INTEGER NOT NULL, token TEXT NOT NULL UNIQUE, started_at REAL NOT NULL,
@@ -68,18 +79,28 @@ class RequestError(Exception):
 
 
 def subject_seed(study_seed: int, subject: str, arm: str) -> int:
-  """The recorded seed of a subject's session: a hash, so a study is reproducible."""
+  """The recorded seed of a subject's session (``arm``) or of its real-image order
+  (``arm="real"``): a hash, so a study is reproducible from its stored seed."""
   digest = hashlib.sha256(f"{study_seed}/{subject}/{arm}".encode()).digest()
   return int.from_bytes(digest[:8], "big") >> 1  # fits SQLite's signed 64-bit INTEGER
 
 
-def trial_plan(seed: int, pool_sizes: tuple[int, int], counts: tuple[int, int], fake: str
+def real_indices(study_seed: int, subject: str, arm: str, real_pool: int,
+                 trials: dict[str, tuple[int, int]]) -> np.ndarray:
+  """The real images of ``subject``'s ``arm``: one permutation of the real set per
+  subject, cut into consecutive slices for the arms in ``ARMS`` order, so a subject
+  never sees a real image twice across arms."""
+  order = np.random.default_rng(subject_seed(study_seed, subject, "real")).permutation(real_pool)
+  start = sum(trials[a][0] for a in ARMS[:ARMS.index(arm)] if a in trials)
+  return order[start:start + trials[arm][0]]
+
+
+def trial_plan(seed: int, real: np.ndarray, fake_pool: int, num_fake: int, fake: str
                ) -> list[tuple[str, int]]:
-  """``(set, index)`` of each trial in order: ``counts`` images drawn without replacement
-  from the real and fake pools, then shuffled together, all from ``seed``."""
+  """``(set, index)`` of each trial in order: the ``real`` indices and ``num_fake``
+  images drawn without replacement from the fake pool, shuffled together by ``seed``."""
   rng = np.random.default_rng(seed)
-  real = rng.choice(pool_sizes[0], counts[0], replace=False)
-  other = rng.choice(pool_sizes[1], counts[1], replace=False)
+  other = rng.choice(fake_pool, num_fake, replace=False)
   items = [("real", int(i)) for i in real] + [(fake, int(i)) for i in other]
   return [items[i] for i in rng.permutation(len(items))]
 
@@ -129,21 +150,23 @@ class Study:
     with self.connect() as conn:
       return conn.execute("SELECT COUNT(*) FROM images").fetchone()[0]
 
-  def image(self, image_id: int) -> tuple[str, int]:
-    """(set, index) of ``image_id``; 404 when there is no such image."""
+  def image(self, public_id: str) -> tuple[str, int]:
+    """(set, index) of the image a URL names by ``public_id``; 404 when there is none."""
     row = None
-    if 0 <= image_id < 2**62:  # larger ints do not fit SQLite's INTEGER
+    if isinstance(public_id, str) and PUBLIC_ID_PATTERN.fullmatch(public_id):
       with self.connect() as conn:
-        row = conn.execute("SELECT image_set, set_index FROM images WHERE image_id = ?",
-                           (image_id,)).fetchone()
+        row = conn.execute("SELECT image_set, set_index FROM images WHERE public_id = ?",
+                           (public_id,)).fetchone()
     if row is None:
-      raise RequestError(404, f"no image {image_id}: image ids run from 0 to {self.num_images() - 1}")
+      raise RequestError(404, "no such image")
     return row["image_set"], row["set_index"]
 
   # ------------------------------------------------------------------ sessions and answers
 
-  def start(self, subject, arm) -> tuple[dict, bool]:
-    """The session of ``subject`` in ``arm`` (created on first use) and whether it resumed one."""
+  def start(self, subject, arm) -> dict:
+    """A new session of ``subject`` in ``arm``, with its token: the only time the token
+    is handed out (409 if the subject has a session in this arm already: it goes on in
+    the tab that holds the token, so nobody can take over a session by naming a subject)."""
     if not isinstance(subject, str) or not SUBJECT_PATTERN.fullmatch(subject.strip()):
       raise RequestError(400, "subject id: 1 to 64 letters, digits or _.@- characters")
     subject = subject.strip()
@@ -159,10 +182,11 @@ class Study:
                             (row["session_id"],)).fetchone()[0]
         if not left:
           raise RequestError(409, f"subject {subject!r} has already finished the {arm} arm")
-        return dict(row), True
+        raise RequestError(409, f"subject {subject!r} has already started the {arm} arm: continue "
+                                "in the browser tab where it started (a reload keeps the session)")
       seed = subject_seed(meta["seed"], subject, arm)
-      sizes = (meta["set_sizes"]["real"], meta["set_sizes"][arm])
-      plan = trial_plan(seed, sizes, arms[arm], arm)
+      real = real_indices(meta["seed"], subject, arm, meta["set_sizes"]["real"], arms)
+      plan = trial_plan(seed, real, meta["set_sizes"][arm], arms[arm][1], arm)
       ids = {(r["image_set"], r["set_index"]): r["image_id"] for r in conn.execute(
           "SELECT image_id, image_set, set_index FROM images WHERE image_set IN ('real', ?)", (arm,))}
       cursor = conn.execute(
@@ -173,7 +197,7 @@ class Study:
           "INSERT INTO trials (session_id, position, image_id, truth) VALUES (?, ?, ?, ?)",
           [(session_id, i, ids[item], item[0]) for i, item in enumerate(plan)])
       row = conn.execute("SELECT * FROM sessions WHERE session_id = ?", (session_id,)).fetchone()
-    return dict(row), False
+    return dict(row)
 
   def session(self, token) -> dict:
     """The session a token belongs to; 401 without a token, 403 with a wrong one."""
@@ -192,8 +216,9 @@ class Study:
           "SELECT COUNT(*), COUNT(answer) FROM trials WHERE session_id = ?",
           (session["session_id"],)).fetchone()
       row = conn.execute(
-          "SELECT trial_id, position, image_id FROM trials WHERE session_id = ? AND answer IS NULL "
-          "ORDER BY position LIMIT 1", (session["session_id"],)).fetchone()
+          "SELECT t.trial_id, t.position, i.public_id AS image FROM trials t JOIN images i "
+          "USING (image_id) WHERE t.session_id = ? AND t.answer IS NULL "
+          "ORDER BY t.position LIMIT 1", (session["session_id"],)).fetchone()
     return {"subject": session["subject"], "arm": session["arm"], "total": total,
             "answered": answered, "next": dict(row) if row else None}
 
@@ -228,7 +253,7 @@ class Study:
     """Every given answer, by session and position, with its image's set and index."""
     with self.connect() as conn:
       return [dict(r) for r in conn.execute(
-          "SELECT s.subject, s.arm, s.seed, t.trial_id, t.position, t.image_id, i.image_set, "
+          "SELECT s.subject, s.arm, s.seed, t.trial_id, t.position, t.image_id, i.public_id, i.image_set, "
           "i.set_index, t.truth, t.answer, t.time_ms, t.answered_at FROM trials t "
           "JOIN sessions s USING (session_id) JOIN images i USING (image_id) "
           "WHERE t.answer IS NOT NULL ORDER BY s.session_id, t.position")]
@@ -242,10 +267,12 @@ class Study:
 
 
 def open_study(path: str, sets: dict, trials: dict[str, tuple[int, int]] | None = None,
-               seed: int = 0) -> Study:
+               seed: int | None = None) -> Study:
   """Creates the study database at ``path`` for ``sets`` ({name: ImageSet}, with ``real``
   and at least one arm's set), or reopens it after checking it holds the same images,
-  seed and trial counts."""
+  trial counts and seed. ``seed=None`` (the default) draws a secret random study seed
+  when the database is made (and accepts the stored one when it is reopened); give a
+  seed only to remake a study from the seed stored in its database."""
   if "real" not in sets or not any(arm in sets for arm in ARMS):
     raise ConfigError(f"a study needs a real set and one of {', '.join(ARMS)}; got {', '.join(sets)}")
   trials = {arm: tuple(c) for arm, c in (trials or DEFAULT_TRIALS).items() if arm in sets}
@@ -254,7 +281,13 @@ def open_study(path: str, sets: dict, trials: dict[str, tuple[int, int]] | None 
       if n < 1 or n > len(sets[name]):
         raise ConfigError(f"{arm} arm: {n} {name} trials per subject, but the {name} set "
                           f"({sets[name].spec}) has {len(sets[name])} images; give 1 to {len(sets[name])}")
-  meta = {"schema": _SCHEMA_VERSION, "seed": int(seed), "trials": trials,
+  needed = sum(n_real for n_real, _ in trials.values())
+  if needed > len(sets["real"]):
+    raise ConfigError(f"a subject does {' and '.join(trials)} and sees each real image at most once: "
+                      f"{needed} real trials need {needed} real images, but the real set "
+                      f"({sets['real'].spec}) has {len(sets['real'])}; give more real images or fewer trials")
+  new_seed = secrets.randbits(62) if seed is None else int(seed)
+  meta = {"schema": _SCHEMA_VERSION, "seed": new_seed, "trials": trials,
           "set_sizes": {name: len(s) for name, s in sets.items()},
           "specs": {name: s.spec for name, s in sets.items()},
           "image_shape": list(next(iter(sets.values())).images.shape[1:])}
@@ -273,14 +306,26 @@ def open_study(path: str, sets: dict, trials: dict[str, tuple[int, int]] | None 
       if not stored:
         conn.executemany("INSERT INTO meta (key, value) VALUES (?, ?)",
                          [(k, json.dumps(v)) for k, v in meta.items()])
-        ids = np.random.default_rng(seed).permutation(len(digests))
-        conn.executemany("INSERT INTO images (image_id, image_set, set_index, digest) VALUES (?, ?, ?, ?)",
-                         [(int(ids[j]), *d) for j, d in enumerate(digests)])
+        ids = np.random.default_rng(new_seed).permutation(len(digests))
+        public = _public_ids(len(digests))
+        conn.executemany("INSERT INTO images (image_id, public_id, image_set, set_index, digest) "
+                         "VALUES (?, ?, ?, ?, ?)",
+                         [(int(ids[j]), public[j], *d) for j, d in enumerate(digests)])
       else:
+        if seed is None:
+          meta["seed"] = stored.get("seed")
         _check_same(path, stored, meta, conn, digests)
   finally:
     conn.close()
   return Study(path)
+
+
+def _public_ids(n: int) -> list[str]:
+  """``n`` distinct random URL names (128 random bits each), from the OS's CSPRNG."""
+  ids: set[str] = set()
+  while len(ids) < n:
+    ids.add(secrets.token_urlsafe(16))
+  return list(ids)
 
 
 def _check_same(path, stored, meta, conn, digests) -> None:
@@ -299,8 +344,6 @@ def _check_same(path, stored, meta, conn, digests) -> None:
 
 def open_existing(path: str) -> Study:
   """A study database that must already exist (for reports)."""
-  import os  # pylint: disable=g-import-not-at-top
-
   if not os.path.exists(path):
     raise DataError(f"{path}: no such study database")
   study = Study(path)

@@ -50,7 +50,7 @@ function render(newState) {
   shownAt = null;
   const img = $("image");
   img.onload = () => { shownAt = performance.now(); setButtons(true); };
-  img.src = `/image/${state.next.image_id}.png`;
+  img.src = `/image/${state.next.image}.png`;
 }
 
 async function answer(kind) {
