@@ -10,7 +10,12 @@ every batch is derived), a resumed run continues exactly as if never stopped.
   survive a resume.
 * Damaged checkpoints (unreadable metadata or arrays) are moved out of
   ``checkpoints/`` into ``damaged_checkpoints/`` by ``restore_newest_intact``,
-  never deleted, and resuming continues from the newest intact one.
+  never deleted, and resuming continues from the newest intact one. Only what
+  corruption raises counts as damage (``DAMAGE``: ValueError, which covers bad JSON
+  and TensorStore's data-loss errors, KeyError, IndexError, EOFError and a missing
+  file or folder). Any other OSError (EIO, a stale network mount, ...) is retried
+  (``READ_RETRY_DELAYS``) and then raised as ``CheckpointReadError`` with nothing
+  moved; MemoryError and every other exception propagate, nothing moved.
 * A failed write (disk full, ...) raises ``CheckpointWriteError``; what was saved
   before is untouched (orbax writes into a temporary folder and renames it).
 """
@@ -21,6 +26,7 @@ import dataclasses
 import math
 import os
 import shutil
+import time
 from typing import Any, Callable, Sequence
 
 import jax
@@ -35,6 +41,17 @@ _ITEM = "default"  # orbax's folder for the single StandardSave item
 
 class CheckpointWriteError(OSError):
   """A checkpoint could not be written; the message names the step, folder and cause."""
+
+
+class CheckpointReadError(OSError):
+  """A checkpoint could not be read for a reason other than damage (it is left in place)."""
+
+
+# What reading a corrupt checkpoint raises: these alone mean "damaged".
+DAMAGE = (ValueError, KeyError, IndexError, EOFError, FileNotFoundError, NotADirectoryError,
+          IsADirectoryError)
+# Seconds to wait before each retry of a read that failed with another OSError.
+READ_RETRY_DELAYS = (0.5, 2.0, 5.0)
 
 
 @dataclasses.dataclass
@@ -161,21 +178,53 @@ def _agree_all_ok(ok: bool) -> bool:
   return bool(np.all(multihost_utils.process_allgather(np.array([int(ok)], np.int32))))
 
 
+def _read(mngr_or_none, directory: epath.Path, step: int, like_state):
+  _check_fits(directory / str(step), like_state, step, str(directory))
+  if mngr_or_none is not None:
+    return mngr_or_none.restore(step, args=ocp.args.StandardRestore(_abstract(like_state)))
+  handler = ocp.StandardCheckpointHandler()
+  return handler.restore(directory / str(step) / _ITEM, args=ocp.args.StandardRestore(_abstract(like_state)))
+
+
+def _kind(e: BaseException) -> str:
+  """"damage", "transient" or "other", from ``e`` and the errors it was raised from
+  (orbax re-raises TensorStore's ValueError as a bare Exception)."""
+  chain, seen = [], set()
+  while e is not None and id(e) not in seen:
+    seen.add(id(e))
+    chain.append(e)
+    e = e.__cause__ or e.__context__
+  if any(isinstance(x, DAMAGE) for x in chain):
+    return "damage"
+  if any(isinstance(x, OSError) for x in chain):
+    return "transient"
+  return "other"
+
+
 def _try_restore(mngr_or_none, directory: epath.Path, step: int, like_state):
-  """(state, None) or (None, error text) for a damaged checkpoint; ShapeMismatch propagates."""
-  try:
-    _check_fits(directory / str(step), like_state, step, str(directory))
-    if mngr_or_none is not None:
-      return mngr_or_none.restore(step, args=ocp.args.StandardRestore(_abstract(like_state))), None
-    handler = ocp.StandardCheckpointHandler()
-    return handler.restore(directory / str(step) / _ITEM,
-                           args=ocp.args.StandardRestore(_abstract(like_state))), None
-  except ShapeMismatch:
-    raise
-  except Exception as e:  # pylint: disable=broad-except
-    # Anything else while reading (truncated arrays, empty or corrupt _METADATA,
-    # missing files) means this checkpoint cannot be resumed from.
-    return None, _short(e)
+  """(state, None), or (None, error text) for a damaged checkpoint (``DAMAGE``).
+
+  ShapeMismatch propagates; another OSError is retried after each of
+  ``READ_RETRY_DELAYS`` and then raised as CheckpointReadError; anything else
+  (MemoryError, a bug) propagates: none of these says the checkpoint is damaged.
+  """
+  for attempt in range(len(READ_RETRY_DELAYS) + 1):
+    try:
+      return _read(mngr_or_none, directory, step, like_state), None
+    except ShapeMismatch:
+      raise
+    except Exception as e:  # pylint: disable=broad-except
+      kind = _kind(e)
+      if kind == "damage":
+        return None, _short(e)
+      if kind != "transient":
+        raise
+      if attempt == len(READ_RETRY_DELAYS):
+        raise CheckpointReadError(
+            f"could not read checkpoint step {step} in {directory} ({_short(e)}) after "
+            f"{attempt + 1} tries; it is not damaged as far as we can tell and was left in place: "
+            "run again when the file system answers") from None
+      time.sleep(READ_RETRY_DELAYS[attempt])
 
 
 def _move_aside(directory: epath.Path, step: int) -> str:

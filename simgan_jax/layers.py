@@ -44,33 +44,65 @@ gradients and optimiser states stay float32.
 from __future__ import annotations
 
 import functools
+import importlib
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax import lax
+from jax.experimental import multihost_utils
 
-from simgan_jax import native
 from simgan_jax import parallel
 
 IMPLS = ("auto", "xla", "matmul", "hybrid", "native")
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 
 
+def _native():
+  """``simgan_jax.native``, or None where it is missing: the C++ kernels are an optional
+  CPU speed-up, and everything runs through XLA without them (so it is imported on
+  first use, not with this module)."""
+  try:
+    return importlib.import_module("simgan_jax.native")
+  except ImportError:
+    return None
+
+
 def resolve_impl(impl: str, field: str = "conv_impl") -> str:
   if impl not in IMPLS:
     raise ValueError(f"config.{field}: {impl!r} is not one of {', '.join(IMPLS)}")
+  native = _native()
   if impl == "auto":
     if jax.default_backend() != "cpu":
       return "xla"
-    return "native" if native.available() else "hybrid"
+    resolved = "native" if native is not None and native.available() else "hybrid"
+    return _same_on_every_process(resolved, field)
   if impl == "native":
+    if native is None:
+      raise ValueError(f"config.{field}: 'native' is unavailable here (simgan_jax/native is missing); "
+                       "use 'hybrid' or 'auto'")
     try:
       native.load()
     except native.NativeBuildError as e:
       raise ValueError(f"config.{field}: 'native' is unavailable here ({e}); use 'hybrid' or 'auto'") from e
   return impl
+
+
+def _same_on_every_process(resolved: str, field: str) -> str:
+  """``resolved`` if every process of a multi-host job resolved ``auto`` the same way
+  (hosts without a compiler pick hybrid: float32 results would then differ by host)."""
+  if jax.process_count() == 1:
+    return resolved
+  code = np.array([IMPLS.index(resolved)], np.int32)
+  codes = np.asarray(multihost_utils.process_allgather(code)).reshape(-1)
+  if len(set(codes.tolist())) > 1:
+    hybrid = [i for i, c in enumerate(codes) if IMPLS[c] == "hybrid"]
+    raise ValueError(f"config.{field}: 'auto' picks 'native' on some processes and 'hybrid' on "
+                     f"processes {hybrid} (no C++ compiler there); install g++ on every host or set "
+                     f"--config.{field}=hybrid")
+  return resolved
 
 
 def resolve_dtype(name: str, field: str = "compute_dtype"):
@@ -198,6 +230,7 @@ def conv2d(x, kernel, bias, stride: int = 1, padding: str = "SAME", impl: str = 
   ``"matmul"``, ``"hybrid"`` or ``"native"`` (module doc; ``native`` applies the bias, the
   residual and the ReLU inside its kernel, the others as separate operations)."""
   if impl == "native":
+    native = _native()
     if kernel.shape[0] > 1 and native.supports(x.shape, kernel.shape, stride, x.dtype):
       return native.conv2d(x, kernel, _pad_widths(x.shape, kernel.shape[0], stride, padding),
                            reflect=padding == "REFLECT", bias=bias, residual=residual, relu=relu, stride=stride)

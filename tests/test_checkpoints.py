@@ -150,6 +150,43 @@ def test_read_only_restore_skips_a_damaged_checkpoint(finished, tmp_path, capsys
   assert os.path.isdir(workdir / "checkpoints" / "9")  # a reader never moves anything
 
 
+def test_transient_read_errors_never_move_a_checkpoint_aside(finished, tmp_path, monkeypatch, capsys):
+  # Catches "any exception while restoring = damage": an EIO or memory pressure while
+  # reading the newest checkpoint would move it to damaged_checkpoints/ and resume from
+  # an older one.
+  workdir = copy(finished, tmp_path)
+  monkeypatch.setattr(checkpoints, "READ_RETRY_DELAYS", (0.0, 0.0))
+  real_read = checkpoints._read
+  calls = []
+
+  def flaky(mngr, directory, step, like_state, fail_times, error):
+    calls.append(step)
+    if len(calls) <= fail_times:
+      raise error
+    return real_read(mngr, directory, step, like_state)
+
+  config = smoke(checkpoint_every=3, max_checkpoints_to_keep=10)
+  # Two EIOs, then the read succeeds: step 9 is restored, nothing moved.
+  monkeypatch.setattr(checkpoints, "_read", lambda *a: flaky(*a, 2, OSError(errno.EIO, "I/O error")))
+  state = train.restore_state(config, str(workdir))
+  assert int(state.step) == 9 and calls == [9, 9, 9]
+  mngr = checkpoints.manager(str(workdir), 10)
+  restored, step = checkpoints.restore_newest_intact(mngr, state)
+  assert step == 9
+  # EIO every time: a one-line CheckpointReadError naming the step; nothing moved.
+  calls.clear()
+  monkeypatch.setattr(checkpoints, "_read", lambda *a: flaky(*a, 99, OSError(errno.EIO, "I/O error")))
+  with pytest.raises(checkpoints.CheckpointReadError, match=r"checkpoint step 9 .* after 3 tries"):
+    checkpoints.restore_newest_intact(checkpoints.manager(str(workdir), 10), state)
+  # Memory pressure is not damage either.
+  calls.clear()
+  monkeypatch.setattr(checkpoints, "_read", lambda *a: flaky(*a, 99, MemoryError()))
+  with pytest.raises(MemoryError):
+    checkpoints.restore_newest_intact(checkpoints.manager(str(workdir), 10), state)
+  assert checkpoints.steps(str(workdir)) == [3, 5, 6, 9]
+  assert not os.path.exists(workdir / "damaged_checkpoints")
+
+
 # ----------------------------------------------------------------------------- config on resume
 
 

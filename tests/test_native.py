@@ -155,3 +155,120 @@ def test_compile_error_names_the_source(monkeypatch, tmp_path):
   with pytest.raises(native.NativeBuildError, match="compiling .*conv.cc failed"):
     native.load()
   assert not list(tmp_path.glob("*.so")) and not list(tmp_path.glob("tmp*"))
+
+
+_SCRIPT = """
+import os, sys
+import jax, jax.numpy as jnp
+from simgan_jax import layers
+x = jnp.ones((2, 8, 13, 16)); w = jnp.ones((3, 3, 16, 32)) * 0.1; b = jnp.zeros((32,))
+f = jax.jit(lambda x, w, b: layers.conv2d(x, w, b, 1, "SAME", "native", relu=True))
+try:
+  print("ok", float(f(x, w, b).sum()))
+except Exception as e:
+  print("raised", type(e).__name__, str(e).splitlines()[0])
+"""
+
+
+@pytest.mark.parametrize("fault,message", [("bad_alloc", "out of memory (std::bad_alloc)"),
+                                           ("worker", "fault injected in a pool thread")])
+def test_a_cpp_exception_is_a_python_error_not_an_abort(fault, message):
+  # Catches handlers or pool threads without an exception barrier: the exception would
+  # reach std::terminate and SIGABRT the whole process (a test worker's abort).
+  import subprocess
+  import sys
+  from tests.conftest import REPO
+
+  env = dict(os.environ, SIMGAN_JAX_NATIVE_INJECT_FAULT=fault, SIMGAN_JAX_NATIVE_THREADS="2")
+  done = subprocess.run([sys.executable, "-c", _SCRIPT], capture_output=True, text=True, cwd=REPO,
+                        env=env, timeout=300)
+  assert done.returncode == 0, done.stderr[-2000:]
+  assert "raised" in done.stdout and message in done.stdout, done.stdout
+  clean = subprocess.run([sys.executable, "-c", _SCRIPT], capture_output=True, text=True, cwd=REPO,
+                         env=dict(os.environ), timeout=300)
+  assert clean.stdout.startswith("ok"), clean.stdout + clean.stderr[-2000:]
+
+
+def test_fused_relu_keeps_nan_like_jax_nn_relu():
+  # Catches a ReLU written as "v > 0 ? v : 0", which turns NaN into 0: divergence would
+  # then show a step later, and native and XLA would disagree.
+  x = _x((2, 8, 13, 16)).at[0, 3, 4, 5].set(jnp.nan)
+  w, b = 0.3 * _x((3, 3, 16, 32), seed=1), _x((32,), seed=2)
+  ref = jax.nn.relu(layers.conv2d(x, w, b, 1, "SAME", "xla"))
+  out = jax.jit(lambda x: layers.conv2d(x, w, b, 1, "SAME", "native", relu=True))(x)
+  assert _calls_native(lambda x: layers.conv2d(x, w, b, 1, "SAME", "native", relu=True), x)
+  nan = np.isnan(np.asarray(ref))
+  assert nan.sum() == 9 * 32  # the 3x3 neighbourhood of the NaN pixel, every channel
+  np.testing.assert_array_equal(np.isnan(np.asarray(out)), nan)
+  np.testing.assert_allclose(np.where(nan, 0, out), np.where(nan, 0, ref), atol=2e-5)
+
+
+def test_thread_count_follows_the_cpu_affinity_and_the_cache_is_readable():
+  # Catches hardware_concurrency() (every CPU of the host, whatever the process may use)
+  # and a cache file left 0600 by mkstemp (other users would silently fall back).
+  import stat
+  import subprocess
+  import sys
+  from tests.conftest import REPO
+
+  script = ("import os; os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}); "
+            "from simgan_jax import native; native.load(); print(native._STATE['threads'])")
+  env = {k: v for k, v in os.environ.items() if k != "SIMGAN_JAX_NATIVE_THREADS"}
+  done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO,
+                        env=env, timeout=300)
+  assert done.stdout.strip() == "1", done.stdout + done.stderr[-2000:]
+  if "SIMGAN_JAX_NATIVE_THREADS" not in os.environ:
+    assert native._STATE["threads"] == min(len(os.sched_getaffinity(0)), os.cpu_count())
+  mode = native.build().stat().st_mode
+  umask = os.umask(0)
+  os.umask(umask)
+  assert stat.S_IMODE(mode) == 0o755 & ~umask
+
+
+def test_auto_must_agree_on_every_process(monkeypatch):
+  # Catches a multi-host job whose hosts differ in having g++: 'auto' would run native
+  # kernels on some and hybrid on others (results differing by host).
+  from jax.experimental import multihost_utils
+
+  monkeypatch.setattr(jax, "process_count", lambda: 3)
+  gathered = lambda codes: lambda x: np.array(codes, np.int32).reshape(-1, 1)  # noqa: E731
+  monkeypatch.setattr(layers.multihost_utils, "process_allgather",
+                      gathered([layers.IMPLS.index(i) for i in ("native", "hybrid", "native")]))
+  with pytest.raises(ValueError, match=r"config.conv_impl: 'auto' picks 'native' on some .* processes \[1\]"):
+    layers.resolve_impl("auto")
+  monkeypatch.setattr(layers.multihost_utils, "process_allgather", gathered([4, 4, 4]))
+  assert layers.resolve_impl("auto") == "native"
+  del multihost_utils
+
+
+def test_everything_works_without_the_native_package():
+  # Catches an unconditional "from simgan_jax import native": deleting the folder (or a
+  # platform where it cannot exist) must leave every path working through XLA.
+  import subprocess
+  import sys
+  from tests.conftest import REPO
+
+  script = """
+import sys
+sys.modules["simgan_jax.native"] = None  # as if the folder were deleted
+import jax, numpy as np
+from simgan_jax import layers, models, train
+from simgan_jax.configs import default
+from simgan_jax.data.sources import ArraySource
+assert layers.resolve_impl("auto") == "hybrid"
+try:
+  layers.resolve_impl("native")
+except ValueError as e:
+  assert "simgan_jax/native is missing" in str(e)
+pool = lambda s: ArraySource(np.random.default_rng(s).integers(0, 256, (64, 35, 55, 1), dtype=np.uint8))
+config = default.get_config("smoke")
+config.conv_impl = "auto"
+import tempfile
+state = train.train_and_evaluate(config, tempfile.mkdtemp(), pool(0), pool(1))
+assert "simgan_jax.native" not in {m for m, v in sys.modules.items() if v is not None}
+print("ok", int(state.step))
+"""
+  done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=REPO,
+                        env=dict(os.environ), timeout=600)
+  assert done.returncode == 0 and done.stdout.strip().splitlines()[-1].startswith("ok"), \
+      done.stdout[-2000:] + done.stderr[-3000:]

@@ -97,6 +97,11 @@ def build() -> pathlib.Path:
     result = subprocess.run(command + [str(SOURCE), "-o", tmp], capture_output=True, text=True)
     if result.returncode != 0:
       raise NativeBuildError(f"compiling {SOURCE} failed ({cxx}):\n{result.stderr.strip()[-2000:]}")
+    # mkstemp makes the file 0600: a cache shared between users would then be unreadable
+    # to all but its builder (they would silently fall back). Readable as the umask allows.
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o755 & ~umask)
     os.replace(tmp, out)  # atomic: concurrent builders (test workers) each write a whole file
   finally:
     if os.path.exists(tmp):
@@ -119,6 +124,7 @@ def load() -> None:
       jax.ffi.register_ffi_target(_KERNEL_GRAD, jax.ffi.pycapsule(lib.SimganConvKernelGrad), platform="cpu")
       jax.ffi.register_ffi_target(_FUSED, jax.ffi.pycapsule(lib.SimganConvForwardFused), platform="cpu")
       _STATE["vector_length"] = int(lib.simgan_conv_vector_length())
+      _STATE["threads"] = int(lib.simgan_conv_num_threads())
       _STATE["lib"] = lib
     except (NativeBuildError, OSError, AttributeError) as e:
       _STATE["error"] = str(e)

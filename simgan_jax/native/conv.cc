@@ -23,23 +23,37 @@
 // The input gradient is a forward call on g with the flipped, transposed kernel
 // (simgan_jax/native/__init__.py).
 //
-// Threads: std::thread::hardware_concurrency(), or SIMGAN_JAX_NATIVE_THREADS, from one
-// persistent pool; one call at a time uses it (class Pool). Work is
+// Threads: the CPUs this process may run on (its affinity mask, capped by a cgroup
+// CPU quota), or SIMGAN_JAX_NATIVE_THREADS, from one persistent pool; one call at a
+// time uses it (class Pool). Work is
 // split into fixed contiguous blocks of output rows and the kernel gradient's
 // per-thread partial sums are added in thread order, so results are bitwise
 // reproducible for a given thread count.
+//
+// Errors: no C++ exception leaves a handler or a pool thread (either would be
+// std::terminate, a SIGABRT of the whole process). A worker's exception is carried to
+// the calling thread, and every handler turns an exception into an FFI error that XLA
+// raises in Python (bad_alloc as RESOURCE_EXHAUSTED). SIMGAN_JAX_NATIVE_INJECT_FAULT
+// = "bad_alloc" or "worker" throws on purpose (the tests use it to prove this).
 
 #include <immintrin.h>
 
 #include <unistd.h>
 
+#include <sched.h>
+
 #include <algorithm>
 #include <condition_variable>
 #include <cstdint>
+#include <cstdio>
+#include <exception>
 #include <functional>
 #include <mutex>
+#include <new>
 #include <cstdlib>
 #include <cstring>
+#include <stdexcept>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -70,13 +84,46 @@ inline vf broadcast(const float* p) { return (vf)_mm512_set1_ps(*p); }
 inline vf broadcast(const float* p) { return (vf)_mm256_broadcast_ss(p); }
 #endif
 
-int num_threads() {
-  if (const char* env = std::getenv("SIMGAN_JAX_NATIVE_THREADS")) {
-    int n = std::atoi(env);
-    if (n > 0) return n;
+// CPUs in the cgroup's quota (v2 cpu.max "QUOTA PERIOD", v1 cfs files), 0 if none.
+int cgroup_cpus() {
+  long long quota = -1, period = 0;
+  if (FILE* f = std::fopen("/sys/fs/cgroup/cpu.max", "r")) {
+    char q[32] = {0};
+    if (std::fscanf(f, "%31s %lld", q, &period) == 2 && std::strcmp(q, "max") != 0) quota = std::atoll(q);
+    std::fclose(f);
+  } else if (FILE* fq = std::fopen("/sys/fs/cgroup/cpu/cpu.cfs_quota_us", "r")) {
+    if (std::fscanf(fq, "%lld", &quota) != 1) quota = -1;
+    std::fclose(fq);
+    if (FILE* fp = std::fopen("/sys/fs/cgroup/cpu/cpu.cfs_period_us", "r")) {
+      if (std::fscanf(fp, "%lld", &period) != 1) period = 0;
+      std::fclose(fp);
+    }
   }
-  int n = static_cast<int>(std::thread::hardware_concurrency());
-  return n > 0 ? n : 1;
+  if (quota <= 0 || period <= 0) return 0;
+  return static_cast<int>(std::max<long long>(1, (quota + period - 1) / period));
+}
+
+int num_threads() {
+  static const int n = [] {
+    if (const char* env = std::getenv("SIMGAN_JAX_NATIVE_THREADS")) {
+      int v = std::atoi(env);
+      if (v > 0) return v;
+    }
+    int cpus = 0;
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof(set), &set) == 0) cpus = CPU_COUNT(&set);
+    if (cpus <= 0) cpus = static_cast<int>(std::thread::hardware_concurrency());
+    if (int quota = cgroup_cpus(); quota > 0) cpus = std::min(cpus, quota);
+    return std::max(1, cpus);
+  }();
+  return n;
+}
+
+// Test hook: SIMGAN_JAX_NATIVE_INJECT_FAULT names a fault to raise ("bad_alloc" in the
+// calling thread, "worker" in a pool thread).
+bool inject(const char* fault) {
+  const char* env = std::getenv("SIMGAN_JAX_NATIVE_INJECT_FAULT");
+  return env != nullptr && std::strcmp(env, fault) == 0;
 }
 
 // A persistent pool of worker threads. One parallel region runs at a time: XLA may
@@ -103,10 +150,18 @@ class Pool {
       ++generation_;
     }
     wake_.notify_all();
-    fn(0);
+    std::exception_ptr error;
+    try {
+      fn(0);
+    } catch (...) {
+      error = std::current_exception();
+    }
     std::unique_lock<std::mutex> lock(mu_);
-    done_.wait(lock, [this] { return pending_ == 0; });
+    done_.wait(lock, [this] { return pending_ == 0; });  // workers hold &fn until then
     job_ = nullptr;
+    if (!error) std::swap(error, worker_error_);
+    worker_error_ = nullptr;
+    if (error) std::rethrow_exception(error);
   }
 
  private:
@@ -121,8 +176,14 @@ class Pool {
         if (index >= active_) continue;
         job = job_;
       }
-      (*job)(index);
+      std::exception_ptr error;
+      try {
+        (*job)(index);
+      } catch (...) {
+        error = std::current_exception();
+      }
       std::lock_guard<std::mutex> lock(mu_);
+      if (error && !worker_error_) worker_error_ = error;
       if (--pending_ == 0) done_.notify_one();
     }
   }
@@ -131,6 +192,7 @@ class Pool {
   std::condition_variable wake_, done_;
   std::vector<std::thread> workers_;
   const std::function<void(int)>* job_ = nullptr;
+  std::exception_ptr worker_error_;
   int active_ = 0, pending_ = 0;
   int64_t generation_ = 0;
 };
@@ -153,7 +215,11 @@ Pool& pool() {
 template <typename Fn>
 void parallel_blocks(int64_t n, int threads, Fn fn) {
   threads = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(threads, n)));
-  pool().run(threads, [&](int t) { fn(t, n * t / threads, n * (t + 1) / threads); });
+  const bool fault = inject("worker");
+  pool().run(threads, [&](int t) {
+    if (fault && t == threads - 1) throw std::runtime_error("fault injected in a pool thread");
+    fn(t, n * t / threads, n * (t + 1) / threads);
+  });
 }
 
 // Applied to each output value as it is stored: + bias[o], + residual (same layout as
@@ -168,7 +234,7 @@ struct Epilogue {
   vf apply(vf v, int64_t index, int64_t o) const {
     if (bias) v += load(bias + o);
     if (residual) v += load(residual + index);
-    if (relu) v = v > vf{} ? v : vf{};
+    if (relu) v = v < vf{} ? vf{} : v;  // NaN stays NaN, as in jax.nn.relu
     return v;
   }
 };
@@ -580,15 +646,33 @@ ffi::Error make_geometry(ffi::Span<const int64_t> xd, int64_t K, int64_t O, int6
   return ffi::Error::Success();
 }
 
+// Runs a handler's body; an exception becomes an FFI error instead of std::terminate.
+template <typename Body>
+ffi::Error barrier(const char* handler, Body body) {
+  try {
+    if (inject("bad_alloc")) throw std::bad_alloc();
+    return body();
+  } catch (const std::bad_alloc&) {
+    return ffi::Error(ffi::ErrorCode::kResourceExhausted,
+                      std::string(handler) + ": out of memory (std::bad_alloc)");
+  } catch (const std::exception& e) {
+    return ffi::Error::Internal(std::string(handler) + ": " + e.what());
+  } catch (...) {
+    return ffi::Error::Internal(std::string(handler) + ": unknown C++ exception");
+  }
+}
+
 ffi::Error ForwardImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w, ffi::ResultBuffer<ffi::F32> y,
                        int64_t stride, int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t reflect) {
-  auto wd = w.dimensions();
-  if (wd.size() != 4 || wd[0] != wd[1]) return ffi::Error::InvalidArgument("simgan conv: w must be [K, K, C, O]");
-  Geometry g;
-  if (auto e = make_geometry(x.dimensions(), wd[0], wd[3], stride, pt, pb, pl, pr, reflect, &g); e.failure()) return e;
-  if (wd[2] != g.C) return ffi::Error::InvalidArgument("simgan conv: w's input channels differ from x's");
-  forward(x.typed_data(), w.typed_data(), y->typed_data(), g);
-  return ffi::Error::Success();
+  return barrier("simgan conv Forward", [&]() -> ffi::Error {
+    auto wd = w.dimensions();
+    if (wd.size() != 4 || wd[0] != wd[1]) return ffi::Error::InvalidArgument("simgan conv: w must be [K, K, C, O]");
+    Geometry g;
+    if (auto e = make_geometry(x.dimensions(), wd[0], wd[3], stride, pt, pb, pl, pr, reflect, &g); e.failure()) return e;
+    if (wd[2] != g.C) return ffi::Error::InvalidArgument("simgan conv: w's input channels differ from x's");
+    forward(x.typed_data(), w.typed_data(), y->typed_data(), g);
+    return ffi::Error::Success();
+  });
 }
 
 // y = [relu](conv(x, w) + bias [+ residual]); residual is [1] (a placeholder) unless
@@ -597,33 +681,37 @@ ffi::Error ForwardFusedImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> w, ff
                             ffi::Buffer<ffi::F32> residual, ffi::ResultBuffer<ffi::F32> y, int64_t stride,
                             int64_t pt, int64_t pb,
                             int64_t pl, int64_t pr, int64_t reflect, int64_t relu, int64_t has_residual) {
-  auto wd = w.dimensions();
-  if (wd.size() != 4 || wd[0] != wd[1]) return ffi::Error::InvalidArgument("simgan conv: w must be [K, K, C, O]");
-  Geometry g;
-  if (auto e = make_geometry(x.dimensions(), wd[0], wd[3], stride, pt, pb, pl, pr, reflect, &g); e.failure()) return e;
-  if (wd[2] != g.C) return ffi::Error::InvalidArgument("simgan conv: w's input channels differ from x's");
-  if (bias.element_count() != static_cast<size_t>(g.O)) return ffi::Error::InvalidArgument("simgan conv: bias must be [O]");
-  if (has_residual && residual.element_count() != static_cast<size_t>(g.B * g.Ho * g.Wo * g.O))
-    return ffi::Error::InvalidArgument("simgan conv: residual must be [B, Ho, Wo, O]");
-  Epilogue ep;
-  ep.bias = bias.typed_data();
-  ep.residual = has_residual ? residual.typed_data() : nullptr;
-  ep.relu = relu != 0;
-  forward(x.typed_data(), w.typed_data(), y->typed_data(), g, ep);
-  return ffi::Error::Success();
+  return barrier("simgan conv ForwardFused", [&]() -> ffi::Error {
+    auto wd = w.dimensions();
+    if (wd.size() != 4 || wd[0] != wd[1]) return ffi::Error::InvalidArgument("simgan conv: w must be [K, K, C, O]");
+    Geometry g;
+    if (auto e = make_geometry(x.dimensions(), wd[0], wd[3], stride, pt, pb, pl, pr, reflect, &g); e.failure()) return e;
+    if (wd[2] != g.C) return ffi::Error::InvalidArgument("simgan conv: w's input channels differ from x's");
+    if (bias.element_count() != static_cast<size_t>(g.O)) return ffi::Error::InvalidArgument("simgan conv: bias must be [O]");
+    if (has_residual && residual.element_count() != static_cast<size_t>(g.B * g.Ho * g.Wo * g.O))
+      return ffi::Error::InvalidArgument("simgan conv: residual must be [B, Ho, Wo, O]");
+    Epilogue ep;
+    ep.bias = bias.typed_data();
+    ep.residual = has_residual ? residual.typed_data() : nullptr;
+    ep.relu = relu != 0;
+    forward(x.typed_data(), w.typed_data(), y->typed_data(), g, ep);
+    return ffi::Error::Success();
+  });
 }
 
 ffi::Error KernelGradImpl(ffi::Buffer<ffi::F32> x, ffi::Buffer<ffi::F32> gy, ffi::ResultBuffer<ffi::F32> dw,
                           int64_t stride, int64_t pt, int64_t pb, int64_t pl, int64_t pr, int64_t reflect) {
-  auto dd = dw->dimensions();
-  if (dd.size() != 4 || dd[0] != dd[1]) return ffi::Error::InvalidArgument("simgan conv: dw must be [K, K, C, O]");
-  Geometry g;
-  if (auto e = make_geometry(x.dimensions(), dd[0], dd[3], stride, pt, pb, pl, pr, reflect, &g); e.failure()) return e;
-  auto gd = gy.dimensions();
-  if (gd.size() != 4 || gd[0] != g.B || gd[1] != g.Ho || gd[2] != g.Wo || gd[3] != g.O)
-    return ffi::Error::InvalidArgument("simgan conv: g must be [B, Ho, Wo, O]");
-  kernel_grad(x.typed_data(), gy.typed_data(), dw->typed_data(), g);
-  return ffi::Error::Success();
+  return barrier("simgan conv KernelGrad", [&]() -> ffi::Error {
+    auto dd = dw->dimensions();
+    if (dd.size() != 4 || dd[0] != dd[1]) return ffi::Error::InvalidArgument("simgan conv: dw must be [K, K, C, O]");
+    Geometry g;
+    if (auto e = make_geometry(x.dimensions(), dd[0], dd[3], stride, pt, pb, pl, pr, reflect, &g); e.failure()) return e;
+    auto gd = gy.dimensions();
+    if (gd.size() != 4 || gd[0] != g.B || gd[1] != g.Ho || gd[2] != g.Wo || gd[3] != g.O)
+      return ffi::Error::InvalidArgument("simgan conv: g must be [B, Ho, Wo, O]");
+    kernel_grad(x.typed_data(), gy.typed_data(), dw->typed_data(), g);
+    return ffi::Error::Success();
+  });
 }
 
 }  // namespace
@@ -659,3 +747,4 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(SimganConvForwardFused, ForwardFusedImpl,
                                   .Attr<int64_t>("has_residual"));
 
 extern "C" int simgan_conv_vector_length() { return VL; }
+extern "C" int simgan_conv_num_threads() { return num_threads(); }
