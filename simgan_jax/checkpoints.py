@@ -80,23 +80,31 @@ def score_of(metrics: Any) -> float:
 
 @dataclasses.dataclass
 class _BestScored:
-  """Preservation policy (orbax protocol): the ``n`` checkpoints with the lowest finite score."""
+  """Preservation policy (orbax protocol): the first ``n`` steps of ``rank()`` (the
+  selection rule, best first), or without ``rank`` the ``n`` lowest finite scores."""
 
   n: int
+  rank: Callable[[], Sequence[int]] | None = None
 
   def should_preserve(self, checkpoints: Sequence[Any], *, context=None) -> list[bool]:
     del context
+    if self.rank is not None:
+      best_steps = set(list(self.rank())[:self.n])
+      return [int(info.step) in best_steps for info in checkpoints]
     scored = sorted((score_of(info.metrics), i) for i, info in enumerate(checkpoints))
     best = {i for score, i in scored[:self.n] if math.isfinite(score)}
     return [i in best for i in range(len(checkpoints))]
 
 
-def manager(workdir: str, max_to_keep: int, keep_best: int = 0) -> ocp.CheckpointManager:
+def manager(workdir: str, max_to_keep: int, keep_best: int = 0,
+            rank: Callable[[], Sequence[int]] | None = None) -> ocp.CheckpointManager:
   """The manager of ``workdir/checkpoints``: keeps the newest ``max_to_keep`` and the
-  ``keep_best`` best-scoring checkpoints."""
+  ``keep_best`` best checkpoints: the first of ``rank()`` (steps best first: the loop
+  passes the selection rule of ``--step=best``, so keep-best never deletes its pick),
+  else those with the lowest stored score (``score_of``)."""
   policies = [ocp.checkpoint_managers.LatestN(n=max_to_keep)]
   if keep_best:
-    policies.append(_BestScored(keep_best))
+    policies.append(_BestScored(keep_best, rank))
   # Synchronous saves: the train step donates the state's buffers, so the arrays
   # must be safely copied out before the next step is dispatched. best_fn makes
   # orbax write and reload the scores (``metrics``); the policy decides what stays.

@@ -30,6 +30,7 @@ at every step, without any collective.
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import functools
 import json
@@ -51,8 +52,10 @@ from simgan_jax import parallel
 from simgan_jax import training
 from simgan_jax.data import sources as sources_lib
 from simgan_jax.errors import ConfigError, TrainingDivergedError
+from simgan_jax.evaluation import selection
 
 PHASE_ORDER = ("refiner_pretrain", "discriminator_pretrain", "adversarial")
+MAX_IN_FLIGHT = 2  # dispatched steps not yet finished, at most (train_and_evaluate)
 
 
 def phase_lengths(config) -> dict[str, int]:
@@ -241,7 +244,9 @@ def train_and_evaluate(config, workdir: str, synthetic: sources_lib.ImageSource 
     setup = dataclasses.replace(setup, task_network=task)
   state = training.create_state(setup, mesh)
   specs = training.state_specs(state)
-  mngr = checkpoints.manager(workdir, config.max_checkpoints_to_keep, config.keep_best_checkpoints)
+  # Keep-best keeps exactly what --step=best would pick (the chief deletes; it has metrics.jsonl).
+  rank = functools.partial(selection.ranked_steps, config, workdir) if is_chief else None
+  mngr = checkpoints.manager(workdir, config.max_checkpoints_to_keep, config.keep_best_checkpoints, rank)
   chief_print = metric_writer.print_line if is_chief else (lambda line: None)
   try:
     restored = checkpoints.restore_newest_intact(mngr, state, report=chief_print)
@@ -296,29 +301,40 @@ def train_and_evaluate(config, workdir: str, synthetic: sources_lib.ImageSource 
     writer.write(at, scalars)
     chief_print(metric_writer.console_line(at, total, phase, scalars, (total - at) / steps_per_second))
 
+  def score(at: int) -> dict:
+    scores = realism_probe(_to_host(state.refiner_params)) if realism_probe is not None else {}
+    ranking = _broadcast_score(checkpoints.score_of(scores))
+    if not is_chief:
+      return {"selection_score": ranking}  # only the chief's scores are written
+    # In metrics.jsonl before the save, so keep-best (the selection rule) sees this step.
+    writer.write(at, scores)
+    for line in probe_lines(at, scores, config, getattr(realism_probe, "max_drift", None),
+                            task.info.get("unit", "") if task is not None else ""):
+      chief_print(line)
+    return scores
+
   def save(at: int, phase: str, with_scores: bool, announce: bool = True) -> None:
     nonlocal last_saved
     if not bool(_to_host(_all_finite(state))):
       raise TrainingDivergedError(
           f"step {at} ({phase}): the train state holds NaN or Inf; not saved. Last good checkpoint: "
           f"step {last_saved}, kept in {os.path.join(workdir, 'checkpoints')}")
-    scores = None
-    if with_scores and probing:
-      scores = realism_probe(_to_host(state.refiner_params)) if realism_probe is not None else {}
-      ranking = _broadcast_score(checkpoints.score_of(scores))
-      if not is_chief:
-        scores = {"selection_score": ranking}  # only the chief's scores are written
+    scored = with_scores and probing
+    if scored and not announce:
+      # A stop is pending: the save must not wait for the probes (a grace period could run
+      # out during them); they run after it, while the process may still live.
+      checkpoints.save(mngr, at, state)
+      last_saved = at
+      score(at)
+      return
+    scores = score(at) if scored else None
     checkpoints.save(mngr, at, state, scores)
     last_saved = at
-    if scores and is_chief:
-      writer.write(at, scores)
-      for line in probe_lines(at, scores, config, getattr(realism_probe, "max_drift", None),
-                              task.info.get("unit", "") if task is not None else ""):
-        chief_print(line)
-    elif announce:  # one line per checkpoint; scored ones print their scores
+    if announce and not scored:  # one line per checkpoint; scored ones print their scores
       chief_print(f"step {at}: checkpoint saved ({phase})")
 
   pending = None
+  in_flight = collections.deque()
   try:
     with _StopSignals() as signals:
       decisions = _Decisions(signals, clock, config.checkpoint_every_minutes, config.sync_every_steps)
@@ -326,6 +342,12 @@ def train_and_evaluate(config, workdir: str, synthetic: sources_lib.ImageSource 
         phase = phase_at(step, config)
         state, metrics = step_fns[phase](state, data)
         step += 1
+        # At most MAX_IN_FLIGHT steps queued: hundreds of dispatched steps, each with
+        # collectives over fake devices sharing 2 cores, let devices drift far apart
+        # (XLA:CPU aborts a collective that waits too long). Waits, reads nothing.
+        in_flight.append(metrics)
+        if len(in_flight) > MAX_IN_FLIGHT:
+          jax.block_until_ready(in_flight.popleft())
         # Metrics of the previous step are read only now, after this step was dispatched.
         if pending is not None:
           report(pending)
@@ -482,15 +504,33 @@ def make_realism_probe(config, setup: training.Setup, data, mesh, is_chief: bool
   keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(r.num_images))
   device = jax.local_devices()[0]
 
+  # A finite real pool is read without replacement, its two-sample test rows held out from
+  # the training rows (a duplicate across the split would leak); a simulator draws
+  # a new image per key.
+  t = config.get("two_sample")
+  num_test = t.num_test if t is not None and t.enabled else 0
+  real_rows = None
+  if num_test and not 1 <= num_test < r.num_images:
+    raise ConfigError(f"config.two_sample.num_test: {num_test} must be >= 1 and below "
+                      f"config.realism.num_images {r.num_images}")
+  if hasattr(setup.real, "take") and hasattr(setup.real, "total"):
+    if num_test >= setup.real.total:
+      raise ConfigError(f"config.two_sample.num_test: {num_test} held-out real images need a real pool "
+                        f"of more than {num_test}; config.real_data has {setup.real.total}")
+    real_rows = parallel.put_replicated(
+        sources_lib.split_without_replacement(setup.real.total, r.num_images, num_test, r.seed), mesh)
+
   # Over the global (replicated or sharded) pools, on every process; replicated out.
   @functools.partial(jax.jit, out_shardings=jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
-  def pick(d, keys):
-    real_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
+  def pick(d, keys, rows):
     batch = setup.synthetic.sample(d["synthetic"], keys)
+    if rows is not None:
+      return batch, setup.real.take(d["real"], rows)["image"]
+    real_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
     return batch, setup.real.sample(d["real"], real_keys)["image"]
 
   keys = parallel.put_replicated(np.asarray(keys), mesh)
-  batch, real = jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), pick(data, keys))
+  batch, real = jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), pick(data, keys, real_rows))
   if not is_chief:
     return None
   synthetic = batch["image"]
@@ -499,12 +539,8 @@ def make_realism_probe(config, setup: training.Setup, data, mesh, is_chief: bool
   scorer = realism.RealismScorer(real, image_shape, seed=r.seed, subset_size=r.subset_size,
                                  num_subsets=r.num_subsets)
   fixed = {"realism_kid_unrefined": scorer.score(synthetic)["kid"]}
-  t = config.get("two_sample")
   tester = None
   if t is not None and t.enabled:
-    if not 1 <= t.num_test < r.num_images:
-      raise ConfigError(f"config.two_sample.num_test: {t.num_test} must be >= 1 and below "
-                        f"config.realism.num_images {r.num_images}")
     tester = two_sample.TwoSampleTest(sources_lib.from_unit_range(real), t.num_test, steps=t.steps,
                                       batch_size=t.batch_size, features=t.features, seed=t.seed)
     fixed["two_sample_accuracy_unrefined"] = tester.score(synthetic_u8)["two_sample_accuracy"]

@@ -47,6 +47,7 @@ from simgan_jax.data import sources as sources_lib
 AXIS = parallel.AXIS
 # Purposes, folded into the root key first: each has its own root.
 PURPOSE_INIT, PURPOSE_STEPS, PURPOSE_SAMPLES, PURPOSE_REALISM = 0, 1, 2, 3
+PURPOSE_DRIFT = 4  # the label-drift task network (evaluation/drift.py): init, training, survey
 # Under PURPOSE_INIT: which network.
 REFINER, DISCRIMINATOR = 0, 1
 # Named random streams, folded into the step key.

@@ -3,6 +3,10 @@
 import os
 
 os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "") + " --xla_force_host_platform_device_count=8").strip()
+# 8 fake devices x 2 test workers share 2 cores: XLA:CPU's default (40 s) for one device
+# to wait on the others at a collective is there to catch deadlocks, not slow machines.
+if "collective_call_terminate_timeout" not in os.environ["XLA_FLAGS"]:
+  os.environ["XLA_FLAGS"] += " --xla_cpu_collective_call_terminate_timeout_seconds=900"
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 # One persistent compilation cache for this test session, shared with the launch
 # scripts the tests start as subprocesses: identical programs compile once.

@@ -15,6 +15,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from simgan_jax import checkpoints, train
+from simgan_jax.evaluation import selection
 from simgan_jax.configs import default
 from simgan_jax.data.sources import ArraySource
 from simgan_jax.errors import ConfigError, DataError
@@ -99,9 +100,58 @@ def test_loop_keeps_the_best_by_the_probe_scores(tmp_path, monkeypatch):
   config = smoke(checkpoint_every=1, max_checkpoints_to_keep=2, keep_best_checkpoints=2)
   config.realism.num_images = 1
   train.train_and_evaluate(config, str(tmp_path), *sources())
-  assert checkpoints.steps(str(tmp_path)) == [2, 6, 8, 9]
+  # Keep-best follows --step=best's rule: pretraining checkpoints (steps 1-5 here) stop
+  # counting once adversarial ones exist, so 2 (the lowest KID of all) goes; 6 and 7 are
+  # the two best adversarial ones, 8 and 9 the newest. A policy on stored scores alone
+  # would have kept 2.
+  assert checkpoints.steps(str(tmp_path)) == [6, 7, 8, 9]
+  best = selection.best_checkpoint(config, str(tmp_path))
+  assert (best["step"], best["runner_up"]) == (6, 7)
   records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
   assert [r["step"] for r in records if "realism_kid" in r] == list(range(1, 10))
+
+
+def test_a_pending_stop_saves_before_the_probes_and_scores_after(tmp_path, monkeypatch):
+  # Catches probes run before the save when a stop is pending: a grace period that runs
+  # out during them (SIGKILL) would lose the checkpoint.
+  events = []
+
+  def fake_probe(config, setup, data, *unused_args, **unused_kwargs):
+    def probe(params):
+      events.append("probe")
+      return {"realism_kid": 1.0, "realism_kid_std": 0.0, "realism_kid_unrefined": 2.0, "selection_score": 1.0}
+    return probe
+
+  real_save = checkpoints.save
+
+  def save(mngr, step, state, scores=None):
+    events.append(f"save {step}")
+    return real_save(mngr, step, state, scores)
+
+  real_at = train._Decisions.at
+  monkeypatch.setattr(train, "make_realism_probe", fake_probe)
+  monkeypatch.setattr(checkpoints, "save", save)
+  monkeypatch.setattr(train._Decisions, "at",
+                      lambda self, step: (15, False) if step == 6 else real_at(self, step))
+  config = smoke(checkpoint_every=3, max_checkpoints_to_keep=10)
+  config.realism.num_images = 1
+  with pytest.raises(train.Stopped, match="stopped by SIGTERM at step 6"):
+    train.train_and_evaluate(config, str(tmp_path), *sources())
+  assert events == ["probe", "save 3", "save 5", "save 6", "probe"]
+  assert checkpoints.steps(str(tmp_path)) == [3, 5, 6]
+  records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+  assert [r["step"] for r in records if "realism_kid" in r] == [3, 6]
+
+
+def test_the_loop_keeps_at_most_two_steps_in_flight(tmp_path, monkeypatch):
+  # Catches a loop that dispatches every step without ever waiting (hundreds queued, each
+  # with collectives over 8 fake devices on 2 cores).
+  waited = []
+  real_block = jax.block_until_ready
+  monkeypatch.setattr(train.jax, "block_until_ready", lambda x: waited.append(1) or real_block(x))
+  train.train_and_evaluate(smoke(), str(tmp_path), *sources())
+  total = sum(train.phase_lengths(smoke()).values())
+  assert len(waited) == total - train.MAX_IN_FLIGHT
 
 
 # ----------------------------------------------------------------------------- damaged

@@ -147,3 +147,55 @@ def test_no_qualifying_checkpoint_is_one_line(tmp_path):
 def test_runs_without_selection_score_rank_by_kid(tmp_path):
   _made_up_run(tmp_path, [{"step": 6, "realism_kid": 3.0}, {"step": 9, "realism_kid": 2.0}], on_disk=(6, 9))
   assert selection.best_checkpoint(_config(), str(tmp_path))["step"] == 9
+
+
+def test_kid_window_works_when_the_lowest_kid_is_negative(tmp_path):
+  """KID is unbiased: a refiner as real as the target scores about 0, often below. Catches
+  the window ``ratio * min(kid)``, which for min <= 0 admits nothing (not even the best)."""
+  spread = {"refined_std_ratio": 1.0, "refined_spread_ratio": 1.0}
+  _made_up_run(tmp_path, [
+      {"step": 6, "realism_kid": 2.0, "label_drift": 1.0, **spread},  # barely refined: out
+      {"step": 9, "realism_kid": -0.05, "label_drift": 5.0, **spread},
+      {"step": 12, "realism_kid": 0.15, "label_drift": 3.0, **spread},  # within noise of 9
+  ], on_disk=(6, 9, 12))
+  config = _config()
+  config.drift.max_drift = 12.0
+  config.selection.metric = "label_drift"
+  best = selection.best_checkpoint(config, str(tmp_path))
+  assert best["step"] == 12 and best["runner_up"] == 9
+  assert selection.kid_window(-0.05, 2.0) == pytest.approx(2 * selection.KID_NOISE)
+  assert selection.kid_window(0.57, 2.0) == pytest.approx(1.14)
+
+
+def test_keep_best_keeps_exactly_what_step_best_picks(tmp_path):
+  """Keep-best and --step=best must be one rule: ranking by the stored selection_score alone
+  (no realism window) would keep step 6 (least drift, but far from real) and delete step 12,
+  the checkpoint --step=best picks."""
+  from simgan_jax import checkpoints
+
+  spread = {"refined_std_ratio": 1.0, "refined_spread_ratio": 1.0}
+  entries = [
+      {"step": 6, "realism_kid": 4.0, "label_drift": 2.0, "selection_score": 2.0, **spread},
+      {"step": 9, "realism_kid": 0.57, "label_drift": 5.95, "selection_score": 5.95, **spread},
+      {"step": 12, "realism_kid": 0.66, "label_drift": 4.25, "selection_score": 4.25, **spread},
+      {"step": 15, "realism_kid": 0.93, "label_drift": 4.73, "selection_score": 4.73, **spread},
+      {"step": 18, "realism_kid": 0.9, "label_drift": 9.0, "selection_score": 9.0, **spread},
+  ]
+  config = _config()
+  config.drift.max_drift = 12.0
+  config.selection.metric = "label_drift"
+  rank = lambda: selection.ranked_steps(config, str(tmp_path))  # noqa: E731
+  mngr = checkpoints.manager(str(tmp_path), max_to_keep=1, keep_best=1, rank=rank)
+  for entry in entries:  # as the loop does: the scores reach metrics.jsonl before the save
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+      f.write(json.dumps(entry) + "\n")
+    checkpoints.save(mngr, entry["step"], {"w": np.full((2,), entry["step"], np.float32)},
+                     {"selection_score": entry["selection_score"]})
+  mngr.close()
+  assert selection.best_checkpoint(config, str(tmp_path))["step"] == 12
+  assert checkpoints.steps(str(tmp_path)) == [12, 18]
+  # The old policy (stored scores only) would have kept 6 instead: the test can tell.
+  old = checkpoints._BestScored(1)
+  infos = [type("Info", (), {"step": e["step"], "metrics": {"selection_score": e["selection_score"]}})
+           for e in entries]
+  assert [i.step for i, keep in zip(infos, old.should_preserve(infos)) if keep] == [6]

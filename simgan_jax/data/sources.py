@@ -176,6 +176,11 @@ class ArraySource:
   def sample(self, data, keys_B):
     num = self.total
     index_B = jax.vmap(lambda k: jax.random.randint(k, (), 0, num))(keys_B)
+    return self.take(data, index_B)
+
+  def take(self, data, index_B):
+    """Rows ``index_B`` (global indices) as ``sample`` returns them."""
+    num = self.total
     if data["images"].shape[0] < num:  # this device's shard, inside shard_map
       rows = _sharded_take(data, index_B)
     else:  # the whole pool: replicated, or the global array under jit
@@ -186,6 +191,21 @@ class ArraySource:
     out = {"image": images.astype(jnp.float32), "index": index_B}
     out.update(rows["labels"])
     return out
+
+
+def split_without_replacement(total: int, num: int, num_test: int, seed: int) -> np.ndarray:
+  """``num`` row indices of a pool of ``total`` whose last ``num_test`` are distinct and
+  appear nowhere among the first ``num - num_test`` (a held-out test part that no
+  training row duplicates). Every row is used once before any repeats: without
+  replacement when ``total >= num``; a smaller pool repeats its training rows only."""
+  if not 0 <= num_test < total:
+    raise ValueError(f"{num_test} held-out rows need a pool of more than {num_test}; it has {total}")
+  rng = np.random.default_rng(seed)
+  order = rng.permutation(total)
+  test, rest = order[:num_test], order[num_test:]
+  need = num - num_test
+  train = np.concatenate([rest] * (-(-need // len(rest))) if need > 0 else [rest[:0]])[:need]
+  return np.concatenate([train, test]).astype(np.int32)
 
 
 def _sharded_take(data, index_B):

@@ -40,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from simgan_jax import training
 from simgan_jax.data import sources as sources_lib
 from simgan_jax.errors import ConfigError
 from simgan_jax.evaluation import gaze
@@ -57,7 +58,13 @@ UNITS = {"gaze": "deg", "classify": "flip rate", "regress": "label std"}
 DEFAULT_MAX_DRIFT = {"gaze": 12.0, "classify": 0.1, "regress": 0.5}
 MAX_CLASSES = 256
 _SUBDIR = "task_network"
-_TRAIN_STREAM, _SURVEY_STREAM = 1, 2
+# Streams under the drift network's own root (training.PURPOSE_DRIFT), so that none of
+# its keys is a key of SimGAN's init, steps or probes, nor of each other.
+_INIT_STREAM, _TRAIN_STREAM, _SURVEY_STREAM = 0, 1, 2
+
+
+def _root(seed: int) -> jax.Array:
+  return jax.random.fold_in(jax.random.PRNGKey(seed), training.PURPOSE_DRIFT)
 
 
 class TaskCNN(nn.Module):
@@ -152,7 +159,8 @@ def _survey(source, data, seed: int, num: int = 2048) -> dict[str, np.ndarray]:
   """Labels of ``num`` examples (all of an in-memory pool's)."""
   if isinstance(data, dict) and "labels" in data and data["labels"]:
     return {k: np.asarray(v) for k, v in data["labels"].items()}
-  keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(seed), i))(jnp.arange(num))
+  survey = jax.random.fold_in(_root(seed), _SURVEY_STREAM)
+  keys = jax.vmap(lambda i: jax.random.fold_in(survey, i))(jnp.arange(num))
   batch = jax.device_get(jax.jit(source.sample)(data, keys))
   return {k: np.asarray(v) for k, v in batch.items() if k not in ("image", "index")}
 
@@ -245,8 +253,8 @@ def train_task_network(config, source, data, image_shape, log=print) -> TaskNetw
   else:
     num_outputs = 3
   model = _model(config, kind, num_outputs, image_shape)
-  key = jax.random.PRNGKey(d.seed)
-  params = model.init(jax.random.fold_in(key, 0), jnp.zeros((1, *image_shape)))["params"]
+  key = _root(d.seed)
+  params = model.init(jax.random.fold_in(key, _INIT_STREAM), jnp.zeros((1, *image_shape)))["params"]
   tx = optax.adam(d.learning_rate)
   opt_state = tx.init(params)
 

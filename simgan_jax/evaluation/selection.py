@@ -17,7 +17,7 @@ measures with the config it is given, so a run can be re-selected under another
 drift bound without retraining. With ``config.selection.metric = "label_drift"``
 (the ``:cpu`` default) the least-drifting checkpoint wins among those whose
 ``realism_kid`` is within ``config.selection.realism_ratio`` times the run's
-lowest: on one ``:cpu`` run (docs/ablation_lp4.md) downstream gaze error followed
+lowest (``kid_window``: the lowest floored at ``KID_NOISE``, as KID can be <= 0): on one ``:cpu`` run (docs/ablation_lp4.md) downstream gaze error followed
 the drift of three checkpoints (4.25 / 4.73 / 5.95 deg: 8.83 / 9.54 / 10.20 deg on
 target validation) and not their KID (0.66 / 0.93 / 0.57).
 """
@@ -34,6 +34,7 @@ import numpy as np
 from simgan_jax.errors import ConfigError, DataError
 
 EXPLODE = 3.0  # drift over EXPLODE x max_drift counts as a collapse
+KID_NOISE = 0.1  # KID of sets that match, to about its subset std (kid_window)
 
 
 def output_spread(synthetic_u8: np.ndarray, refined_u8: np.ndarray) -> dict[str, float]:
@@ -128,18 +129,15 @@ def checkpoint_steps(workdir: str) -> list[int]:
   return sorted(int(d) for d in os.listdir(directory) if d.isdigit())
 
 
-def best_checkpoint(config, workdir: str) -> dict[str, Any]:
-  """{"step", "candidates", "scores", "selection_scores"}: the on-disk checkpoint with the lowest
-  finite selection score; ConfigError (one line) when none qualifies."""
+def _rank(config, workdir: str) -> dict[str, Any]:
+  """The selection rule on the run in ``workdir``: on-disk scored checkpoints, their
+  scores under ``config``, and the qualified ones best first (``ranked``)."""
   entries = checkpoint_metrics(workdir)
   on_disk = checkpoint_steps(workdir)
   saved = [s for s in on_disk if s in entries]
-  if not saved:
-    raise DataError(f"{workdir}: no checkpoint on disk has a score in metrics.jsonl "
-                    f"(checkpoints: {on_disk or 'none'}; scored steps: {sorted(entries) or 'none'})")
   pretrain = config.refiner_pretrain_steps + config.discriminator_pretrain_steps
   candidates = [s for s in saved if s > pretrain] or saved
-  max_drift = run_max_drift(config, workdir)
+  max_drift = run_max_drift(config, workdir) if saved else None
   totals = {s: _entry_score(config, entries[s], max_drift) for s in saved}
   qualified = [s for s in candidates if math.isfinite(totals[s])]
   ratio = float(config.selection.get("realism_ratio", 0.0))
@@ -147,21 +145,50 @@ def best_checkpoint(config, workdir: str) -> dict[str, Any]:
     # Ranked by another measure (label drift): only checkpoints about as realistic as the
     # run's most realistic one compete; early, barely refined ones drift little.
     kid = {s: float(entries[s].get("realism_kid", math.inf)) for s in qualified}
-    bound = ratio * min(kid.values())
+    bound = kid_window(min(kid.values()), ratio)
     for s in qualified:
       if not kid[s] <= bound:
         totals[s] = math.inf
     qualified = [s for s in qualified if math.isfinite(totals[s])]
-  if not qualified:
-    collapsed = sum(1 for s in candidates if entries[s].get("collapsed"))
+  return {"entries": entries, "on_disk": on_disk, "saved": saved, "candidates": candidates,
+          "totals": totals, "ranked": sorted(qualified, key=lambda s: (totals[s], s))}
+
+
+def kid_window(lowest_kid: float, ratio: float) -> float:
+  """The largest KID that counts as "about as realistic as the run's best": ``ratio``
+  times the lowest, where the lowest is floored at ``KID_NOISE``. KID is unbiased, so a
+  refiner as real as the target scores about 0, often below (clean sets: -0.07, std
+  0.06 over subsets, evaluation/realism.py); ``ratio`` times a value <= 0 would admit
+  nothing, not even the best checkpoint."""
+  return ratio * max(lowest_kid, KID_NOISE)
+
+
+def ranked_steps(config, workdir: str) -> list[int]:
+  """The qualified on-disk checkpoints, best first, by exactly ``best_checkpoint``'s rule
+  (keep-best keeps the first ``keep_best_checkpoints``); [] when none qualifies."""
+  return _rank(config, workdir)["ranked"]
+
+
+def best_checkpoint(config, workdir: str) -> dict[str, Any]:
+  """{"step", "runner_up", "candidates", "scores", "selection_scores"}: the on-disk
+  checkpoint with the lowest finite selection score (and the next one, or None);
+  DataError or ConfigError (one line) when none qualifies."""
+  r = _rank(config, workdir)
+  if not r["saved"]:
+    raise DataError(f"{workdir}: no checkpoint on disk has a score in metrics.jsonl "
+                    f"(checkpoints: {r['on_disk'] or 'none'}; scored steps: {sorted(r['entries']) or 'none'})")
+  if not r["ranked"]:
+    candidates = r["candidates"]
+    collapsed = sum(1 for s in candidates if r["entries"][s].get("collapsed"))
     raise ConfigError(
         f"{workdir}: no checkpoint qualifies for selection: all {len(candidates)} candidates "
         f"({', '.join(map(str, candidates))}) scored +inf ({collapsed} collapsed, the others over "
         f"config.drift.max_drift); raise the bound or pick a step with --step=N")
-  best = min(qualified, key=lambda s: totals[s])
-  return {"step": best, "candidates": candidates,
+  entries, saved = r["entries"], r["saved"]
+  return {"step": r["ranked"][0], "runner_up": r["ranked"][1] if len(r["ranked"]) > 1 else None,
+          "candidates": r["candidates"],
           "scores": {str(s): float(entries[s].get("realism_kid", float("nan"))) for s in saved},
-          "selection_scores": {str(s): totals[s] for s in saved}}
+          "selection_scores": {str(s): r["totals"][s] for s in saved}}
 
 
 def resolve_step(config, workdir: str, step) -> int | None:
