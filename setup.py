@@ -18,4 +18,13 @@ setuptools.setup(
                   "simgan_jax": ["pretrained/*/*"], "simgan_jax.native": ["conv.cc"]},
     python_requires=">=3.10",
     install_requires=_REQUIREMENTS,
+    extras_require={
+        # The visual Turing test's web app (simgan_jax/turing): a well-kept framework
+        # rather than hand-written HTTP handling; Jinja templates and werkzeug come with it.
+        "turing": ["flask>=3.0"],
+        # README's test command: pytest on both cores (pytest-xdist; most tests are bound
+        # by single-threaded XLA compilation), the Turing app, and selenium driving
+        # Debian's headless chromium in tests/test_turing_browser.py.
+        "test": ["pytest>=8", "pytest-xdist>=3.5", "flask>=3.0", "selenium>=4.20"],
+    },
 )

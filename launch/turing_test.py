@@ -67,7 +67,12 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   # pylint: disable=g-import-not-at-top
   from simgan_jax.errors import ConfigError
-  from simgan_jax.turing import server
+  try:
+    from simgan_jax.turing import server
+  except ModuleNotFoundError as e:
+    if e.name != "flask":
+      raise
+    raise ConfigError("the visual Turing test needs flask: pip install -e .[turing]") from None
 
   if _REPORT.value:
     prefix = _OUT.value or os.path.splitext(_DB.value)[0] + "_report"
