@@ -232,3 +232,21 @@ def test_refined_images_per_step_counts_every_refiner_pass(tiny_config, array_so
   assert training.refined_images_per_step(s, "refiner_pretrain", 2) == b
   assert training.refined_images_per_step(s, "discriminator_pretrain", 2) == b // 2
   assert training.refined_images_per_step(s, "adversarial", 2) == 2 * b + 3 * b // 2
+
+
+@pytest.mark.slow
+def test_the_accelerator_path_xla_convolutions_trains_like_native(tiny_config, array_sources):
+  # conv_impl="xla" is the path GPUs and TPUs take (auto picks it off CPU); the CPU tests
+  # otherwise run the C++ kernels. Every step on 8 devices, against the CPU default.
+  init = initial_state(tiny_config, array_sources)
+  states, curves = {}, {}
+  for impl in ("xla", "auto"):
+    tiny_config.conv_impl = impl
+    states[impl], curves[impl] = run_steps(tiny_config, array_sources, 8)
+  for m_xla, m_auto in zip(curves["xla"], curves["auto"]):
+    for name in m_xla:
+      assert np.isfinite(m_xla[name]), name
+      np.testing.assert_allclose(m_xla[name], m_auto[name], rtol=1e-3, atol=1e-4, err_msg=name)
+  for params in ("refiner_params", "discriminator_params"):
+    assert_same_updates(getattr(init, params), getattr(states["auto"], params),
+                        getattr(states["xla"], params), rtol=2e-2)
