@@ -256,7 +256,9 @@ def pool_line(source, data, num_devices: int) -> str:
     return "pool: none (rendered on device)"
   held = sources_lib.bytes_per_device(data)
   total = getattr(source, "pool_bytes", held)
-  how = f"sharded 1/{num_devices}" if getattr(source, "sharded", False) else "replicated"
+  # Read from the placed arrays, not the source: says what the devices really hold.
+  sharded = any(not x.sharding.is_fully_replicated for x in jax.tree.leaves(data))
+  how = f"sharded 1/{num_devices}" if sharded else "replicated"
   return f"pool per device: {held / 2**20:.3g} MiB of {total / 2**20:.3g} MiB ({how})"
 
 
