@@ -132,3 +132,30 @@ def test_unwritable_workdir_is_one_line(tmp_path):
   blocker.write_text("")
   with pytest.raises(ConfigError, match=f"--workdir {blocker}/run: not writable"):
     _train("gaze", blocker / "run")
+
+
+def test_at_most_two_steps_in_flight(tmp_path, monkeypatch):
+  # Unbounded, hundreds of queued steps made XLA:CPU abort a collective (> 40 s wait).
+  events, compile_train_step, block = [], loop.compile_train_step, jax.block_until_ready
+
+  def counting_compile(*args, **kwargs):
+    step_fn = compile_train_step(*args, **kwargs)
+
+    def dispatch(state, data):
+      state, metrics = step_fn(state, data)
+      events.append(("dispatch", len([e for e in events if e[0] == "dispatch"]) + 1, id(metrics)))
+      return state, metrics
+
+    return dispatch
+
+  def spy(tree):
+    events.append(("wait", tree))
+    return block(tree)
+
+  monkeypatch.setattr(loop, "compile_train_step", counting_compile)
+  monkeypatch.setattr(loop.jax, "block_until_ready", spy)
+  _train("gaze", tmp_path, num_steps=6, log_every=100, checkpoint_every=100)
+  step_of = {metrics_id: step for kind, step, metrics_id in (e for e in events if e[0] == "dispatch")}
+  order = [(e[1], None) if e[0] == "dispatch" else (None, step_of.get(id(e[1]))) for e in events]
+  # After dispatching step k (k >= 3) the loop waits for step k - 2, and for nothing else.
+  assert order == [(1, None), (2, None)] + [x for k in range(3, 7) for x in ((k, None), (None, k - 2))]
