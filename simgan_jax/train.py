@@ -36,8 +36,6 @@ import functools
 import json
 import math
 import os
-import signal
-import threading
 import time
 from typing import Callable
 
@@ -49,10 +47,17 @@ from simgan_jax import checkpoints
 from simgan_jax import images as images_lib
 from simgan_jax import metric_writer
 from simgan_jax import parallel
+from simgan_jax import preemption
 from simgan_jax import training
 from simgan_jax.data import sources as sources_lib
 from simgan_jax.errors import ConfigError, TrainingDivergedError
 from simgan_jax.evaluation import selection
+
+# Stopping on SIGTERM/SIGINT and time-based checkpoints live in preemption.py (shared
+# with the estimator loop, tasks/loop.py); the old names stay importable from here.
+Stopped = preemption.Stopped
+_StopSignals = preemption.StopSignals
+_Decisions = preemption.Decisions
 
 PHASE_ORDER = ("refiner_pretrain", "discriminator_pretrain", "adversarial")
 MAX_IN_FLIGHT = 2  # dispatched steps not yet finished, at most (train_and_evaluate)
@@ -139,72 +144,6 @@ def _to_host(tree):
 def _all_finite(tree) -> jax.Array:
   leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.floating)]
   return jnp.all(jnp.stack(leaves))
-
-
-class Stopped(Exception):
-  """Raised after a SIGTERM/SIGINT stop was saved; the message is the one line to show."""
-
-  def __init__(self, signum: int, step: int, path: str):
-    self.signum, self.step, self.path = signum, step, path
-    super().__init__(f"stopped by {signal.Signals(signum).name} at step {step}; checkpoint saved in "
-                     f"{path}; run the same command to resume")
-
-
-class _StopSignals:
-  """Turns the first SIGTERM/SIGINT into a flag the loop reads between steps; a
-  second SIGINT interrupts at once (KeyboardInterrupt). Installed only in the main
-  thread (Python delivers signals there)."""
-
-  def __init__(self):
-    self.signum = None
-    self._previous = {}
-
-  def _handle(self, signum, frame):
-    del frame
-    if self.signum is None:
-      self.signum = signum
-    if signum == signal.SIGINT:
-      signal.signal(signal.SIGINT, signal.default_int_handler)
-
-  def __enter__(self):
-    if threading.current_thread() is threading.main_thread():
-      for sig in (signal.SIGTERM, signal.SIGINT):
-        self._previous[sig] = signal.signal(sig, self._handle)
-    return self
-
-  def __exit__(self, *exc):
-    for sig, handler in self._previous.items():
-      signal.signal(sig, handler)
-
-
-class _Decisions:
-  """Stop and time-checkpoint decisions, the same on every process (module docstring)."""
-
-  def __init__(self, signals: _StopSignals, clock: Callable[[], float], every_minutes: float,
-               sync_every: int):
-    self._signals, self._clock, self._sync_every = signals, clock, sync_every
-    self._interval_s = 60.0 * every_minutes
-    self._last_save = clock() if every_minutes else 0.0
-    self._now = self._last_save
-
-  def saved(self) -> None:
-    self._last_save = self._now
-
-  def at(self, step: int) -> tuple[int, bool]:
-    """(signal number to stop for or 0, whether a checkpoint is due by time) after ``step``."""
-    signum = self._signals.signum or 0
-    if self._interval_s:
-      self._now = self._clock()
-    by_time = bool(self._interval_s) and self._now - self._last_save >= self._interval_s
-    if jax.process_count() == 1:
-      return signum, by_time
-    if step % self._sync_every:
-      return 0, False
-    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-
-    flags = multihost_utils.process_allgather(np.array([signum, int(by_time)], np.int32))
-    flags = np.asarray(flags).reshape(-1, 2)
-    return int(flags[:, 0].max()), bool(flags[:, 1].any())
 
 
 def _phase_ends(config) -> set[int]:

@@ -64,6 +64,9 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c.checkpoint_every = 2000
   c.max_checkpoints_to_keep = 2
   c.eval_every = 0  # 0: evaluate once, at the end
+  # Also saved every this many minutes (0: off) and on SIGTERM/SIGINT, as in configs/default.py.
+  c.checkpoint_every_minutes = 10.0
+  c.sync_every_steps = 10  # several processes: how often they agree on stopping / saving
   c.eval_batch_size = 1000
 
   # Data (simgan_jax/evaluation/data.py): where named sets are read from.

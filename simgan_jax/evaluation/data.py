@@ -21,6 +21,8 @@ through the project's source registry (``data.sources.make_source``).
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -117,7 +119,8 @@ def train_source(spec: str, config) -> sources_lib.ImageSource:
     if "gaze" not in source.labels:
       raise DataError(f"--train_data={spec}: no 'gaze' labels (found: "
                       f"{', '.join(source.labels) or 'none'})")
-    source = sources_lib.ArraySource(source.images, {"gaze": source.labels["gaze"].astype(np.float32)})
+    # replace, not a new ArraySource: shard_pool and a host_shard share (rows, offset) stay.
+    source = dataclasses.replace(source, labels={"gaze": source.labels["gaze"].astype(np.float32)})
   return source
 
 

@@ -10,6 +10,8 @@ must carry a ``joints`` label [N, 14, 2] in image pixels.
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -36,7 +38,8 @@ def train_source(spec: str, config) -> sources_lib.ImageSource:
   if isinstance(source, sources_lib.ArraySource):
     if "joints" not in source.labels:
       raise DataError(f"--train_data={spec}: no 'joints' labels (found: {', '.join(source.labels) or 'none'})")
-    source = sources_lib.ArraySource(source.images, {"joints": source.labels["joints"].astype(np.float32)})
+    # replace, not a new ArraySource: shard_pool and a host_shard share (rows, offset) stay.
+    source = dataclasses.replace(source, labels={"joints": source.labels["joints"].astype(np.float32)})
   return source
 
 
