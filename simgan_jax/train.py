@@ -304,7 +304,8 @@ def train_and_evaluate(config, workdir: str, synthetic: sources_lib.ImageSource 
           f"step {last_saved}, kept in {os.path.join(workdir, 'checkpoints')}")
     scores = None
     if with_scores and probing:
-      scores = realism_probe(_to_host(state.refiner_params)) if realism_probe is not None else {}
+      scores = (realism_probe(_to_host(training.inference_refiner_params(state)))
+                if realism_probe is not None else {})
       ranking = _broadcast_score(checkpoints.score_of(scores))
       if not is_chief:
         scores = {"selection_score": ranking}  # only the chief's scores are written
