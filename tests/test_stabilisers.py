@@ -6,7 +6,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from simgan_jax import augment, checkpoints, models, parallel, stabilisers, training
+from simgan_jax import augment, checkpoints, models, parallel, stabilisers, train, training
 from simgan_jax.evaluation import refine
 from tests.test_training import assert_same_updates, initial_state, run_steps
 
@@ -76,6 +76,24 @@ def test_sample_grids_refine_and_export_use_the_average(tiny_config, array_sourc
   params, _ = refine.restore_refiner(refine.load_config(str(tmp_path)), str(tmp_path))
   for leaf in jax.tree.leaves(params):
     np.testing.assert_array_equal(leaf, 0.0)
+
+
+def test_a_checkpoint_written_before_the_ema_field_existed_still_restores(tiny_config, tmp_path):
+  mesh = parallel.make_mesh(1)
+  state = training.create_state(training.make_setup(tiny_config, None, None, 1), mesh)
+  # The old TrainState as orbax wrote it: the same fields, without refiner_ema_params.
+  old = {f: getattr(state, f) for f in state.__dataclass_fields__ if f != "refiner_ema_params"}
+  mngr = checkpoints.manager(str(tmp_path), 3)
+  checkpoints.save(mngr, 0, old)
+  mngr.close()
+  restored = train.restore_state(tiny_config, str(tmp_path))
+  assert restored.refiner_ema_params == {}
+  jax.tree.map(np.testing.assert_array_equal, jax.device_get(restored.refiner_params),
+               jax.device_get(state.refiner_params))
+  # With the average on, the same checkpoint is refused with the field named.
+  tiny_config.refiner_ema.decay = 0.999
+  with pytest.raises(Exception, match="refiner_ema_params"):
+    train.restore_state(tiny_config, str(tmp_path))
 
 
 # ----------------------------------------------------------------------------- R1

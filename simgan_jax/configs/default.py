@@ -37,6 +37,13 @@ Variants (``--config=...default.py:VARIANT``):
 * ``paper``: the paper's optimiser, SGD with constant lr 0.001 at batch 512.
 * ``article``: the ML-journal article's advice, SGD lr 0.0001, adaptive Kg.
 
+Stabilisers beyond the paper (SIMGAN.md "Beyond the paper"), each off by default
+and documented at its field: ``refiner_ema.decay`` (refiner weight averaging, used by
+probes, sample grids, refine and export), ``discriminator.r1_gamma`` (R1 penalty),
+``augment.policy`` (DiffAugment), ``optimizer.refiner_learning_rate`` /
+``optimizer.discriminator_learning_rate`` (TTUR), and the brightness-free
+self-regularisation maps ``loss.psi=gradients|band_pass|contrast_normalized``.
+
 Every field can be overridden on the command line: ``--config.batch_size=64``.
 """
 
