@@ -19,9 +19,9 @@ def tree_np(tree):
 
 
 def test_ema_is_the_closed_form_average_of_the_recorded_params(tiny_config, array_sources):
-  tiny_config.refiner_ema.decay = 0.2  # below the warm-up from step 2 on: both branches of the min
+  tiny_config.refiner_ema.decay = 0.15  # below the warm-up from step 1 on: both branches of the min
   tiny_config.kg = 1
-  schedule = ["refiner_pretrain", "refiner_pretrain", "discriminator_pretrain", "adversarial"]
+  schedule = ["refiner_pretrain", "discriminator_pretrain", "adversarial"]
   mesh = parallel.make_mesh(1)
   s = training.make_setup(tiny_config, *array_sources, 1)
   state = training.create_state(s, mesh)
@@ -38,7 +38,7 @@ def test_ema_is_the_closed_form_average_of_the_recorded_params(tiny_config, arra
     if phase == "discriminator_pretrain":  # no refiner update, no average update
       jax.tree.map(np.testing.assert_array_equal, params, previous)
     else:
-      d = min(0.2, (1 + t) / (10 + t))  # 0.1, 0.18, -, 0.2
+      d = min(0.15, (1 + t) / (10 + t))  # 0.1, -, 0.15
       expected = jax.tree.map(lambda e, p: d * e + (1 - d) * p, expected, params)
     previous = params
     jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), tree_np(state.refiner_ema_params),
@@ -48,11 +48,12 @@ def test_ema_is_the_closed_form_average_of_the_recorded_params(tiny_config, arra
 
 
 def test_ema_off_adds_nothing_to_the_state(tiny_config, array_sources):
-  off = initial_state(tiny_config, array_sources)
+  shapes = lambda: jax.eval_shape(lambda: training.init_state(training.make_setup(tiny_config, *array_sources, 1)))  # noqa: E731
+  off = shapes()
   assert off.refiner_ema_params == {}
   assert training.inference_refiner_params(off) is off.refiner_params
   tiny_config.refiner_ema.decay = 0.999
-  on = initial_state(tiny_config, array_sources)
+  on = shapes()
   assert len(jax.tree.leaves(on)) == len(jax.tree.leaves(off)) + len(jax.tree.leaves(off.refiner_params))
   assert training.inference_refiner_params(on) is on.refiner_ema_params
 
@@ -240,9 +241,6 @@ def test_eight_devices_match_one_device_with_ema_r1_and_augmentation(tiny_config
   state8, curve8 = run_steps(tiny_config, array_sources, 8, ["adversarial"])
   assert curve1[0]["r1_penalty"] > 0
   for name in curve1[0]:
-    # Accuracies count argmax wins: a patch at a near-tie may flip with the summation
-    # order (1 of the 1,008 refined patches did), so they get one patch of slack.
-    atol = 1.5 / 1008 if "accuracy" in name else 0.0
-    np.testing.assert_allclose(curve8[0][name], curve1[0][name], rtol=2e-4, atol=atol, err_msg=name)
+    np.testing.assert_allclose(curve8[0][name], curve1[0][name], rtol=2e-4, err_msg=name)
   for params in ("refiner_params", "discriminator_params", "refiner_ema_params"):
     assert_same_updates(getattr(init, params), getattr(state1, params), getattr(state8, params))
