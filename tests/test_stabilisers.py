@@ -48,7 +48,9 @@ def test_ema_is_the_closed_form_average_of_the_recorded_params(tiny_config, arra
 
 
 def test_ema_off_adds_nothing_to_the_state(tiny_config, array_sources):
-  shapes = lambda: jax.eval_shape(lambda: training.init_state(training.make_setup(tiny_config, *array_sources, 1)))  # noqa: E731
+  def shapes():
+    return jax.eval_shape(lambda: training.init_state(training.make_setup(tiny_config, *array_sources, 1)))
+
   off = shapes()
   assert off.refiner_ema_params == {}
   assert training.inference_refiner_params(off) is off.refiner_params
