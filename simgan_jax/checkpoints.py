@@ -153,9 +153,9 @@ def _shapes(tree) -> dict[str, tuple]:
   return {_path_str(p): (tuple(x.shape), np.dtype(x.dtype).name) for p, x in leaves}
 
 
-def _check_fits(step_dir: epath.Path, like_state, step: int, directory: str) -> None:
-  """Raises ShapeMismatch if the stored tree differs from ``like_state``; lets
-  errors reading the metadata (a damaged checkpoint) propagate."""
+def _check_fits(step_dir: epath.Path, like_state, step: int, directory: str):
+  """The stored tree's metadata; raises ShapeMismatch if it differs from ``like_state``;
+  lets errors reading the metadata (a damaged checkpoint) propagate."""
   metadata = ocp.StandardCheckpointHandler().metadata(step_dir / _ITEM)
   stored, wanted = _shapes(metadata.tree), _shapes(like_state)
   differences = []
@@ -167,6 +167,17 @@ def _check_fits(step_dir: epath.Path, like_state, step: int, directory: str) -> 
       differences.append(f"{path}: checkpoint {show(a)}, config {show(b)}")
   if differences:
     raise ShapeMismatch(step, directory, differences)
+  return metadata.tree
+
+
+def _absent_empty_fields(like_state, stored_tree) -> tuple[str, ...]:
+  """Fields of a dataclass state that hold no arrays (``{}`` when a feature is off, e.g.
+  ``refiner_ema_params``) and that a checkpoint written before the field existed lacks:
+  such checkpoints still restore, with the field as in ``like_state``."""
+  if not dataclasses.is_dataclass(like_state) or not isinstance(stored_tree, dict):
+    return ()
+  return tuple(f.name for f in dataclasses.fields(like_state)
+               if f.name not in stored_tree and not jax.tree.leaves(getattr(like_state, f.name)))
 
 
 def _short(e: BaseException) -> str:
@@ -187,11 +198,15 @@ def _agree_all_ok(ok: bool) -> bool:
 
 
 def _read(mngr_or_none, directory: epath.Path, step: int, like_state):
-  _check_fits(directory / str(step), like_state, step, str(directory))
+  absent = _absent_empty_fields(like_state, _check_fits(directory / str(step), like_state, step, str(directory)))
+  item = like_state if not absent else {f.name: getattr(like_state, f.name)
+                                        for f in dataclasses.fields(like_state) if f.name not in absent}
   if mngr_or_none is not None:
-    return mngr_or_none.restore(step, args=ocp.args.StandardRestore(_abstract(like_state)))
-  handler = ocp.StandardCheckpointHandler()
-  return handler.restore(directory / str(step) / _ITEM, args=ocp.args.StandardRestore(_abstract(like_state)))
+    restored = mngr_or_none.restore(step, args=ocp.args.StandardRestore(_abstract(item)))
+  else:
+    restored = ocp.StandardCheckpointHandler().restore(directory / str(step) / _ITEM,
+                                                       args=ocp.args.StandardRestore(_abstract(item)))
+  return like_state.replace(**restored) if absent else restored
 
 
 def _kind(e: BaseException) -> str:

@@ -144,6 +144,61 @@ def low_pass_4(images_BHWC):
   return _block_mean(images_BHWC, 4)
 
 
+# Feature maps that leave global brightness free: a constant added to the whole image
+# changes none of their features, so the refiner may relight the image (the target's
+# illumination) and is held to its structure only.
+
+
+def _flat(*features):
+  """Feature arrays of different shapes as one [B, N] array."""
+  return jnp.concatenate([f.reshape(f.shape[0], -1) for f in features], axis=1)
+
+
+@register_psi("gradients")
+def gradients(images_BHWC):
+  """Horizontal and vertical finite differences (x[i, j+1] - x[i, j], x[i+1, j] - x[i, j])."""
+  return _flat(images_BHWC[:, :, 1:] - images_BHWC[:, :, :-1], images_BHWC[:, 1:] - images_BHWC[:, :-1])
+
+
+def _half(images_BHWC):
+  """2 x 2 block means at half resolution (a partial last block averages its own pixels)."""
+  b, h, w, c = images_BHWC.shape
+  pads = ((0, 0), (0, h % 2), (0, w % 2), (0, 0))
+  sums = jnp.pad(images_BHWC, pads).reshape(b, (h + 1) // 2, 2, (w + 1) // 2, 2, c).sum(axis=(2, 4))
+  counts = jnp.pad(jnp.ones((1, h, w, 1), images_BHWC.dtype), pads).reshape(
+      1, (h + 1) // 2, 2, (w + 1) // 2, 2, 1).sum(axis=(2, 4))
+  return sums / counts
+
+
+BAND_PASS_LEVELS = 3
+
+
+@register_psi("band_pass")
+def band_pass(images_BHWC):
+  """The detail levels of a Laplacian pyramid, G_k - up(G_k+1) for k < BAND_PASS_LEVELS
+  (G_0 the image, G_k+1 = 2x2 block means of G_k, up = nearest neighbour), without the
+  lowest level G_3, which holds the brightness (DC) and the slow illumination. Finer
+  levels have more pixels, so the L1 weighs fine structure most, like identity's L1."""
+  levels, g = [], images_BHWC
+  for _ in range(BAND_PASS_LEVELS):
+    low = _half(g)
+    up = jnp.repeat(jnp.repeat(low, 2, axis=1), 2, axis=2)[:, :g.shape[1], :g.shape[2]]
+    levels.append(g - up)
+    g = low
+  return _flat(*levels)
+
+
+@register_psi("contrast_normalized")
+def contrast_normalized(images_BHWC, eps: float = 1e-6):
+  """Each image at zero mean and unit standard deviation (over pixels and channels):
+  brightness and contrast are free. Features are in units of the image's std, so
+  lambda needs its own value (a [-1, 1] image's std is about 0.3 to 0.5)."""
+  axes = tuple(range(1, images_BHWC.ndim))
+  mean = jnp.mean(images_BHWC, axis=axes, keepdims=True)
+  var = jnp.var(images_BHWC, axis=axes, keepdims=True)
+  return (images_BHWC - mean) * jax.lax.rsqrt(var + eps)
+
+
 def patch_accuracy(logits_BHW2: jax.Array, label: int) -> jax.Array:
   """Share of patches D assigns to ``label``."""
   return jnp.mean((jnp.argmax(logits_BHW2, axis=-1) == label).astype(jnp.float32))

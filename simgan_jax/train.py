@@ -241,7 +241,8 @@ def train_and_evaluate(config, workdir: str, synthetic: sources_lib.ImageSource 
     chief_print(metric_writer.console_line(at, total, phase, scalars, (total - at) / steps_per_second))
 
   def score(at: int) -> dict:
-    scores = realism_probe(_to_host(state.refiner_params)) if realism_probe is not None else {}
+    scores = (realism_probe(_to_host(training.inference_refiner_params(state)))
+              if realism_probe is not None else {})
     ranking = _broadcast_score(checkpoints.score_of(scores))
     if not is_chief:
       return {"selection_score": ranking}  # only the chief's scores are written

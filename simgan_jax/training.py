@@ -38,10 +38,12 @@ import optax
 from jax import lax
 from jax.sharding import Mesh, PartitionSpec as P
 
+from simgan_jax import augment as augment_lib
 from simgan_jax import history as history_lib
 from simgan_jax import losses
 from simgan_jax import models
 from simgan_jax import parallel
+from simgan_jax import stabilisers
 from simgan_jax.data import sources as sources_lib
 
 AXIS = parallel.AXIS
@@ -53,6 +55,7 @@ REFINER, DISCRIMINATOR = 0, 1
 # Named random streams, folded into the step key.
 _REFINER_STEP, _DISCRIMINATOR_STEP = 1, 2
 _SYNTHETIC, _SYNTHETIC_EXTRA, _REAL, _HISTORY_SAMPLE, _HISTORY_PUSH = 1, 2, 3, 4, 5
+_AUGMENT_REAL, _AUGMENT_REFINED, _AUGMENT_PAST = 6, 7, 8  # augment.py's per-image keys
 
 
 def init_key(root: jax.Array, network: int) -> jax.Array:
@@ -80,6 +83,7 @@ class TrainState:
   discriminator_batch_stats: Any  # {} unless config.discriminator.batch_norm
   discriminator_opt_state: Any
   history: history_lib.History
+  refiner_ema_params: Any = flax.struct.field(default_factory=dict)  # {} unless config.refiner_ema.decay
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,6 +123,10 @@ class Setup:
   task_consistency_loss: Callable | None = None
   task_consistency_weight: float = 0.0
   task_network: Any = None
+  # Stabilisers (stabilisers.py, augment.py), off at their defaults.
+  refiner_ema_decay: float = 0.0
+  r1_gamma: float = 0.0
+  augment_policy: tuple[str, ...] = ()
 
   @property
   def local_batch(self) -> int:
@@ -129,10 +137,14 @@ class Setup:
     return self.local_batch // 2
 
 
-def make_optimizer(config) -> optax.GradientTransformation:
+def make_optimizer(config, network: str = "") -> optax.GradientTransformation:
+  """The optimiser; ``network`` ("refiner", "discriminator") reads its own learning rate
+  ``config.optimizer.NETWORK_learning_rate`` where set (TTUR), else the shared one."""
   o = config.optimizer
   boundaries = {int(s): float(o.lr_decay_factor) for s in o.lr_decay_steps}
-  lr = optax.piecewise_constant_schedule(o.learning_rate, boundaries) if boundaries else o.learning_rate
+  own = o.get(f"{network}_learning_rate") if network else None
+  base = o.learning_rate if own is None else own
+  lr = optax.piecewise_constant_schedule(base, boundaries) if boundaries else base
   if o.name == "adam":
     return optax.adam(lr, b1=o.b1, b2=o.b2)
   if o.name == "sgd":
@@ -144,8 +156,8 @@ def make_setup(config, synthetic, real, num_devices: int) -> Setup:
   return Setup(
       refiner=models.make_refiner(config),
       discriminator=models.make_discriminator(config),
-      refiner_tx=make_optimizer(config),
-      discriminator_tx=make_optimizer(config),
+      refiner_tx=make_optimizer(config, "refiner"),
+      discriminator_tx=make_optimizer(config, "discriminator"),
       adversarial_loss=losses.get_loss(config.loss.adversarial, "loss.adversarial"),
       discriminator_loss=losses.get_loss(config.loss.discriminator, "loss.discriminator"),
       self_regularization_loss=losses.get_loss(config.loss.self_regularization, "loss.self_regularization"),
@@ -172,6 +184,9 @@ def make_setup(config, synthetic, real, num_devices: int) -> Setup:
       task_consistency_loss=losses.get_loss(config.loss.get("task_consistency", "task_consistency_loss"),
                                             "loss.task_consistency"),
       task_consistency_weight=config.loss.get("task_consistency_weight", 0.0),
+      refiner_ema_decay=config.get("refiner_ema", {}).get("decay", 0.0),
+      r1_gamma=config.discriminator.get("r1_gamma", 0.0),
+      augment_policy=augment_lib.parse_policy(config.get("augment", {}).get("policy", "")),
   )
 
 
@@ -210,7 +225,14 @@ def init_state(s: Setup) -> TrainState:
       discriminator_batch_stats=d_vars.get("batch_stats", {}),
       discriminator_opt_state=s.discriminator_tx.init(d_vars["params"]),
       history=history_lib.init(s.history_size, s.batch_size // 2, s.image_shape),
+      refiner_ema_params=jax.tree.map(jnp.copy, refiner_params) if s.refiner_ema_decay else {},
   )
+
+
+def inference_refiner_params(state: TrainState):
+  """The refiner to use once trained (probes, sample grids, refining, export): the
+  weight average when ``config.refiner_ema.decay`` is on, else the trained weights."""
+  return state.refiner_ema_params if state.refiner_ema_params else state.refiner_params
 
 
 def state_specs(state: TrainState) -> TrainState:
@@ -262,7 +284,8 @@ def _refiner_update(s: Setup, state: TrainState, data, key, adversarial: bool):
     if not adversarial:
       return reg, {"self_regularization_loss": reg}
     # D's running statistics (if any) are used, not updated, in the refiner's loss.
-    logits, _ = _apply_discriminator(s, state, state.discriminator_params, refined, train=False)
+    seen = augment_lib.augment_examples(refined, jax.random.fold_in(key, _AUGMENT_REFINED), s.augment_policy)
+    logits, _ = _apply_discriminator(s, state, state.discriminator_params, seen, train=False)
     adv = s.adversarial_loss(logits, reduction=s.reduction)
     loss = adv + s.self_regularization_weight * reg
     metrics = {"refiner_adversarial_loss": adv, "self_regularization_loss": reg}
@@ -273,8 +296,11 @@ def _refiner_update(s: Setup, state: TrainState, data, key, adversarial: bool):
 
   grads, metrics = parallel.mean_grad(loss_fn, state.refiner_params, has_aux=True)
   updates, opt_state = s.refiner_tx.update(grads, state.refiner_opt_state, state.refiner_params)
-  state = state.replace(refiner_params=optax.apply_updates(state.refiner_params, updates),
-                        refiner_opt_state=opt_state)
+  params = optax.apply_updates(state.refiner_params, updates)
+  ema = state.refiner_ema_params
+  if ema:
+    ema = stabilisers.ema_update(ema, params, s.refiner_ema_decay, state.step)
+  state = state.replace(refiner_params=params, refiner_opt_state=opt_state, refiner_ema_params=ema)
   return state, lax.pmean(metrics, AXIS)
 
 
@@ -298,6 +324,9 @@ def _discriminator_update(s: Setup, state: TrainState, data, key, push: bool = T
                                  parallel.example_keys(jax.random.fold_in(key, _HISTORY_PUSH), h))
   else:
     past = refined(_SYNTHETIC_EXTRA)
+  # Each part on its own stream: keys follow the global index within the part, as sampling does.
+  real, current, past = (augment_lib.augment_examples(x, jax.random.fold_in(key, stream), s.augment_policy)
+                         for x, stream in ((real, _AUGMENT_REAL), (current, _AUGMENT_REFINED), (past, _AUGMENT_PAST)))
   fake = jnp.concatenate([current, past], axis=0)
 
   def loss_fn(params):
@@ -305,11 +334,16 @@ def _discriminator_update(s: Setup, state: TrainState, data, key, push: bool = T
     logits, batch_stats = _apply_discriminator(s, state, params, jnp.concatenate([real, fake]), train=True)
     real_logits, fake_logits = logits[:s.local_batch], logits[s.local_batch:]
     loss = s.discriminator_loss(real_logits, fake_logits, reduction=s.reduction)
-    return loss, (batch_stats, {
+    metrics = {
         "discriminator_loss": loss,
         "discriminator_accuracy_real": losses.patch_accuracy(real_logits, losses.REAL),
         "discriminator_accuracy_refined": losses.patch_accuracy(fake_logits, losses.REFINED),
-    })
+    }
+    if s.r1_gamma:
+      metrics["r1_penalty"] = stabilisers.discriminator_r1_penalty(
+          s.discriminator, params, state.discriminator_batch_stats, real, s.r1_gamma)
+      loss = loss + metrics["r1_penalty"]
+    return loss, (batch_stats, metrics)
 
   grads, (batch_stats, metrics) = parallel.mean_grad(loss_fn, state.discriminator_params, has_aux=True)
   updates, opt_state = s.discriminator_tx.update(grads, state.discriminator_opt_state,
@@ -369,7 +403,8 @@ def adversarial_step(s: Setup, state: TrainState, data):
       state.kg if s.adaptive_kg else s.kg, _step_key(state, _REFINER_STEP),
       ("refiner_adversarial_loss", "self_regularization_loss") +
       (("task_consistency_loss",) if _uses_task_consistency(s) else ()), s.unroll_updates)
-  d_names = ("discriminator_loss", "discriminator_accuracy_real", "discriminator_accuracy_refined")
+  d_names = ("discriminator_loss", "discriminator_accuracy_real", "discriminator_accuracy_refined") + \
+      (("r1_penalty",) if s.r1_gamma else ())
   d_key = _step_key(state, _DISCRIMINATOR_STEP)
   # b/2 history images replaced per iteration whatever Kd: only the last update pushes.
   state, d_first = _repeat(lambda st, k: _discriminator_update(s, st, data, k, push=False), state,
@@ -410,7 +445,8 @@ def make_sample_fn(s: Setup, num_images: int):
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(num_images))
     synthetic = s.synthetic.sample(data["synthetic"], keys)["image"]
     real = s.real.sample(data["real"], jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys))["image"]
-    return {"synthetic": synthetic, "refined": _refine(s, state.refiner_params, synthetic, keys), "real": real}
+    refined = _refine(s, inference_refiner_params(state), synthetic, keys)
+    return {"synthetic": synthetic, "refined": refined, "real": real}
 
   return jax.jit(sample)
 

@@ -86,3 +86,34 @@ def test_a_registered_loss_is_found_by_name():
   assert losses.get_loss("test_hinge_adversarial") is hinge
   # patch 0: margin 0 -> 1; patch 1: margin log 3 > 1 -> 0
   assert float(hinge(LOGITS)) == pytest.approx(0.5)
+
+
+BRIGHTNESS_FREE = ("gradients", "band_pass", "contrast_normalized")
+
+
+@pytest.mark.parametrize("psi", ("identity", *BRIGHTNESS_FREE))
+def test_brightness_free_psi_ignore_a_global_shift_and_all_psi_charge_a_content_change(psi):
+  x = jnp.asarray(np.random.default_rng(0).uniform(-0.8, 0.8, (2, 35, 55, 1)), jnp.float32)
+  loss = lambda refined: float(losses.self_regularization_loss(refined, x, psi=losses.get_psi(psi)))  # noqa: E731
+  shifted = loss(x + 0.2)
+  if psi == "identity":
+    assert shifted == pytest.approx(0.2 * 35 * 55, rel=1e-5)
+  else:  # float32 rounding only, against ~10-1000 for the content change below
+    assert shifted < 1e-3
+  # A content change: a brighter square (an edge D could see), and one flipped image.
+  assert loss(x.at[:, 10:20, 10:25].add(0.3)) > 1.0
+  assert loss(x[:, ::-1]) > 10.0
+
+
+def test_gradients_and_band_pass_by_hand():
+  x = jnp.asarray(np.arange(12, dtype=np.float32).reshape(1, 3, 4, 1) ** 2)
+  d = np.asarray(x[0, ..., 0], np.float64)
+  np.testing.assert_allclose(losses.gradients(x)[0], np.concatenate([np.diff(d, axis=1).ravel(),
+                                                                      np.diff(d, axis=0).ravel()]))
+  # Level 0 of the pyramid: the image minus its 2x2 block means (a partial last row of blocks
+  # averages its own pixels), at full resolution; its sum over one 2 x 2 block is 0.
+  means = np.array([[d[:2, :2].mean(), d[:2, 2:].mean()], [d[2:, :2].mean(), d[2:, 2:].mean()]])
+  level0 = d - np.repeat(np.repeat(means, 2, 0), 2, 1)[:3, :4]
+  np.testing.assert_allclose(losses.band_pass(x)[0, :12], level0.ravel(), rtol=1e-6)
+  normalized = losses.contrast_normalized(x)
+  np.testing.assert_allclose([normalized.mean(), normalized.std()], [0.0, 1.0], atol=1e-5)

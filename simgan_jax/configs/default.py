@@ -37,6 +37,13 @@ Variants (``--config=...default.py:VARIANT``):
 * ``paper``: the paper's optimiser, SGD with constant lr 0.001 at batch 512.
 * ``article``: the ML-journal article's advice, SGD lr 0.0001, adaptive Kg.
 
+Stabilisers beyond the paper (SIMGAN.md "Beyond the paper"), each off by default
+and documented at its field: ``refiner_ema.decay`` (refiner weight averaging, used by
+probes, sample grids, refine and export), ``discriminator.r1_gamma`` (R1 penalty),
+``augment.policy`` (DiffAugment), ``optimizer.refiner_learning_rate`` /
+``optimizer.discriminator_learning_rate`` (TTUR), and the brightness-free
+self-regularisation maps ``loss.psi=gradients|band_pass|contrast_normalized``.
+
 Every field can be overridden on the command line: ``--config.batch_size=64``.
 """
 
@@ -77,6 +84,10 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c.discriminator.preset = "eye"
   c.discriminator.width_multiplier = 1.0
   c.discriminator.batch_norm = False
+  # R1 gradient penalty on real images (Mescheder et al., ICML 2018; not in the paper;
+  # 0 = off): r1_gamma / 2 * E_y ||grad_y D(y)||^2 added to D's loss, D(y) the image's
+  # real log-odds, logit_real - logit_refined summed over patches (stabilisers.py).
+  c.discriminator.r1_gamma = 0.0
   # How convolutions run (simgan_jax/layers.py): "xla" (lax.conv: cuDNN / TPU),
   # "matmul" (shifted slices + one matmul), "hybrid" (XLA's forward and input
   # gradient, a hand-written kernel gradient), "native" (C++ kernels compiled on
@@ -94,7 +105,10 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c.loss.discriminator = "local_discriminator_loss"
   c.loss.self_regularization = "self_regularization_loss"
   # Feature map psi for self-regularisation: identity, channel_mean, low_pass_2,
-  # low_pass_4 (losses.py), or your own (register_psi).
+  # low_pass_4 (losses.py), or your own (register_psi). Three leave global brightness
+  # free (a constant added to the whole image costs nothing): gradients (finite
+  # differences), band_pass (Laplacian pyramid without its lowest level),
+  # contrast_normalized (each image at zero mean, unit std; contrast is free too).
   c.loss.psi = "identity"
   # psi during refiner pretraining, which has no adversary: identity makes R start
   # as the identity map. With a low-pass psi and no D, nothing would hold R's
@@ -114,8 +128,25 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c.loss.task_consistency = "task_consistency_loss"
   c.loss.task_consistency_weight = 0.0
 
-  # Optimiser (optax), shared by refiner and discriminator.
+  # Optimiser (optax), shared by refiner and discriminator; optimizer.refiner_learning_rate
+  # and optimizer.discriminator_learning_rate (None: learning_rate) separate them (TTUR).
   c.optimizer = optimizer_config(learning_rate=1e-4, b1=0.5)  # b1 0.5 as is usual for GANs
+
+  # Weight averaging of the refiner (Karras et al., ICLR 2018; Yazici et al., ICLR 2019;
+  # not in the paper): refiner_ema.decay > 0 keeps an exponential moving average of R's
+  # parameters, updated after every refiner update with decay min(decay, (1 + step) /
+  # (10 + step)) (a warm-up; step = the global step), and every use of the trained
+  # refiner (probes, sample grids, refine, export) takes the average. 0 = off; 0.999 is
+  # typical.
+  c.refiner_ema = ml_collections.ConfigDict()
+  c.refiner_ema.decay = 0.0
+
+  # Differentiable augmentation of D's inputs (DiffAugment, Zhao et al., NeurIPS 2020;
+  # simgan_jax/augment.py): comma-separated transforms from translation, cutout,
+  # brightness, contrast, applied to real and refined images in D's update and in R's
+  # adversarial loss. "" = off.
+  c.augment = ml_collections.ConfigDict()
+  c.augment.policy = ""
 
   # Schedule (Algorithm 1): refiner pretraining, discriminator pretraining, then
   # adversarial iterations of kg refiner updates followed by kd discriminator updates.
@@ -234,6 +265,9 @@ def optimizer_config(name: str = "adam", learning_rate: float = 1e-4, b1: float 
   # in lr_decay_steps (the NYU appendix lowers 2e-4 to 5e-5 after 600k steps).
   o.lr_decay_steps = ()
   o.lr_decay_factor = 1.0
+  # SimGAN only: separate learning rates (TTUR, Heusel et al., NeurIPS 2017); None = learning_rate.
+  o.refiner_learning_rate = ml_collections.config_dict.placeholder(float)
+  o.discriminator_learning_rate = ml_collections.config_dict.placeholder(float)
   o.update(overrides)
   return o
 

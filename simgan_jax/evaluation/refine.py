@@ -80,6 +80,7 @@ from simgan_jax import metric_writer
 from simgan_jax import models
 from simgan_jax import parallel
 from simgan_jax import pretrained
+from simgan_jax import training
 from simgan_jax.data import sources as sources_lib
 from simgan_jax.errors import ConfigError, DataError
 from simgan_jax.evaluation import data as data_lib
@@ -168,7 +169,7 @@ def restore_refiner(config, checkpoint_dir: str, step: int | None = None) -> tup
     raise ConfigError(str(e)) from None
   # Replicated: every process reads its own copy.
   host = lambda x: np.asarray(x.addressable_data(0))  # noqa: E731
-  return jax.tree.map(host, state.refiner_params), int(host(state.step))
+  return jax.tree.map(host, training.inference_refiner_params(state)), int(host(state.step))
 
 
 # ----------------------------------------------------------------------------- compiled refining
