@@ -555,10 +555,10 @@ def is_done(out_dir: str) -> bool:
   """Whether ``out_dir`` holds a finished dataset (TFDS) or image folder (PNG)."""
   if os.path.exists(os.path.join(out_dir, "dataset_info.json")):
     return True
-  return bool(_read_manifest(out_dir).get("finished"))
+  return bool(read_manifest(out_dir).get("finished"))
 
 
-def _read_manifest(out_dir: str) -> dict[str, Any]:
+def read_manifest(out_dir: str) -> dict[str, Any]:
   try:
     with open(os.path.join(out_dir, MANIFEST)) as f:
       return json.load(f)
@@ -670,7 +670,7 @@ def num_examples(out_dir: str) -> int:
   """Examples in the finished dataset (or PNG folder) at ``out_dir``."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
-  manifest = _read_manifest(out_dir)
+  manifest = read_manifest(out_dir)
   if manifest.get("format") == "png":
     return int(manifest["num_examples"])
   return tfds.builder_from_directory(out_dir).info.splits["train"].num_examples
