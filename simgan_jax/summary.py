@@ -26,6 +26,45 @@ SUMMARY_FILE = "summary.jsonl"
 SHOWN = ("selection_score", "realism_kid", "label_drift", "two_sample_accuracy")
 
 
+_BUILT_IN_TARGETS = ("eyesim_target", "handsim_target")
+_SIMULATORS = ("eyesim", "handsim")
+
+
+def describe_data(section) -> str:
+  """A data section in a few words: what it is and where it comes from."""
+  name = section.name
+  if name in _SIMULATORS:
+    return f"the {name} simulator (rendered on the fly)"
+  if name in _BUILT_IN_TARGETS:
+    return f"the built-in {name} set (rendered into a cache on first use, minutes on a CPU)"
+  if name == "npz":
+    return f"npz {section.get('path')}"
+  if name == "tfds_dir":
+    return f"TFDS folder {section.get('path')}"
+  config = section.get("builder_config") or ""
+  where = f" in {section.data_dir}" if section.get("data_dir") else ""
+  return f"prepared {name}{'/' + config if config else ''}{where}"
+
+
+def refine_spec(section) -> str:
+  """The ``--data`` spec of ``launch/refine.py`` that reads ``section``'s data."""
+  name = section.name
+  if name in _SIMULATORS:
+    return f"{name} --num_examples=100000"
+  if name == "npz":
+    return f"npz:{section.get('path')}"
+  if name == "tfds_dir":
+    return f"tfds:{section.get('path')}"
+  config = section.get("builder_config") or ""
+  data_dir = f" --data_dir={section.data_dir}" if section.get("data_dir") else ""
+  return f"{name}{'/' + config if config else ''}:{section.get('split') or 'train'}{data_dir}"
+
+
+def data_line(config) -> str:
+  """What ``launch/train.py`` is about to load, for its first line."""
+  return f"synthetic: {describe_data(config.synthetic_data)}; real: {describe_data(config.real_data)}"
+
+
 def selection_rule(config) -> str:
   """In words: how ``selection.best_checkpoint`` ranks checkpoints under ``config``."""
   metric = config.selection.metric
@@ -90,10 +129,9 @@ def train_summary(config, workdir: str, seconds: float | None = None) -> dict[st
   steps = selection_lib.checkpoint_steps(workdir)
   total = config.refiner_pretrain_steps + config.discriminator_pretrain_steps + config.num_iterations
   chosen = selected_checkpoint(config, workdir)
-  step = chosen.get("step", "best" if "error" not in chosen else None)
-  refine_step = f" --step={chosen['step']}" if "step" in chosen else ""
-  data = config.synthetic_data.name
-  count = "" if data not in ("eyesim", "handsim") else " --num_examples=100000"
+  refine = (f"python launch/refine.py --checkpoint={workdir}{'' if 'error' in chosen else ' --step=best'} "
+            f"--data={refine_spec(config.synthetic_data)} --out={workdir.rstrip('/')}_refined")
+  experiment = "handsim_pose:cpu" if domain.refiner_domain(config)["subject"] == "hands" else "eyesim_gaze:cpu"
   return {
       "command": "train", "workdir": os.path.abspath(workdir), "steps": steps[-1] if steps else 0,
       "total_steps": total, "seconds": seconds, "checkpoints": steps,
@@ -101,8 +139,8 @@ def train_summary(config, workdir: str, seconds: float | None = None) -> dict[st
       "outputs": {"samples": _newest(os.path.join(workdir, "samples", "step_*.png")),
                   "metrics": os.path.join(workdir, "metrics.jsonl"),
                   "checkpoints": os.path.join(workdir, "checkpoints")},
-      "next": [f"python launch/refine.py --checkpoint={workdir}{refine_step} --data={data}{count} "
-               f"--out={workdir.rstrip('/')}_refined"] if step is not None else [],
+      "next": [refine, f"python launch/reproduce.py --experiment={experiment} --workdir=runs/repro_cpu "
+                       "(the whole experiment: train, select, refine, estimators, report)"],
   }
 
 
@@ -110,13 +148,15 @@ def refine_summary(config, checkpoint: str, out_dir: str, *, step: int, num: int
                    seconds: float | None, chosen: dict[str, Any] | None = None,
                    warnings: list[str] | None = None) -> dict[str, Any]:
   """What ``launch/refine.py`` wrote; ``chosen``: ``selected_checkpoint`` under --step=best."""
+  hands = domain.refiner_domain(config)["subject"] == "hands"
   if fmt == "png":
     h, w, c = config.image_height, config.image_width, config.channels
     following = [f"python launch/prepare_data.py --dataset=image_folder --manual_dir={out_dir} "
                  f"--height={h} --width={w} --channels={c}"]
   else:
-    following = [f"python launch/train_gaze.py --train_data=tfds:{out_dir} --workdir={out_dir.rstrip('/')}_gaze"]
-  experiment = "handsim_pose:cpu" if domain.refiner_domain(config)["subject"] == "hands" else "eyesim_gaze:cpu"
+    task = "pose" if hands else "gaze"
+    following = [f"python launch/train_{task}.py --train_data=tfds:{out_dir} --workdir={out_dir.rstrip('/')}_{task}"]
+  experiment = "handsim_pose:cpu" if hands else "eyesim_gaze:cpu"
   following.append(f"python launch/reproduce.py --experiment={experiment} --workdir=runs/repro_cpu "
                    "(the whole experiment: train, select, refine, estimators, report)")
   return {"command": "refine", "checkpoint": checkpoint, "step": step, "selected": chosen or {},
