@@ -12,10 +12,16 @@ measures label preservation and writes WORKDIR/report.md with its figures. A rer
 with the same flags resumes. ``--set FIELD=VALUE`` changes any config field
 (simgan_jax/configs/reproduce.py); ``--publish=docs/results_eyesim.md`` copies the
 report and its figures into the repository.
+
+At the end a closing block says what was done (wall time), the refiner checkpoint
+selected with its scores, the runner-up and the rule, where the report, figures and
+checkpoints are, and what to run next; the same facts go as one JSON line to
+WORKDIR/summary.jsonl.
 """
 
 import os
 import sys
+import time
 
 from absl import app
 from absl import flags
@@ -35,9 +41,11 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   from simgan_jax.configs import reproduce as reproduce_config  # pylint: disable=g-import-not-at-top
+  from simgan_jax import summary  # pylint: disable=g-import-not-at-top
   from simgan_jax.evaluation import reproduce  # pylint: disable=g-import-not-at-top
 
   config = reproduce_config.apply_overrides(reproduce_config.get_config(_EXPERIMENT.value), _SET.value)
+  start = time.time()
   result = reproduce.run(config, _WORKDIR.value)
   for name, s in result["summary"].items():
     if "within5_mean" in s:  # the hand experiment
@@ -48,6 +56,11 @@ def main(argv):
           f"{s['error_mean']:.2f} +- {s['error_std']:.2f} deg ({s['num_seeds']} seeds)")
   if _PUBLISH.value:
     print(f"published: {reproduce.publish(_WORKDIR.value, _PUBLISH.value)}")
+  facts = summary.reproduce_summary(config, _WORKDIR.value, result, seconds=time.time() - start)
+  if _PUBLISH.value:
+    facts["outputs"]["published"], facts["next"] = _PUBLISH.value, facts["next"][1:]
+  facts["outputs"]["summary"] = summary.append_json(_WORKDIR.value, facts)
+  print(summary.format_block(facts), flush=True)
 
 
 if __name__ == "__main__":

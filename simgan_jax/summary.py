@@ -165,17 +165,23 @@ def refine_summary(config, checkpoint: str, out_dir: str, *, step: int, num: int
           "outputs": {"folder": os.path.abspath(out_dir)}, "next": following}
 
 
-def reproduce_summary(workdir: str, result: dict[str, Any], seconds: float | None) -> dict[str, Any]:
-  """What ``launch/reproduce.py`` wrote (``result``: ``reproduce.run``'s return)."""
-  chosen = dict(result.get("selection") or {})
-  step = chosen.get("step")
+def reproduce_summary(config, workdir: str, result: dict[str, Any], seconds: float | None) -> dict[str, Any]:
+  """What ``launch/reproduce.py`` wrote (``config``: the reproduce config; ``result``:
+  ``reproduce.run``'s return)."""
+  simgan_dir = os.path.join(workdir, "simgan")
+  chosen = selected_checkpoint(config.simgan, simgan_dir)
+  report_dir = os.path.dirname(result.get("report") or os.path.join(workdir, "report.md"))
+  figures = sorted(glob.glob(os.path.join(report_dir, "*.png")))
   return {"command": "reproduce", "workdir": os.path.abspath(workdir), "seconds": seconds,
-          "selected": {"step": step, "scores": {
-              "realism_kid": chosen.get("scores", {}).get(str(step)),
-              "selection_score": chosen.get("selection_scores", {}).get(str(step))}} if step is not None else {},
-          "outputs": {"report": result.get("report"), "checkpoints": os.path.join(workdir, "simgan", "checkpoints")},
-          "next": [f"python launch/reproduce.py --workdir={workdir} ... --publish=docs/results_NAME.md "
-                   "(copies the report and figures into the repository)"]}
+          "selected": chosen, "domain": domain.refiner_domain(config.simgan),
+          "results": result.get("summary", {}),
+          "outputs": {"report": result.get("report"), "figures": ", ".join(figures) or None,
+                      "samples": _newest(os.path.join(simgan_dir, "samples", "step_*.png")),
+                      "checkpoints": os.path.join(simgan_dir, "checkpoints")},
+          "next": [f"python launch/reproduce.py --workdir={workdir} --publish=docs/results_NAME.md "
+                   "(same --experiment and --set flags; copies the report and its figures into the repository)",
+                   f"python launch/refine.py --checkpoint={simgan_dir} --step=best "
+                   f"--data={refine_spec(config.simgan.synthetic_data)} --out={workdir.rstrip('/')}/refined_more"]}
 
 
 def _fmt(scores: dict[str, float]) -> str:

@@ -206,7 +206,14 @@ def test_smoke_reproduction_end_to_end(tmp_path):
   assert second.returncode == 0, second.stderr[-3000:]
   assert "starting at step 0" not in second.stdout
   assert "is already done" in second.stderr + second.stdout
-  assert first.stdout.splitlines()[-6:] == second.stdout.splitlines()[-6:]
+  results = lambda out: out.split("\ndone: ")[0].splitlines()[-6:]  # noqa: E731
+  assert results(first.stdout) == results(second.stdout)
+  # The closing block: the selected checkpoint (the one selection.json names), where, what next.
+  block = "done: " + first.stdout.split("\ndone: ")[1]
+  assert f"selected checkpoint: step {selection['step']} (" in block and "  rule: lowest " in block
+  assert f"  report: {workdir}/report.md" in block and "next:\n" in block
+  facts = json.loads(open(workdir / "summary.jsonl").readline())
+  assert facts["command"] == "reproduce" and facts["selected"]["step"] == selection["step"]
 
 
 def test_bad_experiment_is_one_line(tmp_path):
