@@ -184,6 +184,28 @@ def reproduce_summary(config, workdir: str, result: dict[str, Any], seconds: flo
                    f"--data={refine_spec(config.simgan.synthetic_data)} --out={workdir.rstrip('/')}/refined_more"]}
 
 
+# Which side of SimGAN a prepared dataset usually feeds (the config section to name it in).
+_PREPARED_ROLE = {"unityeyes": "synthetic_data", "mpiigaze": "real_data", "nyu_hand": "real_data",
+                  "image_folder": "real_data"}
+
+
+def prepare_summary(prepared, data_dir: str | None, seconds: float | None) -> dict[str, Any]:
+  """What ``launch/prepare_data.py`` wrote (``prepared``: ``prepare.prepare``'s Summary)."""
+  role = _PREPARED_ROLE.get(prepared.dataset, "real_data")
+  where = f" --config.{role}.data_dir={data_dir}" if data_dir else ""
+  spec = f"{prepared.dataset}/{prepared.builder_config}"
+  following = [f"python launch/train.py --workdir=runs/{prepared.dataset} --config.{role}.name={prepared.dataset} "
+               f"--config.{role}.builder_config={prepared.builder_config}{where}"]
+  if prepared.dataset == "image_folder":
+    following.append(f"python launch/refine.py --checkpoint=pretrained:eyesim --data={spec} --format=png "
+                     f"--out=runs/refined_{prepared.builder_config}{' --data_dir=' + data_dir if data_dir else ''} "
+                     "(when the images are synthetic eyes: refine them)")
+  return {"command": "prepare_data", "dataset": prepared.dataset, "builder_config": prepared.builder_config,
+          "seconds": seconds, "examples": dict(prepared.examples), "skipped": len(prepared.skipped),
+          "labels": list(prepared.labels), "label_file": prepared.label_file,
+          "outputs": {"dataset": prepared.path}, "next": following}
+
+
 def _fmt(scores: dict[str, float]) -> str:
   return ", ".join(f"{k} {v:.4g}" for k, v in scores.items() if v is not None)
 
@@ -217,6 +239,10 @@ def format_block(summary: dict[str, Any]) -> str:
   elif kind == "refine":
     lines = [f"done: refined {summary['images']} images ({summary['format']}){took} with "
              f"{summary['checkpoint']} step {summary['step']}"]
+  elif kind == "prepare_data":
+    examples = ", ".join(f"{split} {count}" for split, count in sorted(summary["examples"].items()))
+    lines = [f"done: prepared {summary['dataset']}/{summary['builder_config']}{took}: {examples} examples, "
+             f"{summary['skipped']} skipped; labels: {', '.join(summary['labels']) or 'none'}"]
   else:
     lines = [f"done: reproduced the experiment{took}"]
   lines += selection_lines(summary.get("selected") or {})
