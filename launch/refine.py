@@ -99,7 +99,7 @@ def main(argv):
       format=_FORMAT.value)
   seconds = time.time() - start
   num = refine.num_examples(out)
-  rate = "already done" if already else f"{num / max(seconds, 1e-9):.0f} img/s"
+  rate = "already done" if already else f"{num / max(seconds, 1e-9):.3g} img/s"
   if _FORMAT.value == "png":
     labels = " and labels.csv" if os.path.exists(os.path.join(out, refine.LABELS_CSV)) else ""
     print(f"refined images: {out} ({num} PNG files{labels}, {rate}, {seconds:.1f} s)")

@@ -114,14 +114,14 @@ class Progress:
     rate = self.done / max(now - self.start, 1e-9)
     eta = format_seconds((self.total - self.done) / rate) if rate > 0 else "?"
     self._write(f"{self.label}: {self.done}/{self.total} {self.unit} "
-                f"({100 * self.done / max(self.total, 1):.0f}%), {rate:.0f} {self.unit}/s, ETA {eta}")
+                f"({100 * self.done / max(self.total, 1):.0f}%), {rate:.3g} {self.unit}/s, ETA {eta}")
 
   def close(self, note: str = "") -> None:
     if not self.enabled:
       return
     seconds = time.perf_counter() - self.start
     self._write(f"{self.label}: {self.done} {self.unit} in {format_seconds(seconds)} "
-                f"({self.done / max(seconds, 1e-9):.0f} {self.unit}/s){note}", final=True)
+                f"({self.done / max(seconds, 1e-9):.3g} {self.unit}/s){note}", final=True)
 
 
 def timed_first_call(fn: Callable, name: str, enabled: bool = True) -> Callable:
