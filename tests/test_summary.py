@@ -7,6 +7,7 @@ import pytest
 
 from simgan_jax import domain, summary
 from simgan_jax.configs import default, handsim
+from simgan_jax.configs import reproduce as reproduce_config
 from simgan_jax.evaluation import selection
 
 
@@ -79,3 +80,28 @@ def test_domain_check_warns_for_another_source_and_stops_at_another_subject_size
   assert hands["subject"] == "hands" and hands["image_shape"] == [32, 32, 1]
   with pytest.raises(domain.DomainMismatch, match="eyesim images show eyes"):
     domain.check(hands, "eyesim", (32, 32, 1))
+
+
+def test_refine_selection_of_a_shipped_refiner_is_its_one_step(tmp_path):
+  chosen = summary.refine_selection(default.get_config("smoke"), "pretrained:eyesim")
+  assert chosen["step"] == 500 and chosen["scores"]["realism_kid"] == pytest.approx(0.8776, abs=1e-4)
+  assert chosen["rule"].startswith("the one checkpoint shipped; ") and chosen["rule"].endswith(
+      "MODEL_CARD.md says how it was chosen")
+  config = default.get_config("smoke")
+  workdir = _run(tmp_path, [{"step": 9, "realism_kid": 1.0, "selection_score": float("inf"), "collapsed": 1.0}])
+  with pytest.raises(ValueError, match="no checkpoint qualifies for selection"):
+    summary.refine_selection(config, workdir)
+
+
+def test_reproduce_block_names_the_selection_report_and_next_steps(tmp_path):
+  config = reproduce_config.get_config("eyesim_gaze:smoke")
+  _run(tmp_path / "simgan", [{"step": 6, "realism_kid": 0.3, "selection_score": 0.3},
+                             {"step": 9, "realism_kid": 0.2, "selection_score": 0.2}])
+  (tmp_path / "report.md").write_text("# report\n")
+  facts = summary.reproduce_summary(config, str(tmp_path), {"report": str(tmp_path / "report.md")}, 130.0)
+  block = summary.format_block(facts).splitlines()
+  assert block[:3] == ["done: reproduced the experiment in 2m10s",
+                       "selected checkpoint: step 9 (selection_score 0.2, realism_kid 0.2)",
+                       "  runner-up: step 6 (selection_score 0.3, realism_kid 0.3)"]
+  assert f"  report: {tmp_path}/report.md" in block and f"  checkpoints: {tmp_path}/simgan/checkpoints" in block
+  assert block[-2].startswith(f"  python launch/reproduce.py --workdir={tmp_path} --publish=")
