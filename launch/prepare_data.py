@@ -55,6 +55,7 @@ flags.mark_flags_as_required(["dataset", "manual_dir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  # Library imports inside main: flag errors and --help come before the slow imports.
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   from simgan_jax import summary as summary_lib  # pylint: disable=g-import-not-at-top
   from simgan_jax.data.builders import prepare  # pylint: disable=g-import-not-at-top

@@ -40,6 +40,7 @@ flags.mark_flag_as_required("workdir")
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  # Library imports inside main: flag errors and --help come before the slow imports.
   from simgan_jax.configs import reproduce as reproduce_config  # pylint: disable=g-import-not-at-top
   from simgan_jax import summary  # pylint: disable=g-import-not-at-top
   from simgan_jax.evaluation import reproduce  # pylint: disable=g-import-not-at-top

@@ -88,6 +88,9 @@ def selected_checkpoint(config, workdir: str) -> dict[str, Any]:
   try:
     best = selection_lib.best_checkpoint(config, workdir)
   except (ConfigError, DataError) as e:
+    realism = config.get("realism")
+    if realism is not None and not realism.get("num_images"):
+      return {"error": "checkpoints are not scored (config.realism.num_images is 0); refine takes the newest"}
     return {"error": str(e), "rule": selection_rule(config)}
   entries = selection_lib.checkpoint_metrics(workdir)
   totals = {int(s): v for s, v in best["selection_scores"].items()}
@@ -115,7 +118,7 @@ def refine_selection(config, checkpoint: str) -> dict[str, Any]:
             "rule": f"the one checkpoint shipped; {os.path.join(directory, pretrained.CARD)} says how it was chosen"}
   chosen = selected_checkpoint(config, directory)
   if "error" in chosen:
-    raise ConfigError(chosen["error"])
+    selection_lib.best_checkpoint(config, directory)  # raises its one-line reason
   return chosen
 
 
@@ -135,6 +138,7 @@ def train_summary(config, workdir: str, seconds: float | None = None) -> dict[st
   return {
       "command": "train", "workdir": os.path.abspath(workdir), "steps": steps[-1] if steps else 0,
       "total_steps": total, "seconds": seconds, "checkpoints": steps,
+      "sample_grids": len(glob.glob(os.path.join(workdir, "samples", "step_*.png"))),
       "selected": chosen, "domain": domain.refiner_domain(config),
       "outputs": {"samples": _newest(os.path.join(workdir, "samples", "step_*.png")),
                   "metrics": os.path.join(workdir, "metrics.jsonl"),
@@ -235,7 +239,8 @@ def format_block(summary: dict[str, Any]) -> str:
   kind = summary["command"]
   if kind == "train":
     lines = [f"done: trained {summary['steps']} of {summary['total_steps']} steps{took}; "
-             f"checkpoints at steps {', '.join(map(str, summary['checkpoints'])) or 'none'}"]
+             f"checkpoints at steps {', '.join(map(str, summary['checkpoints'])) or 'none'}; "
+             f"{summary.get('sample_grids', 0)} sample grids written"]
   elif kind == "refine":
     lines = [f"done: refined {summary['images']} images ({summary['format']}){took} with "
              f"{summary['checkpoint']} step {summary['step']}"]

@@ -39,7 +39,8 @@ def test_selected_checkpoint_is_best_checkpoints_with_the_runner_up_and_the_rule
 
   facts = summary.train_summary(config, workdir, seconds=65.0)
   block = summary.format_block(facts).splitlines()
-  assert block[0] == "done: trained 20 of 9 steps in 1m05s; checkpoints at steps 5, 10, 15, 20"
+  assert block[0] == ("done: trained 20 of 9 steps in 1m05s; checkpoints at steps 5, 10, 15, 20; "
+                      "0 sample grids written")
   assert f"  python launch/refine.py --checkpoint={workdir} --step=best --data=eyesim --num_examples=100000 " \
          f"--out={workdir}_refined" in block
   path = summary.append_json(workdir, facts)
@@ -50,8 +51,12 @@ def test_no_scored_checkpoint_says_why_and_refine_takes_the_newest(tmp_path):
   config = default.get_config("smoke")
   workdir = _run(tmp_path, [])
   os.makedirs(tmp_path / "checkpoints" / "9")
-  facts = summary.train_summary(config, workdir)
-  assert summary.selection_lines(facts["selected"])[0].startswith(
+  facts = summary.train_summary(config, workdir)  # :smoke scores no checkpoint
+  assert summary.selection_lines(facts["selected"]) == [
+      "selected checkpoint: none (checkpoints are not scored (config.realism.num_images is 0); "
+      "refine takes the newest)"]
+  config.realism.num_images = 32
+  assert summary.selection_lines(summary.train_summary(config, workdir)["selected"])[0].startswith(
       f"selected checkpoint: none ({workdir}: no checkpoint on disk has a score in metrics.jsonl")
   assert facts["next"][0].startswith(f"python launch/refine.py --checkpoint={workdir} --data=eyesim ")
 

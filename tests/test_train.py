@@ -52,7 +52,7 @@ def test_run_writes_metrics_samples_checkpoints_and_restores_in_a_fresh_process(
   config.update({"checkpoint_every": 3})
   best = selection.best_checkpoint(config, str(tmp_path))
   block = out[out.index("\ndone: ") + 1:].splitlines()
-  assert block[0].startswith("done: trained 9 of 9 steps in ") and block[0].endswith("checkpoints at steps 3, 5, 6, 9")
+  assert block[0].startswith("done: trained 9 of 9 steps in ") and block[0].endswith("checkpoints at steps 3, 5, 6, 9; 2 sample grids written")
   step = best["step"]
   assert block[1] == (f"selected checkpoint: step {step} (selection_score {best['selection_scores'][str(step)]:.4g}, "
                       f"realism_kid {best['scores'][str(step)]:.4g}, two_sample_accuracy 0.5)")
