@@ -17,6 +17,10 @@ At the end a closing block says what was done (wall time), the refiner checkpoin
 selected with its scores, the runner-up and the rule, where the report, figures and
 checkpoints are, and what to run next; the same facts go as one JSON line to
 WORKDIR/summary.jsonl.
+
+Before anything runs, the synthetic set to refine (``synthetic_data``) is checked
+against the SimGAN config's training data (simgan_jax/domain.py): another subject,
+channel count or size stops with one line unless --allow_domain_mismatch.
 """
 
 import os
@@ -34,6 +38,9 @@ _EXPERIMENT = flags.DEFINE_string("experiment", "eyesim_gaze",
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for every stage's outputs and report.md.")
 _SET = flags.DEFINE_multi_string("set", [], "FIELD=VALUE config override, e.g. seeds=0,1,2.")
 _PUBLISH = flags.DEFINE_string("publish", None, "Also copy report.md (and figures) to this .md path.")
+_ALLOW_MISMATCH = flags.DEFINE_bool(
+    "allow_domain_mismatch", False, "Refine a synthetic_data set that is not what SimGAN trains on "
+    "(another subject, channel count or image size) on purpose; the mismatch is then a warning.")
 flags.mark_flag_as_required("workdir")
 
 
@@ -42,10 +49,13 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   # Library imports inside main: flag errors and --help come before the slow imports.
   from simgan_jax.configs import reproduce as reproduce_config  # pylint: disable=g-import-not-at-top
-  from simgan_jax import summary  # pylint: disable=g-import-not-at-top
+  from simgan_jax import domain, summary  # pylint: disable=g-import-not-at-top
   from simgan_jax.evaluation import reproduce  # pylint: disable=g-import-not-at-top
 
   config = reproduce_config.apply_overrides(reproduce_config.get_config(_EXPERIMENT.value), _SET.value)
+  for line in domain.check_refine(config.simgan, config.simgan, config.synthetic_data,
+                                  allow=_ALLOW_MISMATCH.value, where="--set synthetic_data"):
+    print(f"warning: {line}", flush=True)
   start = time.time()
   result = reproduce.run(config, _WORKDIR.value)
   for name, s in result["summary"].items():

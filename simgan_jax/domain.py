@@ -71,7 +71,8 @@ def check(trained: dict[str, Any], data_name: str, image_shape, *, allow: bool =
   return warnings
 
 
-def check_refine(config, trained_config, data_spec: str, *, allow: bool = False) -> list[str]:
+def check_refine(config, trained_config, data_spec: str, *, allow: bool = False,
+                 where: str = "--data") -> list[str]:
   """``check`` for ``launch/refine.py``: refining ``data_spec`` at ``config``'s image shape with
   the refiner whose training config is ``trained_config`` (its ``config.json``)."""
   # evaluation.data pulls in jax and the simulators; only this check needs it.
@@ -80,4 +81,4 @@ def check_refine(config, trained_config, data_spec: str, *, allow: bool = False)
   options = ml_collections.ConfigDict({"data_dir": "", "cache_dir": "", "max_examples": 0})
   name = str(data_lib.data_config(data_spec, options, training=True).name)
   shape = (config.image_height, config.image_width, config.channels)
-  return check(refiner_domain(trained_config), name, shape, allow=allow)
+  return check(refiner_domain(trained_config), name, shape, allow=allow, where=where)

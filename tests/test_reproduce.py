@@ -224,6 +224,16 @@ def test_bad_experiment_is_one_line(tmp_path):
   assert result.stderr.strip().splitlines()[-1].startswith("error: --experiment: unknown variant 'huge'")
 
 
+def test_refining_hand_data_with_the_eye_simgan_is_one_line_before_any_stage(tmp_path):
+  result = subprocess.run([sys.executable, os.path.join(REPO, "launch", "reproduce.py"),
+                           "--experiment=eyesim_gaze:smoke", f"--workdir={tmp_path}/w", "--set",
+                           "synthetic_data=handsim"], capture_output=True, text=True, cwd=REPO, timeout=120)
+  assert result.returncode == 1 and not os.path.exists(tmp_path / "w")
+  assert result.stderr.strip().splitlines() == [
+      "error: --set synthetic_data=handsim: handsim images show hands, the refiner was trained on eyesim "
+      "(eyes); pass --allow_domain_mismatch to refine them anyway"]
+
+
 def test_unityeyes_mpiigaze_preset_on_fixtures(tmp_path):
   """The paper's preset runs every stage on prepared fixture datasets in the real formats."""
   from simgan_jax.configs import reproduce as reproduce_config
