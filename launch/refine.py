@@ -23,9 +23,10 @@ on a shared filesystem.
 Domain check: the refiner's training data (source, image size, channels; its
 CHECKPOINT/config.json) is compared with --data before refining. Another source of
 the same subject (eyesim refiner on unityeyes) or an unknown one (image_folder,
-npz, tfds) is a warning; another subject (eyes vs hands), channel count or image
-size (a --config of another size) stops with one line, unless
---allow_domain_mismatch says it is on purpose.
+npz, tfds) is a warning; another subject (eyes vs hands) stops with one line
+unless --allow_domain_mismatch says it is on purpose; another channel count
+always stops, and so does another image size (an image_folder set prepared at
+another size) unless a --config of that size asks for it.
 
 At the end a closing block says what was refined with which checkpoint (under
 --step=best: its scores, the runner-up and the rule that ranked them), where the
@@ -60,8 +61,8 @@ _DATA_DIR = flags.DEFINE_string("data_dir", "",
                                 "Prepared TFDS datasets ('' = $TFDS_DATA_DIR or ~/tensorflow_datasets).")
 _CACHE_DIR = flags.DEFINE_string("cache_dir", "", "Built-in target-domain cache ('' = default).")
 _ALLOW_MISMATCH = flags.DEFINE_bool(
-    "allow_domain_mismatch", False, "Refine data the refiner was not trained on (another subject, "
-    "channel count or image size) on purpose; the mismatch is then a warning.")
+    "allow_domain_mismatch", False, "Refine images of another subject than the refiner's training "
+    "data (an eye refiner on hands) on purpose; the mismatch is then a warning.")
 flags.mark_flags_as_required(["checkpoint", "out"])
 
 
@@ -84,7 +85,8 @@ def main(argv):
       raise
     trained = _CONFIG.value  # a workdir without config.json: --config is all we know
   config = _CONFIG.value if _CONFIG.value is not None else trained
-  warnings = domain.check_refine(config, trained, _DATA.value, allow=_ALLOW_MISMATCH.value)
+  warnings = domain.check_refine(config, trained, _DATA.value, allow=_ALLOW_MISMATCH.value,
+                                 asked=_CONFIG.value is not None)
   for line in warnings:
     common.say(f"warning: {line}")
   chosen = summary.refine_selection(config, _CHECKPOINT.value) if _STEP.value == "best" else {}

@@ -19,8 +19,8 @@ checkpoints are, and what to run next; the same facts go as one JSON line to
 WORKDIR/summary.jsonl.
 
 Before anything runs, the synthetic set to refine (``synthetic_data``) is checked
-against the SimGAN config's training data (simgan_jax/domain.py): another subject,
-channel count or size stops with one line unless --allow_domain_mismatch.
+against the SimGAN config's training data (simgan_jax/domain.py): another subject
+stops with one line unless --allow_domain_mismatch.
 """
 
 import os
@@ -39,8 +39,8 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for every stage's out
 _SET = flags.DEFINE_multi_string("set", [], "FIELD=VALUE config override, e.g. seeds=0,1,2.")
 _PUBLISH = flags.DEFINE_string("publish", None, "Also copy report.md (and figures) to this .md path.")
 _ALLOW_MISMATCH = flags.DEFINE_bool(
-    "allow_domain_mismatch", False, "Refine a synthetic_data set that is not what SimGAN trains on "
-    "(another subject, channel count or image size) on purpose; the mismatch is then a warning.")
+    "allow_domain_mismatch", False, "Refine a synthetic_data set of another subject than SimGAN "
+    "trains on (hands for an eye SimGAN) on purpose; the mismatch is then a warning.")
 flags.mark_flag_as_required("workdir")
 
 
