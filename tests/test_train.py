@@ -52,11 +52,14 @@ def test_run_writes_metrics_samples_checkpoints_and_restores_in_a_fresh_process(
   config.update({"checkpoint_every": 3})
   best = selection.best_checkpoint(config, str(tmp_path))
   block = out[out.index("\ndone: ") + 1:].splitlines()
-  assert block[0].startswith("done: trained 9 of 9 steps in ") and block[0].endswith("checkpoints at steps 3, 5, 6, 9; 2 sample grids written")
+  assert block[0].startswith("done: trained 9 of 9 steps in ")
+  assert block[0].endswith("checkpoints at steps 3, 5, 6, 9; 2 sample grids written")
   step = best["step"]
-  assert block[1] == (f"selected checkpoint: step {step} (selection_score {best['selection_scores'][str(step)]:.4g}, "
-                      f"realism_kid {best['scores'][str(step)]:.4g}, two_sample_accuracy 0.5)")
-  assert block[2].startswith(f"  runner-up: step {({6, 9} - {step}).pop()} (") and block[3].startswith("  rule: lowest realism_kid")
+  assert block[1] == (f"selected checkpoint: step {step} (selection_score "
+                      f"{best['selection_scores'][str(step)]:.4g}, realism_kid {best['scores'][str(step)]:.4g}, "
+                      "two_sample_accuracy 0.5)")
+  assert block[2].startswith(f"  runner-up: step {({6, 9} - {step}).pop()} (")
+  assert block[3].startswith("  rule: lowest realism_kid")
   facts = json.loads((tmp_path / "summary.jsonl").read_text())
   assert facts["selected"]["step"] == step and facts["steps"] == 9
   for path in facts["outputs"].values():
