@@ -36,10 +36,11 @@ Output (``format``):
   file name with the suffix ``.png`` (``eyes/a.jpg`` -> ``eyes/a.png``); inputs
   without unique file names (the simulator, npz, most prepared sets) get
   index-based names (``000017.png``). ``labels.csv`` (``filename,<label>,...``, one
-  row per image in input order; an ``image_folder`` set's own label names) carries
-  the labels over, so ``out_dir`` can be prepared again with
+  row per image in input order; an ``image_folder`` set's own header and label
+  names) carries the labels over, so ``out_dir`` can be prepared again with
   ``launch/prepare_data.py --dataset=image_folder``. Values are written as the
-  shortest text that reads back to the same float32/float64/int.
+  shortest text that reads back to the same float32/float64/int; columns an
+  ``image_folder`` set wrote as integers stay integers (``refine_png.py``).
 
 Resuming: the input is cut into chunks of ``chunk_size`` examples; each finished
 chunk is written atomically to ``OUT/_chunks/`` and ``OUT/refine_manifest.json``
@@ -591,7 +592,8 @@ def refine_dataset(config, checkpoint_dir: str, data_spec: str, out_dir: str, *,
     else:
       with np.load(_chunk_path(out_dir, 0)) as f:
         features = _feature_spec({k: f[k] for k in f.files})
-      metadata = {"refine": manifest, **({"label_names": source.label_names} if source.label_names else {})}
+      metadata = {"refine": manifest, **({"label_names": source.label_names} if source.label_names else {}),
+                  **({"label_format": source.label_format} if source.label_format else {})}
       _build_dataset(out_dir, num_chunks, features, metadata)
     shutil.rmtree(os.path.join(out_dir, CHUNKS), ignore_errors=True)
     log(f"refine: wrote {source.num} images to {out_dir}")
