@@ -3,8 +3,10 @@
 Each launcher ends with a few lines built here and appends the same facts as one
 JSON line to ``summary.jsonl`` in its output folder, for scripts. The builders are
 pure functions of a config and the files a run left (``train_summary``,
-``refine_summary``, ``reproduce_summary``); ``format_block`` turns any of them into
-lines; ``append_json`` writes the line.
+``refine_summary``, ``reproduce_summary``, ``prepare_summary``); ``format_block``
+turns any of them into lines; ``append_json`` writes the line. ``selected_checkpoint``
+(the checkpoint ``selection.best_checkpoint`` picks, its runner-up and the rule in
+words) is there for other commands (the estimators) too.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from simgan_jax import domain
 from simgan_jax import metric_writer
 from simgan_jax import pretrained
 from simgan_jax.errors import ConfigError, DataError
+from simgan_jax.evaluation import drift as drift_lib
 from simgan_jax.evaluation import selection as selection_lib
 
 SUMMARY_FILE = "summary.jsonl"
@@ -100,9 +103,13 @@ def selected_checkpoint(config, workdir: str) -> dict[str, Any]:
   runner_up = [s for s in ranked if s != best["step"]]
   if runner_up:
     out["runner_up"] = {"step": runner_up[0], "scores": _scores(entries[runner_up[0]], totals[runner_up[0]])}
-  error = entries[best["step"]].get("task_error_synthetic")
+  # Measured once per run (the drift network's error on held-out synthetic images), logged
+  # with the probe's scores; any scored entry has it.
+  error = entries[best["step"]].get("task_error_synthetic", next(
+      (e["task_error_synthetic"] for _, e in sorted(entries.items()) if "task_error_synthetic" in e), None))
   if error is not None:
     out["task_error_synthetic"] = float(error)
+    out["task_error_unit"] = (drift_lib.read_info(workdir) or {}).get("unit", "")
   return out
 
 
@@ -228,8 +235,9 @@ def selection_lines(chosen: dict[str, Any]) -> list[str]:
   if chosen.get("rule"):
     lines.append(f"  rule: {chosen['rule']}")
   if "task_error_synthetic" in chosen:
+    unit = f" {chosen['task_error_unit']}" if chosen.get("task_error_unit") else ""
     lines.append(f"  drift numbers are only as good as the drift network's own error of "
-                 f"{chosen['task_error_synthetic']:.3g} on synthetic images")
+                 f"{chosen['task_error_synthetic']:.3g}{unit} on synthetic images")
   return lines
 
 

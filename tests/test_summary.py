@@ -27,6 +27,8 @@ def test_selected_checkpoint_is_best_checkpoints_with_the_runner_up_and_the_rule
       {"step": 10, "realism_kid": 0.7, "selection_score": 0.7, "task_error_synthetic": 4.5},
       {"step": 15, "realism_kid": 0.4, "selection_score": 0.4, "task_error_synthetic": 4.25},
       {"step": 20, "realism_kid": 0.5, "selection_score": float("inf"), "collapsed": 1.0}])
+  os.makedirs(tmp_path / "task_network")
+  (tmp_path / "task_network" / "task_network.json").write_text('{"kind": "gaze", "unit": "deg"}')
   chosen = summary.selected_checkpoint(config, workdir)
   assert chosen["step"] == selection.best_checkpoint(config, workdir)["step"] == 15
   assert chosen["runner_up"] == {"step": 10, "scores": {"selection_score": 0.7, "realism_kid": 0.7}}
@@ -35,7 +37,7 @@ def test_selected_checkpoint_is_best_checkpoints_with_the_runner_up_and_the_rule
       "selected checkpoint: step 15 (selection_score 0.4, realism_kid 0.4)",
       "  runner-up: step 10 (selection_score 0.7, realism_kid 0.7)",
       "  rule: lowest realism_kid (config.selection.metric; collapsed or over config.drift.max_drift: never)",
-      "  drift numbers are only as good as the drift network's own error of 4.25 on synthetic images"]
+      "  drift numbers are only as good as the drift network's own error of 4.25 deg on synthetic images"]
 
   facts = summary.train_summary(config, workdir, seconds=65.0)
   block = summary.format_block(facts).splitlines()
