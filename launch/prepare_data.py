@@ -17,12 +17,18 @@ summary says so), or set the training config's ``manual_dir`` to find it. All lo
 simgan_jax.data.builders.prepare; docs/datasets.md describes each layout. Other
 libraries' log lines (TFDS's "Using custom data configuration", ...) are shown
 only with --verbose.
+
+The summary lists the label columns read (image_folder: from labels.csv or
+labels.json, or "none"); a closing block then says where the dataset is and the
+command that trains on it; the same facts go as one JSON line to
+<dataset folder>/summary.jsonl.
 """
 
 import contextlib
 import io
 import os
 import sys
+import time
 
 from absl import app
 from absl import flags
@@ -49,7 +55,9 @@ flags.mark_flags_as_required(["dataset", "manual_dir"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  # Library imports inside main: flag errors and --help come before the slow imports.
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
+  from simgan_jax import summary as summary_lib  # pylint: disable=g-import-not-at-top
   from simgan_jax.data.builders import prepare  # pylint: disable=g-import-not-at-top
 
   tfds.disable_progress_bar()  # ours counts files per split; TFDS's would duplicate it
@@ -57,11 +65,15 @@ def main(argv):
                                       channels=_CHANNELS.value)
   # TFDS prints "Downloading and preparing dataset ..." and "... downloaded and prepared"
   # to stdout; the summary below says it in our words (progress goes to stderr).
+  start = time.time()
   with contextlib.redirect_stdout(sys.stdout if common.verbose() else io.StringIO()):
     summary = prepare.prepare(_DATASET.value, _MANUAL_DIR.value, _DATA_DIR.value,
                               builder_config=_BUILDER_CONFIG.value, overrides=overrides,
                               skip_bad_files=_SKIP.value, progress=True)
   print(prepare.format_summary(summary))
+  facts = summary_lib.prepare_summary(summary, _DATA_DIR.value, time.time() - start)
+  facts["outputs"]["summary"] = summary_lib.append_json(summary.path, facts)
+  print(summary_lib.format_block(facts), flush=True)
 
 
 if __name__ == "__main__":

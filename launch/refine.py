@@ -19,6 +19,19 @@ file names (an image_folder set: the user's names, suffix .png; others: 000000.p
 ...) with labels.csv carrying the labels row for row. An interrupted run resumes
 when rerun with the same flags; with several processes (--multihost) --out must be
 on a shared filesystem.
+
+Domain check: the refiner's training data (source, image size, channels; its
+CHECKPOINT/config.json) is compared with --data before refining. Another source of
+the same subject (eyesim refiner on unityeyes) or an unknown one (image_folder,
+npz, tfds) is a warning; another subject (eyes vs hands) stops with one line
+unless --allow_domain_mismatch says it is on purpose; another channel count
+always stops, and so does another image size (an image_folder set prepared at
+another size) unless a --config of that size asks for it.
+
+At the end a closing block says what was refined with which checkpoint (under
+--step=best: its scores, the runner-up and the rule that ranked them), where the
+output is and what to run next; the same facts go as one JSON line to
+OUT/summary.jsonl.
 """
 
 import os
@@ -47,6 +60,9 @@ _KEEP_SYNTHETIC = flags.DEFINE_bool("keep_synthetic", False, "Also store the inp
 _DATA_DIR = flags.DEFINE_string("data_dir", "",
                                 "Prepared TFDS datasets ('' = $TFDS_DATA_DIR or ~/tensorflow_datasets).")
 _CACHE_DIR = flags.DEFINE_string("cache_dir", "", "Built-in target-domain cache ('' = default).")
+_ALLOW_MISMATCH = flags.DEFINE_bool(
+    "allow_domain_mismatch", False, "Refine images of another subject than the refiner's training "
+    "data (an eye refiner on hands) on purpose; the mismatch is then a warning.")
 flags.mark_flags_as_required(["checkpoint", "out"])
 
 
@@ -56,9 +72,26 @@ def main(argv):
   common.say(f"refine: loading the refiner from {_CHECKPOINT.value} and the {_DATA.value} data "
              f"(compiling the refiner takes seconds to a minute on a CPU)")
   common.maybe_initialize_distributed()
+  # Imported after maybe_initialize_distributed: jax must not start before it.
+  import jax  # pylint: disable=g-import-not-at-top
+  from simgan_jax import domain, summary  # pylint: disable=g-import-not-at-top
+  from simgan_jax.errors import ConfigError  # pylint: disable=g-import-not-at-top
   from simgan_jax.evaluation import refine  # pylint: disable=g-import-not-at-top
 
-  config = _CONFIG.value if _CONFIG.value is not None else refine.load_config(_CHECKPOINT.value)
+  try:
+    trained = refine.load_config(_CHECKPOINT.value)  # what the refiner was trained on
+  except ConfigError:
+    if _CONFIG.value is None:
+      raise
+    trained = _CONFIG.value  # a workdir without config.json: --config is all we know
+  config = _CONFIG.value if _CONFIG.value is not None else trained
+  warnings = domain.check_refine(config, trained, _DATA.value, allow=_ALLOW_MISMATCH.value,
+                                 asked=_CONFIG.value is not None)
+  for line in warnings:
+    common.say(f"warning: {line}")
+  chosen = summary.refine_selection(config, _CHECKPOINT.value) if _STEP.value == "best" else {}
+  for line in summary.selection_lines(chosen):
+    common.say(line)
   start = time.time()
   already = refine.is_done(_OUT.value)
   out = refine.refine_dataset(
@@ -68,13 +101,19 @@ def main(argv):
       format=_FORMAT.value)
   seconds = time.time() - start
   num = refine.num_examples(out)
-  rate = "already done" if already else f"{num / max(seconds, 1e-9):.0f} img/s"
+  rate = "already done" if already else f"{num / max(seconds, 1e-9):.3g} img/s"
   if _FORMAT.value == "png":
     labels = " and labels.csv" if os.path.exists(os.path.join(out, refine.LABELS_CSV)) else ""
     print(f"refined images: {out} ({num} PNG files{labels}, {rate}, {seconds:.1f} s)")
   else:
     print(f"refined dataset: {out} ({num} images, {rate}, {seconds:.1f} s); "
           f"train on it with --train_data=tfds:{out}")
+  step = refine.read_manifest(out).get("step")
+  facts = summary.refine_summary(config, _CHECKPOINT.value, out, step=step, num=num, fmt=_FORMAT.value,
+                                 seconds=None if already else seconds, chosen=chosen, warnings=warnings)
+  if jax.process_index() == 0:
+    facts["outputs"]["summary"] = summary.append_json(out, facts)
+    print(summary.format_block(facts), flush=True)
 
 
 if __name__ == "__main__":

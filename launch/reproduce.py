@@ -12,10 +12,20 @@ measures label preservation and writes WORKDIR/report.md with its figures. A rer
 with the same flags resumes. ``--set FIELD=VALUE`` changes any config field
 (simgan_jax/configs/reproduce.py); ``--publish=docs/results_eyesim.md`` copies the
 report and its figures into the repository.
+
+At the end a closing block says what was done (wall time), the refiner checkpoint
+selected with its scores, the runner-up and the rule, where the report, figures and
+checkpoints are, and what to run next; the same facts go as one JSON line to
+WORKDIR/summary.jsonl.
+
+Before anything runs, the synthetic set to refine (``synthetic_data``) is checked
+against the SimGAN config's training data (simgan_jax/domain.py): another subject
+stops with one line unless --allow_domain_mismatch.
 """
 
 import os
 import sys
+import time
 
 from absl import app
 from absl import flags
@@ -28,16 +38,25 @@ _EXPERIMENT = flags.DEFINE_string("experiment", "eyesim_gaze",
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for every stage's outputs and report.md.")
 _SET = flags.DEFINE_multi_string("set", [], "FIELD=VALUE config override, e.g. seeds=0,1,2.")
 _PUBLISH = flags.DEFINE_string("publish", None, "Also copy report.md (and figures) to this .md path.")
+_ALLOW_MISMATCH = flags.DEFINE_bool(
+    "allow_domain_mismatch", False, "Refine a synthetic_data set of another subject than SimGAN "
+    "trains on (hands for an eye SimGAN) on purpose; the mismatch is then a warning.")
 flags.mark_flag_as_required("workdir")
 
 
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  # Library imports inside main: flag errors and --help come before the slow imports.
   from simgan_jax.configs import reproduce as reproduce_config  # pylint: disable=g-import-not-at-top
+  from simgan_jax import domain, summary  # pylint: disable=g-import-not-at-top
   from simgan_jax.evaluation import reproduce  # pylint: disable=g-import-not-at-top
 
   config = reproduce_config.apply_overrides(reproduce_config.get_config(_EXPERIMENT.value), _SET.value)
+  for line in domain.check_refine(config.simgan, config.simgan, config.synthetic_data,
+                                  allow=_ALLOW_MISMATCH.value, where="--set synthetic_data"):
+    print(f"warning: {line}", flush=True)
+  start = time.time()
   result = reproduce.run(config, _WORKDIR.value)
   for name, s in result["summary"].items():
     if "within5_mean" in s:  # the hand experiment
@@ -48,6 +67,11 @@ def main(argv):
           f"{s['error_mean']:.2f} +- {s['error_std']:.2f} deg ({s['num_seeds']} seeds)")
   if _PUBLISH.value:
     print(f"published: {reproduce.publish(_WORKDIR.value, _PUBLISH.value)}")
+  facts = summary.reproduce_summary(config, _WORKDIR.value, result, seconds=time.time() - start)
+  if _PUBLISH.value:
+    facts["outputs"]["published"], facts["next"] = _PUBLISH.value, facts["next"][1:]
+  facts["outputs"]["summary"] = summary.append_json(_WORKDIR.value, facts)
+  print(summary.format_block(facts), flush=True)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,12 @@ r"""Trains SimGAN. All logic lives in simgan_jax.train.train_and_evaluate.
 SIGTERM or Ctrl-C: the current step finishes, a checkpoint is saved, one line
 says where, and the exit status is 128 + the signal; the same command resumes.
 
+At the end a closing block says what was trained (steps, wall time, checkpoints),
+the selected checkpoint with its scores, the runner-up and the rule that ranked
+them (simgan_jax.evaluation.selection.best_checkpoint), where the sample grid,
+metrics and checkpoints are, and the refine command to run next; the same facts go
+as one JSON line to WORKDIR/summary.jsonl.
+
 Multi-host: pass --multihost on every host (jax.distributed.initialize reads the
 cluster from the environment on TPU pods and SLURM), or give --coordinator_address,
 --num_processes and --process_id explicitly.
@@ -14,6 +20,7 @@ cluster from the environment on TPU pods and SLURM), or give --coordinator_addre
 
 import os
 import sys
+import time
 
 from absl import app
 from absl import flags
@@ -33,13 +40,19 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   config = _CONFIG.value
   steps = config.refiner_pretrain_steps + config.discriminator_pretrain_steps + config.num_iterations
+  # Library imports stay inside main (as below), so a bad flag is reported before jax loads.
+  from simgan_jax import summary  # pylint: disable=g-import-not-at-top
+
   common.say(f"train: {os.path.relpath(common.config_name('config'))} -> {_WORKDIR.value}: {steps} steps at "
-             f"batch {config.batch_size}. Loading data (the built-in target cache is rendered on first use, "
-             f"minutes on a CPU) and compiling each phase's step (minutes on a CPU the first time, "
-             f"seconds with the compilation cache {common.compilation_cache_dir() if common.cache_on() else 'off'})")
+             f"batch {config.batch_size}. Loading data ({summary.data_line(config)}) and compiling each "
+             f"phase's step (minutes on a CPU the first time, seconds with the compilation cache "
+             f"{common.compilation_cache_dir() if common.cache_on() else 'off'})")
   common.maybe_initialize_distributed()
+  # Imported after maybe_initialize_distributed: jax must not start before it.
+  import jax  # pylint: disable=g-import-not-at-top
   from simgan_jax import checkpoints, train  # pylint: disable=g-import-not-at-top
 
+  start = time.time()
   try:
     train.train_and_evaluate(config, _WORKDIR.value)
   except train.Stopped as e:
@@ -51,6 +64,10 @@ def main(argv):
       raise
     print(f"error: {e}", file=sys.stderr, flush=True)
     sys.exit(1)
+  if jax.process_index() == 0:
+    facts = summary.train_summary(config, _WORKDIR.value, seconds=time.time() - start)
+    facts["outputs"]["summary"] = summary.append_json(_WORKDIR.value, facts)
+    print(summary.format_block(facts), flush=True)
 
 
 if __name__ == "__main__":

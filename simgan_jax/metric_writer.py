@@ -75,19 +75,22 @@ def format_seconds(seconds: float) -> str:
 
 
 class Progress:
-  """A progress line on stderr: redrawn in place on a terminal, else one line every ``every_s``.
+  """A progress line on stderr: redrawn in place (``\\r``) on a terminal; in a log file
+  or pipe a plain line every ``every_s`` seconds or ``every_percent`` percent, whichever
+  comes first, and never a ``\\r``.
 
   ``Progress("eyesim_target train", 50_000, "images")``; ``update(done)``; ``close()``
   prints the final line (count, time, rate).
   """
 
   def __init__(self, label: str, total: int, unit: str = "", enabled: bool = True,
-               every_s: float = 10.0, stream=None):
+               every_s: float = 10.0, stream=None, every_percent: float = 10.0):
     self.label, self.total, self.unit, self.enabled, self.every_s = label, int(total), unit, enabled, every_s
+    self.every_percent = every_percent
     self.stream = stream or sys.stderr
     self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
     self.start = self.last = time.perf_counter()
-    self.done = 0
+    self.done = self.last_done = 0
 
   def _write(self, line: str, final: bool = False) -> None:
     if self.tty:
@@ -96,23 +99,29 @@ class Progress:
       self.stream.write(line + "\n")
     self.stream.flush()
 
+  def _due(self, now: float) -> bool:
+    if self.tty:
+      return now - self.last >= 0.5
+    step = self.every_percent / 100 * max(self.total, 1)
+    return now - self.last >= self.every_s or (self.done - self.last_done >= step and self.done < self.total)
+
   def update(self, done: int) -> None:
     self.done = int(done)
     now = time.perf_counter()
-    if not self.enabled or (now - self.last < (0.5 if self.tty else self.every_s)):
+    if not self.enabled or not self._due(now):
       return
-    self.last = now
+    self.last, self.last_done = now, self.done
     rate = self.done / max(now - self.start, 1e-9)
     eta = format_seconds((self.total - self.done) / rate) if rate > 0 else "?"
     self._write(f"{self.label}: {self.done}/{self.total} {self.unit} "
-                f"({100 * self.done / max(self.total, 1):.0f}%), {rate:.0f} {self.unit}/s, ETA {eta}")
+                f"({100 * self.done / max(self.total, 1):.0f}%), {rate:.3g} {self.unit}/s, ETA {eta}")
 
   def close(self, note: str = "") -> None:
     if not self.enabled:
       return
     seconds = time.perf_counter() - self.start
     self._write(f"{self.label}: {self.done} {self.unit} in {format_seconds(seconds)} "
-                f"({self.done / max(seconds, 1e-9):.0f} {self.unit}/s){note}", final=True)
+                f"({self.done / max(seconds, 1e-9):.3g} {self.unit}/s){note}", final=True)
 
 
 def timed_first_call(fn: Callable, name: str, enabled: bool = True) -> Callable:

@@ -11,7 +11,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from simgan_jax.data.builders import BadFileError
-from simgan_jax.data.builders.prepare import prepare
+from simgan_jax.data.builders.prepare import format_summary, prepare
 from tests import fixtures_data
 
 
@@ -67,6 +67,9 @@ def test_rgb_output_and_csv_labels(tmp_path, mixed_folder):
   np.testing.assert_allclose(ex["deep.png"]["label"], [5, 6])
   metadata = json.loads((tmp_path / "data" / "image_folder" / "35x55x3" / "1.0.0" / "metadata.json").read_text())
   assert metadata["label_names"] == ["pitch", "yaw"]
+  # What refine --format=png needs to write the file back as it was: header and integer columns.
+  assert metadata["label_format"] == {"file_column": "filename", "integer": [False, False]}
+  assert summary.labels == ("pitch", "yaw") and "  labels: pitch, yaw (read from labels.csv)" in format_summary(summary)
 
 
 def test_json_labels_and_constant_resize(tmp_path):
@@ -138,6 +141,13 @@ def test_launch_script_summary_and_one_line_error(tmp_path):
   assert done.returncode == 0, done.stderr
   assert "image_folder (builder_config='4x4x1')" in done.stdout
   assert "train: 1 examples written" in done.stdout and "skipped: 1 bad files" in done.stdout
+  assert "  labels: none (no labels.csv or labels.json in the folder)" in done.stdout
+  # The closing block: where the set is and the command that trains on it; the same as JSON.
+  assert (f"  python launch/train.py --workdir=runs/image_folder --config.real_data.name=image_folder "
+          f"--config.real_data.builder_config=4x4x1 --config.real_data.data_dir={tmp_path / 'data'}") in done.stdout
+  facts = json.loads((tmp_path / "data" / "image_folder" / "4x4x1" / "1.0.0" / "summary.jsonl").read_text())
+  assert facts["examples"] == {"train": 1} and facts["labels"] == [] and facts["skipped"] == 1
+  assert "\r" not in done.stderr  # progress in a pipe: plain lines
   assert f"[train] {tmp_path / 'f' / 'b.png'}: cannot decode image" in done.stdout
 
 

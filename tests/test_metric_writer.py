@@ -21,9 +21,10 @@ def test_progress_lines_without_a_terminal(monkeypatch):
   clock = _Clock()
   monkeypatch.setattr(metric_writer.time, "perf_counter", clock)
   stream = io.StringIO()
-  bar = metric_writer.Progress("eyesim_target train", 1000, "images", every_s=10.0, stream=stream)
+  bar = metric_writer.Progress("eyesim_target train", 1000, "images", every_s=10.0, stream=stream,
+                               every_percent=50.0)
   clock.now = 5.0
-  bar.update(100)  # under every_s since the start: nothing yet
+  bar.update(100)  # under every_s since the start and under every_percent: nothing yet
   clock.now = 20.0
   bar.update(400)
   clock.now = 40.0
@@ -35,6 +36,32 @@ def test_progress_lines_without_a_terminal(monkeypatch):
       "eyesim_target train: 1000/1000 images (100%), 25 images/s, ETA 0m00s",
       "eyesim_target train: 1000 images in 0m40s (25 images/s)",
   ]
+
+
+class _Terminal(io.StringIO):
+  def isatty(self):
+    return True
+
+
+def test_progress_in_a_log_file_writes_plain_lines_every_n_percent_and_on_a_terminal_redraws(monkeypatch):
+  clock = _Clock()
+  monkeypatch.setattr(metric_writer.time, "perf_counter", clock)
+  log, terminal = io.StringIO(), _Terminal()
+  bars = [metric_writer.Progress("refine", 100, "images", every_s=60.0, every_percent=25.0, stream=s)
+          for s in (log, terminal)]
+  for done in range(1, 101):
+    clock.now = done * 0.1  # 10 s in all: never every_s, so the lines come from every_percent
+    for bar in bars:
+      bar.update(done)
+  for bar in bars:
+    bar.close()
+  # A log file: no carriage return, a line per 25% (the last update at 100% adds none), then the total.
+  assert "\r" not in log.getvalue()
+  assert [line.split(" images")[0] for line in log.getvalue().splitlines()] == [
+      "refine: 25/100", "refine: 50/100", "refine: 75/100", "refine: 100"]
+  # A terminal: one line redrawn in place (every 0.5 s), ended by the total and a newline.
+  assert terminal.getvalue().startswith("\r") and terminal.getvalue().count("\n") == 1
+  assert terminal.getvalue().count("\r") == 20 + 1
 
 
 def test_timed_first_call_reports_compilation_once(capsys):

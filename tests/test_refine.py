@@ -1,5 +1,6 @@
 """Dataset refinement (simgan_jax.evaluation.refine, launch/refine.py): labels, resume, reading back."""
 
+import json
 import os
 import pathlib
 import subprocess
@@ -189,9 +190,18 @@ def test_launcher_end_to_end_and_one_line_errors(tmp_path, workdir, simulated):
   out = tmp_path / "out"
   code, stdout, err = launch(f"--checkpoint={workdir}", f"--out={out}", "--num_examples=24", "--chunk_size=16")
   assert code == 0, err
-  last = stdout.strip().splitlines()[-1]
-  assert last.startswith(f"refined dataset: {out} (24 images, ") and "img/s" in last
-  assert "refine: 24/24 images (100.0%)" in err
+  assert f"\nrefined dataset: {out} (24 images, " in stdout
+  # The closing block: what was refined with which step, where, what next; the same as JSON.
+  block = stdout[stdout.index("\ndone: ") + 1:].splitlines()
+  assert block[0].startswith(f"done: refined 24 images (tfds) in ") and block[0].endswith(f"{workdir} step 0")
+  assert f"  folder: {out}" in block and f"  summary: {out}/summary.jsonl" in block
+  assert f"  python launch/train_gaze.py --train_data=tfds:{out} --workdir={out}_gaze" in block
+  facts = json.loads((out / "summary.jsonl").read_text())
+  assert facts["step"] == 0 and facts["images"] == 24 and os.path.isdir(facts["outputs"]["folder"])
+  assert facts["domain"] == {"source": "eyesim", "target": "eyesim_target", "image_shape": [35, 55, 1],
+                             "subject": "eyes"}
+  # Not a terminal: plain progress lines, no carriage return; the last one is the total.
+  assert "\r" not in err and "refine: 24 images in " in err
   # Only our lines: no orbax read_only warnings on the restore, no TFDS or jax lines.
   assert all(line.startswith("refine: ") for line in err.splitlines()), err
   read, straight = read_all(str(out)), read_all(simulated)
@@ -200,6 +210,13 @@ def test_launcher_end_to_end_and_one_line_errors(tmp_path, workdir, simulated):
   code, _, err = launch(f"--checkpoint={tmp_path}/missing", f"--out={out}")
   assert code == 1 and "Traceback" not in err
   assert err.strip().splitlines()[-1] == f"error: --checkpoint {tmp_path}/missing: no such directory"
+  # The eye refiner on hand renders: one line naming the mismatch and the flag, nothing written.
+  code, _, err = launch(f"--checkpoint={workdir}", "--data=handsim", "--num_examples=4", "--format=png",
+                        f"--out={tmp_path}/hands")
+  assert code == 1 and err.strip().splitlines() == [
+      "error: --data=handsim: handsim images show hands, the refiner was trained on eyesim (eyes); "
+      "pass --allow_domain_mismatch to refine them anyway"]
+  assert not os.path.exists(tmp_path / "hands")
 
 
 def test_png_output_has_the_users_file_names_and_labels(tmp_path, workdir, config):
@@ -268,8 +285,21 @@ def test_png_output_of_simulator_has_index_names_and_every_label(tmp_path, workd
                                   tfds_out["image"][i, ..., 0])
 
 
+def test_png_labels_csv_keeps_the_inputs_header_and_integer_labels(tmp_path, workdir, config):
+  rng = np.random.default_rng(5)
+  fixtures_data.write_image_folder(tmp_path / "mine", {
+      f"im{i}.png": rng.integers(0, 256, (35, 55), dtype=np.uint8) for i in range(3)})
+  csv_text = "file,cls,angle\nim0.png,8,0.5\nim1.png,-3,1.25\nim2.png,0,-2\n"
+  (tmp_path / "mine" / "labels.csv").write_text(csv_text)
+  data_dir = str(tmp_path / "data")
+  prepare("image_folder", str(tmp_path / "mine"), data_dir)
+  out = refine.refine_dataset(config, workdir, "image_folder/35x55x1", str(tmp_path / "png"), progress=False,
+                              data_dir=data_dir, format="png")
+  # Today's bug: "filename" for "file" and 8.0 for 8; a column with a fraction stays as written.
+  assert (pathlib.Path(out) / "labels.csv").read_text() == csv_text.replace("-2\n", "-2.0\n")
+
+
 def test_step_best_reads_the_selection_score(tmp_path, workdir, config):
-  import json  # pylint: disable=g-import-not-at-top
   import shutil  # pylint: disable=g-import-not-at-top
 
   run = tmp_path / "run"

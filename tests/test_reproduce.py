@@ -206,7 +206,14 @@ def test_smoke_reproduction_end_to_end(tmp_path):
   assert second.returncode == 0, second.stderr[-3000:]
   assert "starting at step 0" not in second.stdout
   assert "is already done" in second.stderr + second.stdout
-  assert first.stdout.splitlines()[-6:] == second.stdout.splitlines()[-6:]
+  results = lambda out: out.split("\ndone: ")[0].splitlines()[-6:]  # noqa: E731
+  assert results(first.stdout) == results(second.stdout)
+  # The closing block: the selected checkpoint (the one selection.json names), where, what next.
+  block = "done: " + first.stdout.split("\ndone: ")[1]
+  assert f"selected checkpoint: step {selection['step']} (" in block and "  rule: lowest " in block
+  assert f"  report: {workdir}/report.md" in block and "next:\n" in block
+  facts = json.loads(open(workdir / "summary.jsonl").readline())
+  assert facts["command"] == "reproduce" and facts["selected"]["step"] == selection["step"]
 
 
 def test_bad_experiment_is_one_line(tmp_path):
@@ -215,6 +222,16 @@ def test_bad_experiment_is_one_line(tmp_path):
                           capture_output=True, text=True, cwd=REPO, timeout=120)
   assert result.returncode == 1
   assert result.stderr.strip().splitlines()[-1].startswith("error: --experiment: unknown variant 'huge'")
+
+
+def test_refining_hand_data_with_the_eye_simgan_is_one_line_before_any_stage(tmp_path):
+  result = subprocess.run([sys.executable, os.path.join(REPO, "launch", "reproduce.py"),
+                           "--experiment=eyesim_gaze:smoke", f"--workdir={tmp_path}/w", "--set",
+                           "synthetic_data=handsim"], capture_output=True, text=True, cwd=REPO, timeout=120)
+  assert result.returncode == 1 and not os.path.exists(tmp_path / "w")
+  assert result.stderr.strip().splitlines() == [
+      "error: --set synthetic_data=handsim: handsim images show hands, the refiner was trained on eyesim "
+      "(eyes); pass --allow_domain_mismatch to refine them anyway"]
 
 
 def test_unityeyes_mpiigaze_preset_on_fixtures(tmp_path):

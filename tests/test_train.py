@@ -15,6 +15,7 @@ import pytest
 from tests.conftest import REPO, npz_flags, random_pool
 from simgan_jax import train
 from simgan_jax.configs import default
+from simgan_jax.evaluation import selection
 
 SMOKE = f"--config={REPO}/simgan_jax/configs/default.py:smoke"
 
@@ -34,12 +35,38 @@ def final_state(workdir, **overrides):
   return jax.device_get(train.restore_state(config, str(workdir)))
 
 
+# A small realism probe, so that checkpoints are scored and one is selected.
+PROBE = ["--config.realism.num_images=32", "--config.realism.subset_size=8", "--config.realism.num_subsets=2",
+         "--config.checkpoint_every=3"]
+
+
 def test_run_writes_metrics_samples_checkpoints_and_restores_in_a_fresh_process(tmp_path, npz_pools):
-  code, out, err = launch(tmp_path, *npz_flags(npz_pools))
+  code, out, err = launch(tmp_path, *npz_flags(npz_pools), *PROBE)
   assert code == 0, err
   assert "step 9/9 [adversarial]" in out and "img/s" in out and "ETA" in out
-  records = [json.loads(line) for line in open(tmp_path / "metrics.jsonl")]
+  assert f"Loading data (synthetic: npz {npz_pools['synthetic']}; real: npz {npz_pools['real']})" in out
+  records = [r for r in map(json.loads, open(tmp_path / "metrics.jsonl")) if "realism_kid" not in r]
   assert [r["step"] for r in records] == [2, 4, 6, 8, 9]
+  # The closing block: the checkpoint best_checkpoint selects, with its scores, where, what next.
+  config = default.get_config("smoke")
+  config.update({"checkpoint_every": 3})
+  best = selection.best_checkpoint(config, str(tmp_path))
+  block = out[out.index("\ndone: ") + 1:].splitlines()
+  assert block[0].startswith("done: trained 9 of 9 steps in ")
+  assert block[0].endswith("checkpoints at steps 3, 5, 6, 9; 2 sample grids written")
+  step = best["step"]
+  assert block[1] == (f"selected checkpoint: step {step} (selection_score "
+                      f"{best['selection_scores'][str(step)]:.4g}, realism_kid {best['scores'][str(step)]:.4g}, "
+                      "two_sample_accuracy 0.5)")
+  assert block[2].startswith(f"  runner-up: step {({6, 9} - {step}).pop()} (")
+  assert block[3].startswith("  rule: lowest realism_kid")
+  facts = json.loads((tmp_path / "summary.jsonl").read_text())
+  assert facts["selected"]["step"] == step and facts["steps"] == 9
+  for path in facts["outputs"].values():
+    assert os.path.exists(path), path
+  assert facts["outputs"]["samples"] == str(tmp_path / "samples" / "step_0000009.png")
+  assert f"  python launch/refine.py --checkpoint={tmp_path} --step=best --data=npz:{npz_pools['synthetic']} " \
+         f"--out={tmp_path}_refined" in block
   assert {"refiner_adversarial_loss", "self_regularization_loss", "discriminator_loss",
           "discriminator_accuracy_real", "discriminator_accuracy_refined", "kg",
           "steps_per_second", "refined_images_per_second"} <= set(records[-1])

@@ -36,10 +36,11 @@ Output (``format``):
   file name with the suffix ``.png`` (``eyes/a.jpg`` -> ``eyes/a.png``); inputs
   without unique file names (the simulator, npz, most prepared sets) get
   index-based names (``000017.png``). ``labels.csv`` (``filename,<label>,...``, one
-  row per image in input order; an ``image_folder`` set's own label names) carries
-  the labels over, so ``out_dir`` can be prepared again with
+  row per image in input order; an ``image_folder`` set's own header and label
+  names) carries the labels over, so ``out_dir`` can be prepared again with
   ``launch/prepare_data.py --dataset=image_folder``. Values are written as the
-  shortest text that reads back to the same float32/float64/int.
+  shortest text that reads back to the same float32/float64/int; columns an
+  ``image_folder`` set wrote as integers stay integers (``refine_png.py``).
 
 Resuming: the input is cut into chunks of ``chunk_size`` examples; each finished
 chunk is written atomically to ``OUT/_chunks/`` and ``OUT/refine_manifest.json``
@@ -66,7 +67,6 @@ import os
 import pathlib
 import shutil
 import sys
-import time
 from typing import Any, Callable
 
 from etils import epath
@@ -84,11 +84,12 @@ from simgan_jax import training
 from simgan_jax.data import sources as sources_lib
 from simgan_jax.errors import ConfigError, DataError
 from simgan_jax.evaluation import data as data_lib
+from simgan_jax.evaluation import refine_png
+from simgan_jax.evaluation.refine_png import LABELS_CSV, png_names  # noqa: F401 (refine.X, as before)
 
 AXIS = parallel.AXIS
 MANIFEST = "refine_manifest.json"
 CHUNKS = "_chunks"
-LABELS_CSV = "labels.csv"
 FORMATS = ("tfds", "png")
 DEFAULT_CHUNK_SIZE = 4096
 _RESERVED = ("image", "index", "synthetic", "file_name")
@@ -272,7 +273,7 @@ class _Input:
     if "labels" in section:
       section.labels = "all"
     self.refiner, self.mesh, self.keep_synthetic = models.make_refiner(config), mesh, keep_synthetic
-    self.file_names, self.label_names = None, None
+    self.file_names, self.label_names, self.label_format = None, None, {}
     if section.name in ("eyesim", "handsim"):
       if num_examples <= 0:
         raise ConfigError(f"--num_examples: the simulator ({spec}) needs a number of images > 0")
@@ -295,7 +296,7 @@ class _Input:
       self.simulator, self.images, self.labels = None, source.images, dict(source.labels)
       stored = _stored_file_names(section, len(self.images))
       if stored is not None:
-        self.file_names, self.label_names = stored
+        self.file_names, self.label_names, self.label_format = stored
         if user_order:
           order = np.array(sorted(range(len(self.file_names)),
                                   key=lambda i: pathlib.PurePosixPath(self.file_names[i]).parts))
@@ -344,9 +345,10 @@ class _Input:
     return chunk
 
 
-def _stored_file_names(section, num: int) -> tuple[np.ndarray, list[str] | None] | None:
-  """(the first ``num`` ``file_name`` values, the ``label_names`` metadata) of a TFDS-backed
-  section, in stored order; None when the set has no ``file_name`` feature."""
+def _stored_file_names(section, num: int) -> tuple[np.ndarray, list[str] | None, dict] | None:
+  """(the first ``num`` ``file_name`` values, the ``label_names`` and ``label_format``
+  metadata) of a TFDS-backed section, in stored order; None when the set has no
+  ``file_name`` feature."""
   from simgan_jax.data import tfds_sources  # pylint: disable=g-import-not-at-top
 
   if section.name == "tfds_dir":
@@ -367,8 +369,10 @@ def _stored_file_names(section, num: int) -> tuple[np.ndarray, list[str] | None]
     for example in source.__getitems__(list(range(start, min(start + 4096, num)))):
       name = example["file_name"]
       names.append(name.decode() if isinstance(name, bytes) else str(name))
-  label_names = builder.info.metadata.get("label_names") if builder.info.metadata else None
-  return np.array(names, dtype=str), (list(label_names) if label_names else None)
+  metadata = builder.info.metadata or {}
+  label_names = metadata.get("label_names")
+  return np.array(names, dtype=str), (list(label_names) if label_names else None), dict(
+      metadata.get("label_format") or {})
 
 
 # ----------------------------------------------------------------------------- output
@@ -481,85 +485,14 @@ def _build_dataset(out_dir: str, num_chunks: int, features: dict[str, Any], meta
   shutil.rmtree(build_root, ignore_errors=True)
 
 
-def png_names(file_names, num: int) -> list[str]:
-  """Names of the ``num`` output files: the input's own relative ``file_names`` with the
-  suffix ``.png`` when they are unique and stay inside the folder, else ``<index>.png``
-  (zero-padded to six digits or more)."""
-  if file_names is not None:
-    names = [pathlib.PurePosixPath(str(n)).with_suffix(".png").as_posix() for n in file_names]
-    inside = all(n and not n.startswith("/") and ".." not in pathlib.PurePosixPath(n).parts for n in names)
-    if inside and len(set(names)) == len(names) == num:
-      return names
-  width = max(6, len(str(max(num - 1, 0))))
-  return [f"{i:0{width}d}.png" for i in range(num)]
-
-
-def _csv_value(value) -> str:
-  """The shortest text that reads back as the same number in its dtype."""
-  if isinstance(value, (np.floating, float)):
-    return str(value)
-  return str(int(value))
-
-
-def _label_columns(chunk: dict[str, np.ndarray], label_names: list[str] | None) -> list[tuple[str, str, int]]:
-  """(CSV column name, label key, flat position) for every label value of an example."""
-  columns = []
-  for key in sorted(k for k in chunk if k.startswith("label/")):
-    name, size = key.removeprefix("label/"), int(np.prod(chunk[key].shape[1:], dtype=int))
-    if chunk[key].ndim == 1:
-      columns.append((name, key, -1))
-      continue
-    names = label_names if name == "label" and label_names and len(label_names) == size else [
-        f"{name}_{i}" for i in range(size)]
-    columns.extend((names[i], key, i) for i in range(size))
-  return columns
-
-
-def _write_png_folder(out_dir: str, num_chunks: int, label_names: list[str] | None) -> int:
-  """Writes the chunks as PNG files and ``labels.csv`` into ``out_dir``; returns the count."""
-  import csv  # pylint: disable=g-import-not-at-top
-
-  from simgan_jax import images as images_lib  # pylint: disable=g-import-not-at-top
-
-  file_names, num = [], 0
-  for c in range(num_chunks):  # names are decided over the whole set (uniqueness)
-    with np.load(_chunk_path(out_dir, c)) as f:
-      num += len(f["index"])
-      file_names.extend(f["file_name"] if "file_name" in f.files else [])
-  all_names = png_names(file_names if len(file_names) == num else None, num)
-  rows, header, count = [], None, 0
-  for c in range(num_chunks):
-    with np.load(_chunk_path(out_dir, c)) as f:
-      chunk = {k: f[k] for k in f.files}
-    columns = _label_columns(chunk, label_names)
-    header = header or ["filename"] + [name for name, _, _ in columns]
-    for i, index in enumerate(chunk["index"]):
-      name = all_names[int(index)]
-      path = os.path.join(out_dir, name)
-      os.makedirs(os.path.dirname(path), exist_ok=True)
-      image = chunk["image"][i]
-      images_lib.save_png(path, image[..., 0] if image.shape[-1] == 1 else image)
-      rows.append([name] + [_csv_value(chunk[key][i] if pos < 0 else chunk[key][i].reshape(-1)[pos])
-                            for _, key, pos in columns])
-      count += 1
-  if header and len(header) > 1:
-    tmp = os.path.join(out_dir, f".{LABELS_CSV}.tmp{os.getpid()}")
-    with open(tmp, "w", newline="") as f:
-      writer = csv.writer(f)
-      writer.writerow(header)
-      writer.writerows(rows)
-    os.replace(tmp, os.path.join(out_dir, LABELS_CSV))
-  return count
-
-
 def is_done(out_dir: str) -> bool:
   """Whether ``out_dir`` holds a finished dataset (TFDS) or image folder (PNG)."""
   if os.path.exists(os.path.join(out_dir, "dataset_info.json")):
     return True
-  return bool(_read_manifest(out_dir).get("finished"))
+  return bool(read_manifest(out_dir).get("finished"))
 
 
-def _read_manifest(out_dir: str) -> dict[str, Any]:
+def read_manifest(out_dir: str) -> dict[str, Any]:
   try:
     with open(os.path.join(out_dir, MANIFEST)) as f:
       return json.load(f)
@@ -625,21 +558,19 @@ def refine_dataset(config, checkpoint_dir: str, data_spec: str, out_dir: str, *,
       f"{num_chunks} chunks of {chunk_size} ({len(mine) - len(todo)} done before) on "
       f"{mesh.devices.size} device(s) x {jax.process_count()} process(es) -> {out_dir}")
   params = _replicate(params, mesh)
-  start_time, last_print, done_images = time.time(), 0.0, 0
-  total_images = sum(min(chunk_size, source.num - c * chunk_size) for c in todo)
+  done_images = 0
+  # Live on a terminal; in a log file a line every _PROGRESS_SECONDS or 10%, then the total.
+  bar = metric_writer.Progress("refine", sum(min(chunk_size, source.num - c * chunk_size) for c in todo),
+                               "images", enabled=progress and jax.process_index() == 0,
+                               every_s=_PROGRESS_SECONDS)
 
   def finish(chunk, pending):
-    nonlocal last_print, done_images
+    nonlocal done_images
     _write_npz(_chunk_path(out_dir, chunk), source.fetch(pending))
     done_images += pending[1] - pending[0]
     if on_chunk is not None:
       on_chunk(chunk)
-    now = time.time()
-    if now - last_print >= _PROGRESS_SECONDS or done_images == total_images:
-      last_print = now
-      rate = done_images / max(now - start_time, 1e-9)
-      log(f"refine: {done_images}/{total_images} images ({100 * done_images / total_images:.1f}%), "
-          f"{rate:.0f} img/s, ETA {metric_writer.format_seconds((total_images - done_images) / max(rate, 1e-9))}")
+    bar.update(done_images)
 
   previous = None
   for chunk in todo:
@@ -650,16 +581,20 @@ def refine_dataset(config, checkpoint_dir: str, data_spec: str, out_dir: str, *,
     previous = (chunk, pending)
   if previous is not None:
     finish(*previous)
+  if todo:
+    bar.close()
 
   _sync("refine:chunks")
   if jax.process_index() == 0:
     if format == "png":
-      _write_png_folder(out_dir, num_chunks, source.label_names)
+      refine_png.write_png_folder(out_dir, [_chunk_path(out_dir, c) for c in range(num_chunks)],
+                                  source.label_names, source.label_format)
       _write_json(os.path.join(out_dir, MANIFEST), {**manifest, "finished": True})  # marks it done
     else:
       with np.load(_chunk_path(out_dir, 0)) as f:
         features = _feature_spec({k: f[k] for k in f.files})
-      metadata = {"refine": manifest, **({"label_names": source.label_names} if source.label_names else {})}
+      metadata = {"refine": manifest, **({"label_names": source.label_names} if source.label_names else {}),
+                  **({"label_format": source.label_format} if source.label_format else {})}
       _build_dataset(out_dir, num_chunks, features, metadata)
     shutil.rmtree(os.path.join(out_dir, CHUNKS), ignore_errors=True)
     log(f"refine: wrote {source.num} images to {out_dir}")
@@ -671,7 +606,7 @@ def num_examples(out_dir: str) -> int:
   """Examples in the finished dataset (or PNG folder) at ``out_dir``."""
   import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
 
-  manifest = _read_manifest(out_dir)
+  manifest = read_manifest(out_dir)
   if manifest.get("format") == "png":
     return int(manifest["num_examples"])
   return tfds.builder_from_directory(out_dir).info.splits["train"].num_examples

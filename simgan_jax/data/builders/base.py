@@ -17,9 +17,9 @@ from typing import Any, Iterable, Iterator
 
 from etils import epath
 import tensorflow_datasets as tfds
-import tqdm
 
 from simgan_jax import errors
+from simgan_jax import metric_writer
 
 
 class BadFileError(errors.DataError):
@@ -211,10 +211,12 @@ class ManualBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     return {split: self._generate_examples(split, split_items) for split, split_items in items.items()}
 
   def _generate_examples(self, split: str, items: list[Any]) -> Iterator[tuple[str, dict[str, Any]]]:
-    bar = tqdm.tqdm(items, desc=f"{self.name}/{self.builder_config.name} {split}",
-                    unit=" files", disable=not self.progress, leave=False)
+    # A live line on a terminal; in a log file a plain line every 10 s or 10% (no \r).
+    bar = metric_writer.Progress(f"{self.name}/{self.builder_config.name} {split}", len(items), "files",
+                                 enabled=self.progress)
     count, skipped_before = 0, len(self.skipped)
-    for item in bar:
+    for done, item in enumerate(items):
+      bar.update(done)
       try:
         # Materialised so that a file that fails half-way adds nothing.
         examples = list(self._examples(split, item))
@@ -223,6 +225,8 @@ class ManualBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
         continue
       count += len(examples)
       yield from examples
+    bar.update(len(items))
+    bar.close()
     try:
       self._finish(split)
     except BadFileError as e:

@@ -10,7 +10,9 @@ Labels (optional) come from ``labels.csv`` (a header ``filename,<name>,...``
 then one row per image, relative paths, numeric values) or ``labels.json``
 (``{"filename": number | [numbers] | {"name": number}}``) in ``manual_dir``;
 they are stored as a float32 vector ``label`` with the names in the dataset
-metadata. With labels every image needs a row and every row an image.
+metadata (``label_names``), and, so that ``refine --format=png`` writes the file
+back as it was, the file-name column's header and which columns held only
+integers (``label_format``). With labels every image needs a row and every row an image.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import dataclasses
 import io
 import json
 import pathlib
+import re
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -86,6 +89,7 @@ class ImageFolder(ManualBuilder):
     self._labels, names = read_labels(manual_dir)
     if self._labels is not None:
       self.info.metadata["label_names"] = names
+      self.info.metadata["label_format"] = read_label_format(manual_dir)
       present = {relative for _, relative in images}
       for name in sorted(set(self._labels) - present):
         self.skip_or_raise("train", BadFileError(manual_dir / name, "listed in the labels file but "
@@ -118,6 +122,23 @@ def read_labels(folder: pathlib.Path) -> tuple[dict[str, np.ndarray] | None, lis
   except (OSError, UnicodeDecodeError) as e:
     raise BadFileError(path, f"cannot read ({e}); expected a UTF-8 labels file") from None
   return _read_csv(path, text) if path.suffix == ".csv" else _read_json(path, text)
+
+
+def read_label_format(folder: pathlib.Path) -> dict:
+  """{"file_column": the header of the file-name column, "integer": [per label column: every
+  value written as an integer]} of the folder's labels file ({} without one)."""
+  path = next((folder / name for name in LABEL_FILES if (folder / name).exists()), None)
+  if path is None:
+    return {}
+  if path.suffix == ".json":
+    values = [v if isinstance(v, list) else list(v.values()) if isinstance(v, dict) else [v]
+              for v in json.loads(path.read_text()).values()]
+    return {"file_column": "filename",
+            "integer": [all(isinstance(row[i], int) for row in values) for i in range(len(values[0]))]}
+  rows = [row for row in csv.reader(io.StringIO(path.read_text())) if row and any(cell.strip() for cell in row)]
+  return {"file_column": rows[0][0].strip() or "filename",
+          "integer": [all(re.fullmatch(r"[+-]?\d+", row[i].strip()) for row in rows[1:])
+                      for i in range(1, len(rows[0]))]}
 
 
 def _read_csv(path, text):

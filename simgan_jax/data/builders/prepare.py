@@ -10,6 +10,7 @@ import tensorflow_datasets as tfds
 from simgan_jax import errors
 from simgan_jax.data.builders import BUILDERS
 from simgan_jax.data.builders.base import Skip, default_data_dir, derive_config, source_record, source_suffix
+from simgan_jax.data.builders.image_folder import LABEL_FILES
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,6 +23,8 @@ class Summary:
   examples: dict[str, int]
   skipped: tuple[Skip, ...]
   notes: tuple[str, ...]
+  labels: tuple[str, ...] = ()  # the label columns stored (image_folder: read from labels.csv/.json)
+  label_file: str = ""  # image_folder: the labels file read ('' = none)
 
 
 def prepare(dataset: str, manual_dir: str, data_dir: str | None = None, *,
@@ -95,7 +98,20 @@ def prepare(dataset: str, manual_dir: str, data_dir: str | None = None, *,
       examples={name: split.num_examples for name, split in builder.info.splits.items()},
       skipped=skipped,
       notes=tuple(notes),
+      labels=_label_columns(dataset, builder.info),
+      label_file=next((n for n in LABEL_FILES if os.path.isfile(os.path.join(source["manual_dir"], n))), "")
+      if dataset == "image_folder" else "",
   )
+
+
+def _label_columns(dataset: str, info) -> tuple[str, ...]:
+  """The names of the labels a prepared dataset holds."""
+  names = (info.metadata or {}).get("label_names")
+  if names:
+    return tuple(names)
+  if dataset == "image_folder":  # its ``label`` feature is empty without a labels file
+    return ()
+  return tuple(k for k in info.features if k not in ("image", "file_name"))
 
 
 def parse_overrides(assignments: list[str] | None = None, **fields) -> dict:
@@ -113,6 +129,12 @@ def format_summary(summary: Summary, max_listed: int = 50) -> str:
   """A human-readable report: examples per split, notes, every skipped file."""
   lines = [f"{summary.dataset} (builder_config={summary.builder_config!r}) -> {summary.path}"]
   lines += [f"  {split}: {count} examples written" for split, count in sorted(summary.examples.items())]
+  if summary.labels:
+    read = f" (read from {summary.label_file})" if summary.label_file else ""
+    lines.append(f"  labels: {', '.join(summary.labels)}{read}")
+  else:
+    lines.append("  labels: none" + (" (no labels.csv or labels.json in the folder)"
+                                     if summary.dataset == "image_folder" else ""))
   lines += [f"  note: {note}" for note in summary.notes]
   lines.append(f"  skipped: {len(summary.skipped)} bad files")
   for skip in summary.skipped[:max_listed]:
