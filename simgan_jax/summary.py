@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import glob
 import json
-import math
 import os
 from typing import Any
 
@@ -75,7 +74,7 @@ def selection_rule(config) -> str:
   never = "collapsed or over config.drift.max_drift: never"
   if metric != "realism_kid" and ratio > 0:
     return (f"lowest {metric} among checkpoints with realism_kid within {ratio:g}x the run's lowest "
-            f"(config.selection.metric, realism_ratio; {never})")
+            f"(floored at {selection_lib.KID_NOISE:g}; config.selection.metric, realism_ratio; {never})")
   return f"lowest {metric} (config.selection.metric; {never})"
 
 
@@ -97,12 +96,11 @@ def selected_checkpoint(config, workdir: str) -> dict[str, Any]:
     return {"error": str(e), "rule": selection_rule(config)}
   entries = selection_lib.checkpoint_metrics(workdir)
   totals = {int(s): v for s, v in best["selection_scores"].items()}
-  ranked = sorted((s for s in best["candidates"] if math.isfinite(totals[s])), key=lambda s: totals[s])
   out = {"step": best["step"], "scores": _scores(entries[best["step"]], totals[best["step"]]),
          "rule": selection_rule(config), "candidates": len(best["candidates"])}
-  runner_up = [s for s in ranked if s != best["step"]]
-  if runner_up:
-    out["runner_up"] = {"step": runner_up[0], "scores": _scores(entries[runner_up[0]], totals[runner_up[0]])}
+  if best["runner_up"] is not None:
+    out["runner_up"] = {"step": best["runner_up"],
+                        "scores": _scores(entries[best["runner_up"]], totals[best["runner_up"]])}
   # Measured once per run (the drift network's error on held-out synthetic images), logged
   # with the probe's scores; any scored entry has it.
   error = entries[best["step"]].get("task_error_synthetic", next(
