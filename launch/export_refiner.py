@@ -32,19 +32,20 @@ flags.mark_flags_as_required(["workdir", "name"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  from simgan_jax import pretrained  # pylint: disable=g-import-not-at-top
+  # After absl has parsed the flags: the library pulls in JAX (launch/common.py's quiet console).
+  from simgan_jax import export, pretrained  # pylint: disable=g-import-not-at-top
   from simgan_jax.evaluation import refine, selection  # pylint: disable=g-import-not-at-top
 
   workdir = _WORKDIR.value
   config = refine.load_config(workdir)
   step = selection.resolve_step(config, workdir, _STEP.value)
   out = _OUT.value or str(pretrained.ROOT / _NAME.value)
-  info = pretrained.export(config, workdir, step, out, name=_NAME.value, command=_COMMAND.value, note=_NOTE.value)
+  info = export.export(config, workdir, step, out, name=_NAME.value, command=_COMMAND.value, note=_NOTE.value)
   scores = info["scores"]
   size = sum(os.path.getsize(os.path.join(out, n)) for n in os.listdir(out))
   print(f"exported the refiner of step {info['step']} to {out} ({size / 1e6:.2f} MB); "
         f"use --checkpoint=pretrained:{_NAME.value}")
-  print(json.dumps({k: scores[k] for k, _ in pretrained.CARD_SCORES if k in scores}))
+  print(json.dumps({k: scores[k] for k, _ in export.CARD_SCORES if k in scores}))
 
 
 if __name__ == "__main__":

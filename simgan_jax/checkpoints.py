@@ -34,6 +34,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from etils import epath
 
+from simgan_jax import parallel
+from simgan_jax import training
 from simgan_jax.errors import DataError
 
 _ITEM = "default"  # orbax's folder for the single StandardSave item
@@ -331,3 +333,14 @@ def restore(workdir: str, like_state, step: int | None = None, report: Callable[
       raise DataError(f"{directory}/{step}: checkpoint is damaged ({error})")
     report(f"checkpoint step {candidate} in {directory} is damaged ({error}); trying an older one")
   raise DataError(f"{directory}: every checkpoint is damaged (steps {have})")
+
+
+def restore_train_state(config, workdir: str, step: int | None = None) -> training.TrainState:
+  """The SimGAN train state saved in ``workdir`` (newest, or ``step``), on this process's
+  devices (``train.restore_state``; e.g. in a notebook)."""
+  mesh = parallel.make_mesh(config.get("num_devices", 0))
+  setup = training.make_setup(config, None, None, mesh.devices.size)
+  abstract = jax.eval_shape(lambda: training.init_state(setup))
+  like = jax.tree.map(lambda x, sharding: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), abstract,
+                      parallel.shardings(mesh, training.state_specs(abstract)))
+  return restore(workdir, like, step)

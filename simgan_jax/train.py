@@ -52,6 +52,8 @@ from simgan_jax import training
 from simgan_jax.data import sources as sources_lib
 from simgan_jax.errors import ConfigError, TrainingDivergedError
 from simgan_jax.evaluation import selection
+from simgan_jax.evaluation import realism, refine, selection, two_sample
+from simgan_jax.evaluation import drift as drift_lib
 
 # Stopping on SIGTERM/SIGINT and time-based checkpoints live in preemption.py (shared
 # with the estimator loop, tasks/loop.py); the old names stay importable from here.
@@ -434,8 +436,6 @@ def make_realism_probe(config, setup: training.Setup, data, mesh, is_chief: bool
   r = config.get("realism")
   if r is None or not r.num_images:
     return None
-  from simgan_jax.evaluation import realism, refine, selection, two_sample  # pylint: disable=g-import-not-at-top
-  from simgan_jax.evaluation import drift as drift_lib  # pylint: disable=g-import-not-at-top
 
   if r.subset_size > r.num_images:
     raise ConfigError(f"config.realism.subset_size: {r.subset_size} is more than num_images "
@@ -529,7 +529,6 @@ def make_realism_probe(config, setup: training.Setup, data, mesh, is_chief: bool
 
 def probe_lines(step: int, scores: dict[str, float], config, max_drift=None, unit: str = "") -> list[str]:
   """The console lines of a checkpoint's probe: the scores, and a warning on a collapse."""
-  from simgan_jax.evaluation import selection  # pylint: disable=g-import-not-at-top
 
   line = (f"step {step}: realism KID {scores['realism_kid']:.4g} (+- {scores['realism_kid_std']:.2g}; "
           f"unrefined {scores['realism_kid_unrefined']:.4g})")
@@ -559,7 +558,6 @@ def _task_network(config, setup: training.Setup, data, workdir: str, is_chief: b
     return None
   if d is None:
     raise ConfigError("config.drift: the task-consistency loss needs the config.drift section")
-  from simgan_jax.evaluation import drift as drift_lib  # pylint: disable=g-import-not-at-top
 
   log = metric_writer.print_line if is_chief else (lambda line: None)
   if getattr(setup.synthetic, "sharded", False):
@@ -578,14 +576,8 @@ def _task_network(config, setup: training.Setup, data, workdir: str, is_chief: b
   return task
 
 
-def restore_state(config, workdir: str, step: int | None = None) -> training.TrainState:
-  """The train state saved in ``workdir`` (newest, or ``step``), on this process's devices."""
-  mesh = parallel.make_mesh(config.get("num_devices", 0))
-  setup = training.make_setup(config, None, None, mesh.devices.size)
-  abstract = jax.eval_shape(lambda: training.init_state(setup))
-  like = jax.tree.map(lambda x, sharding: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=sharding), abstract,
-                      parallel.shardings(mesh, training.state_specs(abstract)))
-  return checkpoints.restore(workdir, like, step)
+# A notebook's way back to a run's state (checkpoints.restore_train_state).
+restore_state = checkpoints.restore_train_state
 
 
 def _write_samples(workdir, writer, step, samples, is_chief) -> None:

@@ -44,6 +44,7 @@ from simgan_jax import training
 from simgan_jax.data import sources as sources_lib
 from simgan_jax.errors import ConfigError
 from simgan_jax.evaluation import gaze
+from simgan_jax.evaluation import gaze_training
 
 KINDS = ("gaze", "classify", "regress")
 UNITS = {"gaze": "deg", "classify": "flip rate", "regress": "label std"}
@@ -284,7 +285,6 @@ def load_gaze_estimator(config, estimator_dir: str) -> TaskNetwork:
   """A gaze estimator trained by ``launch/train_gaze.py`` (its config.json and newest checkpoint)."""
   import ml_collections  # pylint: disable=g-import-not-at-top
 
-  from simgan_jax.evaluation import gaze_training  # pylint: disable=g-import-not-at-top
 
   path = os.path.join(estimator_dir, "config.json")
   try:

@@ -18,7 +18,8 @@ from simgan_jax import images as images_lib
 from simgan_jax.data import sources as sources_lib
 from simgan_jax.evaluation import pose
 from simgan_jax.evaluation import report
-from simgan_jax.evaluation import reproduce
+from simgan_jax.evaluation import rows
+from simgan_jax.evaluation import pose_data
 
 TITLES = {
     "synthetic": "synthetic",
@@ -48,7 +49,6 @@ def plot_within_d(summary, titles, path: str) -> None:
 
 
 def save_samples(config, pools, path: str) -> None:
-  from simgan_jax.evaluation import pose_data  # pylint: disable=g-import-not-at-top
 
   n = config.num_sample_images
   target, _ = pose_data.eval_set(config.test_data, config.pose)
@@ -68,7 +68,7 @@ def comparison_lines(summary) -> list[str]:
     trend = "rises" if delta >= 0 else "falls"
     line = (f"- `{refined}` vs `{synthetic}`: the share within {r['within_px']} px {trend} by {abs(delta):.1f} points, {verdict} the larger seed spread of the two ({spread:.1f}); the mean "
             f"joint error goes from {s['error_mean']:.2f} to {r['error_mean']:.2f} px")
-    share = reproduce.gap_closed(summary, refined, synthetic)
+    share = rows.gap_closed(summary, refined, synthetic)
     if share is not None:
       line += f"; refinement closes {100 * share:.0f}% of the synthetic-to-target error gap"
     lines.append(line + ".")

@@ -25,6 +25,8 @@ from simgan_jax.evaluation import pose
 from simgan_jax.evaluation import pose_data
 from simgan_jax.evaluation import pose_training
 from simgan_jax.evaluation import reproduce
+from simgan_jax.evaluation import hand_report
+from simgan_jax.evaluation import gaze_training
 
 # uint8 levels: the NYU builder's foreground is 0..127 (150 mm = 63.5 levels), background 255.
 _FOREGROUND_BELOW = 191
@@ -32,7 +34,6 @@ _MM_PER_LEVEL = 150.0 / 63.5
 
 
 def stages(config) -> types.SimpleNamespace:
-  from simgan_jax.evaluation import hand_report  # pylint: disable=g-import-not-at-top
 
   return types.SimpleNamespace(section=config.pose, label="joints", train_estimators=train_estimators,
                                summarize=lambda results: summarize(results, config.within_px), label_preservation=label_preservation,
@@ -111,7 +112,6 @@ def label_preservation(config, pools, workdir: str) -> dict[str, Any]:
     params = pose_training.restore_params(p, os.path.join(workdir, "pose", "target", f"seed_{seed}"))
     mesh = parallel.make_mesh(p.get("num_devices", 0))
     predict_fn = pose_training.make_predict_fn(pose.make_pose_estimator(p), p.image_width, mesh)
-    from simgan_jax.evaluation import gaze_training  # pylint: disable=g-import-not-at-top
 
     j_syn = gaze_training.predict(predict_fn, params, synthetic, mesh, p.eval_batch_size)
     j_ref = gaze_training.predict(predict_fn, params, refined, mesh, p.eval_batch_size)

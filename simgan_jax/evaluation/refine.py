@@ -76,6 +76,7 @@ import ml_collections
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from simgan_jax import checkpoints
 from simgan_jax import metric_writer
 from simgan_jax import models
 from simgan_jax import parallel
@@ -86,6 +87,7 @@ from simgan_jax.errors import ConfigError, DataError
 from simgan_jax.evaluation import data as data_lib
 from simgan_jax.evaluation import refine_png
 from simgan_jax.evaluation.refine_png import LABELS_CSV, png_names  # noqa: F401 (refine.X, as before)
+from simgan_jax.evaluation import selection
 
 AXIS = parallel.AXIS
 MANIFEST = "refine_manifest.json"
@@ -154,7 +156,6 @@ def _check_has_checkpoint(config, checkpoint_dir: str, step: int | None) -> None
 def restore_refiner(config, checkpoint_dir: str, step: int | None = None) -> tuple[Any, int]:
   """(refiner params as host arrays, their step) from a SimGAN workdir or a shipped
   refiner (``pretrained:NAME``: one step only, so ``step`` must be None or it)."""
-  from simgan_jax import train  # pylint: disable=g-import-not-at-top
 
   checkpoint_dir = pretrained.resolve(checkpoint_dir)
   _check_workdir(checkpoint_dir)
@@ -165,7 +166,7 @@ def restore_refiner(config, checkpoint_dir: str, step: int | None = None) -> tup
     return params, saved
   _check_has_checkpoint(config, checkpoint_dir, step)
   try:
-    state = train.restore_state(config, checkpoint_dir, step)
+    state = checkpoints.restore_train_state(config, checkpoint_dir, step)
   except FileNotFoundError as e:
     raise ConfigError(str(e)) from None
   # Replicated: every process reads its own copy.
@@ -523,7 +524,6 @@ def refine_dataset(config, checkpoint_dir: str, data_spec: str, out_dir: str, *,
     raise ConfigError(f"--num_examples: must be >= 0, got {num_examples}")
   if format not in FORMATS:
     raise ConfigError(f"--format: {format!r} is not one of {', '.join(FORMATS)}")
-  from simgan_jax.evaluation import selection  # pylint: disable=g-import-not-at-top
 
   checkpoint_dir = pretrained.resolve(checkpoint_dir)
   _check_workdir(checkpoint_dir)

@@ -19,7 +19,9 @@ import numpy as np
 from simgan_jax import images as images_lib
 from simgan_jax.data import sources as sources_lib
 from simgan_jax.evaluation import gaze
-from simgan_jax.evaluation import reproduce  # reproduce imports this module only inside run()
+from simgan_jax.evaluation import rows
+from simgan_jax.evaluation import data as data_lib
+from simgan_jax.evaluation import drift as drift_lib
 
 _LOSS_CURVES = (("refiner_adversarial_loss", "refiner: adversarial"),
                 ("self_regularization_loss", "refiner: self-regularisation (x lambda)"),
@@ -130,7 +132,6 @@ def plot_losses(simgan_config, simgan_dir: str, selected_step: int, path: str, d
 
 def save_samples(config, pools, path: str) -> None:
   n = config.num_sample_images
-  from simgan_jax.evaluation import data as data_lib  # pylint: disable=g-import-not-at-top
 
   target, _ = data_lib.eval_set(config.test_data, config.gaze)
   columns = [sources_lib.to_unit_range(pools["synthetic"][:n]), sources_lib.to_unit_range(pools["refined"][:n]),
@@ -158,14 +159,14 @@ def comparison_lines(summary) -> list[str]:
     verdict = "more than" if abs(delta) > spread else "not more than"
     line = (f"- `{refined}` vs `{synthetic}`: the mean error {'drops' if delta >= 0 else 'rises'} by "
             f"{abs(delta):.2f}°, {verdict} the larger seed spread of the two ({spread:.2f}°)")
-    share = reproduce.gap_closed(summary, refined, synthetic)
+    share = rows.gap_closed(summary, refined, synthetic)
     if share is not None:
       line += (f"; refinement closes {100 * share:.0f}% of the synthetic-to-target error gap "
                f"({summary[synthetic]['error_mean']:.2f}° to {summary['target']['error_mean']:.2f}°)")
     lines.append(line + ".")
   if "oracle" in summary and "synthetic" in summary:
     delta = summary["synthetic"]["error_mean"] - summary["oracle"]["error_mean"]
-    share = reproduce.gap_closed(summary, "oracle", "synthetic")
+    share = rows.gap_closed(summary, "oracle", "synthetic")
     line = (f"- `oracle` (the synthetic scenes through the target domain's own appearance model, "
             f"what a perfect refiner would make) vs `synthetic`: {delta:+.2f}° less error")
     if share is not None:
@@ -202,9 +203,8 @@ def two_sample_lines(preservation) -> list[str]:
 def write_report(config, workdir: str, selection, summary, preservation, pools, timings) -> str:
   simgan_dir = os.path.join(workdir, "simgan")
   m = config.data_multiplier
-  titles = {k: v.format(m=m) for k, v in reproduce.TITLES.items()}
+  titles = {k: v.format(m=m) for k, v in rows.TITLES.items()}
   plot_within_d(summary, titles, os.path.join(workdir, "within_d.png"))
-  from simgan_jax.evaluation import drift as drift_lib  # pylint: disable=g-import-not-at-top
 
   task_info = drift_lib.read_info(simgan_dir) or {}
   drift_unit = task_info.get("unit", "")

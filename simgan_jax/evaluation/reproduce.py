@@ -33,17 +33,15 @@ from simgan_jax.evaluation import data as data_lib
 from simgan_jax.evaluation import gaze
 from simgan_jax.evaluation import gaze_training
 from simgan_jax.evaluation import pupil
+from simgan_jax.evaluation import report
+from simgan_jax.evaluation import rows
 from simgan_jax.evaluation import selection as selection_lib
+from simgan_jax.evaluation import refine
+from simgan_jax.simulators import sources as eye_sources
+from simgan_jax.simulators import target
+from simgan_jax.evaluation import two_sample
 
-TRAINING_SETS = ("synthetic", "synthetic_4x", "refined", "refined_4x", "oracle", "target")
-TITLES = {
-    "synthetic": "synthetic",
-    "synthetic_4x": "synthetic, {m}x data",
-    "refined": "refined synthetic",
-    "refined_4x": "refined synthetic, {m}x data",
-    "oracle": "synthetic scenes, target appearance (a perfect refiner)",
-    "target": "target-domain labels (upper bound)",
-}
+TRAINING_SETS, TITLES, gap_closed = rows.TRAINING_SETS, rows.TITLES, rows.gap_closed
 # Label names, in order of preference, that hold a 2D pupil (or iris) centre.
 _PUPIL_LABELS = ("pupil_center", "iris_centre")
 
@@ -110,7 +108,6 @@ def load_or_refine(config, workdir: str, simgan_dir: str, step: int, log) -> dic
   ``data_multiplier * num_synthetic`` synthetic images, refined by checkpoint ``step``
   into ``workdir/refined`` (a TFDS dataset, ``launch/refine.py``'s format; resumable)."""
   from simgan_jax.data import tfds_sources  # pylint: disable=g-import-not-at-top
-  from simgan_jax.evaluation import refine  # pylint: disable=g-import-not-at-top
 
   out = os.path.join(workdir, "refined")
   refine.refine_dataset(config.simgan, simgan_dir, config.synthetic_data, out,
@@ -135,8 +132,6 @@ def oracle_pool(config, labels) -> np.ndarray:
   appearance model (``target.simulator_scene_params``): uint8 images that a perfect
   refiner would make, with the same labels. Their rows show what refinement can reach
   on this benchmark at best, and what a perfect refiner's drift and pupil shift are."""
-  from simgan_jax.simulators import sources as eye_sources  # pylint: disable=g-import-not-at-top
-  from simgan_jax.simulators import target  # pylint: disable=g-import-not-at-top
 
   g = config.gaze
   shape = data_lib.image_shape(g)
@@ -222,17 +217,6 @@ def summarize(results) -> dict[str, dict[str, float]]:
   return out
 
 
-def gap_closed(summary, refined: str, synthetic: str) -> float | None:
-  """Share of the synthetic-to-target error gap that training on ``refined`` closes
-  (None without the three rows or without a gap)."""
-  if not {"target", refined, synthetic} <= summary.keys():
-    return None
-  gap = summary[synthetic]["error_mean"] - summary["target"]["error_mean"]
-  if gap <= 0:
-    return None
-  return (summary[synthetic]["error_mean"] - summary[refined]["error_mean"]) / gap
-
-
 # ----------------------------------------------------------------------------- labels
 
 
@@ -298,7 +282,6 @@ def final_two_sample(config, pools, workdir: str) -> dict[str, Any] | None:
   cached = _read_json(path)
   if cached is not None and ("oracle" in cached or "oracle" not in pools):
     return cached
-  from simgan_jax.evaluation import two_sample  # pylint: disable=g-import-not-at-top
 
   n = t.num_images
   section = config.simgan.real_data
@@ -346,7 +329,6 @@ def estimator_stages(config) -> types.SimpleNamespace:
     if name not in ESTIMATOR_MODULES:
       raise ConfigError(f"config.estimator: unknown {name!r}; known: gaze, {', '.join(ESTIMATOR_MODULES)}")
     return importlib.import_module(ESTIMATOR_MODULES[name]).stages(config)
-  from simgan_jax.evaluation import report  # pylint: disable=g-import-not-at-top
 
   return types.SimpleNamespace(section=config.gaze, label="gaze", train_estimators=train_estimators,
                                summarize=summarize, label_preservation=label_preservation,

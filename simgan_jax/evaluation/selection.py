@@ -32,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from simgan_jax.errors import ConfigError, DataError
+from simgan_jax.evaluation import drift
 
 EXPLODE = 3.0  # drift over EXPLODE x max_drift counts as a collapse
 KID_NOISE = 0.1  # KID of sets that match, to about its subset std (kid_window)
@@ -98,7 +99,6 @@ def checkpoint_metrics(workdir: str) -> dict[int, dict[str, float]]:
 def run_max_drift(config, workdir: str) -> float | None:
   """The drift bound that applies to a run: ``config.drift.max_drift``, else the default
   for the kind of task network the run trained (None: no task network)."""
-  from simgan_jax.evaluation import drift  # pylint: disable=g-import-not-at-top
 
   if float(config.drift.get("max_drift", 0.0)) > 0:
     return float(config.drift.max_drift)

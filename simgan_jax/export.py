@@ -1,0 +1,67 @@
+"""Exporting a trained refiner as a shipped one (``launch/export_refiner.py``): its params,
+config, scores and a model card, in the layout ``pretrained.py`` reads."""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+from typing import Any
+
+import flax.serialization
+import jax
+import numpy as np
+
+from simgan_jax import pretrained
+from simgan_jax.evaluation import refine, selection
+
+
+def export(config, workdir: str, step: int | None, out_dir: str, *, name: str, command: str = "",
+           note: str = "") -> dict[str, Any]:
+  """Writes the refiner of ``workdir``'s checkpoint ``step`` (None: newest) as a shipped
+  refiner with its model card; returns its meta (step, scores, ...)."""
+  params, step = refine.restore_refiner(config, workdir, step)
+  os.makedirs(out_dir, exist_ok=True)
+  with open(os.path.join(out_dir, pretrained.PARAMS), "wb") as f:
+    f.write(flax.serialization.to_bytes(params))
+  with open(os.path.join(workdir, pretrained.CONFIG)) as src, open(os.path.join(out_dir, pretrained.CONFIG), "w") as dst:
+    dst.write(src.read())
+  info = {"step": step, "num_parameters": int(sum(np.size(x) for x in jax.tree.leaves(params))),
+          "workdir": os.path.abspath(workdir), "command": command, "date": datetime.date.today().isoformat(),
+          "scores": selection.checkpoint_metrics(workdir).get(step, {})}
+  with open(os.path.join(out_dir, pretrained.META), "w") as f:
+    json.dump(info, f, indent=1, sort_keys=True)
+  with open(os.path.join(out_dir, pretrained.CARD), "w") as f:
+    f.write(model_card(name, config, info, command, note))
+  return info
+
+
+CARD_SCORES = (("realism_kid", "realism KID (lower is more real)"),
+           ("realism_kid_unrefined", "realism KID of the unrefined synthetic images"),
+           ("two_sample_accuracy", "two-sample classifier accuracy, refined vs real (0.5: indistinguishable)"),
+           ("two_sample_low", "its 95% Wilson interval, low"), ("two_sample_high", "its 95% Wilson interval, high"),
+           ("label_drift", "label drift of a synthetic-trained task network"),
+           ("selection_score", "selection score"))
+
+
+def model_card(name: str, config, info: dict, command: str, note: str) -> str:
+  scores = info.get("scores", {})
+  rows = "\n".join(f"| {label} | {scores[key]:.4g} |" for key, label in CARD_SCORES if key in scores)
+  return f"""# Shipped refiner `pretrained:{name}`
+
+{note}
+
+- Date exported: {info['date']}; checkpoint step {info['step']} of `{info['workdir']}`; {info['num_parameters']:,} parameters.
+- Trained by: `{command or '(not given)'}`
+- Refiner: {config.refiner.num_blocks} ResNet blocks x {config.refiner.features} features, {config.refiner.kernel_size}x{config.refiner.kernel_size} kernels, padding {config.refiner.get('padding', 'SAME')}, {config.refiner.get('noise_channels', 0)} noise channel(s), output {config.refiner.output_activation}; input {config.image_height}x{config.image_width}x{config.channels} in [-1, 1].
+- Data: `{config.synthetic_data.name}` refined towards `{config.real_data.name}`; batch {config.batch_size}, lambda {config.loss.self_regularization_weight}, {config.optimizer.name} lr {config.optimizer.learning_rate}, Kg {config.kg}, Kd {config.kd}.
+
+Scores logged at that checkpoint (`metrics.jsonl`, label-free; simgan_jax/evaluation):
+
+| measure | value |
+|---|---|
+{rows}
+
+Use: `python launch/refine.py --checkpoint=pretrained:{name} --data=eyesim --num_examples=64 --format=png --out=runs/refined_pretrained`.
+Only the refiner ships (no discriminator, optimiser state or history): it refines, it does not resume training.
+"""
