@@ -11,6 +11,8 @@ from typing import Callable
 
 import numpy as np
 
+from simgan_jax.errors import ConfigError
+
 
 class MetricWriter:
   """Writes on process 0 only; the others pass ``enabled=False``."""
@@ -151,3 +153,17 @@ def timed_first_call(fn: Callable, name: str, enabled: bool = True) -> Callable:
     return out
 
   return call
+
+
+def prepare_workdir(workdir: str, subdirs: tuple[str, ...] = ()) -> None:
+  """Creates ``workdir`` (and ``subdirs``) and checks it is writable: a ConfigError
+  naming it, before any work that would be lost."""
+  try:
+    for folder in (workdir, *(os.path.join(workdir, d) for d in subdirs)):
+      os.makedirs(folder, exist_ok=True)
+    probe = os.path.join(workdir, ".write_test")
+    with open(probe, "w") as f:
+      f.write("ok")
+    os.remove(probe)
+  except OSError as e:
+    raise ConfigError(f"--workdir {workdir}: not writable ({e.strerror or e})") from None

@@ -131,3 +131,9 @@ def example_keys(key: jax.Array, num_local: int) -> jax.Array:
   is the same on 1 device or N (call inside ``shard_map`` over ``AXIS``)."""
   start = lax.axis_index(AXIS) * num_local
   return jax.vmap(lambda i: jax.random.fold_in(key, i))(start + jnp.arange(num_local))
+
+
+def to_host(tree):
+  """Replicated device arrays -> numpy, reading this host's own copy (no transfer
+  between hosts)."""
+  return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), tree)

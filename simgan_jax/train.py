@@ -127,19 +127,10 @@ def check_image_shapes(config, synthetic, real) -> None:
 
 
 def prepare_workdir(workdir: str) -> None:
-  try:
-    os.makedirs(os.path.join(workdir, "samples"), exist_ok=True)
-    probe = os.path.join(workdir, ".write_test")
-    with open(probe, "w") as f:
-      f.write("ok")
-    os.remove(probe)
-  except OSError as e:
-    raise ConfigError(f"--workdir {workdir}: not writable ({e.strerror or e})") from None
+  metric_writer.prepare_workdir(workdir, ("samples",))
 
 
-def _to_host(tree):
-  """Replicated device arrays -> numpy, reading this host's own copy."""
-  return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), tree)
+_to_host = parallel.to_host
 
 
 @jax.jit

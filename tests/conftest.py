@@ -57,3 +57,74 @@ def npz_flags(paths) -> list[str]:
       "--config.synthetic_data.name=npz", f"--config.synthetic_data.path={paths['synthetic']}",
       "--config.real_data.name=npz", f"--config.real_data.path={paths['real']}",
   ]
+
+
+# The slow tier: whole end-to-end files, and tests that took 8 s or more of one worker in
+# a full `-n 2` run (`--durations`), and a few of 6-8 s, so that `-m "not slow"` runs in under 5 minutes on 2
+# cores. The 1-vs-8-device equality of the training step stays in the fast tier.
+SLOW_FILES = {
+    "test_drift.py",
+    "test_hand_reproduce.py",
+    "test_multiprocess.py",
+    "test_train_on_datasets.py",
+}
+SLOW_TESTS = {
+    "test_training.py::test_iteration_runs_kg_refiner_and_kd_discriminator_updates",
+    "test_target.py::test_all_factors_off_is_the_simulator_and_on_is_far_from_it",
+    "test_builders_image_folder.py::test_launch_script_summary_and_one_line_error",
+    "test_checkpoints.py::test_changed_shapes_name_the_config_field_and_keep_config_json",
+    "test_tfds_sources.py::test_host_shard_on_two_processes_samples_the_one_process_batch",
+    "test_sources.py::test_realism_probe_picks_the_same_images_from_a_sharded_pool",
+    "test_checkpoints.py::test_loop_keeps_the_best_by_the_probe_scores",
+    "test_gaze.py::test_launcher_trains_evaluates_writes_results_and_resumes",
+    "test_gaze.py::test_other_input_sizes_compute_the_flattened_size",
+    "test_gaze.py::test_sgd_on_eight_devices_takes_the_one_device_step",
+    "test_gaze.py::test_training_reduces_the_loss_and_eight_devices_match_one",
+    "test_hands.py::test_sensor_off_is_the_simulator_and_on_changes_the_image",
+    "test_hands.py::test_sources_and_the_cached_target",
+    "test_layers.py::test_bfloat16_training_stays_close_to_float32",
+    "test_layers.py::test_matmul_conv_equals_xla_conv",
+    "test_layers.py::test_networks_get_flax_conv_parameters_and_match_across_impls",
+    "test_native.py::test_everything_works_without_the_native_package",
+    "test_native.py::test_refiner_trains_the_same_with_native_and_hybrid",
+    "test_pose.py::test_estimator_fits_a_few_images",
+    "test_pose.py::test_hourglass_implementations_agree_and_bfloat16_tracks_float32",
+    "test_pose.py::test_smoke_training_on_the_simulator",
+    "test_pretrained.py::test_shipped_eyesim_refiner_loads_and_refines",
+    "test_refine.py::test_launcher_end_to_end_and_one_line_errors",
+    "test_reproduce.py::test_oracle_pool_renders_the_synthetic_scenes_with_the_target_appearance",
+    "test_reproduce.py::test_smoke_reproduction_end_to_end",
+    "test_reproduce.py::test_unityeyes_mpiigaze_preset_on_fixtures",
+    "test_simulator_sources.py::test_eyesim_overrides_and_bad_fields",
+    "test_simulator_sources.py::test_eyesim_target_source_and_labelled_split",
+    "test_sources.py::test_launch_on_sharded_npz_pools_prints_memory_and_resumes_bitwise",
+    "test_sources.py::test_training_on_sharded_pools_matches_one_device_replicated",
+    "test_stabilisers.py::test_discriminator_at_lr_zero_stays_while_the_refiner_moves_and_augmentation_reaches_both_losses",
+    "test_stabilisers.py::test_eight_devices_match_one_device_with_ema_r1_and_augmentation",
+    "test_stabilisers.py::test_ema_is_the_closed_form_average_of_the_recorded_params",
+    "test_stabilisers.py::test_r1_of_the_native_discriminator_is_twice_differentiable_and_matches_xla",
+    "test_stabilisers.py::test_sample_grids_refine_and_export_use_the_average",
+    "test_target.py::test_deterministic_and_staged_equals_one_program",
+    "test_tasks_loop.py::test_pose_pool_is_sharded_along_the_batch_axis",
+    "test_tasks_loop.py::test_sigterm_saves_says_where_and_resumes_to_the_uninterrupted_run",
+    "test_train.py::test_killed_run_resumes_bitwise_equal_to_an_uninterrupted_run",
+    "test_train.py::test_nan_loss_stops_with_one_line_and_keeps_the_last_checkpoint",
+    "test_train.py::test_run_writes_metrics_samples_checkpoints_and_restores_in_a_fresh_process",
+    "test_train.py::test_sigterm_mid_phase_saves_says_where_and_resumes_bitwise",
+    "test_training.py::test_adaptive_kg_resumes_from_the_state",
+    "test_training.py::test_batch_norm_discriminator_trains_on_eight_devices",
+    "test_training.py::test_fixed_kg_follows_the_config_on_resume_on_every_path",
+    "test_training.py::test_kd_updates_replace_half_a_batch_of_history_per_iteration",
+    "test_training.py::test_pretraining_uses_pretrain_psi_and_the_adversarial_phase_psi",
+    "test_training.py::test_same_seed_same_bits_other_seed_other_bits",
+    "test_training.py::test_the_accelerator_path_xla_convolutions_trains_like_native",
+    "test_training.py::test_unrolled_and_looped_updates_agree",
+}
+
+
+def pytest_collection_modifyitems(config, items):
+  del config
+  for item in items:
+    path, _, name = item.nodeid.partition("::")
+    if path.removeprefix("tests/") in SLOW_FILES or f"{path.removeprefix('tests/')}::{name.split('[')[0]}" in SLOW_TESTS:
+      item.add_marker(pytest.mark.slow)

@@ -248,7 +248,7 @@ def test_unityeyes_mpiigaze_preset_on_fixtures(tmp_path):
   prepare("mpiigaze", tmp_path / "mpii", data)
   config = reproduce_config.apply_overrides(reproduce_config.get_config("unityeyes_mpiigaze:smoke"), [
       f"data_dir={data}", "num_synthetic=2", "data_multiplier=2", "num_label_pairs=4", "seeds=0",
-      "num_sample_images=2"])
+      "num_sample_images=2", "simgan.two_sample.num_test=8"])  # the fixture has 16 real images
   result = reproduce.run(config, str(tmp_path / "repro"), log=lambda line: None)
   assert set(result["summary"]) == {"synthetic", "synthetic_4x", "refined", "refined_4x", "target"}
   test_images = result["summary"]["target"]  # evaluated on MPIIGaze's test split (person 12)

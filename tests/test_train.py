@@ -53,7 +53,9 @@ def test_run_writes_metrics_samples_checkpoints_and_restores_in_a_fresh_process(
   best = selection.best_checkpoint(config, str(tmp_path))
   block = out[out.index("\ndone: ") + 1:].splitlines()
   assert block[0].startswith("done: trained 9 of 9 steps in ")
-  assert block[0].endswith("checkpoints at steps 3, 5, 6, 9; 2 sample grids written")
+  # Keep-best follows --step=best: pretraining checkpoint 3 is no candidate once adversarial
+  # ones exist, so only the newest 3 (5, 6, 9) stay.
+  assert block[0].endswith("checkpoints at steps 5, 6, 9; 2 sample grids written")
   step = best["step"]
   assert block[1] == (f"selected checkpoint: step {step} (selection_score "
                       f"{best['selection_scores'][str(step)]:.4g}, realism_kid {best['scores'][str(step)]:.4g}, "

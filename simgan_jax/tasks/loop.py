@@ -235,19 +235,8 @@ def check_data(task: Task, config, source, eval_sets) -> None:
                       f"not match [N, {', '.join(map(str, shape))}] and [N, {dims}]")
 
 
-def prepare_workdir(workdir: str) -> None:
-  try:
-    os.makedirs(workdir, exist_ok=True)
-    probe = os.path.join(workdir, ".write_test")
-    with open(probe, "w") as f:
-      f.write("ok")
-    os.remove(probe)
-  except OSError as e:
-    raise ConfigError(f"--workdir {workdir}: not writable ({e.strerror or e})") from None
-
-
-def _to_host(tree):
-  return jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), tree)
+prepare_workdir = metric_writer.prepare_workdir
+_to_host = parallel.to_host
 
 
 def pool_line(source, data, num_devices: int) -> str:
