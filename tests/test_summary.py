@@ -120,3 +120,19 @@ def test_reproduce_block_names_the_selection_report_and_next_steps(tmp_path):
                        "  runner-up: step 6 (selection_score 0.3, realism_kid 0.3)"]
   assert f"  report: {tmp_path}/report.md" in block and f"  checkpoints: {tmp_path}/simgan/checkpoints" in block
   assert block[-2].startswith(f"  python launch/reproduce.py --workdir={tmp_path} --publish=")
+
+
+def test_train_and_reproduce_score_the_same_checkpoints_with_one_rule():
+  # Catches the :cpu SimGAN run of launch/train.py scoring other checkpoints (or ranking
+  # them by another rule) than the same run inside launch/reproduce.py: "best" would then
+  # differ between the two commands on one run.
+  from simgan_jax.configs import default, reproduce as reproduce_config
+
+  for variant in ("cpu", "smoke", ""):
+    alone = default.get_config(variant)
+    inside = reproduce_config.get_config(f"eyesim_gaze:{variant}" if variant else "eyesim_gaze").simgan
+    if variant == "smoke":  # the smoke reproduction turns the probe on (off in :smoke)
+      continue
+    assert inside.checkpoint_every == alone.checkpoint_every, variant
+    assert inside.selection.to_dict() == alone.selection.to_dict(), variant
+    assert inside.drift.to_dict() == alone.drift.to_dict(), variant

@@ -350,7 +350,10 @@ def _cpu(c):
   c.loss.self_regularization_weight = 0.5
   c.log_every = 25
   c.sample_every = 250
-  c.checkpoint_every = 500
+  # Every checkpoint is scored and is a selection candidate: every 100 steps, the same
+  # candidates launch/reproduce.py scores (configs/reproduce.py derives from this), so
+  # train.py, refine.py --step=best and reproduce.py pick the same "best" of one run.
+  c.checkpoint_every = 100
   # Checkpoint probes sized for 2 CPU cores (costs measured in issue 11's report).
   c.drift.batch_size = 32
   c.drift.train_steps = 200
