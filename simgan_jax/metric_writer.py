@@ -76,6 +76,11 @@ def format_seconds(seconds: float) -> str:
   return f"{seconds // 60}m{seconds % 60:02d}s"
 
 
+
+def rate_text(rate: float) -> str:
+  """A rate to 3 significant digits without exponents: 0.0412, 38.6, 1680."""
+  return f"{rate:.0f}" if rate >= 100 else f"{rate:.3g}"
+
 class Progress:
   """A progress line on stderr: redrawn in place (``\\r``) on a terminal; in a log file
   or pipe a plain line every ``every_s`` seconds or ``every_percent`` percent, whichever
@@ -116,14 +121,14 @@ class Progress:
     rate = self.done / max(now - self.start, 1e-9)
     eta = format_seconds((self.total - self.done) / rate) if rate > 0 else "?"
     self._write(f"{self.label}: {self.done}/{self.total} {self.unit} "
-                f"({100 * self.done / max(self.total, 1):.0f}%), {rate:.3g} {self.unit}/s, ETA {eta}")
+                f"({100 * self.done / max(self.total, 1):.0f}%), {rate_text(rate)} {self.unit}/s, ETA {eta}")
 
   def close(self, note: str = "") -> None:
     if not self.enabled:
       return
     seconds = time.perf_counter() - self.start
     self._write(f"{self.label}: {self.done} {self.unit} in {format_seconds(seconds)} "
-                f"({self.done / max(seconds, 1e-9):.3g} {self.unit}/s){note}", final=True)
+                f"({rate_text(self.done / max(seconds, 1e-9))} {self.unit}/s){note}", final=True)
 
 
 def timed_first_call(fn: Callable, name: str, enabled: bool = True) -> Callable:

@@ -82,3 +82,10 @@ def test_timed_first_call_reports_compilation_once(capsys):
 def test_format_seconds():
   assert metric_writer.format_seconds(65) == "1m05s"
   assert metric_writer.format_seconds(7380) == "2h03m00s"
+
+
+def test_rates_read_without_exponents():
+  # Catches "{rate:.3g}", which printed "1e+03 images/s" in the target-cache progress.
+  from simgan_jax.metric_writer import rate_text
+
+  assert [rate_text(r) for r in (1000.4, 1680.2, 38.63, 0.04123)] == ["1000", "1680", "38.6", "0.0412"]
