@@ -10,7 +10,9 @@ and --eval_data (a comma-separated list) name labelled sets: for gaze eyesim |
 eyesim_target[:SPLIT] | npz:PATH | tfds:PATH[:SPLIT] | NAME[/BUILDER_CONFIG][:SPLIT]
 (simgan_jax/evaluation/data.py), for pose the same with handsim | handsim_target
 (evaluation/pose_data.py); the task's simulator and target test split by default.
-Prints one line per evaluation set; DIR/results.json holds the rest.
+Ends with a closing block (steps, time, one line per evaluation set, where the outputs
+are, the next command), also appended as one JSON line to DIR/summary.jsonl;
+DIR/results.json holds the rest.
 
 SIGTERM or Ctrl-C: the current step finishes, a checkpoint is saved, one line
 says where, and the exit status is 128 + the signal; the same command resumes.
@@ -19,6 +21,7 @@ launch/train_gaze.py and launch/train_pose.py are this script with --task set.
 
 import os
 import sys
+import time
 
 from absl import app
 from absl import flags
@@ -41,21 +44,25 @@ def main(argv):
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   common.maybe_initialize_distributed()
   # After jax.distributed is up: simgan_jax.tasks imports jax.
-  from simgan_jax import preemption, tasks  # pylint: disable=g-import-not-at-top
+  import jax  # pylint: disable=g-import-not-at-top
+  from simgan_jax import preemption, summary, tasks  # pylint: disable=g-import-not-at-top
 
   entry = tasks.get(_TASK.value)
   config = _CONFIG.value if _CONFIG.value is not None else entry.get_config()
   train_data = _TRAIN_DATA.value or entry.train_data
+  start = time.perf_counter()
   try:
     results = tasks.train_and_evaluate(_TASK.value, config, _WORKDIR.value, train_data, _EVAL_DATA.value)
   except preemption.Stopped as e:
     # Saved; 128 + the signal, as if killed by it, so schedulers see a preemption.
     print(e, file=sys.stderr, flush=True)
     sys.exit(128 + e.signum)
-  for name, r in results["eval"].items():
-    print(f"{name}: {entry.task.eval_summary(r)} ({r['num_images']} images; trained on {train_data}, "
-               f"{results['steps']} steps)")
-  print(f"results: {os.path.join(_WORKDIR.value, 'results.json')}")
+  lines = {name: f"{entry.task.eval_summary(r)} ({r['num_images']} images)" for name, r in results["eval"].items()}
+  done = summary.estimator_summary(_TASK.value, _WORKDIR.value, train_data, results, lines,
+                                   time.perf_counter() - start)
+  if jax.process_index() == 0:
+    print(summary.format_block(done))
+    summary.append_json(_WORKDIR.value, {**done, "results": results["eval"]})
 
 
 if __name__ == "__main__":

@@ -215,6 +215,19 @@ def prepare_summary(prepared, data_dir: str | None, seconds: float | None) -> di
           "outputs": {"dataset": prepared.path}, "next": following}
 
 
+def estimator_summary(task: str, workdir: str, train_data: str, results: dict[str, Any],
+                      lines: dict[str, str], seconds: float | None) -> dict[str, Any]:
+  """What ``launch/train_estimator.py`` did: steps, the test line of each evaluation set
+  (``lines``: {set: the task's one-line summary}), where its outputs are."""
+  return {"command": "train_estimator", "task": task, "workdir": os.path.abspath(workdir),
+          "train_data": train_data, "steps": results.get("steps"), "seconds": seconds, "eval": lines,
+          "outputs": {"results": os.path.join(workdir, "results.json"),
+                      "metrics": os.path.join(workdir, "metrics.jsonl"),
+                      "checkpoints": os.path.join(workdir, "checkpoints")},
+          "next": [f"python launch/reproduce.py --experiment={'handsim_pose' if task == 'pose' else 'eyesim_gaze'}:cpu "
+                   "--workdir=runs/repro_cpu (synthetic vs refined training sets, several seeds, one report)"]}
+
+
 def _fmt(scores: dict[str, float]) -> str:
   return ", ".join(f"{k} {v:.4g}" for k, v in scores.items() if v is not None)
 
@@ -254,6 +267,10 @@ def format_block(summary: dict[str, Any]) -> str:
     examples = ", ".join(f"{split} {count}" for split, count in sorted(summary["examples"].items()))
     lines = [f"done: prepared {summary['dataset']}/{summary['builder_config']}{took}: {examples} examples, "
              f"{summary['skipped']} skipped; labels: {', '.join(summary['labels']) or 'none'}"]
+  elif kind == "train_estimator":
+    lines = [f"done: trained the {summary['task']} estimator on {summary['train_data']} for {summary['steps']} "
+             f"steps{took}"]
+    lines += [f"  {name}: {line}" for name, line in summary["eval"].items()]
   else:
     lines = [f"done: reproduced the experiment{took}"]
   lines += selection_lines(summary.get("selected") or {})

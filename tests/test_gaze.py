@@ -167,6 +167,13 @@ def test_launcher_trains_evaluates_writes_results_and_resumes(tmp_path):
   code, out, err = launch(tmp_path / "run", *flags)
   assert code == 0, err
   assert f"npz:{path}: mean angular error" in out and "within 7 deg" in out
+  # The closing block and its JSON line: what was done, each test line, where, what next.
+  block = out[out.index("\ndone: ") + 1:].splitlines()
+  assert block[0].startswith(f"done: trained the gaze estimator on npz:{path} for 4 steps in ")
+  assert f"  results: {tmp_path / 'run' / 'results.json'}" in block and block[-2] == "next:"
+  summary = [json.loads(line) for line in open(tmp_path / "run" / "summary.jsonl")]
+  assert summary[-1]["command"] == "train_estimator" and summary[-1]["steps"] == 4
+  assert set(summary[-1]["eval"]) == {f"npz:{path}", "eyesim"}
   results = json.load(open(tmp_path / "run" / "results.json"))
   assert results["steps"] == 4 and set(results["eval"]) == {f"npz:{path}", "eyesim"}
   assert results["eval"]["eyesim"]["num_images"] == 64
