@@ -256,3 +256,18 @@ def test_unityeyes_mpiigaze_preset_on_fixtures(tmp_path):
   assert result["preservation"]["num_pairs"] == 4
   assert "gaze_drift_deg" in result["preservation"]
   assert os.path.exists(result["report"])
+
+
+def test_report_states_the_oracle_floor_from_its_inputs():
+  # The caveat once added to docs/results_eyesim.md by hand is printed from the numbers.
+  from simgan_jax.evaluation import report
+
+  def r(acc, low, high):
+    return {"two_sample_accuracy": acc, "two_sample_low": low, "two_sample_high": high}
+
+  t = {"features": (8,), "steps": 1, "num_images": 20, "num_test": 5, "refined": r(1.0, 0.99, 1.0),
+       "synthetic": r(1.0, 0.99, 1.0), "oracle": r(0.632, 0.599, 0.665)}
+  text = "\n".join(report.two_sample_lines({"two_sample": t}))
+  assert "told from the target pool 63.2% of the time" in text and "about 63%, not 50%" in text
+  t["oracle"] = r(0.52, 0.48, 0.56)  # indistinguishable within its interval: no caveat
+  assert "not 50%" not in "\n".join(report.two_sample_lines({"two_sample": t}))
