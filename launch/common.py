@@ -235,6 +235,13 @@ def run(main) -> None:
     except Exception as e:  # pylint: disable=broad-except
       if verbose:
         raise
+      # A loop stopped by SIGTERM/SIGINT after saving: its one line and 128 + the signal,
+      # as if killed by it, so schedulers see a preemption. Looked up, not imported:
+      # simgan_jax.preemption imports jax, which must not start before distributed init.
+      preemption = sys.modules.get("simgan_jax.preemption")
+      if preemption is not None and isinstance(e, preemption.Stopped):
+        print(e, file=sys.stderr, flush=True)
+        sys.exit(128 + e.signum)
       if isinstance(e, OSError) and "Failed loading config file" in str(e):
         fail(config_error_line(e))
       line = str(e) or type(e).__name__

@@ -22,10 +22,10 @@ from jax.experimental import multihost_utils
 class Stopped(Exception):
   """Raised after a SIGTERM/SIGINT stop was saved; the message is the one line to show."""
 
-  def __init__(self, signum: int, step: int, path: str):
+  def __init__(self, signum: int, step: int, path: str, what: str | None = None):
     self.signum, self.step, self.path = signum, step, path
-    super().__init__(f"stopped by {signal.Signals(signum).name} at step {step}; checkpoint saved in "
-                     f"{path}; run the same command to resume")
+    what = what or f"at step {step}; checkpoint saved in {path}"
+    super().__init__(f"stopped by {signal.Signals(signum).name} {what}; run the same command to resume")
 
 
 class StopSignals:

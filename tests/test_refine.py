@@ -3,6 +3,7 @@
 import json
 import os
 import pathlib
+import signal
 import subprocess
 import sys
 
@@ -13,7 +14,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from tests.conftest import REPO
-from simgan_jax import checkpoints, models, parallel, training
+from simgan_jax import checkpoints, models, parallel, preemption, training
 from simgan_jax.configs import default, gaze as gaze_configs
 from simgan_jax.data import sources
 from simgan_jax.data.builders import image_folder
@@ -315,3 +316,64 @@ def test_step_best_reads_the_selection_score(tmp_path, workdir, config):
   out = refine.refine_dataset(config, str(run), "eyesim", str(tmp_path / "b"), num_examples=8, step="best",
                               progress=False)
   assert json.load(open(os.path.join(out, refine.MANIFEST)))["step"] == 0
+
+
+def test_drill_bad_inputs_are_one_line_and_sigterm_keeps_every_saved_chunk(tmp_path, simulated, workdir,
+                                                                        config):
+  """The refine path's bad inputs: one line naming the flag or file; nothing saved is lost."""
+  out = tmp_path / "out"
+
+  def one_line(error, start):
+    message = str(error.value)
+    assert "\n" not in message and message.startswith(start), message
+
+  with pytest.raises((ConfigError, ValueError)) as e:  # unknown data
+    refine.refine_dataset(config, workdir, "no_such_data", str(out), num_examples=4, progress=False)
+  one_line(e, "--data=no_such_data: unknown data source 'no_such_data'; known: eyesim, ")
+  blocker = tmp_path / "a_file"
+  blocker.write_text("not a folder")
+  with pytest.raises(ConfigError) as e:  # an --out that cannot be made
+    refine.refine_dataset(config, workdir, "eyesim", str(blocker / "out"), num_examples=4, progress=False)
+  one_line(e, f"--out {blocker / 'out'}: not writable (")
+  with pytest.raises(ConfigError) as e:  # a chunk size that is not one
+    refine.refine_dataset(config, workdir, "eyesim", str(out), num_examples=4, chunk_size=0, progress=False)
+  one_line(e, "--chunk_size: must be an integer > 0")
+
+  # SIGTERM while the second chunk is in flight: the real signal through the real handler.
+  def sigterm_after_the_first(chunk):
+    if chunk == 0:
+      os.kill(os.getpid(), signal.SIGTERM)
+
+  run = lambda hook: refine.refine_dataset(config, workdir, "eyesim", str(out), num_examples=NUM,  # noqa: E731
+                                           chunk_size=CHUNK, progress=False, on_chunk=hook)
+  handler = signal.getsignal(signal.SIGTERM)
+  with pytest.raises(preemption.Stopped) as e:
+    run(sigterm_after_the_first)
+  assert e.value.signum == signal.SIGTERM
+  chunks = os.path.join(out, refine.CHUNKS)
+  assert str(e.value) == (f"stopped by SIGTERM after chunk 0; 1 of 3 chunks saved in {chunks}; "
+                          "run the same command to resume")
+  assert os.listdir(chunks) == ["chunk_0000000.npz"]  # no half-written file
+  assert signal.getsignal(signal.SIGTERM) is handler and not refine.is_done(str(out))  # restored
+  seen = []
+  run(seen.append)
+  assert seen == [1, 2]  # the saved chunk is kept, the rest refined
+  resumed, straight = read_all(str(out)), read_all(simulated)
+  for name in straight:
+    np.testing.assert_array_equal(resumed[name], straight[name], err_msg=name)
+
+
+def test_launchers_turn_a_saved_stop_into_one_line_and_128_plus_the_signal(tmp_path):
+  script = tmp_path / "stops.py"
+  script.write_text(
+      "import signal, sys\n"
+      f"sys.path.insert(0, {REPO!r})\n"
+      "from launch import common\n"
+      "from simgan_jax import preemption\n"
+      "def main(argv):\n"
+      "  raise preemption.Stopped(signal.SIGTERM, 7, '/w/checkpoints/7')\n"
+      "common.run(main)\n")
+  proc = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+  assert proc.returncode == 128 + signal.SIGTERM
+  assert proc.stderr.strip().splitlines() == [
+      "stopped by SIGTERM at step 7; checkpoint saved in /w/checkpoints/7; run the same command to resume"]

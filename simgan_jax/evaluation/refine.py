@@ -80,6 +80,7 @@ from simgan_jax import checkpoints
 from simgan_jax import metric_writer
 from simgan_jax import models
 from simgan_jax import parallel
+from simgan_jax import preemption
 from simgan_jax import pretrained
 from simgan_jax import training
 from simgan_jax.data import sources as sources_lib
@@ -262,6 +263,17 @@ def _simulator_fn(refiner: models.Refiner, source, mesh: Mesh, seed: int, keep_s
 # ----------------------------------------------------------------------------- input
 
 
+def _make_source(section, shape, spec: str):
+  """make_source, its errors naming the --data flag the user typed (not config.data.*)."""
+  try:
+    return sources_lib.make_source(section, shape, "data")
+  except ConfigError as e:
+    message = str(e)
+    if message.startswith("config.data.name: "):
+      message = message[len("config.data.name: "):]
+    raise ConfigError(f"--data={spec}: {message}") from None
+
+
 class _Input:
   """A dataset to refine: ``num`` examples; ``run(params, start, stop)`` -> a chunk's arrays."""
 
@@ -280,7 +292,7 @@ class _Input:
         raise ConfigError(f"--num_examples: the simulator ({spec}) needs a number of images > 0")
       if config.synthetic_data.get("name") == section.name:
         section = config.synthetic_data  # the scene ranges the refiner was trained on
-      self.simulator = sources_lib.make_source(section, shape, "data")
+      self.simulator = _make_source(section, shape, spec)
       self.num = int(num_examples)
       self.fn = _simulator_fn(self.refiner, self.simulator, mesh, int(seed), keep_synthetic)
     else:
@@ -288,7 +300,7 @@ class _Input:
       user_order = section.name == "image_folder"
       if user_order:
         section.max_examples = 0
-      source = sources_lib.make_source(section, shape, "data")
+      source = _make_source(section, shape, spec)
       if not isinstance(source, sources_lib.ArraySource):
         raise ConfigError(f"--data={spec}: not a finite dataset nor the simulator")
       if tuple(source.image_shape) != shape:
@@ -572,15 +584,27 @@ def refine_dataset(config, checkpoint_dir: str, data_spec: str, out_dir: str, *,
       on_chunk(chunk)
     bar.update(done_images)
 
+  def stop_if_asked(signals, chunk):
+    # SIGTERM/SIGINT: stop after the chunk just saved (chunks are written whole, by
+    # rename), drop the one in flight, say what is kept. With several processes each
+    # stops after its own chunk; a rerun refines only the missing ones.
+    if signals.signum:
+      bar.close(" before the stop")
+      kept = sum(os.path.exists(_chunk_path(out_dir, c)) for c in range(num_chunks))
+      raise preemption.Stopped(signals.signum, chunk, os.path.join(out_dir, CHUNKS), what=(
+          f"after chunk {chunk}; {kept} of {num_chunks} chunks saved in {os.path.join(out_dir, CHUNKS)}"))
+
   previous = None
-  for chunk in todo:
-    # The next chunk is dispatched before the previous one is read back and saved.
-    pending = source.dispatch(params, chunk * chunk_size, min((chunk + 1) * chunk_size, source.num))
+  with preemption.StopSignals() as signals:
+    for chunk in todo:
+      # The next chunk is dispatched before the previous one is read back and saved.
+      pending = source.dispatch(params, chunk * chunk_size, min((chunk + 1) * chunk_size, source.num))
+      if previous is not None:
+        finish(*previous)
+        stop_if_asked(signals, previous[0])
+      previous = (chunk, pending)
     if previous is not None:
       finish(*previous)
-    previous = (chunk, pending)
-  if previous is not None:
-    finish(*previous)
   if todo:
     bar.close()
 
