@@ -16,8 +16,9 @@ becomes a TFDS dataset folder (array_record, split 'train'): refined ``image``, 
 input's labels unchanged, ``index``, ``file_name`` when the input has one.
 --format=png: --out becomes a folder of PNG files under the input's own relative
 file names (an image_folder set: the user's names, suffix .png; others: 000000.png
-...) with labels.csv carrying the labels row for row. An interrupted run resumes
-when rerun with the same flags; with several processes (--multihost) --out must be
+...) with labels.csv carrying the labels row for row. SIGTERM/SIGINT stops
+after the chunk being saved, with one line and exit status 128 + the signal; an
+interrupted run resumes when rerun with the same flags; with several processes (--multihost) --out must be
 on a shared filesystem.
 
 Domain check: the refiner's training data (source, image size, channels; its
