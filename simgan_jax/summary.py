@@ -132,6 +132,15 @@ def _newest(pattern: str) -> str | None:
   return paths[-1] if paths else None
 
 
+def _samples(workdir: str, chosen: dict[str, Any]) -> str | None:
+  """The sample grid of the selected step when one was written at it, else the newest."""
+  if "step" in chosen:
+    path = os.path.join(workdir, "samples", f"step_{int(chosen['step']):07d}.png")
+    if os.path.exists(path):
+      return path
+  return _newest(os.path.join(workdir, "samples", "step_*.png"))
+
+
 def train_summary(config, workdir: str, seconds: float | None = None) -> dict[str, Any]:
   """What a finished ``launch/train.py`` run left in ``workdir``."""
   steps = selection_lib.checkpoint_steps(workdir)
@@ -145,7 +154,7 @@ def train_summary(config, workdir: str, seconds: float | None = None) -> dict[st
       "total_steps": total, "seconds": seconds, "checkpoints": steps,
       "sample_grids": len(glob.glob(os.path.join(workdir, "samples", "step_*.png"))),
       "selected": chosen, "domain": domain.refiner_domain(config),
-      "outputs": {"samples": _newest(os.path.join(workdir, "samples", "step_*.png")),
+      "outputs": {"samples": _samples(workdir, chosen),
                   "metrics": os.path.join(workdir, "metrics.jsonl"),
                   "checkpoints": os.path.join(workdir, "checkpoints")},
       "next": [refine, f"python launch/reproduce.py --experiment={experiment} --workdir=runs/repro_cpu "

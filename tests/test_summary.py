@@ -47,6 +47,13 @@ def test_selected_checkpoint_is_best_checkpoints_with_the_runner_up_and_the_rule
          f"--out={workdir}_refined" in block
   path = summary.append_json(workdir, facts)
   assert json.loads(open(path).read())["selected"]["step"] == 15
+  # The sample grid linked is the selected step's, not the newest; the newest when it has none.
+  os.makedirs(tmp_path / "samples")
+  for step in (10, 20):
+    (tmp_path / "samples" / f"step_{step:07d}.png").write_bytes(b"")
+  assert summary.train_summary(config, workdir)["outputs"]["samples"].endswith("samples/step_0000020.png")
+  (tmp_path / "samples" / "step_0000015.png").write_bytes(b"")
+  assert summary.train_summary(config, workdir)["outputs"]["samples"].endswith("samples/step_0000015.png")
 
 
 def test_no_scored_checkpoint_says_why_and_refine_takes_the_newest(tmp_path):
