@@ -13,7 +13,7 @@ each, in one compiled call). Writes into ``workdir``:
 * ``metrics.jsonl`` and ``tensorboard/``: losses, discriminator accuracies, Kg,
   ``steps_per_second`` and ``refined_images_per_second``, every ``log_every``
   steps; ``realism_kid`` (the probe's scores) at every ``checkpoint_every``
-  checkpoint and at the end (``make_realism_probe``; off when
+  checkpoint and at the end (``probe/checkpoint.py``; off when
   ``config.realism.num_images`` is 0);
 * ``samples/step_<step>.png``: synthetic | refined | real, every ``sample_every``;
 * ``config.json``: the config of the (last) run, written once the config, the
@@ -33,7 +33,6 @@ from __future__ import annotations
 import collections
 import dataclasses
 import functools
-import json
 import math
 import os
 import time
@@ -41,8 +40,8 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 
+from simgan_jax import checkpoint_mismatch
 from simgan_jax import checkpoints
 from simgan_jax import images as images_lib
 from simgan_jax import metric_writer
@@ -52,8 +51,7 @@ from simgan_jax import training
 from simgan_jax.data import sources as sources_lib
 from simgan_jax.errors import ConfigError, TrainingDivergedError
 from simgan_jax.evaluation import selection
-from simgan_jax.evaluation import realism, refine, selection, two_sample
-from simgan_jax.evaluation import drift as drift_lib
+from simgan_jax.probe import checkpoint as checkpoint_probe
 
 # Stopping on SIGTERM/SIGINT and time-based checkpoints live in preemption.py (shared
 # with the estimator loop, tasks/loop.py); the old names stay importable from here.
@@ -171,7 +169,7 @@ def train_and_evaluate(config, workdir: str, synthetic: sources_lib.ImageSource 
   placed = {"synthetic": sources_lib.place(synthetic, mesh), "real": sources_lib.place(real, mesh)}
   data = {name: d for name, (d, _) in placed.items()}
   data_specs = {name: spec for name, (_, spec) in placed.items()}
-  task = _task_network(config, setup, data, workdir, is_chief)
+  task = checkpoint_probe.task_network(config, setup, data, workdir, is_chief)
   if task is not None and config.loss.get("task_consistency_weight", 0.0):
     setup = dataclasses.replace(setup, task_network=task)
   state = training.create_state(setup, mesh)
@@ -184,7 +182,7 @@ def train_and_evaluate(config, workdir: str, synthetic: sources_lib.ImageSource 
     restored = checkpoints.restore_newest_intact(mngr, state, report=chief_print)
   except checkpoints.ShapeMismatch as e:
     mngr.close()
-    raise ConfigError(mismatch_message(e, config, workdir)) from None
+    raise ConfigError(checkpoint_mismatch.mismatch_message(e, config, workdir)) from None
   if restored is not None:
     state = restored[0]
   # Written only now: config, data and checkpoint are known to fit together.
@@ -199,13 +197,13 @@ def train_and_evaluate(config, workdir: str, synthetic: sources_lib.ImageSource 
                                                    phase.replace("_", " "), is_chief)
               for phase, fn in training.PHASES.items()}
   sample_fn = training.make_sample_fn(setup, config.num_sample_images)
-  realism_probe = make_realism_probe(config, setup, data, mesh, is_chief, task)
+  realism_probe = checkpoint_probe.make_realism_probe(config, setup, data, mesh, is_chief, task)
   probing = bool(config.get("realism") and config.realism.num_images)
   writer = metric_writer.MetricWriter(workdir, enabled=is_chief)
   chief_print(f"simgan_jax: {num_devices} device(s) on {jax.process_count()} process(es), "
               f"{'resuming at' if restored is not None else 'starting at'} step {step} of {total}, "
               f"workdir {workdir}")
-  chief_print(pool_memory_line({"synthetic": synthetic, "real": real}, data, num_devices))
+  chief_print(sources_lib.pool_memory_line({"synthetic": synthetic, "real": real}, data, num_devices))
 
   # Throughput since the last report: steps and images the refiner processed.
   kg_now = int(config.kg) if not config.adaptive_kg else int(state.kg)
@@ -236,12 +234,12 @@ def train_and_evaluate(config, workdir: str, synthetic: sources_lib.ImageSource 
   def score(at: int) -> dict:
     scores = (realism_probe(_to_host(training.inference_refiner_params(state)))
               if realism_probe is not None else {})
-    ranking = _broadcast_score(checkpoints.score_of(scores))
+    ranking = checkpoint_probe.broadcast_score(checkpoints.score_of(scores))
     if not is_chief:
       return {"selection_score": ranking}  # only the chief's scores are written
     # In metrics.jsonl before the save, so keep-best (the selection rule) sees this step.
     writer.write(at, scores)
-    for line in probe_lines(at, scores, config, getattr(realism_probe, "max_drift", None),
+    for line in checkpoint_probe.probe_lines(at, scores, config, getattr(realism_probe, "max_drift", None),
                             task.info.get("unit", "") if task is not None else ""):
       chief_print(line)
     return scores
@@ -308,263 +306,10 @@ def train_and_evaluate(config, workdir: str, synthetic: sources_lib.ImageSource 
   return state
 
 
-def _broadcast_score(score: float) -> float:
-  """The chief's checkpoint score on every process, so all keep the same checkpoints."""
-  if jax.process_count() == 1:
-    return score
-  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
-
-  return float(multihost_utils.broadcast_one_to_all(np.array(score, np.float32)))
-
-
-def mismatch_message(e: checkpoints.ShapeMismatch, config, workdir: str) -> str:
-  """One line: the checkpoint step, the config fields that changed shapes since the
-  workdir's config.json (found by rebuilding the state's shapes one field at a
-  time), and the first differing arrays."""
-  fields = []
-  try:
-    with open(os.path.join(workdir, "config.json")) as f:
-      stored = json.load(f)
-  except (OSError, ValueError):
-    stored = None
-  if stored is not None:
-    fields = _shape_fields(stored, config)
-  head = f"config does not fit checkpoint step {e.step} in {e.directory}"
-  if fields:
-    head += ": " + ", ".join(f"config.{name} is {new!r}, the checkpoint's run had {old!r}"
-                             for name, old, new in fields)
-  arrays = "; ".join(e.differences[:2]) + ("; ..." if len(e.differences) > 2 else "")
-  return f"{head} ({arrays}). Use another --workdir, or the checkpoint's values"
-
-
-def _flat(tree, prefix="") -> dict:
-  out = {}
-  for k, v in tree.items():
-    if isinstance(v, dict):
-      out.update(_flat(v, f"{prefix}{k}."))
-    else:
-      out[f"{prefix}{k}"] = tuple(v) if isinstance(v, list) else v
-  return out
-
-
-def _state_shapes(config_dict: dict):
-  import ml_collections  # pylint: disable=g-import-not-at-top
-
-  config = ml_collections.ConfigDict(config_dict)
-  setup = training.make_setup(config, None, None, 1)
-  return checkpoints._shapes(jax.eval_shape(lambda: training.init_state(setup)))  # pylint: disable=protected-access
-
-
-def _shape_fields(stored: dict, config) -> list[tuple[str, object, object]]:
-  """(field, stored value, new value) for each differing field that alone changes shapes."""
-  new = json.loads(config.to_json_best_effort())
-  flat_old, flat_new = _flat(stored), _flat(new)
-  changed = [k for k in flat_new if k in flat_old and flat_old[k] != flat_new[k]]
-  try:
-    base = _state_shapes(stored)
-  except Exception:  # pylint: disable=broad-except
-    return []
-  out = []
-  for name in changed[:40]:
-    trial = json.loads(json.dumps(stored))
-    node = trial
-    *parents, leaf = name.split(".")
-    for p in parents:
-      node = node[p]
-    node[leaf] = new_value = _get(new, name)
-    try:
-      if _state_shapes(trial) != base:
-        out.append((name, flat_old[name], new_value if not isinstance(new_value, list) else tuple(new_value)))
-    except Exception:  # pylint: disable=broad-except
-      continue
-  return out
-
-
-def _get(tree: dict, name: str):
-  for part in name.split("."):
-    tree = tree[part]
-  return tree
-
-
-def pool_memory_line(sources: dict, data: dict, num_devices: int) -> str:
-  """'simgan_jax: pools per device: synthetic 1.2 MiB of 9.6 MiB (sharded 1/8), real ...'."""
-  parts = []
-  for name, source in sources.items():
-    held = sources_lib.bytes_per_device(data[name])
-    if not held and not jax.tree.leaves(data[name]):
-      parts.append(f"{name} none (rendered on device)")
-      continue
-    total = getattr(source, "pool_bytes", held)
-    how = f"sharded 1/{num_devices}" if getattr(source, "sharded", False) else "replicated"
-    parts.append(f"{name} {_size(held)} of {_size(total)} ({how})")
-  return "simgan_jax: pools per device: " + ", ".join(parts)
-
-
-def _size(num_bytes: int) -> str:
-  for unit in ("B", "KiB", "MiB", "GiB"):
-    if num_bytes < 1024 or unit == "GiB":
-      return f"{num_bytes:.3g} {unit}"
-    num_bytes /= 1024
-
-
-def make_realism_probe(config, setup: training.Setup, data, mesh, is_chief: bool = True, task=None):
-  """``refiner params (host) -> scores`` at a checkpoint, or None when
-  ``config.realism.num_images`` is 0.
-
-  The same ``num_images`` synthetic images (fixed keys from ``config.realism.seed``)
-  are refined at each call and compared with ``num_images`` real-pool images:
-  ``realism_kid`` (+ ``_std``, ``_unrefined``) by KID on fixed random features
-  (``evaluation/realism.py``); ``two_sample_accuracy`` (+ ``_low``, ``_high``,
-  ``_unrefined``) of a fresh refined-vs-real classifier (``evaluation/two_sample.py``,
-  ``config.two_sample``); ``label_drift`` (+ ``_p90``) of ``task``, the synthetic-trained
-  task network (``evaluation/drift.py``); the output spread and ``collapsed``; and
-  ``selection_score`` (``evaluation/selection.py``) with the seconds each part took.
-  ``probe.evaluate(refined_uint8)`` scores already refined images (tests use it).
-  Every process calls it (the images are picked once from the pools, which may be
-  sharded); the probe itself runs on the chief's first device only, and is None
-  elsewhere.
-  """
-  r = config.get("realism")
-  if r is None or not r.num_images:
-    return None
-
-  if r.subset_size > r.num_images:
-    raise ConfigError(f"config.realism.subset_size: {r.subset_size} is more than num_images "
-                      f"{r.num_images}")
-  key = jax.random.fold_in(jax.random.PRNGKey(r.seed), training.PURPOSE_REALISM)
-  keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(r.num_images))
-  device = jax.local_devices()[0]
-
-  # A finite real pool is read without replacement, its two-sample test rows held out from
-  # the training rows (a duplicate across the split would leak); a simulator draws
-  # a new image per key.
-  t = config.get("two_sample")
-  num_test = t.num_test if t is not None and t.enabled else 0
-  real_rows = None
-  if num_test and not 1 <= num_test < r.num_images:
-    raise ConfigError(f"config.two_sample.num_test: {num_test} must be >= 1 and below "
-                      f"config.realism.num_images {r.num_images}")
-  if hasattr(setup.real, "take") and hasattr(setup.real, "total"):
-    if num_test >= setup.real.total:
-      raise ConfigError(f"config.two_sample.num_test: {num_test} held-out real images need a real pool "
-                        f"of more than {num_test}; config.real_data has {setup.real.total}")
-    real_rows = parallel.put_replicated(
-        sources_lib.split_without_replacement(setup.real.total, r.num_images, num_test, r.seed), mesh)
-
-  # Over the global (replicated or sharded) pools, on every process; replicated out.
-  @functools.partial(jax.jit, out_shardings=jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
-  def pick(d, keys, rows):
-    batch = setup.synthetic.sample(d["synthetic"], keys)
-    if rows is not None:
-      return batch, setup.real.take(d["real"], rows)["image"]
-    real_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
-    return batch, setup.real.sample(d["real"], real_keys)["image"]
-
-  keys = parallel.put_replicated(np.asarray(keys), mesh)
-  batch, real = jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), pick(data, keys, real_rows))
-  if not is_chief:
-    return None
-  synthetic = batch["image"]
-  synthetic_u8 = sources_lib.from_unit_range(synthetic)
-  image_shape = tuple(synthetic.shape[1:])
-  scorer = realism.RealismScorer(real, image_shape, seed=r.seed, subset_size=r.subset_size,
-                                 num_subsets=r.num_subsets)
-  fixed = {"realism_kid_unrefined": scorer.score(synthetic)["kid"]}
-  tester = None
-  if t is not None and t.enabled:
-    tester = two_sample.TwoSampleTest(sources_lib.from_unit_range(real), t.num_test, steps=t.steps,
-                                      batch_size=t.batch_size, features=t.features, seed=t.seed)
-    fixed["two_sample_accuracy_unrefined"] = tester.score(synthetic_u8)["two_sample_accuracy"]
-  max_drift, drift_before = None, None
-  if task is not None:
-    max_drift = task.max_drift(config)
-    drift_before = drift_lib.predict(task, synthetic_u8)
-    if task.label in batch:
-      fixed["task_error_synthetic"] = drift_lib.synthetic_error(task, drift_before, np.asarray(batch[task.label]))
-  mesh = jax.sharding.Mesh(np.array([device]), (parallel.AXIS,))
-
-  def evaluate(refined_u8) -> dict[str, float]:
-    scores, seconds = dict(fixed), {}
-    start = time.time()
-    kid = scorer.score(refined_u8)
-    scores.update(realism_kid=kid["kid"], realism_kid_std=kid["kid_std"])
-    seconds["realism"] = time.time() - start
-    if tester is not None:
-      start = time.time()
-      scores.update(tester.score(refined_u8))
-      seconds["two_sample"] = time.time() - start
-    if task is not None:
-      start = time.time()
-      scores.update(drift_lib.measure(task, drift_before, refined_u8))
-      seconds["drift"] = time.time() - start
-    scores.update(selection.output_spread(synthetic_u8, refined_u8))
-    collapsed = bool(selection.collapse_reasons(config, scores, max_drift))
-    scores["collapsed"] = float(collapsed)
-    scores["selection_score"] = selection.score(config, scores, max_drift, collapsed)
-    scores.update({f"probe_seconds_{k}": v for k, v in seconds.items()})
-    return scores
-
-  def probe(refiner_params):
-    start = time.time()
-    refined = refine.refine_arrays(config, refiner_params, synthetic, mesh, chunk=250)
-    scores = evaluate(refined)
-    scores["probe_seconds_refine"] = time.time() - start - sum(
-        v for k, v in scores.items() if k.startswith("probe_seconds_"))
-    return scores
-
-  probe.evaluate = evaluate
-  probe.max_drift = max_drift
-  probe.synthetic_u8 = synthetic_u8  # the images every call refines
-  return probe
-
-
-def probe_lines(step: int, scores: dict[str, float], config, max_drift=None, unit: str = "") -> list[str]:
-  """The console lines of a checkpoint's probe: the scores, and a warning on a collapse."""
-
-  line = (f"step {step}: realism KID {scores['realism_kid']:.4g} (+- {scores['realism_kid_std']:.2g}; "
-          f"unrefined {scores['realism_kid_unrefined']:.4g})")
-  if "two_sample_accuracy" in scores:
-    line += (f" | two-sample acc {100 * scores['two_sample_accuracy']:.1f}% "
-             f"[{100 * scores['two_sample_low']:.1f}, {100 * scores['two_sample_high']:.1f}]")
-  if "label_drift" in scores:
-    line += f" | label drift {scores['label_drift']:.3g} {unit}".rstrip()
-  line += f" | selection score {scores['selection_score']:.4g}"
-  lines = [line]
-  reasons = selection.collapse_reasons(config, scores, max_drift)
-  if reasons:
-    lines.append(f"WARNING: step {step}: the refiner collapsed ({'; '.join(reasons)}); "
-                 "this checkpoint is never selected")
-  return lines
-
-
-def _task_network(config, setup: training.Setup, data, workdir: str, is_chief: bool):
-  """The synthetic-trained task network (evaluation/drift.py), when the probe or the
-  task-consistency loss needs one; None otherwise."""
-  weight = config.loss.get("task_consistency_weight", 0.0)
-  if not math.isfinite(weight) or weight < 0:
-    raise ConfigError(f"config.loss.task_consistency_weight: must be a finite number >= 0, got {weight!r}")
-  d = config.get("drift")
-  probe_on = is_chief and d is not None and d.enabled and config.get("realism") and config.realism.num_images
-  if not (weight or probe_on):
-    return None
-  if d is None:
-    raise ConfigError("config.drift: the task-consistency loss needs the config.drift section")
-
-  log = metric_writer.print_line if is_chief else (lambda line: None)
-  if getattr(setup.synthetic, "sharded", False):
-    # The task network trains on one device from the whole pool.
-    if weight:
-      raise ConfigError("config.loss.task_consistency_weight: needs a replicated synthetic pool; set "
-                        "config.synthetic_data.shard_pool=false")
-    log("label drift: off (the synthetic pool is sharded across devices; set "
-        "config.synthetic_data.shard_pool=false to measure it)")
-    return None
-  local = jax.tree.map(lambda x: x.addressable_data(0), data["synthetic"])
-  task = drift_lib.task_network(config, setup.synthetic, local, setup.image_shape, workdir, log)
-  if task is None and weight:
-    raise ConfigError("config.loss.task_consistency_weight: > 0 needs a task network, but the "
-                      "synthetic data has no numeric label (see config.drift.label)")
-  return task
+# Moved (train.py holds the loop); the old names stay importable from here.
+make_realism_probe, probe_lines = checkpoint_probe.make_realism_probe, checkpoint_probe.probe_lines
+mismatch_message = checkpoint_mismatch.mismatch_message
+pool_memory_line = sources_lib.pool_memory_line
 
 
 # A notebook's way back to a run's state (checkpoints.restore_train_state).

@@ -16,6 +16,7 @@ import pytest
 
 from simgan_jax import checkpoints, train
 from simgan_jax.evaluation import selection
+from simgan_jax.probe import checkpoint as checkpoint_probe
 from simgan_jax.configs import default
 from simgan_jax.data.sources import ArraySource
 from simgan_jax.errors import ConfigError, DataError
@@ -96,7 +97,7 @@ def test_loop_keeps_the_best_by_the_probe_scores(tmp_path, monkeypatch):
               "selection_score": selection}
     return probe
 
-  monkeypatch.setattr(train, "make_realism_probe", fake_probe)
+  monkeypatch.setattr(checkpoint_probe, "make_realism_probe", fake_probe)
   config = smoke(checkpoint_every=1, max_checkpoints_to_keep=2, keep_best_checkpoints=2)
   config.realism.num_images = 1
   train.train_and_evaluate(config, str(tmp_path), *sources())
@@ -129,7 +130,7 @@ def test_a_pending_stop_saves_before_the_probes_and_scores_after(tmp_path, monke
     return real_save(mngr, step, state, scores)
 
   real_at = train._Decisions.at
-  monkeypatch.setattr(train, "make_realism_probe", fake_probe)
+  monkeypatch.setattr(checkpoint_probe, "make_realism_probe", fake_probe)
   monkeypatch.setattr(checkpoints, "save", save)
   monkeypatch.setattr(train._Decisions, "at",
                       lambda self, step: (15, False) if step == 6 else real_at(self, step))
