@@ -19,10 +19,12 @@ Variants:
   steps at batch 128, three seeds; for an accelerator.
 * ``cpu``: sized for 2 CPU cores on the generated 32x32 dataset
   (launch/make_folder_dataset.py: 3,000 + 3,000 + 1,000 images): SimGAN's
-  ``cpu`` variant with 600 adversarial iterations, a checkpoint (and probe) every 100
-  steps, 3 estimator seeds x 600 steps per row, a 300-step final two-sample test;
-  about 20 minutes (estimated from the smoke timing; see the module docstring of
-  experiments/image_folder.py for the measured run).
+  ``cpu`` variant (200 + 100 pretraining steps) with 500 adversarial iterations, a
+  checkpoint (and probe) every 100 steps, 3 task-network seeds x 600 steps per row,
+  a 300-step final two-sample test. Not yet run whole; estimated at 10-17 minutes from
+  parts measured on 2 cores shared with a test loop (5 Dec 2026): SimGAN's adversarial
+  step at 32x32 ~1.1 iterations/s (shared; eye-sized 35x55 runs ~2.5/s idle), a
+  600-step task network ~35 s (1,200 images/s), probes ~20 s each.
 * ``smoke``: tiny networks and a few steps of everything (tests).
 """
 
@@ -51,6 +53,13 @@ def get_config(variant: str | None, experiment: str) -> ml_collections.ConfigDic
   c.simgan.synthetic_data = default.data_config("image_folder")
   c.simgan.real_data = default.data_config("image_folder")
   c.simgan.max_checkpoints_to_keep = 1000  # every checkpoint is a selection candidate
+  # The label-drift bound (flip rate for classes, label stds for regression). The drift
+  # network is trained on the clean synthetic images only, so it is itself fragile to the
+  # appearance change a refiner should make: on the generated shapes, a synthetic-trained
+  # classifier scores 100% on synthetic and about 50% on real test images (4 classes), so
+  # a refiner that makes images look real flips many of its answers. drift.py's default
+  # (0.1) would exclude exactly those; 0.5 excludes only label-destroying refiners.
+  c.simgan.drift.max_drift = 0.5
   c.task_net = classification.get_config(variant)  # the task network (tasks/labels.py)
   # Filled in by the run (experiments/image_folder.py prepare): the prepared sets as
   # evaluation/data.py specs.
@@ -69,12 +78,13 @@ def get_config(variant: str | None, experiment: str) -> ml_collections.ConfigDic
   c.data_dir = ""  # prepared sets ('' = WORKDIR/data)
   c.overrides = ()
   if variant == "cpu":
-    c.simgan.num_iterations = 600
+    c.simgan.num_iterations = 500
     c.task_net.num_steps = 600
     c.task_net.checkpoint_every = 600
     c.final_two_sample.steps = 300
     c.refine_chunk = 1000
   elif variant == "smoke":
+    c.simgan.drift.max_drift = float("inf")  # a 20-step drift network: no bound (as default.py:smoke)
     c.simgan.checkpoint_every = 3
     c.simgan.realism.num_images = 48
     c.simgan.realism.subset_size = 24
