@@ -24,7 +24,8 @@ def test_labels_pick_the_task_and_regression_trains_on_a_prepared_folder(tmp_pat
   data stage); launch/train_estimator.py's path for --task=regression on an image_folder set."""
   from simgan_jax import tasks
   from simgan_jax.configs import image_folder as image_folder_config
-  from simgan_jax.configs import regression
+  from simgan_jax.configs import classification
+  from simgan_jax.errors import DataError
   from simgan_jax.experiments import image_folder
   from simgan_jax.tasks import labels
 
@@ -44,14 +45,24 @@ def test_labels_pick_the_task_and_regression_trains_on_a_prepared_folder(tmp_pat
   config.test_data = ""
   assert image_folder.prepare(config, str(tmp_path / "w"), log=lambda line: None)["kind"] == "classification"
 
-  c = regression.get_config("smoke")
+  c = classification.get_config("smoke")
   c.image_height = c.image_width = 16
   c.data_dir = config.data_dir
-  results = tasks.train_and_evaluate("regression", c, str(tmp_path / "reg"), config.synthetic_data,
-                                     config.synthetic_data)
-  assert results["steps"] == 4 and c.num_outputs == 1 and len(c.label_mean) == 1
+  with pytest.raises(DataError, match="^train data: the classification task needs one column of integer"):
+    tasks.train_and_evaluate("classification", c, str(tmp_path / "cls"), config.synthetic_data, config.synthetic_data)
+
+  result = subprocess.run([sys.executable, os.path.join(REPO, "launch", "train_estimator.py"), "--task=regression",
+                           f"--config={REPO}/simgan_jax/configs/regression.py:smoke", "--config.image_height=16",
+                           "--config.image_width=16", f"--config.data_dir={config.data_dir}",
+                           f"--train_data={config.synthetic_data}", f"--eval_data={config.synthetic_data}",
+                           f"--workdir={tmp_path / 'reg'}"], capture_output=True, text=True, cwd=REPO, timeout=300)
+  assert result.returncode == 0, result.stderr[-2000:]
+  results = json.load(open(tmp_path / "reg" / "results.json"))
+  saved = json.load(open(tmp_path / "reg" / "config.json"))
+  assert results["steps"] == 4 and saved["num_outputs"] == 1 and len(saved["label_mean"]) == 1
   test = results["eval"][config.synthetic_data]
   assert test["num_images"] == 16 and np.isfinite(test["mean_abs_error"]) and test["rmse"] >= test["mean_abs_error"]
+  assert f"{config.synthetic_data}: mean absolute error " in result.stdout
 
 
 def test_missing_folder_or_labels_is_one_line_naming_the_flag(tmp_path):

@@ -133,7 +133,8 @@ def prepare(config, workdir: str, log) -> dict[str, Any]:
   r = s.realism  # the checkpoint probe: at most the real folder's images
   r.num_images = min(r.num_images, num["real_dir"])
   r.subset_size = min(r.subset_size, r.num_images)
-  s.two_sample.num_test = min(s.two_sample.num_test, max(1, r.num_images // 3))
+  if s.two_sample.num_test >= r.num_images:  # the probe holds out num_test of them
+    s.two_sample.num_test = max(1, r.num_images // 3)
   return {"shape": list(shape), "kind": kind, "label_names": list(prepared["synthetic_dir"].labels),
           "counts": {FLAGS[f]: n for f, n in num.items()},
           "folders": {FLAGS[f]: config[f] for f in FLAGS if config[f]}}
