@@ -75,7 +75,8 @@ def main(argv):
   result = run(config, _WORKDIR.value)
   for name, s in result["summary"].items():
     if "metric" in s:  # the image_folder experiment
-      print(f"{name}: {s['metric']} {s['mean']:.4g} +- {s['std']:.2g} ({s['num_seeds']} seeds)")
+      unit = "%" if s["metric"] == "accuracy" else ""
+      print(f"{name}: {s['metric']} {s['mean']:.4g}{unit} +- {s['std']:.2g}{unit} ({s['num_seeds']} seeds)")
       continue
     if "within5_mean" in s:  # the hand experiment
       print(f"{name}: all joints within {s['within_px']} px {s['within5_mean']:.1f} +- {s['within5_std']:.1f}%, mean joint "

@@ -79,6 +79,12 @@ def test_missing_folder_or_labels_is_one_line_naming_the_flag(tmp_path):
     image_folder.check_folders(config)
   config.real_dir = paths["real"]
   image_folder.check_folders(config)  # no --real_test: fine
+  assert image_folder.image_shape(config) == (16, 16, 1)  # read from the data
+  from PIL import Image
+  Image.fromarray(np.zeros((20, 24, 3), np.uint8)).save(os.path.join(paths["real"], "colour.png"))
+  assert image_folder.image_shape(config) == (16, 16, 3)  # one colour image among the first real ones
+  config.channels, config.image_height = 1, 12  # the config wins
+  assert image_folder.image_shape(config) == (12, 16, 1)
 
   os.remove(os.path.join(paths["real_test"], "labels.csv"))
   result = subprocess.run([sys.executable, os.path.join(REPO, "launch", "reproduce.py"),
