@@ -33,7 +33,9 @@ cannot tell whether refinement helped.
 
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 import os
 import pathlib
 import types
@@ -89,13 +91,18 @@ def image_shape(config) -> tuple[int, int, int]:
 
 
 def _prepare_one(field: str, folder: str, data_dir: str, shape, log):
+  import tensorflow_datasets as tfds  # pylint: disable=g-import-not-at-top
   from simgan_jax.data.builders.prepare import prepare  # pylint: disable=g-import-not-at-top
 
+  tfds.display_progress_bar(False)  # one line per folder says enough
   try:
-    summary = prepare("image_folder", folder, data_dir,
-                      overrides={"height": shape[0], "width": shape[1], "channels": shape[2]})
+    with contextlib.redirect_stdout(io.StringIO()):  # TFDS's "Downloading and preparing ..."
+      summary = prepare("image_folder", folder, data_dir,
+                        overrides={"height": shape[0], "width": shape[1], "channels": shape[2]})
   except (DataError, ConfigError) as e:
     raise type(e)(f"{FLAGS[field]}={folder}: {e}") from None
+  finally:
+    tfds.display_progress_bar(True)
   log(f"data: {FLAGS[field]}={folder}: {summary.examples.get('train', 0)} images -> image_folder/"
       f"{summary.builder_config}")
   return summary
