@@ -74,6 +74,8 @@ Variants (``--experiment=NAME:VARIANT``):
   There are no labelled target images besides the test set in our preparation,
   so the ``target`` row trains on MPIIGaze ``train`` (which the paper's refiner
   saw without labels); drop it with ``--set target_train_data=``.
+* ``image_folder[:cpu|:smoke]``: your own folders (``--synthetic``, ``--real``,
+  ``--real_test``), a classifier or regressor of their labels: configs/image_folder.py.
 """
 
 import ml_collections
