@@ -43,6 +43,7 @@ from typing import Any
 
 import numpy as np
 
+from simgan_jax import metric_writer
 from simgan_jax.data import sources as sources_lib
 from simgan_jax.data.builders import imaging
 from simgan_jax.data.builders.image_folder import LABEL_FILES, read_label_format, read_labels
@@ -147,7 +148,7 @@ def prepare(config, workdir: str, log) -> dict[str, Any]:
           "folders": {FLAGS[f]: config[f] for f in FLAGS if config[f]}}
 
 
-def run(config, workdir: str, log=print) -> dict[str, Any]:
+def run(config, workdir: str, log=metric_writer.print_line) -> dict[str, Any]:
   """Stage 0, then the reproduction's stages with this module's estimator stages."""
   data = prepare(config, workdir, log)
   config.data_info = data  # read by the report
