@@ -4,6 +4,8 @@ r"""Reproduces the paper's experiment end to end; all logic in simgan_jax.evalua
   python launch/reproduce.py --experiment=eyesim_gaze --workdir=runs/repro        # accelerator
   python launch/reproduce.py --experiment=unityeyes_mpiigaze --workdir=runs/repro_mpiigaze
   python launch/reproduce.py --experiment=handsim_pose:cpu --workdir=runs/hand_cpu   # Table 4
+  python launch/reproduce.py --experiment=image_folder:cpu --synthetic=DIR --real=DIR \
+      --real_test=DIR --workdir=runs/folder_cpu      # your own folders (experiments/image_folder.py)
 
 Trains SimGAN, selects a refiner checkpoint by the label-free realism score,
 refines the synthetic training sets, trains gaze estimators on synthetic,
@@ -34,7 +36,10 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from launch import common  # pylint: disable=g-import-not-at-top
 
 _EXPERIMENT = flags.DEFINE_string("experiment", "eyesim_gaze",
-                                  "eyesim_gaze | unityeyes_mpiigaze | handsim_pose | nyu_hand, optionally :cpu or :smoke.")
+                                  "eyesim_gaze | unityeyes_mpiigaze | handsim_pose | nyu_hand | image_folder, optionally :cpu or :smoke.")
+_SYNTHETIC = flags.DEFINE_string("synthetic", None, "image_folder: labelled synthetic images (with labels.csv).")
+_REAL = flags.DEFINE_string("real", None, "image_folder: unlabelled real images.")
+_REAL_TEST = flags.DEFINE_string("real_test", None, "image_folder: labelled real test images (optional).")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for every stage's outputs and report.md.")
 _SET = flags.DEFINE_multi_string("set", [], "FIELD=VALUE config override, e.g. seeds=0,1,2.")
 _PUBLISH = flags.DEFINE_string("publish", None, "Also copy report.md (and figures) to this .md path.")
@@ -53,18 +58,34 @@ def main(argv):
   from simgan_jax.evaluation import reproduce  # pylint: disable=g-import-not-at-top
 
   config = reproduce_config.apply_overrides(reproduce_config.get_config(_EXPERIMENT.value), _SET.value)
-  for line in domain.check_refine(config.simgan, config.simgan, config.synthetic_data,
-                                  allow=_ALLOW_MISMATCH.value, where="--set synthetic_data"):
+  folders = {"synthetic_dir": _SYNTHETIC, "real_dir": _REAL, "real_test_dir": _REAL_TEST}
+  run = reproduce.run
+  if config.get("estimator") == "image_folder":  # your own folders: the experiment prepares them first
+    from simgan_jax.experiments import image_folder  # pylint: disable=g-import-not-at-top
+    config.update({field: flag.value or config[field] for field, flag in folders.items()})
+    run = image_folder.run
+  elif any(flag.value for flag in folders.values()):
+    raise ValueError("--synthetic/--real/--real_test: only for --experiment=image_folder")
+  # (image_folder refines the very folder its SimGAN trains on: nothing to check)
+  for line in [] if run is not reproduce.run else domain.check_refine(
+      config.simgan, config.simgan, config.synthetic_data, allow=_ALLOW_MISMATCH.value,
+      where="--set synthetic_data"):
     print(f"warning: {line}", flush=True)
   start = time.time()
-  result = reproduce.run(config, _WORKDIR.value)
+  result = run(config, _WORKDIR.value)
   for name, s in result["summary"].items():
+    if "metric" in s:  # the image_folder experiment
+      unit = "%" if s["metric"] == "accuracy" else ""
+      print(f"{name}: {s['metric']} {s['mean']:.4g}{unit} +- {s['std']:.2g}{unit} ({s['num_seeds']} seeds)")
+      continue
     if "within5_mean" in s:  # the hand experiment
       print(f"{name}: all joints within {s['within_px']} px {s['within5_mean']:.1f} +- {s['within5_std']:.1f}%, mean joint "
             f"error {s['error_mean']:.2f} +- {s['error_std']:.2f} px ({s['num_seeds']} seeds)")
       continue
     print(f"{name}: within 7 deg {s['within7_mean']:.1f} +- {s['within7_std']:.1f}%, mean error "
           f"{s['error_mean']:.2f} +- {s['error_std']:.2f} deg ({s['num_seeds']} seeds)")
+  if result.get("verdict"):
+    print(result["verdict"])
   if _PUBLISH.value:
     print(f"published: {reproduce.publish(_WORKDIR.value, _PUBLISH.value)}")
   facts = summary.reproduce_summary(config, _WORKDIR.value, result, seconds=time.time() - start)

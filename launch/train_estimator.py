@@ -1,4 +1,4 @@
-r"""Trains a downstream estimator (gaze or hand pose) and tests it. Logic: simgan_jax.tasks.
+r"""Trains a downstream estimator (gaze, hand pose, classifier, regressor) and tests it. Logic: simgan_jax.tasks.
 
   python launch/train_estimator.py --task=gaze --config=simgan_jax/configs/gaze.py:cpu \
       --train_data=eyesim --eval_data=eyesim_target:test --workdir=runs/gaze_sim
@@ -10,6 +10,8 @@ and --eval_data (a comma-separated list) name labelled sets: for gaze eyesim |
 eyesim_target[:SPLIT] | npz:PATH | tfds:PATH[:SPLIT] | NAME[/BUILDER_CONFIG][:SPLIT]
 (simgan_jax/evaluation/data.py), for pose the same with handsim | handsim_target
 (evaluation/pose_data.py); the task's simulator and target test split by default.
+classification and regression (simgan_jax/tasks/labels.py) read the ``label`` of a
+prepared image folder (image_folder/HxWxC), tfds:PATH or npz:PATH and have no default sets.
 Ends with a closing block (steps, time, one line per evaluation set, where the outputs
 are, the next command), also appended as one JSON line to DIR/summary.jsonl;
 DIR/results.json holds the rest.
@@ -29,7 +31,7 @@ from absl import flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from launch import common  # pylint: disable=g-import-not-at-top
 
-_TASK = flags.DEFINE_enum("task", None, ["gaze", "pose"], "Which estimator to train.")
+_TASK = flags.DEFINE_enum("task", None, ["gaze", "pose", "classification", "regression"], "Which estimator to train.")
 _CONFIG = common.define_config_file(
     "config", None, "Config file, optionally with a variant: path/to/pose.py:variant "
     "(default: simgan_jax/configs/<task>.py).")

@@ -233,8 +233,11 @@ def estimator_summary(task: str, workdir: str, train_data: str, results: dict[st
           "outputs": {"results": os.path.join(workdir, "results.json"),
                       "metrics": os.path.join(workdir, "metrics.jsonl"),
                       "checkpoints": os.path.join(workdir, "checkpoints")},
-          "next": [f"python launch/reproduce.py --experiment={'handsim_pose' if task == 'pose' else 'eyesim_gaze'}:cpu "
-                   "--workdir=runs/repro_cpu (synthetic vs refined training sets, several seeds, one report)"]}
+          "next": [(f"python launch/reproduce.py --experiment={'handsim_pose' if task == 'pose' else 'eyesim_gaze'}:cpu "
+                    "--workdir=runs/repro_cpu" if task in ("gaze", "pose") else
+                    "python launch/reproduce.py --experiment=image_folder:cpu --synthetic=DIR --real=DIR "
+                    "--real_test=DIR --workdir=runs/folder_cpu")
+                   + " (synthetic vs refined training sets, several seeds, one report)"]}
 
 
 def _fmt(scores: dict[str, float]) -> str:

@@ -83,6 +83,8 @@ SLOW_TESTS = {
     "test_gaze.py::test_training_reduces_the_loss_and_eight_devices_match_one",
     "test_hands.py::test_sensor_off_is_the_simulator_and_on_changes_the_image",
     "test_hands.py::test_sources_and_the_cached_target",
+    "test_image_folder_experiment.py::test_labels_pick_the_task_and_regression_trains_on_a_prepared_folder",
+    "test_image_folder_experiment.py::test_smoke_end_to_end_without_then_with_real_test",
     "test_layers.py::test_bfloat16_training_stays_close_to_float32",
     "test_layers.py::test_matmul_conv_equals_xla_conv",
     "test_layers.py::test_networks_get_flax_conv_parameters_and_match_across_impls",

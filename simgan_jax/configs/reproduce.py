@@ -74,6 +74,8 @@ Variants (``--experiment=NAME:VARIANT``):
   There are no labelled target images besides the test set in our preparation,
   so the ``target`` row trains on MPIIGaze ``train`` (which the paper's refiner
   saw without labels); drop it with ``--set target_train_data=``.
+* ``image_folder[:cpu|:smoke]``: your own folders (``--synthetic``, ``--real``,
+  ``--real_test``), a classifier or regressor of their labels: configs/image_folder.py.
 """
 
 import ml_collections
@@ -81,9 +83,10 @@ import ml_collections
 from simgan_jax.configs import default
 from simgan_jax.configs import gaze
 from simgan_jax.configs import hand_reproduce
+from simgan_jax.configs import image_folder
 from simgan_jax.configs import unityeyes_mpiigaze
 
-EXPERIMENTS = ("eyesim_gaze", "unityeyes_mpiigaze") + hand_reproduce.EXPERIMENTS
+EXPERIMENTS = ("eyesim_gaze", "unityeyes_mpiigaze") + hand_reproduce.EXPERIMENTS + image_folder.EXPERIMENTS
 VARIANTS = ("cpu", "smoke")
 
 
@@ -97,6 +100,8 @@ def get_config(experiment: str = "eyesim_gaze") -> ml_collections.ConfigDict:
   variant = variant or None
   if name in hand_reproduce.EXPERIMENTS:  # the hand experiment (Table 4): configs/hand_reproduce.py
     return hand_reproduce.get_config(name, variant, experiment)
+  if name in image_folder.EXPERIMENTS:  # your own folders: configs/image_folder.py
+    return image_folder.get_config(variant, experiment)
 
   c = ml_collections.ConfigDict()
   c.experiment = experiment

@@ -317,7 +317,8 @@ def final_two_sample(config, pools, workdir: str) -> dict[str, Any] | None:
 
 # config.estimator -> the module whose ``stages(config)`` gives the estimator stages
 # of another experiment (the hand experiment's pose estimator).
-ESTIMATOR_MODULES = {"pose": "simgan_jax.evaluation.hand_reproduce"}
+ESTIMATOR_MODULES = {"pose": "simgan_jax.evaluation.hand_reproduce",
+                     "image_folder": "simgan_jax.experiments.image_folder"}
 
 
 def estimator_stages(config) -> types.SimpleNamespace:

@@ -1,7 +1,8 @@
-"""Downstream estimators (gaze, hand pose) on one training loop.
+"""Downstream estimators (gaze, hand pose, classification, regression) on one training loop.
 
 ``loop`` holds the loop (state, data-parallel step, checkpoints, stop on
-SIGTERM/SIGINT); ``gaze`` and ``pose`` define the tasks (``loop.Task``);
+SIGTERM/SIGINT); ``gaze``, ``pose`` and ``labels`` (classification and
+regression of a numeric ``label``) define the tasks (``loop.Task``);
 ``registry`` names them for ``launch/train_estimator.py``.
 """
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Callable
 
+from simgan_jax.configs import classification as classification_config
 from simgan_jax.configs import gaze as gaze_config
 from simgan_jax.configs import pose as pose_config
+from simgan_jax.configs import regression as regression_config
 from simgan_jax.errors import ConfigError
 from simgan_jax.evaluation import data as gaze_data
 from simgan_jax.evaluation import pose_data
 from simgan_jax.tasks import gaze
+from simgan_jax.tasks import labels
 from simgan_jax.tasks import loop
 from simgan_jax.tasks import pose
 
@@ -33,6 +36,12 @@ TASKS = {
                       gaze_data.train_source, gaze_data.eval_sets, "eyesim", "eyesim_target:test"),
     "pose": TaskEntry(pose.TASK, pose_config.get_config, "simgan_jax/configs/pose.py",
                       pose_data.train_source, pose_data.eval_sets, "handsim", "handsim_target:test"),
+    # Any labelled image set (an image folder's labels.csv); no built-in data: name the sets.
+    "classification": TaskEntry(labels.CLASSIFICATION, classification_config.get_config,
+                                "simgan_jax/configs/classification.py", labels.train_source, labels.eval_sets,
+                                "", ""),
+    "regression": TaskEntry(labels.REGRESSION, regression_config.get_config, "simgan_jax/configs/regression.py",
+                            labels.train_source, labels.eval_sets, "", ""),
 }
 
 
