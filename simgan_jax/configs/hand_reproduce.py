@@ -15,8 +15,10 @@ pose estimator (``pose``, as in configs/pose.py) in place of the gaze one.
   python launch/reproduce.py --experiment=handsim_pose:smoke --workdir=/tmp/h   # tests
 
 Rows (``training_sets``; the ``_4x`` names hold ``data_multiplier`` = 3 times the
-images, Table 4's "3x" rows): synthetic, synthetic 3x, refined, refined 3x and
-target labels (``target_train_data``; the paper's "real" row). The paper's 3x
+images, Table 4's "3x" rows): synthetic, synthetic 3x, refined, refined 3x,
+``oracle`` (handsim_pose only: the simulator's hands measured by the target's own
+sensor model, forearm and clutter included, what a perfect refiner would make)
+and target labels (``target_train_data``; the paper's "real" row). The paper's 3x
 rows use NYU's three camera views; ours use three times as many images of the
 one view. Metric: share of ``test_data`` images whose 14 joints are all within
 5 px of a 224-pixel crop (pose.py), and the mean joint error.
@@ -81,6 +83,8 @@ def get_config(name: str, variant: str | None, experiment: str) -> ml_collection
   c.synthetic_seed = 1
   c.seeds = (0, 1, 2)
   c.training_sets = ("synthetic", "synthetic_4x", "refined", "refined_4x", "target")
+  if name == "handsim_pose":  # the simulator's hands through the target's sensor model (a perfect refiner)
+    c.training_sets = ("synthetic", "synthetic_4x", "refined", "refined_4x", "oracle", "target")
   c.num_label_pairs = 1000
   c.num_sample_images = 8
   c.final_two_sample = default.final_two_sample_config(variant)

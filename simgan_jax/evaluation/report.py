@@ -172,6 +172,21 @@ def comparison_lines(summary) -> list[str]:
     if share is not None:
       line += f"; it closes {100 * share:.0f}% of the gap, the most refinement can close here"
     lines.append(line + ".")
+    lines += oracle_share_lines(summary, "°")
+  return lines
+
+
+def oracle_share_lines(summary, unit: str) -> list[str]:
+  """The refined rows' share of the perfect refiner's gain (``rows.oracle_share``), or []."""
+  lines = []
+  for refined in ("refined", "refined_4x"):
+    share = rows.oracle_share(summary, refined)
+    if share is None:
+      continue
+    s = summary["synthetic"]["error_mean"]
+    lines.append(f"- `{refined}` gets {100 * share:.0f}% of the perfect refiner's gain over `synthetic` "
+                 f"({s - summary[refined]['error_mean']:.2f}{unit} of {s - summary['oracle']['error_mean']:.2f}{unit} "
+                 "less mean error).")
   return lines
 
 

@@ -74,11 +74,11 @@ def validate_config(config) -> None:
   if config.num_label_pairs > config.num_synthetic * config.data_multiplier:
     raise ConfigError(f"config.num_label_pairs: {config.num_label_pairs} is more than the "
                       f"{config.num_synthetic * config.data_multiplier} refined images")
-  if "oracle" in config.training_sets and (config.get("estimator", "gaze") != "gaze"
-                                           or config.simgan.real_data.name != "eyesim_target"):
+  oracle_target = {"gaze": "eyesim_target", "pose": "handsim_target"}.get(config.get("estimator", "gaze"))
+  if "oracle" in config.training_sets and config.simgan.real_data.name != oracle_target:
     raise ConfigError("config.training_sets: 'oracle' (the target's appearance model on the "
-                      "simulator's scenes) needs the eye simulator as synthetic data and "
-                      f"eyesim_target as simgan.real_data, not {config.simgan.real_data.name!r}")
+                      "simulator's scenes) needs a built-in simulator as synthetic data and "
+                      f"its target ({oracle_target}) as simgan.real_data, not {config.simgan.real_data.name!r}")
   if not config.simgan.get("realism") or not config.simgan.realism.num_images:
     raise ConfigError("config.simgan.realism.num_images: must be > 0; the refiner checkpoint is "
                       "selected by the realism score")
@@ -332,7 +332,7 @@ def estimator_stages(config) -> types.SimpleNamespace:
 
   return types.SimpleNamespace(section=config.gaze, label="gaze", train_estimators=train_estimators,
                                summarize=summarize, label_preservation=label_preservation,
-                               write_report=report.write_report)
+                               write_report=report.write_report, oracle_pool=oracle_pool)
 
 
 # ----------------------------------------------------------------------------- run
@@ -372,7 +372,7 @@ def run(config, workdir: str, log=metric_writer.print_line) -> dict[str, Any]:
   pools = timed("refine", lambda: load_or_refine(config, workdir, simgan_dir, selection["step"], log))
   if "oracle" in config.training_sets:
     log(f"rendering the first {config.num_synthetic} synthetic scenes with the target's appearance (oracle)")
-    pools["oracle"] = oracle_pool(config, pools["labels"])
+    pools["oracle"] = stages.oracle_pool(config, pools["labels"])
   log(f"[4/6] {stages.label} estimators")
   results = timed(stages.label, lambda: stages.train_estimators(config, pools, workdir, log))
   log("[5/6] label preservation")
