@@ -82,6 +82,8 @@ SLOW_TESTS = {
     "test_gaze.py::test_training_reduces_the_loss_and_eight_devices_match_one",
     "test_hands.py::test_sensor_off_is_the_simulator_and_on_changes_the_image",
     "test_hands.py::test_sources_and_the_cached_target",
+    "test_hand_oracle.py::test_hand_oracle_is_the_synthetic_hands_through_the_target_sensor",
+    "test_seeds.py::test_two_simgan_seeds_smoke",
     "test_layers.py::test_bfloat16_training_stays_close_to_float32",
     "test_layers.py::test_matmul_conv_equals_xla_conv",
     "test_layers.py::test_networks_get_flax_conv_parameters_and_match_across_impls",

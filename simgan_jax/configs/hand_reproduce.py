@@ -82,6 +82,8 @@ def get_config(name: str, variant: str | None, experiment: str) -> ml_collection
   c.data_multiplier = 3
   c.synthetic_seed = 1
   c.seeds = (0, 1, 2)
+  c.simgan_seeds = ()  # as in configs/reproduce.py: empty = simgan.seed alone
+  c.refined_seeds = ()  # estimator seeds of the refined rows per SimGAN seed (empty: seeds)
   c.training_sets = ("synthetic", "synthetic_4x", "refined", "refined_4x", "target")
   if name == "handsim_pose":  # the simulator's hands through the target's sensor model (a perfect refiner)
     c.training_sets = ("synthetic", "synthetic_4x", "refined", "refined_4x", "oracle", "target")
@@ -97,6 +99,7 @@ def get_config(name: str, variant: str | None, experiment: str) -> ml_collection
     c.simgan.checkpoint_every = 100
     c.num_synthetic = 4000
     c.seeds = (0, 1)
+    c.simgan_seeds = (0, 1, 2)  # three refiners, the refined rows from 2 estimator seeds each
     c.num_label_pairs = 500
     c.pose.num_steps = 300
     c.within_px = 20  # 16x16 heatmaps: one heatmap pixel is 14 px of a 224 crop

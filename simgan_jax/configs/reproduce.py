@@ -122,6 +122,13 @@ def get_config(experiment: str = "eyesim_gaze") -> ml_collections.ConfigDict:
   c.data_multiplier = 4
   c.synthetic_seed = 1  # simulator sets: image i is rendered from fold_in(PRNGKey(seed), i)
   c.seeds = (0, 1, 2)  # gaze estimator seeds per training set
+  # SimGAN seeds: one SimGAN run, selected refiner and refined set per seed; the refined
+  # rows are trained for each with the estimator seeds `refined_seeds` (empty: `seeds`)
+  # and report mean +- spread over all (SimGAN seed x estimator seed) runs; the other rows
+  # are trained once. Empty: simgan.seed alone. The first seed's stages are the workdir's
+  # top level (a single-seed workdir's layout), seed s's others under simgan_seed<s>/.
+  c.simgan_seeds = ()
+  c.refined_seeds = ()
   # Rows of the table, i.e. which estimators to train (a subset for an ablation,
   # e.g. ``--set training_sets=synthetic,refined``). ``target`` also needs
   # target_train_data; gaze drift is measured by the ``target`` estimator.
@@ -152,6 +159,8 @@ def get_config(experiment: str = "eyesim_gaze") -> ml_collections.ConfigDict:
     c.gaze.log_every = 100
     c.gaze.checkpoint_every = 600
     c.refine_chunk = 2000
+    c.simgan_seeds = (0, 1, 2)  # three refiners; two estimator seeds each for the refined rows
+    c.refined_seeds = (0, 1)
   elif variant == "smoke":
     c.simgan.checkpoint_every = 3
     c.simgan.realism.num_images = 64

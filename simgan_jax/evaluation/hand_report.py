@@ -17,9 +17,11 @@ import numpy as np
 from simgan_jax import images as images_lib
 from simgan_jax.data import sources as sources_lib
 from simgan_jax.evaluation import pose
+from simgan_jax.evaluation import caveats
 from simgan_jax.evaluation import report
 from simgan_jax.evaluation import rows
 from simgan_jax.evaluation import pose_data
+from simgan_jax.evaluation import seeds as seeds_lib
 
 TITLES = {
     "synthetic": "synthetic",
@@ -103,6 +105,8 @@ def write_report(config, workdir: str, selection, summary, preservation, pools, 
       f"jax {jax.__version__}.",
       f"Wall time: {minutes(sum(timings.values()))} in all "
       f"({', '.join(f'{k} {minutes(v)}' for k, v in timings.items())}).", "",
+      *caveats.timing_lines(workdir, timings),
+      *seeds_lib.origin_lines(config, workdir),
       f"## Hand pose estimation on `{config.test_data}`", "",
       f"Each row: stacked-hourglass estimators from seeds {', '.join(map(str, config.seeds))} (mean ± "
       f"standard deviation). `synthetic` is {config.num_synthetic} images, the {m}x rows "
@@ -115,20 +119,25 @@ def write_report(config, workdir: str, selection, summary, preservation, pools, 
   for name, s in summary.items():
     lines.append(f"| {titles[name]} | {pm(s['within5_mean'], s['within5_std'])} | "
                  f"{pm(s['error_mean'], s['error_std'], 2)} | {PAPER[name]} |")
-  lines += ["", "The paper's 3x rows use NYU's three camera views; ours use three times as many images."]
+  lines += ["", *seeds_lib.spread_lines(summary, " px", "within5", f"within {config.within_px} px")]
+  lines += ["The paper's 3x rows use NYU's three camera views; ours use three times as many images."]
   if config.within_px != 5:
     lines.append(f"The threshold is {config.within_px} px, not the paper's 5: one heatmap pixel here is "
                  f"{224 / config.pose.model.heatmap_size:.0f} px of a 224-pixel crop, so 5 px is below the "
                  "estimator's resolution; the whole curve is in the figure.")
   lines.append("")
   lines += comparison_lines(summary)
-  lines += ["", "![share within d px](within_d.png)", "", "## Refiner selection (no target labels)", "",
+  lines += ["", *caveats.share_noise_lines(summary, "within5_mean", f"with all joints within {config.within_px} px",
+                                           "px")]
+  lines += ["![share within d px](within_d.png)", "", "## Refiner selection (no target labels)", "",
             "| checkpoint step | realism KID | |", "|---|---|---|"]
   for step, score in sorted(selection["scores"].items(), key=lambda kv: int(kv[0])):
     mark = "selected" if int(step) == selection["step"] else (
         "" if int(step) in selection["candidates"] else "pretraining")
     lines.append(f"| {step} | {score:.4g} | {mark} |")
-  lines += ["", "![losses and realism score](losses.png)", ""]
+  lines += ["", *seeds_lib.selection_lines(preservation, {"joint_drift_px": "joint drift (px)",
+                                                          "foreground_iou": "foreground IoU"})]
+  lines += ["![losses and realism score](losses.png)", ""]
 
   p = preservation
 

@@ -19,7 +19,9 @@ import numpy as np
 from simgan_jax import images as images_lib
 from simgan_jax.data import sources as sources_lib
 from simgan_jax.evaluation import gaze
+from simgan_jax.evaluation import caveats
 from simgan_jax.evaluation import rows
+from simgan_jax.evaluation import seeds as seeds_lib
 from simgan_jax.evaluation import data as data_lib
 from simgan_jax.evaluation import drift as drift_lib
 
@@ -254,6 +256,8 @@ def write_report(config, workdir: str, selection, summary, preservation, pools, 
       f"Wall time: {_minutes(sum(timings.values()))} in all "
       f"({', '.join(f'{k} {_minutes(v)}' for k, v in timings.items())}).",
       "",
+      *caveats.timing_lines(workdir, timings),
+      *seeds_lib.origin_lines(config, workdir),
       f"## Gaze estimation on `{config.test_data}`",
       "",
       f"Each row: gaze estimators trained from seeds {seeds} (mean ± standard deviation over seeds). "
@@ -265,7 +269,8 @@ def write_report(config, workdir: str, selection, summary, preservation, pools, 
   for name, s in summary.items():
     lines.append(f"| {titles[name]} | {_pm(s['within7_mean'], s['within7_std'])} | "
                  f"{_pm(s['error_mean'], s['error_std'], 2)} |")
-  lines += ["", "For comparison, the paper (MPIIGaze test, within 7°): synthetic 62.3, synthetic 4x 64.9, "
+  lines += ["", *seeds_lib.spread_lines(summary, "°", "within7", "within 7°")]
+  lines += ["For comparison, the paper (MPIIGaze test, within 7°): synthetic 62.3, synthetic 4x 64.9, "
             "refined 69.4, refined 4x 87.2; mean error 11.2° (synthetic) and 7.8° (refined).", ""]
   lines += comparison_lines(summary)
   lines += ["", "![share within d degrees](within_d.png)", ""]
@@ -311,7 +316,9 @@ def write_report(config, workdir: str, selection, summary, preservation, pools, 
   if "realism_kid_unrefined" in first:
     two = cell(first, "two_sample_accuracy_unrefined", lambda e: f"{100 * e['two_sample_accuracy_unrefined']:.1f}%")
     lines.append(f"| (unrefined synthetic) | {first['realism_kid_unrefined']:.4g} | {two} | 0 | | |")
-  lines += ["", "![losses and realism score](losses.png)", ""]
+  lines += ["", *seeds_lib.selection_lines(preservation, {"pupil_shift_px": "pupil shift (px)",
+                                                          "gaze_drift_deg": "gaze drift (°)"})]
+  lines += ["![losses and realism score](losses.png)", ""]
 
   p = preservation
   lines += ["## Label preservation", "",
