@@ -37,7 +37,9 @@ Variants:
   stages (SimGAN 27.5 including a ~10 min pause, refining 1.2, ten pose runs 21.9,
   final two-sample test with ``--set final_two_sample.steps=300`` 3.4). At 300
   pose steps the share within 20 px is near 0 for every simulator-trained row;
-  the mean joint error is the informative column.
+  the mean joint error is the informative column. Since 5 Dec 2026 it trains three
+  SimGAN seeds (``simgan_seeds``; refined rows from 2 estimator seeds each) and
+  adds the ``oracle`` row.
 * ``handsim_pose:smoke``: 32x32, tiny networks, a few steps (tests).
 * ``nyu_hand[:cpu|:smoke]``: the same stages on prepared NYU data: synthetic
   ``nyu_hand/synthetic:train`` refined towards ``nyu_hand/real:train``, tested

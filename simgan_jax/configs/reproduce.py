@@ -53,6 +53,15 @@ Stages (each resumes or is skipped when its outputs exist in the workdir):
    perfect refiner's shift and drift, the scale to read the refiner's against).
 6. ``report.md`` with ``within_d.png``, ``losses.png`` and ``samples.png``.
 
+Several SimGAN seeds (``simgan_seeds``, e.g. ``--set simgan_seeds=0,1,2``; empty:
+``simgan.seed`` alone): stages 1-3, the refined rows' estimators (estimator seeds
+``refined_seeds``, empty: ``seeds``) and stage 5 run once per SimGAN seed, the
+first seed's at the top level of the workdir as above, seed ``s``'s others under
+``simgan_seed<s>/``; the rows that do not depend on the refiner are trained once.
+A refined row is mean +- standard deviation over every (SimGAN seed x estimator
+seed) run; the report gives the spread over SimGAN seeds alone beside it and each
+seed's selected checkpoint (evaluation/seeds.py).
+
 Variants (``--experiment=NAME:VARIANT``):
 
 * ``eyesim_gaze`` (no variant): the paper's networks and schedule on the
@@ -66,7 +75,10 @@ Variants (``--experiment=NAME:VARIANT``):
   (oracle) estimators, 70.6 minutes on a shared machine. Results in
   docs/results_eyesim.md: refined data beats raw synthetic data beyond the seed
   spread (8.73 +- 0.37 vs 9.78 +- 0.43 degrees mean error, 29% of the gap to
-  target labels closed; a perfect refiner: 64%).
+  target labels closed; a perfect refiner: 64%). Since 5 Dec 2026 it trains three
+  SimGAN seeds (``simgan_seeds``), the refined rows with two estimator seeds each
+  (``refined_seeds``): about three times the SimGAN, refining and final two-sample
+  stages of a single seed.
 * ``eyesim_gaze:smoke``: tiny networks and a few steps of everything (tests).
 * ``unityeyes_mpiigaze``: UnityEyes refined towards MPIIGaze ``train``, tested
   on MPIIGaze ``test``; the paper's gaze network at batch 512. The paper's

@@ -357,7 +357,7 @@ def write_report(config, workdir: str, selection, summary, preservation, pools, 
             f"{config.simgan.discriminator_pretrain_steps} pretraining steps, {config.simgan.num_iterations} "
             f"iterations (Kg {config.simgan.kg}, Kd {config.simgan.kd}), {config.simgan.optimizer.name} lr "
             f"{config.simgan.optimizer.learning_rate}, lambda {config.simgan.loss.self_regularization_weight}, "
-            f"seed {config.simgan.seed}.",
+            f"SimGAN seed(s) {', '.join(map(str, seeds_lib.simgan_seeds(config)))}.",
             f"- Gaze estimator: conv widths {tuple(config.gaze.model.conv_features)}, FC "
             f"{config.gaze.model.hidden_features}, batch {config.gaze.batch_size}, {config.gaze.num_steps} "
             f"steps, {config.gaze.optimizer.name} lr {config.gaze.optimizer.learning_rate}; seeds {seeds}.",
