@@ -129,7 +129,7 @@ def test_two_simgan_seeds_smoke(tmp_path):
   from simgan_jax.evaluation import reproduce
 
   config = _config("simgan_seeds=0,1", "seeds=0", "training_sets=refined,target", "data_multiplier=1",
-                   "num_sample_images=2")
+                   "num_sample_images=2", "simgan.drift.enabled=false", "simgan.two_sample.enabled=false")
   workdir = tmp_path / "repro"
   result = reproduce.run(config, str(workdir), log=lambda line: None)
   for root in (workdir, workdir / "simgan_seed1"):
