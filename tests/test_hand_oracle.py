@@ -49,3 +49,16 @@ def test_hand_report_prints_the_share_of_the_perfect_refiners_gain():
   assert "- `refined` gets 25% of the perfect refiner's gain over `synthetic` (1.00 px of 4.00 px less mean error)." in lines
   del summary["oracle"]
   assert not any("perfect refiner" in line for line in hand_report.comparison_lines(summary))
+
+
+def test_eye_report_prints_the_share_of_the_perfect_refiners_gain():
+  from simgan_jax.evaluation import report
+
+  def row(error):
+    return {"error_mean": error, "error_std": 0.4}
+
+  summary = {"synthetic": row(9.78), "refined": row(8.74), "oracle": row(7.47), "target": row(6.17)}
+  assert ("- `refined` gets 45% of the perfect refiner's gain over `synthetic` (1.04° of 2.31° less mean error)."
+          in report.comparison_lines(summary))
+  summary["oracle"] = row(10.0)  # no gain: no share
+  assert not any("perfect refiner's gain" in line for line in report.comparison_lines(summary))
