@@ -62,3 +62,18 @@ def test_eye_report_prints_the_share_of_the_perfect_refiners_gain():
           in report.comparison_lines(summary))
   summary["oracle"] = row(10.0)  # no gain: no share
   assert not any("perfect refiner's gain" in line for line in report.comparison_lines(summary))
+
+
+def test_hand_oracle_row_trains_on_the_oracle_pool_with_the_synthetic_joints():
+  from simgan_jax.configs import reproduce as reproduce_config
+  from simgan_jax.evaluation import hand_reproduce, reproduce
+
+  config = reproduce_config.get_config("handsim_pose:smoke")
+  assert reproduce.estimator_stages(config).oracle_pool is hand_reproduce.oracle_pool
+  n = config.num_synthetic
+  joints = np.random.default_rng(0).uniform(0, 32, (3 * n, 14, 2)).astype(np.float32)
+  pools = {"synthetic": np.zeros((3 * n, 32, 32, 1), np.uint8), "refined": np.ones((3 * n, 32, 32, 1), np.uint8),
+           "oracle": np.full((n, 32, 32, 1), 7, np.uint8), "labels": {"joints": joints}}
+  oracle = hand_reproduce.training_sources(config, pools)["oracle"]()
+  assert (oracle.images == 7).all() and len(oracle.images) == n
+  np.testing.assert_array_equal(oracle.labels["joints"], joints[:n])
