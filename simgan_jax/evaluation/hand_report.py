@@ -155,6 +155,9 @@ def write_report(config, workdir: str, selection, summary, preservation, pools, 
               row("that estimator's joint error on synthetic images", p["joint_error_synthetic_px"], "px"),
               row("that estimator's joint error on refined images (same labels)", p["joint_error_refined_px"],
                   "px")]
+  if "oracle_joint_drift_px" in p:
+    lines += [row("predicted-joint drift, synthetic → oracle (a perfect refiner)", p["oracle_joint_drift_px"], "px"),
+              row("that estimator's joint error on oracle images (same labels)", p["joint_error_oracle_px"], "px")]
   lines += [""] + report.two_sample_lines(p)
   lines += ["## Samples", "", "Columns: synthetic | refined (selected refiner) | target test depth.", "",
             "![samples](samples.png)", "", "## Settings", "",

@@ -159,4 +159,8 @@ def label_preservation(config, pools, workdir: str) -> dict[str, Any]:
     out["joint_error_synthetic_px"] = stats(pose.joint_errors_px(j_syn, truth, p.image_width).mean(-1))
     out["joint_error_refined_px"] = stats(pose.joint_errors_px(j_ref, truth, p.image_width).mean(-1))
     out["drift_estimator"] = f"target, seed {seed}"
+    if "oracle" in pools:  # the same for a perfect refiner: the scale to read the refiner's drift against
+      j_orc = gaze_training.predict(predict_fn, params, pools["oracle"][:n], mesh, p.eval_batch_size)
+      out["oracle_joint_drift_px"] = stats(pose.joint_errors_px(j_syn, j_orc, p.image_width).mean(-1))
+      out["joint_error_oracle_px"] = stats(pose.joint_errors_px(j_orc, truth, p.image_width).mean(-1))
   return out
