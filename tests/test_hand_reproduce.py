@@ -11,12 +11,12 @@ from tests.conftest import REPO
 
 
 def test_handsim_pose_smoke_end_to_end(tmp_path):
-  """Every stage through the launcher; rows cut to three (the 3x path included) to stay small."""
+  """Every stage through the launcher; rows cut to four (the 3x path and the oracle included) to stay small."""
   workdir = tmp_path / "repro"
   doc = tmp_path / "docs" / "results_handsim.md"
   env = dict(os.environ, SIMGAN_JAX_CACHE=str(tmp_path / "cache"))
   command = [sys.executable, os.path.join(REPO, "launch", "reproduce.py"), "--experiment=handsim_pose:smoke",
-             f"--workdir={workdir}", "--set", "training_sets=synthetic,refined_4x,target",
+             f"--workdir={workdir}", "--set", "training_sets=synthetic,refined_4x,oracle,target",
              "--set", "simgan.real_data.num_train=64", f"--publish={doc}"]
   run = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=900, env=env)
   assert run.returncode == 0, run.stderr[-3000:]
@@ -24,16 +24,19 @@ def test_handsim_pose_smoke_end_to_end(tmp_path):
 
   refined, labels = tfds_sources.load_directory(str(workdir / "refined"), labels="all")
   assert refined.shape == (96, 32, 32, 1) and labels["joints"].shape == (96, 14, 2)  # 3x32, joints kept
-  for name in ("synthetic", "refined_4x", "target"):
+  for name in ("synthetic", "refined_4x", "oracle", "target"):
     results = json.load(open(workdir / "pose" / name / "seed_0" / "results.json"))
     assert results["steps"] == 3 and results["eval"]["test"]["num_images"] == 2000
   preservation = json.load(open(workdir / "preservation.json"))
-  for key in ("foreground_iou", "depth_change_mm", "joint_drift_px", "joint_error_refined_px"):
+  for key in ("foreground_iou", "depth_change_mm", "joint_drift_px", "joint_error_refined_px",
+              "oracle_joint_drift_px", "joint_error_oracle_px"):
     assert np.isfinite(preservation[key]["mean"]) and preservation[key]["num"] == 16
   report = doc.read_text()
   for row in ("| synthetic |", "| refined synthetic, 3x data |", "the paper's \"real\"", "| 69.7 |",
               "| 83.3 |", "foreground IoU", "predicted-joint drift", "](results_handsim_samples.png)",
-              "| refined (selected refiner) |", "| raw synthetic |"):
+              "| refined (selected refiner) |", "| raw synthetic |", "| synthetic hands, target sensor (a perfect refiner) |",
+              "- `oracle` (the simulator's hands", "predicted-joint drift, synthetic → oracle",
+              "| oracle (synthetic scenes, target appearance) |"):
     assert row in report
   assert "all joints within 5 px" in run.stdout
 

@@ -140,7 +140,7 @@ def test_oracle_pool_renders_the_synthetic_scenes_with_the_target_appearance():
   moved = dict(labels, gaze=labels["gaze"][::-1])
   with pytest.raises(DataError, match="oracle: the simulator scenes do not match"):
     reproduce.oracle_pool(config, moved)
-  with pytest.raises(ConfigError, match="'oracle' .* needs the eye simulator"):
+  with pytest.raises(ConfigError, match="'oracle' .* needs a built-in simulator"):
     reproduce.validate_config(reproduce_config.apply_overrides(
         reproduce_config.get_config("unityeyes_mpiigaze:smoke"), ["training_sets=synthetic,oracle"]))
 

@@ -15,8 +15,10 @@ pose estimator (``pose``, as in configs/pose.py) in place of the gaze one.
   python launch/reproduce.py --experiment=handsim_pose:smoke --workdir=/tmp/h   # tests
 
 Rows (``training_sets``; the ``_4x`` names hold ``data_multiplier`` = 3 times the
-images, Table 4's "3x" rows): synthetic, synthetic 3x, refined, refined 3x and
-target labels (``target_train_data``; the paper's "real" row). The paper's 3x
+images, Table 4's "3x" rows): synthetic, synthetic 3x, refined, refined 3x,
+``oracle`` (handsim_pose only: the simulator's hands measured by the target's own
+sensor model, forearm and clutter included, what a perfect refiner would make)
+and target labels (``target_train_data``; the paper's "real" row). The paper's 3x
 rows use NYU's three camera views; ours use three times as many images of the
 one view. Metric: share of ``test_data`` images whose 14 joints are all within
 5 px of a 224-pixel crop (pose.py), and the mean joint error.
@@ -35,7 +37,9 @@ Variants:
   stages (SimGAN 27.5 including a ~10 min pause, refining 1.2, ten pose runs 21.9,
   final two-sample test with ``--set final_two_sample.steps=300`` 3.4). At 300
   pose steps the share within 20 px is near 0 for every simulator-trained row;
-  the mean joint error is the informative column.
+  the mean joint error is the informative column. Since 5 Dec 2026 it trains three
+  SimGAN seeds (``simgan_seeds``; refined rows from 2 estimator seeds each) and
+  adds the ``oracle`` row.
 * ``handsim_pose:smoke``: 32x32, tiny networks, a few steps (tests).
 * ``nyu_hand[:cpu|:smoke]``: the same stages on prepared NYU data: synthetic
   ``nyu_hand/synthetic:train`` refined towards ``nyu_hand/real:train``, tested
@@ -80,7 +84,11 @@ def get_config(name: str, variant: str | None, experiment: str) -> ml_collection
   c.data_multiplier = 3
   c.synthetic_seed = 1
   c.seeds = (0, 1, 2)
+  c.simgan_seeds = ()  # as in configs/reproduce.py: empty = simgan.seed alone
+  c.refined_seeds = ()  # estimator seeds of the refined rows per SimGAN seed (empty: seeds)
   c.training_sets = ("synthetic", "synthetic_4x", "refined", "refined_4x", "target")
+  if name == "handsim_pose":  # the simulator's hands through the target's sensor model (a perfect refiner)
+    c.training_sets = ("synthetic", "synthetic_4x", "refined", "refined_4x", "oracle", "target")
   c.num_label_pairs = 1000
   c.num_sample_images = 8
   c.final_two_sample = default.final_two_sample_config(variant)
@@ -93,6 +101,7 @@ def get_config(name: str, variant: str | None, experiment: str) -> ml_collection
     c.simgan.checkpoint_every = 100
     c.num_synthetic = 4000
     c.seeds = (0, 1)
+    c.simgan_seeds = (0, 1, 2)  # three refiners, the refined rows from 2 estimator seeds each
     c.num_label_pairs = 500
     c.pose.num_steps = 300
     c.within_px = 20  # 16x16 heatmaps: one heatmap pixel is 14 px of a 224 crop

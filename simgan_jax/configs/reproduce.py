@@ -53,6 +53,15 @@ Stages (each resumes or is skipped when its outputs exist in the workdir):
    perfect refiner's shift and drift, the scale to read the refiner's against).
 6. ``report.md`` with ``within_d.png``, ``losses.png`` and ``samples.png``.
 
+Several SimGAN seeds (``simgan_seeds``, e.g. ``--set simgan_seeds=0,1,2``; empty:
+``simgan.seed`` alone): stages 1-3, the refined rows' estimators (estimator seeds
+``refined_seeds``, empty: ``seeds``) and stage 5 run once per SimGAN seed, the
+first seed's at the top level of the workdir as above, seed ``s``'s others under
+``simgan_seed<s>/``; the rows that do not depend on the refiner are trained once.
+A refined row is mean +- standard deviation over every (SimGAN seed x estimator
+seed) run; the report gives the spread over SimGAN seeds alone beside it and each
+seed's selected checkpoint (evaluation/seeds.py).
+
 Variants (``--experiment=NAME:VARIANT``):
 
 * ``eyesim_gaze`` (no variant): the paper's networks and schedule on the
@@ -66,7 +75,10 @@ Variants (``--experiment=NAME:VARIANT``):
   (oracle) estimators, 70.6 minutes on a shared machine. Results in
   docs/results_eyesim.md: refined data beats raw synthetic data beyond the seed
   spread (8.73 +- 0.37 vs 9.78 +- 0.43 degrees mean error, 29% of the gap to
-  target labels closed; a perfect refiner: 64%).
+  target labels closed; a perfect refiner: 64%). Since 5 Dec 2026 it trains three
+  SimGAN seeds (``simgan_seeds``), the refined rows with two estimator seeds each
+  (``refined_seeds``): about three times the SimGAN, refining and final two-sample
+  stages of a single seed.
 * ``eyesim_gaze:smoke``: tiny networks and a few steps of everything (tests).
 * ``unityeyes_mpiigaze``: UnityEyes refined towards MPIIGaze ``train``, tested
   on MPIIGaze ``test``; the paper's gaze network at batch 512. The paper's
@@ -127,6 +139,13 @@ def get_config(experiment: str = "eyesim_gaze") -> ml_collections.ConfigDict:
   c.data_multiplier = 4
   c.synthetic_seed = 1  # simulator sets: image i is rendered from fold_in(PRNGKey(seed), i)
   c.seeds = (0, 1, 2)  # gaze estimator seeds per training set
+  # SimGAN seeds: one SimGAN run, selected refiner and refined set per seed; the refined
+  # rows are trained for each with the estimator seeds `refined_seeds` (empty: `seeds`)
+  # and report mean +- spread over all (SimGAN seed x estimator seed) runs; the other rows
+  # are trained once. Empty: simgan.seed alone. The first seed's stages are the workdir's
+  # top level (a single-seed workdir's layout), seed s's others under simgan_seed<s>/.
+  c.simgan_seeds = ()
+  c.refined_seeds = ()
   # Rows of the table, i.e. which estimators to train (a subset for an ablation,
   # e.g. ``--set training_sets=synthetic,refined``). ``target`` also needs
   # target_train_data; gaze drift is measured by the ``target`` estimator.
@@ -157,6 +176,8 @@ def get_config(experiment: str = "eyesim_gaze") -> ml_collections.ConfigDict:
     c.gaze.log_every = 100
     c.gaze.checkpoint_every = 600
     c.refine_chunk = 2000
+    c.simgan_seeds = (0, 1, 2)  # three refiners; two estimator seeds each for the refined rows
+    c.refined_seeds = (0, 1)
   elif variant == "smoke":
     c.simgan.checkpoint_every = 3
     c.simgan.realism.num_images = 64

@@ -17,19 +17,22 @@ import numpy as np
 from simgan_jax import images as images_lib
 from simgan_jax.data import sources as sources_lib
 from simgan_jax.evaluation import pose
+from simgan_jax.evaluation import caveats
 from simgan_jax.evaluation import report
 from simgan_jax.evaluation import rows
 from simgan_jax.evaluation import pose_data
+from simgan_jax.evaluation import seeds as seeds_lib
 
 TITLES = {
     "synthetic": "synthetic",
     "synthetic_4x": "synthetic, {m}x data",
     "refined": "refined synthetic",
     "refined_4x": "refined synthetic, {m}x data",
+    "oracle": "synthetic hands, target sensor (a perfect refiner)",
     "target": "target-domain labels (the paper's \"real\")",
 }
 PAPER = {"synthetic": "69.7", "synthetic_4x": "77.7", "refined": "72.4", "refined_4x": "83.3",
-         "target": "74.5"}
+         "oracle": "–", "target": "74.5"}
 
 
 def plot_within_d(summary, titles, path: str) -> None:
@@ -72,6 +75,16 @@ def comparison_lines(summary) -> list[str]:
     if share is not None:
       line += f"; refinement closes {100 * share:.0f}% of the synthetic-to-target error gap"
     lines.append(line + ".")
+  if "oracle" in summary and "synthetic" in summary:
+    o, s = summary["oracle"], summary["synthetic"]
+    line = (f"- `oracle` (the simulator's hands measured by the target's own sensor model, forearm and "
+            f"clutter included: what a perfect refiner would make) vs `synthetic`: the mean joint error goes "
+            f"from {s['error_mean']:.2f} to {o['error_mean']:.2f} px")
+    share = rows.gap_closed(summary, "oracle", "synthetic")
+    if share is not None:
+      line += f"; it closes {100 * share:.0f}% of the gap, the most refinement can close here"
+    lines.append(line + ".")
+    lines += report.oracle_share_lines(summary, " px")
   return lines
 
 
@@ -92,6 +105,8 @@ def write_report(config, workdir: str, selection, summary, preservation, pools, 
       f"jax {jax.__version__}.",
       f"Wall time: {minutes(sum(timings.values()))} in all "
       f"({', '.join(f'{k} {minutes(v)}' for k, v in timings.items())}).", "",
+      *caveats.timing_lines(workdir, timings),
+      *seeds_lib.origin_lines(config, workdir),
       f"## Hand pose estimation on `{config.test_data}`", "",
       f"Each row: stacked-hourglass estimators from seeds {', '.join(map(str, config.seeds))} (mean ± "
       f"standard deviation). `synthetic` is {config.num_synthetic} images, the {m}x rows "
@@ -104,20 +119,25 @@ def write_report(config, workdir: str, selection, summary, preservation, pools, 
   for name, s in summary.items():
     lines.append(f"| {titles[name]} | {pm(s['within5_mean'], s['within5_std'])} | "
                  f"{pm(s['error_mean'], s['error_std'], 2)} | {PAPER[name]} |")
-  lines += ["", "The paper's 3x rows use NYU's three camera views; ours use three times as many images."]
+  lines += ["", *seeds_lib.spread_lines(summary, " px", "within5", f"within {config.within_px} px")]
+  lines += ["The paper's 3x rows use NYU's three camera views; ours use three times as many images."]
   if config.within_px != 5:
     lines.append(f"The threshold is {config.within_px} px, not the paper's 5: one heatmap pixel here is "
                  f"{224 / config.pose.model.heatmap_size:.0f} px of a 224-pixel crop, so 5 px is below the "
                  "estimator's resolution; the whole curve is in the figure.")
   lines.append("")
   lines += comparison_lines(summary)
-  lines += ["", "![share within d px](within_d.png)", "", "## Refiner selection (no target labels)", "",
+  lines += ["", *caveats.share_noise_lines(summary, "within5_mean", f"with all joints within {config.within_px} px",
+                                           "px")]
+  lines += ["![share within d px](within_d.png)", "", "## Refiner selection (no target labels)", "",
             "| checkpoint step | realism KID | |", "|---|---|---|"]
   for step, score in sorted(selection["scores"].items(), key=lambda kv: int(kv[0])):
     mark = "selected" if int(step) == selection["step"] else (
         "" if int(step) in selection["candidates"] else "pretraining")
     lines.append(f"| {step} | {score:.4g} | {mark} |")
-  lines += ["", "![losses and realism score](losses.png)", ""]
+  lines += ["", *seeds_lib.selection_lines(preservation, {"joint_drift_px": "joint drift (px)",
+                                                          "foreground_iou": "foreground IoU"})]
+  lines += ["![losses and realism score](losses.png)", ""]
 
   p = preservation
 
@@ -135,6 +155,9 @@ def write_report(config, workdir: str, selection, summary, preservation, pools, 
               row("that estimator's joint error on synthetic images", p["joint_error_synthetic_px"], "px"),
               row("that estimator's joint error on refined images (same labels)", p["joint_error_refined_px"],
                   "px")]
+  if "oracle_joint_drift_px" in p:
+    lines += [row("predicted-joint drift, synthetic → oracle (a perfect refiner)", p["oracle_joint_drift_px"], "px"),
+              row("that estimator's joint error on oracle images (same labels)", p["joint_error_oracle_px"], "px")]
   lines += [""] + report.two_sample_lines(p)
   lines += ["## Samples", "", "Columns: synthetic | refined (selected refiner) | target test depth.", "",
             "![samples](samples.png)", "", "## Settings", "",
@@ -144,7 +167,8 @@ def write_report(config, workdir: str, selection, summary, preservation, pools, 
             f"`{config.simgan.discriminator.preset}`, {config.simgan.refiner_pretrain_steps} + "
             f"{config.simgan.discriminator_pretrain_steps} pretraining steps, {config.simgan.num_iterations} "
             f"iterations (Kg {config.simgan.kg}, Kd {config.simgan.kd}), lambda "
-            f"{config.simgan.loss.self_regularization_weight}.",
+            f"{config.simgan.loss.self_regularization_weight}, SimGAN seed(s) "
+            f"{', '.join(map(str, seeds_lib.simgan_seeds(config)))}.",
             f"- Pose estimator: {config.pose.model.num_stacks} hourglasses of depth {config.pose.model.depth}, "
             f"{config.pose.model.features} features, {config.pose.model.heatmap_size}x{config.pose.model.heatmap_size} "
             f"heatmaps, batch {config.pose.batch_size}, {config.pose.num_steps} steps, lr "

@@ -13,10 +13,13 @@ on refined images.
 from __future__ import annotations
 
 import copy
+import dataclasses
+import functools
 import os
 import types
 from typing import Any, Callable
 
+import jax
 import numpy as np
 
 from simgan_jax import parallel
@@ -27,6 +30,9 @@ from simgan_jax.evaluation import pose_training
 from simgan_jax.evaluation import reproduce
 from simgan_jax.evaluation import hand_report
 from simgan_jax.evaluation import gaze_training
+from simgan_jax.errors import ConfigError, DataError
+from simgan_jax.simulators import hand_sources
+from simgan_jax.simulators import hands_target
 
 # uint8 levels: the NYU builder's foreground is 0..127 (150 mm = 63.5 levels), background 255.
 _FOREGROUND_BELOW = 191
@@ -37,7 +43,7 @@ def stages(config) -> types.SimpleNamespace:
 
   return types.SimpleNamespace(section=config.pose, label="joints", train_estimators=train_estimators,
                                summarize=lambda results: summarize(results, config.within_px), label_preservation=label_preservation,
-                               write_report=hand_report.write_report)
+                               write_report=hand_report.write_report, oracle_pool=oracle_pool)
 
 
 def _pose_config(config, seed: int):
@@ -54,9 +60,41 @@ def training_sources(config, pools) -> dict[str, Callable[[], sources_lib.ImageS
       "synthetic_4x": lambda: sources_lib.ArraySource(pools["synthetic"], {"joints": j}),
       "refined": lambda: sources_lib.ArraySource(pools["refined"][:n], {"joints": j[:n]}),
       "refined_4x": lambda: sources_lib.ArraySource(pools["refined"], {"joints": j}),
+      "oracle": lambda: sources_lib.ArraySource(pools["oracle"], {"joints": j[:n]}),
       "target": lambda: pose_data.train_source(config.target_train_data, config.pose),
   }
   return {name: sets[name] for name in reproduce.training_set_names(config)}
+
+
+@functools.partial(jax.jit, static_argnums=1)
+def _render_oracle(keys_B, target_config):
+  return hands_target.render_batch(keys_B, target_config, simulator_scenes=True)
+
+
+def oracle_pool(config, labels) -> np.ndarray:
+  """The first ``num_synthetic`` simulator hands measured by the target domain's own
+  sensor model, forearm and clutter included (``hands_target.simulator_scene_params``):
+  uint8 depth that a perfect refiner would make, with the synthetic pool's joints."""
+  p = config.pose
+  shape = (p.image_height, p.image_width, 1)
+  simulator = sources_lib.make_source(pose_data._section(config.synthetic_data, p, True), shape,  # pylint: disable=protected-access
+                                      "synthetic_data")
+  if not isinstance(simulator, hand_sources.HandSimulatorSource):
+    raise ConfigError(f"config.training_sets: 'oracle' needs the hand simulator as synthetic_data, "
+                      f"got {config.synthetic_data!r}")
+  sensor = hand_sources.dataset_config(config.simgan.real_data, shape).target
+  sensor = dataclasses.replace(sensor, scene=simulator.config)
+  n, key = config.num_synthetic, jax.random.PRNGKey(config.synthetic_seed)
+  images = []
+  for start in range(0, n, 500):
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(start + np.arange(min(500, n - start)))
+    out, out_labels = _render_oracle(keys, sensor)
+    if not np.allclose(np.asarray(out_labels["joints"]), labels["joints"][start:start + len(keys)], atol=1e-3):
+      raise DataError("oracle: the simulator hands do not match the synthetic pool's joints "
+                      f"(images {start}-{start + len(keys)}); was the pool rendered with another "
+                      "synthetic_seed or simulator config?")
+    images.append(sources_lib.from_unit_range(out))
+  return np.concatenate(images)
 
 
 def train_estimators(config, pools, workdir: str, log) -> dict[str, dict[str, Any]]:
@@ -121,4 +159,8 @@ def label_preservation(config, pools, workdir: str) -> dict[str, Any]:
     out["joint_error_synthetic_px"] = stats(pose.joint_errors_px(j_syn, truth, p.image_width).mean(-1))
     out["joint_error_refined_px"] = stats(pose.joint_errors_px(j_ref, truth, p.image_width).mean(-1))
     out["drift_estimator"] = f"target, seed {seed}"
+    if "oracle" in pools:  # the same for a perfect refiner: the scale to read the refiner's drift against
+      j_orc = gaze_training.predict(predict_fn, params, pools["oracle"][:n], mesh, p.eval_batch_size)
+      out["oracle_joint_drift_px"] = stats(pose.joint_errors_px(j_syn, j_orc, p.image_width).mean(-1))
+      out["joint_error_oracle_px"] = stats(pose.joint_errors_px(j_orc, truth, p.image_width).mean(-1))
   return out

@@ -19,7 +19,9 @@ import numpy as np
 from simgan_jax import images as images_lib
 from simgan_jax.data import sources as sources_lib
 from simgan_jax.evaluation import gaze
+from simgan_jax.evaluation import caveats
 from simgan_jax.evaluation import rows
+from simgan_jax.evaluation import seeds as seeds_lib
 from simgan_jax.evaluation import data as data_lib
 from simgan_jax.evaluation import drift as drift_lib
 
@@ -172,6 +174,21 @@ def comparison_lines(summary) -> list[str]:
     if share is not None:
       line += f"; it closes {100 * share:.0f}% of the gap, the most refinement can close here"
     lines.append(line + ".")
+    lines += oracle_share_lines(summary, "°")
+  return lines
+
+
+def oracle_share_lines(summary, unit: str) -> list[str]:
+  """The refined rows' share of the perfect refiner's gain (``rows.oracle_share``), or []."""
+  lines = []
+  for refined in ("refined", "refined_4x"):
+    share = rows.oracle_share(summary, refined)
+    if share is None:
+      continue
+    s = summary["synthetic"]["error_mean"]
+    lines.append(f"- `{refined}` gets {100 * share:.0f}% of the perfect refiner's gain over `synthetic` "
+                 f"({s - summary[refined]['error_mean']:.2f}{unit} of {s - summary['oracle']['error_mean']:.2f}{unit} "
+                 "less mean error).")
   return lines
 
 
@@ -239,6 +256,8 @@ def write_report(config, workdir: str, selection, summary, preservation, pools, 
       f"Wall time: {_minutes(sum(timings.values()))} in all "
       f"({', '.join(f'{k} {_minutes(v)}' for k, v in timings.items())}).",
       "",
+      *caveats.timing_lines(workdir, timings),
+      *seeds_lib.origin_lines(config, workdir),
       f"## Gaze estimation on `{config.test_data}`",
       "",
       f"Each row: gaze estimators trained from seeds {seeds} (mean ± standard deviation over seeds). "
@@ -250,7 +269,8 @@ def write_report(config, workdir: str, selection, summary, preservation, pools, 
   for name, s in summary.items():
     lines.append(f"| {titles[name]} | {_pm(s['within7_mean'], s['within7_std'])} | "
                  f"{_pm(s['error_mean'], s['error_std'], 2)} |")
-  lines += ["", "For comparison, the paper (MPIIGaze test, within 7°): synthetic 62.3, synthetic 4x 64.9, "
+  lines += ["", *seeds_lib.spread_lines(summary, "°", "within7", "within 7°")]
+  lines += ["For comparison, the paper (MPIIGaze test, within 7°): synthetic 62.3, synthetic 4x 64.9, "
             "refined 69.4, refined 4x 87.2; mean error 11.2° (synthetic) and 7.8° (refined).", ""]
   lines += comparison_lines(summary)
   lines += ["", "![share within d degrees](within_d.png)", ""]
@@ -296,7 +316,9 @@ def write_report(config, workdir: str, selection, summary, preservation, pools, 
   if "realism_kid_unrefined" in first:
     two = cell(first, "two_sample_accuracy_unrefined", lambda e: f"{100 * e['two_sample_accuracy_unrefined']:.1f}%")
     lines.append(f"| (unrefined synthetic) | {first['realism_kid_unrefined']:.4g} | {two} | 0 | | |")
-  lines += ["", "![losses and realism score](losses.png)", ""]
+  lines += ["", *seeds_lib.selection_lines(preservation, {"pupil_shift_px": "pupil shift (px)",
+                                                          "gaze_drift_deg": "gaze drift (°)"})]
+  lines += ["![losses and realism score](losses.png)", ""]
 
   p = preservation
   lines += ["## Label preservation", "",
@@ -335,7 +357,7 @@ def write_report(config, workdir: str, selection, summary, preservation, pools, 
             f"{config.simgan.discriminator_pretrain_steps} pretraining steps, {config.simgan.num_iterations} "
             f"iterations (Kg {config.simgan.kg}, Kd {config.simgan.kd}), {config.simgan.optimizer.name} lr "
             f"{config.simgan.optimizer.learning_rate}, lambda {config.simgan.loss.self_regularization_weight}, "
-            f"seed {config.simgan.seed}.",
+            f"SimGAN seed(s) {', '.join(map(str, seeds_lib.simgan_seeds(config)))}.",
             f"- Gaze estimator: conv widths {tuple(config.gaze.model.conv_features)}, FC "
             f"{config.gaze.model.hidden_features}, batch {config.gaze.batch_size}, {config.gaze.num_steps} "
             f"steps, {config.gaze.optimizer.name} lr {config.gaze.optimizer.learning_rate}; seeds {seeds}.",

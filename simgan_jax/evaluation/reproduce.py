@@ -26,15 +26,16 @@ import numpy as np
 
 from simgan_jax import metric_writer
 from simgan_jax import parallel
-from simgan_jax import train
 from simgan_jax.data import sources as sources_lib
 from simgan_jax.errors import ConfigError, DataError
+from simgan_jax.evaluation import caveats
 from simgan_jax.evaluation import data as data_lib
 from simgan_jax.evaluation import gaze
 from simgan_jax.evaluation import gaze_training
 from simgan_jax.evaluation import pupil
 from simgan_jax.evaluation import report
 from simgan_jax.evaluation import rows
+from simgan_jax.evaluation import seeds as seeds_lib
 from simgan_jax.evaluation import selection as selection_lib
 from simgan_jax.evaluation import refine
 from simgan_jax.simulators import sources as eye_sources
@@ -67,6 +68,7 @@ def validate_config(config) -> None:
       raise ConfigError(f"config.{field}: must be an integer > 0, got {config[field]!r}")
   if not config.seeds or not all(isinstance(s, int) for s in config.seeds):
     raise ConfigError(f"config.seeds: expected a list of integers, got {config.seeds!r}")
+  seeds_lib.validate(config)
   unknown = [name for name in config.training_sets if name not in TRAINING_SETS]
   if not config.training_sets or unknown:
     raise ConfigError(f"config.training_sets: expected names from {', '.join(TRAINING_SETS)}, "
@@ -74,11 +76,11 @@ def validate_config(config) -> None:
   if config.num_label_pairs > config.num_synthetic * config.data_multiplier:
     raise ConfigError(f"config.num_label_pairs: {config.num_label_pairs} is more than the "
                       f"{config.num_synthetic * config.data_multiplier} refined images")
-  if "oracle" in config.training_sets and (config.get("estimator", "gaze") != "gaze"
-                                           or config.simgan.real_data.name != "eyesim_target"):
+  oracle_target = {"gaze": "eyesim_target", "pose": "handsim_target"}.get(config.get("estimator", "gaze"))
+  if "oracle" in config.training_sets and config.simgan.real_data.name != oracle_target:
     raise ConfigError("config.training_sets: 'oracle' (the target's appearance model on the "
-                      "simulator's scenes) needs the eye simulator as synthetic data and "
-                      f"eyesim_target as simgan.real_data, not {config.simgan.real_data.name!r}")
+                      "simulator's scenes) needs a built-in simulator as synthetic data and "
+                      f"its target ({oracle_target}) as simgan.real_data, not {config.simgan.real_data.name!r}")
   if not config.simgan.get("realism") or not config.simgan.realism.num_images:
     raise ConfigError("config.simgan.realism.num_images: must be > 0; the refiner checkpoint is "
                       "selected by the realism score")
@@ -333,7 +335,7 @@ def estimator_stages(config) -> types.SimpleNamespace:
 
   return types.SimpleNamespace(section=config.gaze, label="gaze", train_estimators=train_estimators,
                                summarize=summarize, label_preservation=label_preservation,
-                               write_report=report.write_report)
+                               write_report=report.write_report, oracle_pool=oracle_pool)
 
 
 # ----------------------------------------------------------------------------- run
@@ -351,31 +353,29 @@ def run(config, workdir: str, log=metric_writer.print_line) -> dict[str, Any]:
     f.write(config.to_json_best_effort(indent=2))
   timings_path = os.path.join(workdir, "timings.json")
   timings = _read_json(timings_path) or {}
+  clock = caveats.CpuClock(workdir, jax.devices()[0].platform)
 
   def timed(name, fn):
     start = time.time()
+    clock.begin()
     value = fn()
     # The wall time of the run that finished the stage: a rerun that finds it done
     # keeps the recorded time (a stage resumed after an interruption counts its last part).
-    timings.setdefault(name, time.time() - start)
+    if name not in timings:  # the CPU time beside the same run's wall time, or neither
+      timings[name] = time.time() - start
+      clock.end(name)
     _write_json(timings_path, timings)
     return value
 
-  simgan_dir = os.path.join(workdir, "simgan")
-  log(f"[1/6] SimGAN training in {simgan_dir}")
-  timed("simgan", lambda: train.train_and_evaluate(config.simgan, simgan_dir))
-  log("[2/6] refiner selection by realism score")
-  selection = select_checkpoint(config.simgan, simgan_dir)
-  _write_json(os.path.join(workdir, "selection.json"), selection)
-  log(f"selected step {selection['step']} (realism KID {selection['scores'][str(selection['step'])]:.4g}, "
-      f"selection score {selection['selection_scores'][str(selection['step'])]:.4g})")
-  log(f"[3/6] refining {config.num_synthetic * config.data_multiplier} synthetic images")
-  pools = timed("refine", lambda: load_or_refine(config, workdir, simgan_dir, selection["step"], log))
+  # Stages 1-3 (SimGAN, selection, refining) once per SimGAN seed (evaluation/seeds.py).
+  refiners = seeds_lib.train_refiners(config, workdir, timed, log, load_or_refine)
+  first = refiners[seeds_lib.simgan_seeds(config)[0]]
+  selection, pools = first["selection"], first["pools"]
   if "oracle" in config.training_sets:
     log(f"rendering the first {config.num_synthetic} synthetic scenes with the target's appearance (oracle)")
-    pools["oracle"] = oracle_pool(config, pools["labels"])
+    pools["oracle"] = stages.oracle_pool(config, pools["labels"])
   log(f"[4/6] {stages.label} estimators")
-  results = timed(stages.label, lambda: stages.train_estimators(config, pools, workdir, log))
+  summary, results = timed(stages.label, lambda: seeds_lib.train_estimators(config, stages, refiners, workdir, log))
   log("[5/6] label preservation")
   preservation = timed("preservation", lambda: stages.label_preservation(config, pools, workdir))
   log("two-sample test of the selected refiner: refined vs real, raw synthetic vs real")
@@ -384,12 +384,16 @@ def run(config, workdir: str, log=metric_writer.print_line) -> dict[str, Any]:
     preservation["two_sample"] = final
     log(f"two-sample accuracy: refined {100 * final['refined']['two_sample_accuracy']:.1f}%, "
         f"raw synthetic {100 * final['synthetic']['two_sample_accuracy']:.1f}% (50% = indistinguishable)")
+  if len(refiners) > 1:
+    others = seeds_lib.other_preservations(config, stages, refiners, workdir, timed, final_two_sample)
+    preservation["simgan_seeds"] = {str(seeds_lib.simgan_seeds(config)[0]):
+                                    seeds_lib.per_seed_record(selection, preservation), **others}
   _write_json(os.path.join(workdir, "preservation.json"), preservation)
   log("[6/6] report")
-  summary = stages.summarize(results)
   path = stages.write_report(config, workdir, selection, summary, preservation, pools, timings)
   log(f"report: {path}")
-  return {"selection": selection, "summary": summary, "preservation": preservation, "report": path}
+  return {"selection": selection, "summary": summary, "preservation": preservation, "report": path,
+          "results": results}
 
 
 def publish(workdir: str, markdown_path: str) -> str:

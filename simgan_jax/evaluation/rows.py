@@ -26,3 +26,14 @@ def gap_closed(summary, refined: str, synthetic: str) -> float | None:
   if gap <= 0:
     return None
   return (summary[synthetic]["error_mean"] - summary[refined]["error_mean"]) / gap
+
+
+def oracle_share(summary, refined: str = "refined", synthetic: str = "synthetic") -> float | None:
+  """Share of the perfect refiner's gain (``oracle`` over ``synthetic``, in mean error)
+  that ``refined`` gets (None without the three rows or when the oracle gains nothing)."""
+  if not {"oracle", refined, synthetic} <= summary.keys():
+    return None
+  gain = summary[synthetic]["error_mean"] - summary["oracle"]["error_mean"]
+  if gain <= 0:
+    return None
+  return (summary[synthetic]["error_mean"] - summary[refined]["error_mean"]) / gain

@@ -70,15 +70,27 @@ def sensor_off(config: HandTargetConfig = HandTargetConfig()) -> HandTargetConfi
   return dataclasses.replace(config, **{name: 0.0 for name in SENSOR_FACTORS})
 
 
+_EXTRA_DRAWS = ("forearm_on", "forearm_length", "forearm_bend_x", "forearm_bend_z", "forearm_radius",
+                "body_on", "body_depth", "body_angle", "body_offset", "body_tilt",
+                "blobs_on", "blob_u", "blob_v", "blob_depth", "blob_radius", "grazing_cos", "hole_level")
+
+
 def sample_params(key: jax.Array, config: HandTargetConfig) -> dict:
   """{"scene": hand params, "extras": scalars, "key": for noise fields}."""
   scene_key, extra_key, noise_key = jax.random.split(key, 3)
-  names = ("forearm_on", "forearm_length", "forearm_bend_x", "forearm_bend_z", "forearm_radius",
-           "body_on", "body_depth", "body_angle", "body_offset", "body_tilt",
-           "blobs_on", "blob_u", "blob_v", "blob_depth", "blob_radius", "grazing_cos", "hole_level")
-  draws = jax.random.uniform(extra_key, (len(names),))
-  return {"scene": hands.sample_params(scene_key, config.scene), "extras": dict(zip(names, draws)),
+  draws = jax.random.uniform(extra_key, (len(_EXTRA_DRAWS),))
+  return {"scene": hands.sample_params(scene_key, config.scene), "extras": dict(zip(_EXTRA_DRAWS, draws)),
           "key": noise_key}
+
+
+def simulator_scene_params(key: jax.Array, config: HandTargetConfig) -> dict:
+  """``sample_params`` whose hand is the one ``hands.render_batch`` draws from ``key``
+  (with ``config.scene`` as the simulator's config), with random target extras and
+  sensor noise: rendered, the simulator hand of that key as the target sensor would
+  measure it, i.e. what a perfect refiner would make of it (the hand ``oracle`` row)."""
+  draws = jax.random.uniform(jax.random.fold_in(key, 1), (len(_EXTRA_DRAWS),))
+  return {"scene": hands.sample_params(key, config.scene), "extras": dict(zip(_EXTRA_DRAWS, draws)),
+          "key": jax.random.fold_in(key, 2)}
 
 
 def _scene_depth(params, config: HandTargetConfig):
@@ -197,6 +209,8 @@ def render(params, config: HandTargetConfig) -> tuple[jax.Array, dict[str, jax.A
   return hands.normalise(measured, lab["centre_depth"], config.scene), lab
 
 
-def render_batch(keys_B: jax.Array, config: HandTargetConfig):
-  """Samples and renders one target hand per key: (images [B, H, W, 1], labels)."""
-  return jax.vmap(lambda k: render(sample_params(k, config), config))(keys_B)
+def render_batch(keys_B: jax.Array, config: HandTargetConfig, simulator_scenes: bool = False):
+  """Samples and renders one target hand per key: (images [B, H, W, 1], labels); with
+  ``simulator_scenes`` the hands are the simulator's (``simulator_scene_params``)."""
+  sample = simulator_scene_params if simulator_scenes else sample_params
+  return jax.vmap(lambda k: render(sample(k, config), config))(keys_B)

@@ -1,0 +1,64 @@
+"""Report caveats printed from the run's own records (evaluation/caveats.py), each only when it holds."""
+
+import json
+import os
+import shutil
+
+
+def test_copied_simgan_stage_is_named(tmp_path, monkeypatch):
+  from simgan_jax.evaluation import caveats
+
+  monkeypatch.chdir(tmp_path)
+  here = tmp_path / "a" / "simgan"
+  caveats.stamp_origin(str(here))  # a fresh run: stamped where it trains
+  assert caveats.origin_lines(str(here)) == []
+  os.makedirs(here / "checkpoints" / "3")
+  shutil.copytree(here, tmp_path / "b" / "simgan")
+  lines = caveats.origin_lines(str(tmp_path / "b" / "simgan"))
+  assert lines[0].startswith("The SimGAN stage (`simgan/`) was not trained by this run: it was trained in "
+                             "`a/simgan` and copied or moved here")
+  # A directory with checkpoints but no stamp (trained before stamps, or copied) is not stamped later.
+  os.remove(tmp_path / "b" / "simgan" / caveats.ORIGIN_FILE)
+  caveats.stamp_origin(str(tmp_path / "b" / "simgan"))
+  assert not (tmp_path / "b" / "simgan" / caveats.ORIGIN_FILE).exists()
+  assert caveats.origin_lines(str(tmp_path / "b" / "simgan")) == []
+  # Whoever copies one may say why; the note is quoted.
+  json.dump({"trained_in": str(here), "note": "Reused from the lp4_noise ablation (same config and seed)."},
+            open(tmp_path / "b" / "simgan" / caveats.ORIGIN_FILE, "w"))
+  assert caveats.origin_lines(str(tmp_path / "b" / "simgan"))[0].endswith(
+      "training's. Reused from the lp4_noise ablation (same config and seed).")
+
+
+def test_timings_are_called_upper_bounds_only_when_a_stage_idled(tmp_path):
+  from simgan_jax.evaluation import caveats
+
+  timings = {"simgan": 1000.0, "refine": 100.0, "preservation": 5.0}
+  clock = caveats.CpuClock(str(tmp_path), "cpu")
+  clock.record["stages"] = {"simgan": 1500.0, "refine": 150.0, "preservation": 0.1}  # busy; a short stage
+  clock.begin()
+  clock.end("two_sample")
+  assert caveats.timing_lines(str(tmp_path), timings) == []
+  clock.record["stages"]["simgan"] = 400.0  # 0.4 cores busy: paused or shared
+  clock.end("two_sample")
+  lines = caveats.timing_lines(str(tmp_path), timings)
+  assert lines[0].startswith("Read these times as upper bounds: simgan (0.40 cores busy on average) kept less")
+  assert "refine" not in lines[0]
+  assert caveats.timing_lines(str(tmp_path / "none"), timings) == []  # no CPU record: nothing claimed
+  gpu = caveats.CpuClock(str(tmp_path), "gpu")  # the record is read back: its platform stays cpu
+  assert gpu.record["platform"] == "cpu"
+  json.dump({"platform": "gpu", "stages": {"simgan": 1.0}}, open(tmp_path / caveats.CPU_TIMINGS_FILE, "w"))
+  assert caveats.timing_lines(str(tmp_path), timings) == []  # an accelerator waits with its CPU idle
+
+
+def test_hand_report_points_to_the_joint_error_when_no_share_separates_rows():
+  from simgan_jax.evaluation import caveats
+
+  def row(within):
+    return {"within5_mean": within}
+
+  summary = {"synthetic": row(0.2), "refined": row(0.0), "oracle": row(0.4), "target": row(8.2)}
+  lines = caveats.share_noise_lines(summary, "within5_mean", "with all joints within 20 px", "px")
+  assert lines[0] == ("No simulator-trained row has 1% of test images with all joints within 20 px (0.0-0.4%), "
+                      "so comparing those shares compares noise: read the mean joint error (px) instead.")
+  summary["refined"] = row(3.0)
+  assert caveats.share_noise_lines(summary, "within5_mean", "within 20 px", "px") == []

@@ -1,0 +1,79 @@
+"""The hand experiment's perfect-refiner (oracle) row: the synthetic pool's hands through the target sensor."""
+
+import dataclasses
+
+import jax
+import numpy as np
+import pytest
+
+
+def test_hand_oracle_is_the_synthetic_hands_through_the_target_sensor():
+  from simgan_jax.configs import reproduce as reproduce_config
+  from simgan_jax.data import sources as sources_lib
+  from simgan_jax.errors import DataError
+  from simgan_jax.evaluation import hand_reproduce, reproduce
+  from simgan_jax.simulators import hand_sources, hands, hands_target
+
+  assert "oracle" in reproduce_config.get_config("handsim_pose:cpu").training_sets
+  assert "oracle" not in reproduce_config.get_config("nyu_hand:cpu").training_sets
+  config = reproduce_config.get_config("handsim_pose:smoke")
+  config.num_synthetic, config.num_label_pairs = 6, 6
+  reproduce.validate_config(config)
+  # The synthetic pool as refine.py renders it: hand i from fold_in(PRNGKey(synthetic_seed), i).
+  sim = hand_sources.handsim_source(config.simgan.synthetic_data, (32, 32, 1)).config
+  keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(config.synthetic_seed), i))(np.arange(6))
+  synthetic, labels = hands.render_batch(keys, sim)
+  labels = {k: np.asarray(v) for k, v in labels.items()}
+  oracle = hand_reproduce.oracle_pool(config, labels)  # checks the joints match, image by image
+  assert oracle.shape == (6, 32, 32, 1) and oracle.dtype == np.uint8
+  assert np.abs(oracle.astype(float) - sources_lib.from_unit_range(synthetic)).mean() > 2  # other pixels
+  # Same scenes: with the target's extras and sensor factors off, exactly the simulator's images.
+  sensor = dataclasses.replace(hand_sources.dataset_config(config.simgan.real_data, (32, 32, 1)).target, scene=sim)
+  plain, plain_labels = hands_target.render_batch(keys, hands_target.sensor_off(sensor), simulator_scenes=True)
+  np.testing.assert_array_equal(np.asarray(plain), np.asarray(synthetic))
+  np.testing.assert_array_equal(np.asarray(plain_labels["joints"]), labels["joints"])
+  with pytest.raises(DataError, match="oracle: the simulator hands do not match"):
+    hand_reproduce.oracle_pool(config, dict(labels, joints=labels["joints"][::-1]))
+
+
+def test_hand_report_prints_the_share_of_the_perfect_refiners_gain():
+  from simgan_jax.evaluation import hand_report
+
+  def row(error, within=0.1):
+    return {"error_mean": error, "error_std": 0.5, "within5_mean": within, "within5_std": 0.1, "within_px": 20}
+
+  summary = {"synthetic": row(32.0), "refined": row(31.0), "oracle": row(28.0), "target": row(16.0)}
+  lines = hand_report.comparison_lines(summary)
+  assert any(line.startswith("- `oracle` (the simulator's hands") and "closes 25% of the gap" in line
+             for line in lines)
+  assert "- `refined` gets 25% of the perfect refiner's gain over `synthetic` (1.00 px of 4.00 px less mean error)." in lines
+  del summary["oracle"]
+  assert not any("perfect refiner" in line for line in hand_report.comparison_lines(summary))
+
+
+def test_eye_report_prints_the_share_of_the_perfect_refiners_gain():
+  from simgan_jax.evaluation import report
+
+  def row(error):
+    return {"error_mean": error, "error_std": 0.4}
+
+  summary = {"synthetic": row(9.78), "refined": row(8.74), "oracle": row(7.47), "target": row(6.17)}
+  assert ("- `refined` gets 45% of the perfect refiner's gain over `synthetic` (1.04° of 2.31° less mean error)."
+          in report.comparison_lines(summary))
+  summary["oracle"] = row(10.0)  # no gain: no share
+  assert not any("perfect refiner's gain" in line for line in report.comparison_lines(summary))
+
+
+def test_hand_oracle_row_trains_on_the_oracle_pool_with_the_synthetic_joints():
+  from simgan_jax.configs import reproduce as reproduce_config
+  from simgan_jax.evaluation import hand_reproduce, reproduce
+
+  config = reproduce_config.get_config("handsim_pose:smoke")
+  assert reproduce.estimator_stages(config).oracle_pool is hand_reproduce.oracle_pool
+  n = config.num_synthetic
+  joints = np.random.default_rng(0).uniform(0, 32, (3 * n, 14, 2)).astype(np.float32)
+  pools = {"synthetic": np.zeros((3 * n, 32, 32, 1), np.uint8), "refined": np.ones((3 * n, 32, 32, 1), np.uint8),
+           "oracle": np.full((n, 32, 32, 1), 7, np.uint8), "labels": {"joints": joints}}
+  oracle = hand_reproduce.training_sources(config, pools)["oracle"]()
+  assert (oracle.images == 7).all() and len(oracle.images) == n
+  np.testing.assert_array_equal(oracle.labels["joints"], joints[:n])
