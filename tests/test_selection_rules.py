@@ -97,3 +97,30 @@ def test_entropy_needs_classes_and_unknown_rules_are_one_line():
                     rules=("best_guess",))
   with pytest.raises(ConfigError, match="^selection rules: the synthetic data has no numeric label"):
     rules.agreement(config, images, {}, images)
+
+
+def test_compare_judges_every_checkpoint_against_its_downstream_error(monkeypatch, tmp_path):
+  """Plumbing of probe/compare.py with two stand-in refiners: checkpoint 1 keeps the
+  images (so its downstream error is exactly the unrefined one), checkpoint 2 blanks them."""
+  from simgan_jax.probe import compare
+
+  config = default.get_config("smoke")
+  config.drift.train_steps, config.drift.batch_size = 60, 32
+  shape = (config.image_height, config.image_width, config.channels)
+  downstream = compare.draw(config.synthetic_data, shape, 128, seed=7, where="test")
+  monkeypatch.setattr(compare.refine_lib, "restore_refiner", lambda config, workdir, step: (step, step))
+  monkeypatch.setattr(compare.refine_lib, "refine_arrays",
+                      lambda config, step, images: images if step == 1 else np.full_like(images, 128))
+  (tmp_path / "metrics.jsonl").write_text('{"step": 1, "realism_kid": 0.5, "selection_score": 0.5}\n'
+                                          '{"step": 2, "realism_kid": 0.1, "selection_score": 0.1}\n')
+  result = compare.compare(config, str(tmp_path), (downstream.pop("image"), downstream), num_images=128,
+                           num_real=64, num_heldout=64, steps=[1, 2], log=lambda _: None)
+  assert result["kind"] == "gaze" and result["steps"] == [1, 2]
+  assert result["downstream"][1] == result["unrefined"]  # the same images, the same seeds
+  assert result["downstream"][2] > result["downstream"][1] + 5  # degrees: blank images teach nothing
+  # The logged KID preferred the blank checkpoint; reverse validation does not.
+  assert result["judged"]["realism_kid"]["pick"] == 2 and result["judged"]["realism_kid"]["regret"] == 1.0
+  assert result["judged"]["reverse_validation"]["pick"] == 1, result["scores"]
+  assert "entropy" not in result["scores"]  # gaze is no class label
+  table = compare.table(result)
+  assert table[2].startswith("| rule | pick |") and len(table) == 4 + len(result["judged"])

@@ -39,7 +39,7 @@ from simgan_jax.evaluation import drift as drift_lib
 RULES = ("reverse_validation", "agreement", "entropy")
 
 
-def _train(config, images: np.ndarray, values: np.ndarray, kind: str, label: str, seed: int):
+def train_task(config, images: np.ndarray, values: np.ndarray, kind: str, label: str, seed: int):
   """A task network of ``kind`` trained on (images, labels[label]); ``seed`` offsets
   ``config.drift.seed`` so that the networks of one rule differ."""
   c = copy.deepcopy(config)
@@ -60,7 +60,7 @@ def _as_labels(task, outputs: np.ndarray, like: np.ndarray) -> np.ndarray:
   return outputs.astype(like.dtype)  # gaze vectors
 
 
-def _errors(task, outputs: np.ndarray, labels: np.ndarray) -> np.ndarray:
+def errors(task, outputs: np.ndarray, labels: np.ndarray) -> np.ndarray:
   """Per-image error against true labels: class wrong (0/1), angle (deg), or mean
   absolute error in label standard deviations."""
   if task.kind == "classify":
@@ -84,16 +84,16 @@ def reverse_validation(config, refined: np.ndarray, labels: dict[str, np.ndarray
   """Error on held-out synthetic images of a network trained on real images that a
   refined-trained network pseudo-labelled (module docstring)."""
   kind, label = task_of(config, labels)
-  forward = _train(config, refined, labels[label], kind, label, seed=0)
+  forward = train_task(config, refined, labels[label], kind, label, seed=0)
   pseudo = _as_labels(forward, drift_lib.predict(forward, real), labels[label])
-  backward = _train(config, real, pseudo, kind, label, seed=1)
-  return float(np.mean(_errors(backward, drift_lib.predict(backward, heldout), heldout_labels[label])))
+  backward = train_task(config, real, pseudo, kind, label, seed=1)
+  return float(np.mean(errors(backward, drift_lib.predict(backward, heldout), heldout_labels[label])))
 
 
 def agreement(config, refined: np.ndarray, labels: dict[str, np.ndarray], real: np.ndarray) -> float:
   """Disagreement on real images of two refined-trained networks (module docstring)."""
   kind, label = task_of(config, labels)
-  first, second = (_train(config, refined, labels[label], kind, label, seed=s) for s in (0, 1))
+  first, second = (train_task(config, refined, labels[label], kind, label, seed=s) for s in (0, 1))
   return float(np.mean(first.drift(drift_lib.predict(first, real), drift_lib.predict(second, real))))
 
 
@@ -102,7 +102,7 @@ def entropy(config, refined: np.ndarray, labels: dict[str, np.ndarray], real: np
   kind, label = task_of(config, labels)
   if kind != "classify":
     raise ConfigError(f"selection rule 'entropy': needs class labels; '{label}' is a {kind} label")
-  logits = drift_lib.predict(_train(config, refined, labels[label], kind, label, seed=0), real)
+  logits = drift_lib.predict(train_task(config, refined, labels[label], kind, label, seed=0), real)
   logits = logits - logits.max(-1, keepdims=True)
   p = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
   return float(np.mean(-np.sum(p * np.log(np.maximum(p, 1e-12)), axis=-1)))
