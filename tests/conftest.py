@@ -69,6 +69,7 @@ SLOW_FILES = {
     "test_train_on_datasets.py",
 }
 SLOW_TESTS = {
+    "test_selection_rules.py::test_compare_judges_every_checkpoint_against_its_downstream_error",
     "test_selection_rules.py::test_rules_prefer_refined_data_that_keeps_labels_and_looks_real",
     "test_training.py::test_iteration_runs_kg_refiner_and_kd_discriminator_updates",
     "test_target.py::test_all_factors_off_is_the_simulator_and_on_is_far_from_it",

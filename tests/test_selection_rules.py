@@ -114,13 +114,26 @@ def test_compare_judges_every_checkpoint_against_its_downstream_error(monkeypatc
   (tmp_path / "metrics.jsonl").write_text('{"step": 1, "realism_kid": 0.5, "selection_score": 0.5}\n'
                                           '{"step": 2, "realism_kid": 0.1, "selection_score": 0.1}\n')
   result = compare.compare(config, str(tmp_path), (downstream.pop("image"), downstream), num_images=128,
-                           num_real=64, num_heldout=64, steps=[1, 2], log=lambda _: None)
+                           num_real=64, num_heldout=64, steps=[1, 2], rules=("reverse_validation",),
+                           log=lambda _: None)
   assert result["kind"] == "gaze" and result["steps"] == [1, 2]
   assert result["downstream"][1] == result["unrefined"]  # the same images, the same seeds
   assert result["downstream"][2] > result["downstream"][1] + 5  # degrees: blank images teach nothing
   # The logged KID preferred the blank checkpoint; reverse validation does not.
   assert result["judged"]["realism_kid"]["pick"] == 2 and result["judged"]["realism_kid"]["regret"] == 1.0
   assert result["judged"]["reverse_validation"]["pick"] == 1, result["scores"]
-  assert "entropy" not in result["scores"]  # gaze is no class label
+  assert set(result["scores"]) == {"realism_kid", "selection_score", "reverse_validation"}
   table = compare.table(result)
   assert table[2].startswith("| rule | pick |") and len(table) == 4 + len(result["judged"])
+
+
+def test_compare_launcher_refuses_a_test_split():
+  import sys
+  from tests.conftest import REPO
+  sys.path.insert(0, REPO)
+  from launch import compare_selection
+
+  config = default.get_config("smoke")
+  with pytest.raises(ConfigError, match="^--downstream_data=eyesim_target:test: a test split; decide on a "
+                     "validation split$"):
+    compare_selection.load_downstream("eyesim_target:test", config, "")

@@ -1,0 +1,88 @@
+r"""Which label-free selection rule picks the checkpoint that helps most? Logic:
+simgan_jax/probe/compare.py.
+
+  python launch/compare_selection.py --workdir=runs/cpu --out=runs/cpu_selection
+  python launch/compare_selection.py --workdir=runs/mine \
+      --downstream_data=image_folder/32x32x1:validation --out=runs/mine_selection
+
+For every checkpoint of a finished SimGAN run: the logged probe measures and the
+rules of simgan_jax/probe/rules.py (reverse validation, agreement, entropy), and
+the downstream truth they try to predict: the error on --downstream_data (labelled
+target-domain images; a validation split: the test split is refused) of a small
+task network trained on the checkpoint's refined images. Prints and writes
+OUT/compare.json and OUT/compare.md: per rule its pick, that pick's error beside
+the best and worst checkpoint's, the regret (0 = picked the best) and the Spearman
+correlation over all checkpoints. Minutes per checkpoint on 2 CPU cores at
+``:cpu`` sizes (module docstring of simgan_jax/probe/compare.py).
+"""
+
+import json
+import os
+import sys
+
+from absl import app
+from absl import flags
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+from launch import common  # pylint: disable=g-import-not-at-top
+
+_WORKDIR = flags.DEFINE_string("workdir", None, "A SimGAN training workdir (config.json, checkpoints/).")
+_OUT = flags.DEFINE_string("out", None, "Folder for compare.json and compare.md.")
+_DOWNSTREAM = flags.DEFINE_string("downstream_data", "eyesim_target:validation",
+                                  "Labelled target-domain set to judge the checkpoints on (not a test split).")
+_NUM = flags.DEFINE_integer("num_images", 1024, "Synthetic images refined per checkpoint.")
+_NUM_REAL = flags.DEFINE_integer("num_real", 1024, "Unlabelled real images the rules use.")
+_SEEDS = flags.DEFINE_list("downstream_seeds", ["0"], "Seeds of the downstream task networks.")
+_DATA_DIR = flags.DEFINE_string("data_dir", "", "Prepared TFDS datasets ('' = the default).")
+flags.mark_flags_as_required(["workdir", "out"])
+
+
+def load_downstream(spec: str, config, data_dir: str):
+  """(uint8 images, labels) of a labelled set named by a data spec."""
+  import ml_collections  # pylint: disable=g-import-not-at-top
+
+  from simgan_jax.data import sources as sources_lib  # pylint: disable=g-import-not-at-top
+  from simgan_jax.errors import ConfigError  # pylint: disable=g-import-not-at-top
+  from simgan_jax.evaluation import data as data_lib  # pylint: disable=g-import-not-at-top
+  from simgan_jax.simulators import sources as eye_sources  # pylint: disable=g-import-not-at-top
+
+  options = ml_collections.ConfigDict({"data_dir": data_dir, "cache_dir": "", "max_examples": 0})
+  section = data_lib.data_config(spec, options, training=False)
+  if section.get("split", "") == "test" or spec.endswith(":test"):
+    raise ConfigError(f"--downstream_data={spec}: a test split; decide on a validation split")
+  shape = (config.image_height, config.image_width, config.channels)
+  if section.name == "eyesim_target":
+    return eye_sources.load_labelled_split(config.real_data, shape, section.split)
+  source = sources_lib.make_source(section, shape, "downstream_data")
+  if not isinstance(source, sources_lib.ArraySource) or not source.labels:
+    raise ConfigError(f"--downstream_data={spec}: not a finite labelled set")
+  images = source.images if source.images.dtype == "uint8" else sources_lib.from_unit_range(source.images)
+  return images, dict(source.labels)
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  from simgan_jax.evaluation import refine  # pylint: disable=g-import-not-at-top
+  from simgan_jax.probe import compare  # pylint: disable=g-import-not-at-top
+
+  config = refine.load_config(_WORKDIR.value)
+  downstream = load_downstream(_DOWNSTREAM.value, config, _DATA_DIR.value)
+  result = compare.compare(config, _WORKDIR.value, downstream, num_images=_NUM.value, num_real=_NUM_REAL.value,
+                           downstream_seeds=[int(s) for s in _SEEDS.value], log=common.say)
+  os.makedirs(_OUT.value, exist_ok=True)
+  with open(os.path.join(_OUT.value, "compare.json"), "w") as f:
+    json.dump({**result, "workdir": os.path.abspath(_WORKDIR.value), "downstream_data": _DOWNSTREAM.value},
+              f, indent=1, default=str)
+  lines = [f"# Selection rules on {_WORKDIR.value}", "",
+           f"`python launch/compare_selection.py --workdir={_WORKDIR.value} --downstream_data={_DOWNSTREAM.value} "
+           f"--num_images={_NUM.value} --num_real={_NUM_REAL.value} --downstream_seeds={','.join(_SEEDS.value)} "
+           f"--out={_OUT.value}` ({result['seconds'] / 60:.1f} min)", "", *compare.table(result)]
+  with open(os.path.join(_OUT.value, "compare.md"), "w") as f:
+    f.write("\n".join(lines) + "\n")
+  print("\n".join(compare.table(result)))
+  print(f"written: {os.path.join(_OUT.value, 'compare.md')}, compare.json")
+
+
+if __name__ == "__main__":
+  common.run(main)

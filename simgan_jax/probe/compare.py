@@ -1,0 +1,132 @@
+"""Which label-free rule picks the checkpoint that helps most? One SimGAN run, every
+checkpoint on disk, every rule, judged against a downstream result.
+
+``compare(config, workdir, downstream)`` refines the same ``num_images`` synthetic
+images with each checkpoint and scores them with
+
+* the measures the training loop logged at that checkpoint (``metrics.jsonl``:
+  ``realism_kid``, ``two_sample_accuracy``, ``label_drift``, ``selection_score``,
+  the rule ``--step=best`` uses today), and
+* the rules of ``rules.py`` (reverse validation, agreement, entropy), computed here;
+
+and measures the downstream truth the rules try to predict: the error on a
+*labelled* set (``downstream``: target-domain validation images, never the test
+split) of a ``config.drift``-sized task network trained on the checkpoint's refined
+images, averaged over ``downstream_seeds``. This downstream network is smaller
+and shorter-trained than the experiments' estimators, so it ranks checkpoints, it
+does not reproduce the reports' numbers. The raw synthetic images get the same
+downstream measure (``unrefined``), the baseline a useful refiner beats.
+
+Costs: per checkpoint, one refine pass plus 2 (reverse validation) + 2 (agreement) +
+1 (entropy, classes only) + ``len(downstream_seeds)`` trainings of
+``config.drift.train_steps`` steps.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from simgan_jax.data import sources as sources_lib
+from simgan_jax.errors import ConfigError
+from simgan_jax.evaluation import refine as refine_lib
+from simgan_jax.evaluation import selection as selection_lib
+from simgan_jax.probe import rules as rules_lib
+
+# Logged per checkpoint by the training loop; lower is better for each.
+LOGGED = ("selection_score", "realism_kid", "two_sample_accuracy", "label_drift")
+
+
+def draw(section, image_shape, num: int, seed: int, where: str) -> dict[str, np.ndarray]:
+  """``num`` examples of a data section (a simulator renders them, a finite pool is
+  read without replacement when it has enough rows), as uint8 images and labels."""
+  source = sources_lib.make_source(section, image_shape, where)
+  if isinstance(source, sources_lib.ArraySource):
+    rows = np.random.default_rng(seed).permutation(source.total)[:num]
+    out = {"image": np.asarray(source.images)[rows]}
+    out.update({k: np.asarray(v)[rows] for k, v in source.labels.items()})
+  else:
+    key = jax.random.PRNGKey(seed)
+    keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(num))
+    out = {k: np.asarray(v) for k, v in jax.device_get(jax.jit(source.sample)({}, keys)).items()}
+  if out["image"].dtype != np.uint8:
+    out["image"] = sources_lib.from_unit_range(out["image"])
+  out.pop("index", None)
+  return out
+
+
+def downstream_error(config, images: np.ndarray, labels: dict[str, np.ndarray], test: np.ndarray,
+                     test_labels: dict[str, np.ndarray], seeds=(0,)) -> float:
+  """Mean error on (test, test_labels) of task networks trained on (images, labels)."""
+  kind, label = rules_lib.task_of(config, labels)
+  errors = []
+  for seed in seeds:
+    task = rules_lib.train_task(config, images, labels[label], kind, label, seed=100 + int(seed))
+    errors.append(np.mean(rules_lib.errors(task, rules_lib.drift_lib.predict(task, test),
+                                            test_labels[label])))
+  return float(np.mean(errors))
+
+
+def compare(config, workdir: str, downstream: tuple[np.ndarray, dict[str, np.ndarray]], *,
+            num_images: int = 1024, num_real: int = 1024, num_heldout: int = 512, seed: int = 0,
+            downstream_seeds=(0,), rules=rules_lib.RULES, steps=None,
+            log: Callable[[str], None] = print) -> dict:
+  """Scores every checkpoint of ``workdir`` by every rule and judges the rules (module
+  docstring). Returns {"steps", "scores": {rule: {step: score}}, "downstream": {step:
+  error}, "unrefined": error, "judged": rules.judge(...), "seconds"}."""
+  shape = (config.image_height, config.image_width, config.channels)
+  synthetic = draw(config.synthetic_data, shape, num_images + num_heldout, seed, "synthetic_data")
+  real = draw(config.real_data, shape, num_real, seed + 1, "real_data")["image"]
+  labels = {k: v[:num_images] for k, v in synthetic.items() if k != "image"}
+  heldout_labels = {k: v[num_images:] for k, v in synthetic.items() if k != "image"}
+  images, heldout = synthetic["image"][:num_images], synthetic["image"][num_images:]
+  test, test_labels = downstream
+  kind, label = rules_lib.task_of(config, labels)
+  if label not in test_labels:
+    raise ConfigError(f"--downstream_data: has no '{label}' label (the synthetic task's); "
+                      f"found: {', '.join(test_labels) or 'none'}")
+  steps = list(steps) if steps is not None else selection_lib.checkpoint_steps(workdir)
+  if not steps:
+    raise ConfigError(f"--workdir {workdir}: no checkpoint on disk to compare")
+  logged = selection_lib.checkpoint_metrics(workdir)
+  start = time.time()
+  unrefined = downstream_error(config, images, labels, test, test_labels, downstream_seeds)
+  log(f"compare: {kind} '{label}', {len(steps)} checkpoints; unrefined synthetic -> downstream error "
+      f"{unrefined:.4g}")
+  scores = {name: {} for name in (*LOGGED, *rules)}
+  errors = {}
+  for step in steps:
+    params, _ = refine_lib.restore_refiner(config, workdir, step)
+    refined = refine_lib.refine_arrays(config, params, images)
+    for name in LOGGED:
+      if name in logged.get(step, {}):
+        scores[name][step] = float(logged[step][name])
+    scores_here = rules_lib.score_all(config, refined, labels, real, heldout, heldout_labels, rules)
+    for name, value in scores_here.items():
+      scores[name][step] = value
+    errors[step] = downstream_error(config, refined, labels, test, test_labels, downstream_seeds)
+    log(f"compare: step {step}: downstream error {errors[step]:.4g}; "
+        + ", ".join(f"{k} {v:.4g}" for k, v in scores_here.items()))
+  scores = {name: by_step for name, by_step in scores.items() if by_step}
+  return {"kind": kind, "label": label, "steps": steps, "scores": scores, "downstream": errors,
+          "unrefined": unrefined, "judged": rules_lib.judge(scores, errors),
+          "seconds": time.time() - start}
+
+
+def table(result: dict) -> list[str]:
+  """Markdown lines: per rule, its pick against the best and worst checkpoint downstream."""
+  lines = [f"Downstream: error of a task network trained on each checkpoint's refined images "
+           f"({result['kind']} '{result['label']}'); unrefined synthetic: {result['unrefined']:.4g}.",
+           "", "| rule | pick | its error | best (step) | worst | regret | Spearman | checkpoints |",
+           "|---|---|---|---|---|---|---|---|"]
+  for rule, j in result["judged"].items():
+    if j["pick"] is None:
+      lines.append(f"| {rule} | none | | | | | | 0 |")
+      continue
+    lines.append(f"| {rule} | {j['pick']} | {j['pick_downstream']:.4g} | {j['best']:.4g} ({j['best_step']}) | "
+                 f"{j['worst']:.4g} | {j['regret']:.2f} | {j['spearman']:.2f} | {j['checkpoints']} |")
+  return lines
