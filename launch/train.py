@@ -3,6 +3,8 @@ r"""Trains SimGAN. All logic lives in simgan_jax.train.train_and_evaluate.
   python launch/train.py --workdir=runs/eyesim
   python launch/train.py --config=simgan_jax/configs/default.py:cpu --workdir=runs/cpu \
       --config.batch_size=32
+  python launch/train.py --config=simgan_jax/configs/default.py:cpu --synthetic=~/renders \
+      --real=~/photos --workdir=runs/mine     # your own folders, size read from the images
 
 SIGTERM or Ctrl-C: the current step finishes, a checkpoint is saved, one line
 says where, and the exit status is 128 + the signal; the same command resumes.
@@ -32,6 +34,12 @@ _CONFIG = common.define_config_file(
     "config", os.path.join(common.REPO, "simgan_jax/configs/default.py"),
     "Config file, optionally with a variant: path/to/config.py:variant.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics and samples.")
+_SYNTHETIC = flags.DEFINE_string(
+    "synthetic", None, "A folder of synthetic images (labels.csv optional) to train on instead of "
+    "config.synthetic_data; with --real. Prepared once under WORKDIR/data; the image size and "
+    "channels are read from the images.")
+_REAL = flags.DEFINE_string("real", None, "A folder of unlabelled real images, instead of config.real_data; "
+                            "with --synthetic.")
 flags.mark_flag_as_required("workdir")
 
 
@@ -39,6 +47,18 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   config = _CONFIG.value
+  if (_SYNTHETIC.value is None) != (_REAL.value is None):
+    raise app.UsageError("--synthetic and --real go together (two image folders)")
+  if _SYNTHETIC.value is not None:
+    if flags.FLAGS.multihost or flags.FLAGS.coordinator_address or os.environ.get("JAX_COORDINATOR_ADDRESS"):
+      raise app.UsageError("--synthetic/--real prepare the folders on this host; with --multihost prepare "
+                           "them first (launch/prepare_data.py) and name them in the config")
+    from simgan_jax.experiments import image_folder  # pylint: disable=g-import-not-at-top
+
+    shape = image_folder.use_folders(config, _SYNTHETIC.value, _REAL.value,
+                                     os.path.join(_WORKDIR.value, "data"), common.say)
+    common.say(f"train: the folders are prepared at {shape[0]}x{shape[1]}x{shape[2]} (H x W x C, read from "
+               "the images)")
   steps = config.refiner_pretrain_steps + config.discriminator_pretrain_steps + config.num_iterations
   # Library imports stay inside main (as below), so a bad flag is reported before jax loads.
   from simgan_jax import summary  # pylint: disable=g-import-not-at-top

@@ -149,6 +149,10 @@ def train_summary(config, workdir: str, seconds: float | None = None) -> dict[st
   refine = (f"python launch/refine.py --checkpoint={workdir}{'' if 'error' in chosen else ' --step=best'} "
             f"--data={refine_spec(config.synthetic_data)} --out={workdir.rstrip('/')}_refined")
   experiment = "handsim_pose:cpu" if domain.refiner_domain(config)["subject"] == "hands" else "eyesim_gaze:cpu"
+  whole = f"python launch/reproduce.py --experiment={experiment} --workdir=runs/repro_cpu "
+  if config.synthetic_data.get("name") == "image_folder":
+    whole = ("python launch/reproduce.py --experiment=image_folder:cpu --synthetic=DIR --real=DIR "
+             "--real_test=DIR --workdir=runs/folder_cpu ")
   return {
       "command": "train", "workdir": os.path.abspath(workdir), "steps": steps[-1] if steps else 0,
       "total_steps": total, "seconds": seconds, "checkpoints": steps,
@@ -157,8 +161,7 @@ def train_summary(config, workdir: str, seconds: float | None = None) -> dict[st
       "outputs": {"samples": _samples(workdir, chosen),
                   "metrics": os.path.join(workdir, "metrics.jsonl"),
                   "checkpoints": os.path.join(workdir, "checkpoints")},
-      "next": [refine, f"python launch/reproduce.py --experiment={experiment} --workdir=runs/repro_cpu "
-                       "(the whole experiment: train, select, refine, estimators, report)"],
+      "next": [refine, whole + "(the whole experiment: train, select, refine, estimators, report)"],
   }
 
 

@@ -86,6 +86,7 @@ SLOW_TESTS = {
     "test_hands.py::test_sources_and_the_cached_target",
     "test_image_folder_experiment.py::test_labels_pick_the_task_and_regression_trains_on_a_prepared_folder",
     "test_image_folder_experiment.py::test_smoke_end_to_end_without_then_with_real_test",
+    "test_image_folder_experiment.py::test_train_launcher_trains_on_two_folders_at_their_own_size",
     "test_hand_oracle.py::test_hand_oracle_is_the_synthetic_hands_through_the_target_sensor",
     "test_seeds.py::test_two_simgan_seeds_smoke",
     "test_layers.py::test_bfloat16_training_stays_close_to_float32",

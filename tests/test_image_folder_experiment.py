@@ -132,3 +132,25 @@ def test_smoke_end_to_end_without_then_with_real_test(tmp_path):
       assert results["eval"]["test"]["num_images"] == 32
   preservation = json.load(open(workdir / "preservation.json"))
   assert 0.0 <= preservation["changed_answers"] <= 1.0 and preservation["num_pairs"] == 32
+
+
+def test_train_launcher_trains_on_two_folders_at_their_own_size(tmp_path):
+  """launch/train.py --synthetic=DIR --real=DIR: no config overrides; the size comes from the images."""
+  paths = _folders(tmp_path, num=32, size=16)
+  workdir = tmp_path / "w"
+  command = [sys.executable, os.path.join(REPO, "launch", "train.py"),
+             f"--config={os.path.join(REPO, 'simgan_jax/configs/default.py')}:smoke",
+             f"--synthetic={paths['synthetic']}", f"--real={paths['real']}", f"--workdir={workdir}"]
+  result = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=600)
+  assert result.returncode == 0, result.stderr[-3000:]
+  config = json.load(open(workdir / "config.json"))
+  assert (config["image_height"], config["image_width"], config["channels"]) == (16, 16, 1)
+  for section in ("synthetic_data", "real_data"):
+    assert config[section]["name"] == "image_folder" and config[section]["data_dir"] == str(workdir / "data")
+  assert config["synthetic_data"]["builder_config"] != config["real_data"]["builder_config"]
+  assert "prepared at 16x16x1" in result.stdout and os.listdir(workdir / "checkpoints")
+  # The next step it suggests is the folder experiment, not the eye benchmark.
+  assert "--experiment=image_folder:cpu --synthetic=" in result.stdout and "eyesim_gaze" not in result.stdout
+  alone = subprocess.run(command[:3] + [f"--real={paths['real']}", f"--workdir={tmp_path / 'x'}"],
+                         capture_output=True, text=True, cwd=REPO, timeout=120)
+  assert alone.returncode != 0 and "--synthetic and --real go together" in alone.stderr

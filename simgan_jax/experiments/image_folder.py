@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from simgan_jax import metric_writer
+from simgan_jax.configs import default as default_config
 from simgan_jax.data import sources as sources_lib
 from simgan_jax.data.builders import imaging
 from simgan_jax.data.builders.image_folder import LABEL_FILES, read_label_format, read_labels
@@ -107,6 +108,35 @@ def _prepare_one(field: str, folder: str, data_dir: str, shape, log):
   log(f"data: {FLAGS[field]}={folder}: {summary.examples.get('train', 0)} images -> image_folder/"
       f"{summary.builder_config}")
   return summary
+
+
+def use_folders(simgan_config, synthetic_dir: str, real_dir: str, data_dir: str, log) -> tuple[int, int, int]:
+  """``launch/train.py --synthetic=DIR --real=DIR``: prepares both folders under
+  ``data_dir`` (once; a rerun finds them prepared) and points the SimGAN config's
+  ``synthetic_data`` / ``real_data`` at them, at the image size and channels read from
+  the images (labels.csv is optional here: SimGAN needs no labels; with one, the
+  label-drift probe uses it). Returns (H, W, C)."""
+  for flag, folder in (("--synthetic", synthetic_dir), ("--real", real_dir)):
+    if not os.path.isdir(os.path.expanduser(folder)):
+      raise DataError(f"{flag}={folder}: no such folder")
+    if not _images(os.path.expanduser(folder)):
+      raise DataError(f"{flag}={folder}: no image files (PNG, JPEG, BMP, GIF, TIFF)")
+  probe = types.SimpleNamespace(synthetic_dir=synthetic_dir, real_dir=real_dir, image_height=0, image_width=0,
+                                channels=0)
+  shape = image_shape(probe)
+  for section, field, folder in ((simgan_config.synthetic_data, "synthetic_dir", synthetic_dir),
+                                 (simgan_config.real_data, "real_dir", real_dir)):
+    prepared = _prepare_one(field, folder, data_dir, shape, log)
+    keep = {k: section[k] for k in ("shard_pool", "host_shard") if k in section}
+    section.update(_folder_section(prepared.builder_config, data_dir))
+    section.update(keep)
+  simgan_config.image_height, simgan_config.image_width, simgan_config.channels = shape
+  return shape
+
+
+def _folder_section(builder_config: str, data_dir: str) -> dict[str, Any]:
+  """The data-section fields that name a prepared image_folder set."""
+  return dict(default_config.data_config("image_folder", builder_config=builder_config, data_dir=data_dir))
 
 
 def prepare(config, workdir: str, log) -> dict[str, Any]:
