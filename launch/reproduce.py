@@ -49,6 +49,13 @@ _ALLOW_MISMATCH = flags.DEFINE_bool(
 flags.mark_flag_as_required("workdir")
 
 
+def runs_text(s) -> str:
+  """'3 seeds', or '6 runs: 3 SimGAN seeds x 2 estimator seeds' for a row over several refiners."""
+  if s.get("num_simgan_seeds", 1) > 1:
+    return f"{s['num_seeds']} runs: {s['num_simgan_seeds']} SimGAN seeds x {s['num_estimator_seeds']} estimator seeds"
+  return f"{s['num_seeds']} seeds"
+
+
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -73,22 +80,17 @@ def main(argv):
     print(f"warning: {line}", flush=True)
   start = time.time()
   result = run(config, _WORKDIR.value)
-  def runs(s):  # "3 seeds", or "6 runs: 3 SimGAN seeds x 2 estimator seeds" for a refined row
-    if s.get("num_simgan_seeds", 1) > 1:
-      return f"{s['num_seeds']} runs: {s['num_simgan_seeds']} SimGAN seeds x {s['num_estimator_seeds']} estimator seeds"
-    return f"{s['num_seeds']} seeds"
-
   for name, s in result["summary"].items():
     if "metric" in s:  # the image_folder experiment
       unit = "%" if s["metric"] == "accuracy" else ""
-      print(f"{name}: {s['metric']} {s['mean']:.4g}{unit} +- {s['std']:.2g}{unit} ({runs(s)})")
+      print(f"{name}: {s['metric']} {s['mean']:.4g}{unit} +- {s['std']:.2g}{unit} ({runs_text(s)})")
       continue
     if "within5_mean" in s:  # the hand experiment
       print(f"{name}: all joints within {s['within_px']} px {s['within5_mean']:.1f} +- {s['within5_std']:.1f}%, mean joint "
-            f"error {s['error_mean']:.2f} +- {s['error_std']:.2f} px ({runs(s)})")
+            f"error {s['error_mean']:.2f} +- {s['error_std']:.2f} px ({runs_text(s)})")
       continue
     print(f"{name}: within 7 deg {s['within7_mean']:.1f} +- {s['within7_std']:.1f}%, mean error "
-          f"{s['error_mean']:.2f} +- {s['error_std']:.2f} deg ({runs(s)})")
+          f"{s['error_mean']:.2f} +- {s['error_std']:.2f} deg ({runs_text(s)})")
   if result.get("verdict"):
     print(result["verdict"])
   if _PUBLISH.value:

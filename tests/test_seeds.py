@@ -145,3 +145,14 @@ def test_two_simgan_seeds_smoke(tmp_path):
   assert "was not trained by this run" not in report
   timings = json.load(open(workdir / "timings.json"))
   assert {"simgan", "simgan_seed1", "refine_seed1", "two_sample_seed1"} <= set(timings)
+
+
+def test_launcher_says_runs_over_simgan_and_estimator_seeds():
+  import sys
+  from tests.conftest import REPO
+  sys.path.insert(0, REPO)
+  from launch import reproduce as launcher
+
+  assert launcher.runs_text({"num_seeds": 3}) == "3 seeds"
+  assert launcher.runs_text({"num_seeds": 6, "num_simgan_seeds": 3, "num_estimator_seeds": 2}) == (
+      "6 runs: 3 SimGAN seeds x 2 estimator seeds")
