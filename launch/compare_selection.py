@@ -16,7 +16,6 @@ correlation over all checkpoints. Minutes per checkpoint on 2 CPU cores at
 ``:cpu`` sizes (module docstring of simgan_jax/probe/compare.py).
 """
 
-import json
 import os
 import sys
 
@@ -67,13 +66,20 @@ def main(argv):
   from simgan_jax.probe import compare  # pylint: disable=g-import-not-at-top
 
   config = refine.load_config(_WORKDIR.value)
-  downstream = load_downstream(_DOWNSTREAM.value, config, _DATA_DIR.value)
-  result = compare.compare(config, _WORKDIR.value, downstream, num_images=_NUM.value, num_real=_NUM_REAL.value,
-                           downstream_seeds=[int(s) for s in _SEEDS.value], log=common.say)
-  os.makedirs(_OUT.value, exist_ok=True)
-  with open(os.path.join(_OUT.value, "compare.json"), "w") as f:
-    json.dump({**result, "workdir": os.path.abspath(_WORKDIR.value), "downstream_data": _DOWNSTREAM.value},
-              f, indent=1, default=str)
+  saved = os.path.join(_OUT.value, "compare.json")
+  settings = {"workdir": os.path.abspath(_WORKDIR.value), "downstream_data": _DOWNSTREAM.value,
+              "num_images": _NUM.value, "num_real": _NUM_REAL.value, "downstream_seeds": _SEEDS.value}
+  previous = compare.load_result(saved) if os.path.exists(saved) else None
+  if previous is not None and previous.get("settings") == settings:
+    result = previous  # done before with the same flags: only the tables are written again
+    common.say(f"compare: {saved} has this comparison already; writing the tables again")
+  else:
+    downstream = load_downstream(_DOWNSTREAM.value, config, _DATA_DIR.value)
+    result = compare.compare(config, _WORKDIR.value, downstream, num_images=_NUM.value,
+                             num_real=_NUM_REAL.value, downstream_seeds=[int(s) for s in _SEEDS.value],
+                             log=common.say)
+    os.makedirs(_OUT.value, exist_ok=True)
+    compare.save_result(saved, result, settings=settings)
   lines = [f"# Selection rules on {_WORKDIR.value}", "",
            f"`python launch/compare_selection.py --workdir={_WORKDIR.value} --downstream_data={_DOWNSTREAM.value} "
            f"--num_images={_NUM.value} --num_real={_NUM_REAL.value} --downstream_seeds={','.join(_SEEDS.value)} "

@@ -124,7 +124,13 @@ def test_compare_judges_every_checkpoint_against_its_downstream_error(monkeypatc
   assert result["judged"]["reverse_validation"]["pick"] == 1, result["scores"]
   assert set(result["scores"]) == {"realism_kid", "selection_score", "reverse_validation"}
   table = compare.table(result)
-  assert table[2].startswith("| rule | pick |") and len(table) == 4 + len(result["judged"])
+  assert table[2].startswith("| rule | pick |") and table[4].startswith("| selection_score | 2 |")
+  assert [line.split(" | ")[:2] for line in table if line.startswith(("| 1 |", "| 2 |"))] == [
+      ["| 1", f"{result['downstream'][1]:.4g}"], ["| 2", f"{result['downstream'][2]:.4g}"]]
+  # A rerun reads the saved result back (JSON keys are strings) to the same table.
+  path = tmp_path / "compare.json"
+  compare.save_result(str(path), result)
+  assert compare.table(compare.load_result(str(path))) == table
 
 
 def test_compare_launcher_refuses_a_test_split():

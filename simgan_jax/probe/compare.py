@@ -24,6 +24,7 @@ Costs: per checkpoint, one refine pass plus 2 (reverse validation) + 2 (agreemen
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Callable
 
@@ -120,7 +121,10 @@ def compare(config, workdir: str, downstream: tuple[np.ndarray, dict[str, np.nda
 def table(result: dict) -> list[str]:
   """Markdown lines: per rule, its pick against the best and worst checkpoint downstream."""
   lines = [f"Downstream: error of a task network trained on each checkpoint's refined images "
-           f"({result['kind']} '{result['label']}'); unrefined synthetic: {result['unrefined']:.4g}.",
+           f"({result['kind']} '{result['label']}'); unrefined synthetic: {result['unrefined']:.4g}. "
+           "That network is config.drift's (small, short schedule), not the experiment's estimator: "
+           "it ranks checkpoints, and its ranking can differ from a bigger network's. One SimGAN run: "
+           "a rule's pick here is one draw; compare rules over several runs.",
            "", "| rule | pick | its error | best (step) | worst | regret | Spearman | checkpoints |",
            "|---|---|---|---|---|---|---|---|"]
   for rule, j in result["judged"].items():
@@ -129,4 +133,27 @@ def table(result: dict) -> list[str]:
       continue
     lines.append(f"| {rule} | {j['pick']} | {j['pick_downstream']:.4g} | {j['best']:.4g} ({j['best_step']}) | "
                  f"{j['worst']:.4g} | {j['regret']:.2f} | {j['spearman']:.2f} | {j['checkpoints']} |")
+  rules = list(result["scores"])
+  lines += ["", "Per checkpoint (every rule: lower is better):", "",
+            "| step | downstream error | " + " | ".join(rules) + " |", "|---" * (len(rules) + 2) + "|"]
+  for step in result["steps"]:
+    cells = [f"{result['scores'][r][step]:.4g}" if step in result["scores"][r] else "" for r in rules]
+    lines.append(f"| {step} | {result['downstream'][step]:.4g} | " + " | ".join(cells) + " |")
   return lines
+
+
+def save_result(path: str, result: dict, **extra) -> None:
+  """``compare``'s result (and ``extra`` fields) as JSON."""
+  with open(path, "w") as f:
+    json.dump({**result, **extra}, f, indent=1, default=str)
+
+
+def load_result(path: str) -> dict:
+  """A saved result with its step keys back to ints."""
+  with open(path) as f:
+    result = json.load(f)
+  ints = lambda d: {int(k): v for k, v in d.items()}  # noqa: E731
+  result["scores"] = {rule: ints(by_step) for rule, by_step in result["scores"].items()}
+  result["downstream"] = ints(result["downstream"])
+  return result
+
