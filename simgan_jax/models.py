@@ -176,3 +176,20 @@ def patch_map_shape(discriminator: LocalDiscriminator, image_shape) -> tuple[int
   out = jax.eval_shape(lambda: discriminator.init_with_output(
       jax.random.PRNGKey(0), jnp.zeros(x.shape), train=False)[0])
   return tuple(out.shape[1:3])
+
+
+class TaskCNN(nn.Module):
+  """A small classifier / regressor: stride-2 3x3 convolutions, ReLU, FC hidden, FC out."""
+
+  conv_features: Sequence[int]
+  hidden_features: int
+  num_outputs: int
+
+  @nn.compact
+  def __call__(self, images_BHWC):
+    x = images_BHWC
+    for i, f in enumerate(self.conv_features):
+      x = nn.relu(nn.Conv(f, (3, 3), strides=(1 if i == 0 else 2,) * 2, padding="SAME",
+                          name=f"conv{i + 1}")(x))
+    x = nn.relu(nn.Dense(self.hidden_features, name="fc1")(x.reshape(x.shape[0], -1)))
+    return nn.Dense(self.num_outputs, name="fc2")(x)

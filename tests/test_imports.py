@@ -36,7 +36,11 @@ def import_graph(root: str = REPO) -> dict[str, set[str]]:
                  for a in node.names]
       else:
         continue
-      graph[module].update(n for n in names if n in modules and n != module)
+      for name in names:
+        # Importing a.b.c runs a/__init__.py and a/b/__init__.py first: those count too.
+        parts = name.split(".")
+        graph[module].update(n for n in (".".join(parts[:i]) for i in range(2, len(parts) + 1))
+                             if n in modules and n != module and not module.startswith(n + "."))
   return graph
 
 
@@ -87,3 +91,16 @@ def test_a_circle_through_a_function_local_import_is_found(tmp_path):
   (package / "c.py").write_text("import simgan_jax.a\n")
   (package / "d.py").write_text("from simgan_jax.a import something\n")
   assert circles(import_graph(str(tmp_path))) == [["simgan_jax.a", "simgan_jax.b", "simgan_jax.c"]]
+
+
+def test_a_circle_through_a_package_init_is_found(tmp_path):
+  # "from simgan_jax.p import m" runs simgan_jax/p/__init__.py first; when that imports a
+  # module that imports back, Python fails with "partially initialized module".
+  package = tmp_path / PACKAGE
+  (package / "p").mkdir(parents=True)
+  (package / "__init__.py").write_text("")
+  (package / "p" / "__init__.py").write_text("from simgan_jax.p import r\n")
+  (package / "p" / "m.py").write_text("")
+  (package / "p" / "r.py").write_text("from simgan_jax import x\n")
+  (package / "x.py").write_text("from simgan_jax.p import m\n")
+  assert circles(import_graph(str(tmp_path))) == [["simgan_jax.p", "simgan_jax.p.r", "simgan_jax.x"]]

@@ -31,7 +31,7 @@ import functools
 import json
 import os
 import time
-from typing import Any, Sequence
+from typing import Any
 
 import flax.linen as nn
 import flax.serialization
@@ -40,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from simgan_jax import models
 from simgan_jax import training
 from simgan_jax.data import sources as sources_lib
 from simgan_jax.errors import ConfigError
@@ -68,21 +69,8 @@ def _root(seed: int) -> jax.Array:
   return jax.random.fold_in(jax.random.PRNGKey(seed), training.PURPOSE_DRIFT)
 
 
-class TaskCNN(nn.Module):
-  """A small classifier / regressor: stride-2 3x3 convolutions, ReLU, FC hidden, FC out."""
-
-  conv_features: Sequence[int]
-  hidden_features: int
-  num_outputs: int
-
-  @nn.compact
-  def __call__(self, images_BHWC):
-    x = images_BHWC
-    for i, f in enumerate(self.conv_features):
-      x = nn.relu(nn.Conv(f, (3, 3), strides=(1 if i == 0 else 2,) * 2, padding="SAME",
-                          name=f"conv{i + 1}")(x))
-    x = nn.relu(nn.Dense(self.hidden_features, name="fc1")(x.reshape(x.shape[0], -1)))
-    return nn.Dense(self.num_outputs, name="fc2")(x)
+# The small classifier / regressor (models.TaskCNN; also the image_folder tasks' network).
+TaskCNN = models.TaskCNN
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

@@ -24,11 +24,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Any, Sequence
 
-import flax.linen as nn
 import jax.numpy as jnp
 import numpy as np
 import optax
 
+from simgan_jax import models
 from simgan_jax.data import sources as sources_lib
 from simgan_jax.errors import ConfigError, DataError
 from simgan_jax.evaluation import data as data_lib
@@ -39,20 +39,8 @@ KINDS = ("classification", "regression")
 MAX_CLASSES = 256
 
 
-class LabelCNN(nn.Module):
-  """Stride-2 3x3 convolutions (the first stride 1), ReLU, FC hidden, FC ``num_outputs``."""
-
-  conv_features: Sequence[int]
-  hidden_features: int
-  num_outputs: int
-
-  @nn.compact
-  def __call__(self, images_BHWC):
-    x = images_BHWC
-    for i, f in enumerate(self.conv_features):
-      x = nn.relu(nn.Conv(f, (3, 3), strides=(1 if i == 0 else 2,) * 2, padding="SAME", name=f"conv{i + 1}")(x))
-    x = nn.relu(nn.Dense(self.hidden_features, name="fc1")(x.reshape(x.shape[0], -1)))
-    return nn.Dense(self.num_outputs, name="fc2")(x)
+# The label-drift network's shape (one definition: models.TaskCNN).
+LabelCNN = models.TaskCNN
 
 
 def _num_outputs(config) -> int:
