@@ -25,7 +25,8 @@ MIN_STAGE_SECONDS = 60.0  # shorter stages are not judged
 SHARE_NOISE_PERCENT = 1.0  # a within-threshold share below this separates no rows
 
 
-def _read_json(path: str):
+def read_json(path: str):
+  """The JSON value in ``path``, or None when there is no such file."""
   try:
     with open(path) as f:
       return json.load(f)
@@ -54,7 +55,7 @@ def stamp_origin(simgan_dir: str) -> None:
 def origin_lines(simgan_dir: str, name: str = "simgan/") -> list[str]:
   """The caveat when ``simgan_dir`` was trained somewhere else ([] otherwise, or unknown).
   A ``note`` in origin.json (written by whoever copied it) is quoted."""
-  origin = _read_json(os.path.join(simgan_dir, ORIGIN_FILE)) or {}
+  origin = read_json(os.path.join(simgan_dir, ORIGIN_FILE)) or {}
   trained_in = origin.get("trained_in")
   if not trained_in or os.path.abspath(trained_in) == os.path.abspath(simgan_dir):
     return []
@@ -70,7 +71,7 @@ class CpuClock:
 
   def __init__(self, workdir: str, platform: str):
     self.path = os.path.join(workdir, CPU_TIMINGS_FILE)
-    self.record = _read_json(self.path) or {"platform": platform, "stages": {}}
+    self.record = read_json(self.path) or {"platform": platform, "stages": {}}
     self.start = None
 
   def begin(self) -> None:
@@ -85,7 +86,7 @@ class CpuClock:
 
 def timing_lines(workdir: str, timings: dict[str, float]) -> list[str]:
   """The caveat when a stage of a CPU run used less than ``MIN_BUSY_CORES`` cores on average."""
-  record = _read_json(os.path.join(workdir, CPU_TIMINGS_FILE))
+  record = read_json(os.path.join(workdir, CPU_TIMINGS_FILE))
   if not record or record.get("platform") != "cpu":
     return []
   idle = [(name, cpu / timings[name]) for name, cpu in record["stages"].items()

@@ -24,6 +24,7 @@ import numpy as np
 
 from simgan_jax import parallel
 from simgan_jax.data import sources as sources_lib
+from simgan_jax.evaluation import caveats
 from simgan_jax.evaluation import pose
 from simgan_jax.evaluation import pose_data
 from simgan_jax.evaluation import pose_training
@@ -104,7 +105,7 @@ def train_estimators(config, pools, workdir: str, log) -> dict[str, dict[str, An
     results[name], source = {}, None
     for seed in config.seeds:
       run_dir = os.path.join(workdir, "pose", name, f"seed_{seed}")
-      done = reproduce._read_json(os.path.join(run_dir, "results.json"))  # pylint: disable=protected-access
+      done = caveats.read_json(os.path.join(run_dir, "results.json"))
       if done is None:
         if eval_sets is None:
           eval_sets = {"test": pose_data.eval_set(config.test_data, config.pose)}

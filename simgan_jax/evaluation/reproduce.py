@@ -47,14 +47,6 @@ TRAINING_SETS, TITLES, gap_closed = rows.TRAINING_SETS, rows.TITLES, rows.gap_cl
 _PUPIL_LABELS = ("pupil_center", "iris_centre")
 
 
-def _read_json(path: str):
-  try:
-    with open(path) as f:
-      return json.load(f)
-  except FileNotFoundError:
-    return None
-
-
 def _write_json(path: str, value) -> None:
   tmp = path + ".tmp"
   with open(tmp, "w") as f:
@@ -193,7 +185,7 @@ def train_estimators(config, pools, workdir: str, log) -> dict[str, dict[str, An
     source = None
     for seed in config.seeds:
       run_dir = os.path.join(workdir, "gaze", name, f"seed_{seed}")
-      done = _read_json(os.path.join(run_dir, "results.json"))
+      done = caveats.read_json(os.path.join(run_dir, "results.json"))
       if done is None:
         if eval_sets is None:
           eval_sets = {"test": data_lib.eval_set(config.test_data, config.gaze)}
@@ -281,7 +273,7 @@ def final_two_sample(config, pools, workdir: str) -> dict[str, Any] | None:
   if t is None or not t.enabled:
     return None
   path = os.path.join(workdir, "two_sample.json")
-  cached = _read_json(path)
+  cached = caveats.read_json(path)
   if cached is not None and ("oracle" in cached or "oracle" not in pools):
     return cached
 
@@ -352,7 +344,7 @@ def run(config, workdir: str, log=metric_writer.print_line) -> dict[str, Any]:
   with open(os.path.join(workdir, "config.json"), "w") as f:
     f.write(config.to_json_best_effort(indent=2))
   timings_path = os.path.join(workdir, "timings.json")
-  timings = _read_json(timings_path) or {}
+  timings = caveats.read_json(timings_path) or {}
   clock = caveats.CpuClock(workdir, jax.devices()[0].platform)
 
   def timed(name, fn):

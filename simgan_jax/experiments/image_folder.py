@@ -49,6 +49,7 @@ from simgan_jax.data import sources as sources_lib
 from simgan_jax.data.builders import imaging
 from simgan_jax.data.builders.image_folder import LABEL_FILES, read_label_format, read_labels
 from simgan_jax.errors import ConfigError, DataError
+from simgan_jax.evaluation import caveats
 from simgan_jax.evaluation import reproduce
 from simgan_jax.experiments import folder_report
 from simgan_jax.tasks import labels as labels_lib
@@ -229,7 +230,7 @@ def train_estimators(config, pools, workdir: str, log) -> dict[str, dict[str, An
     results[name], source = {}, None
     for seed in config.seeds:
       run_dir = os.path.join(workdir, "estimators", name, f"seed_{seed}")
-      done = reproduce._read_json(os.path.join(run_dir, "results.json"))  # pylint: disable=protected-access
+      done = caveats.read_json(os.path.join(run_dir, "results.json"))
       if done is None:
         t = _task_config(config, labels, seed)
         if eval_sets is None:
