@@ -36,29 +36,6 @@ _DATA_DIR = flags.DEFINE_string("data_dir", "", "Prepared TFDS datasets ('' = th
 flags.mark_flags_as_required(["workdir", "out"])
 
 
-def load_downstream(spec: str, config, data_dir: str):
-  """(uint8 images, labels) of a labelled set named by a data spec."""
-  import ml_collections  # pylint: disable=g-import-not-at-top
-
-  from simgan_jax.data import sources as sources_lib  # pylint: disable=g-import-not-at-top
-  from simgan_jax.errors import ConfigError  # pylint: disable=g-import-not-at-top
-  from simgan_jax.evaluation import data as data_lib  # pylint: disable=g-import-not-at-top
-  from simgan_jax.simulators import sources as eye_sources  # pylint: disable=g-import-not-at-top
-
-  options = ml_collections.ConfigDict({"data_dir": data_dir, "cache_dir": "", "max_examples": 0})
-  section = data_lib.data_config(spec, options, training=False)
-  if section.get("split", "") == "test" or spec.endswith(":test"):
-    raise ConfigError(f"--downstream_data={spec}: a test split; decide on a validation split")
-  shape = (config.image_height, config.image_width, config.channels)
-  if section.name == "eyesim_target":
-    return eye_sources.load_labelled_split(config.real_data, shape, section.split)
-  source = sources_lib.make_source(section, shape, "downstream_data")
-  if not isinstance(source, sources_lib.ArraySource) or not source.labels:
-    raise ConfigError(f"--downstream_data={spec}: not a finite labelled set")
-  images = source.images if source.images.dtype == "uint8" else sources_lib.from_unit_range(source.images)
-  return images, dict(source.labels)
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -74,7 +51,7 @@ def main(argv):
     result = previous  # done before with the same flags: only the tables are written again
     common.say(f"compare: {saved} has this comparison already; writing the tables again")
   else:
-    downstream = load_downstream(_DOWNSTREAM.value, config, _DATA_DIR.value)
+    downstream = compare.load_downstream(_DOWNSTREAM.value, config, _DATA_DIR.value)
     result = compare.compare(config, _WORKDIR.value, downstream, num_images=_NUM.value,
                              num_real=_NUM_REAL.value, downstream_seeds=[int(s) for s in _SEEDS.value],
                              log=common.say)

@@ -49,13 +49,6 @@ _ALLOW_MISMATCH = flags.DEFINE_bool(
 flags.mark_flag_as_required("workdir")
 
 
-def runs_text(s) -> str:
-  """'3 seeds', or '6 runs: 3 SimGAN seeds x 2 estimator seeds' for a row over several refiners."""
-  if s.get("num_simgan_seeds", 1) > 1:
-    return f"{s['num_seeds']} runs: {s['num_simgan_seeds']} SimGAN seeds x {s['num_estimator_seeds']} estimator seeds"
-  return f"{s['num_seeds']} seeds"
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
@@ -63,6 +56,7 @@ def main(argv):
   from simgan_jax.configs import reproduce as reproduce_config  # pylint: disable=g-import-not-at-top
   from simgan_jax import domain, summary  # pylint: disable=g-import-not-at-top
   from simgan_jax.evaluation import reproduce  # pylint: disable=g-import-not-at-top
+  from simgan_jax.evaluation import seeds as seeds_lib  # pylint: disable=g-import-not-at-top
 
   config = reproduce_config.apply_overrides(reproduce_config.get_config(_EXPERIMENT.value), _SET.value)
   folders = {"synthetic_dir": _SYNTHETIC, "real_dir": _REAL, "real_test_dir": _REAL_TEST}
@@ -83,14 +77,14 @@ def main(argv):
   for name, s in result["summary"].items():
     if "metric" in s:  # the image_folder experiment
       unit = "%" if s["metric"] == "accuracy" else ""
-      print(f"{name}: {s['metric']} {s['mean']:.4g}{unit} +- {s['std']:.2g}{unit} ({runs_text(s)})")
+      print(f"{name}: {s['metric']} {s['mean']:.4g}{unit} +- {s['std']:.2g}{unit} ({seeds_lib.runs_text(s)})")
       continue
     if "within5_mean" in s:  # the hand experiment
       print(f"{name}: all joints within {s['within_px']} px {s['within5_mean']:.1f} +- {s['within5_std']:.1f}%, mean joint "
-            f"error {s['error_mean']:.2f} +- {s['error_std']:.2f} px ({runs_text(s)})")
+            f"error {s['error_mean']:.2f} +- {s['error_std']:.2f} px ({seeds_lib.runs_text(s)})")
       continue
     print(f"{name}: within 7 deg {s['within7_mean']:.1f} +- {s['within7_std']:.1f}%, mean error "
-          f"{s['error_mean']:.2f} +- {s['error_std']:.2f} deg ({runs_text(s)})")
+          f"{s['error_mean']:.2f} +- {s['error_std']:.2f} deg ({seeds_lib.runs_text(s)})")
   if result.get("verdict"):
     print(result["verdict"])
   if _PUBLISH.value:

@@ -104,3 +104,34 @@ def test_a_circle_through_a_package_init_is_found(tmp_path):
   (package / "p" / "r.py").write_text("from simgan_jax import x\n")
   (package / "x.py").write_text("from simgan_jax.p import m\n")
   assert circles(import_graph(str(tmp_path))) == [["simgan_jax.p", "simgan_jax.p.r", "simgan_jax.x"]]
+
+
+def launcher_imports(test_dir: str) -> list[str]:
+  """'file: launch.X' for each launcher a test file imports into the test process (launch.common aside).
+
+  A launcher defines absl flags when imported, and two launchers that share a flag name
+  (--workdir) cannot both be imported in one pytest worker: which pairs meet depends on
+  how xdist spreads the tests, so such a test passes alone and fails in CI. Tests run
+  launchers as subprocesses and test the library functions they call.
+  """
+  found = []
+  for name in sorted(os.listdir(test_dir)):
+    if not name.endswith(".py"):
+      continue
+    tree = ast.parse(open(os.path.join(test_dir, name)).read())
+    for node in ast.walk(tree):
+      names = []
+      if isinstance(node, ast.ImportFrom) and node.module == "launch":
+        names = [f"launch.{a.name}" for a in node.names]
+      elif isinstance(node, ast.ImportFrom) and (node.module or "").startswith("launch."):
+        names = [node.module]
+      elif isinstance(node, ast.Import):
+        names = [a.name for a in node.names if a.name.startswith("launch.")]
+      found += [f"{name}: {n}" for n in names if n != "launch.common"]
+  return found
+
+
+def test_no_test_imports_a_launcher_into_the_test_process(tmp_path):
+  assert launcher_imports(os.path.join(REPO, "tests")) == []
+  (tmp_path / "test_x.py").write_text("def test_a():\n  from launch import compare_selection\n")
+  assert launcher_imports(str(tmp_path)) == ["test_x.py: launch.compare_selection"]

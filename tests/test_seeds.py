@@ -148,11 +148,8 @@ def test_two_simgan_seeds_smoke(tmp_path):
 
 
 def test_launcher_says_runs_over_simgan_and_estimator_seeds():
-  import sys
-  from tests.conftest import REPO
-  sys.path.insert(0, REPO)
-  from launch import reproduce as launcher
+  from simgan_jax.evaluation import seeds as seeds_lib
 
-  assert launcher.runs_text({"num_seeds": 3}) == "3 seeds"
-  assert launcher.runs_text({"num_seeds": 6, "num_simgan_seeds": 3, "num_estimator_seeds": 2}) == (
+  assert seeds_lib.runs_text({"num_seeds": 3}) == "3 seeds"
+  assert seeds_lib.runs_text({"num_seeds": 6, "num_simgan_seeds": 3, "num_estimator_seeds": 2}) == (
       "6 runs: 3 SimGAN seeds x 2 estimator seeds")

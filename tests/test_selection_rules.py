@@ -133,13 +133,10 @@ def test_compare_judges_every_checkpoint_against_its_downstream_error(monkeypatc
   assert compare.table(compare.load_result(str(path))) == table
 
 
-def test_compare_launcher_refuses_a_test_split():
-  import sys
-  from tests.conftest import REPO
-  sys.path.insert(0, REPO)
-  from launch import compare_selection
+def test_compare_refuses_a_test_split():
+  from simgan_jax.probe import compare
 
   config = default.get_config("smoke")
   with pytest.raises(ConfigError, match="^--downstream_data=eyesim_target:test: a test split; decide on a "
                      "validation split$"):
-    compare_selection.load_downstream("eyesim_target:test", config, "")
+    compare.load_downstream("eyesim_target:test", config, "")

@@ -34,6 +34,13 @@ from simgan_jax.evaluation import selection as selection_lib
 REFINER_ROWS = ("refined", "refined_4x")
 
 
+def runs_text(s) -> str:
+  """'3 seeds', or '6 runs: 3 SimGAN seeds x 2 estimator seeds' for a row over several refiners."""
+  if s.get("num_simgan_seeds", 1) > 1:
+    return f"{s['num_seeds']} runs: {s['num_simgan_seeds']} SimGAN seeds x {s['num_estimator_seeds']} estimator seeds"
+  return f"{s['num_seeds']} seeds"
+
+
 def simgan_seeds(config) -> list[int]:
   """The SimGAN seeds of a run: ``config.simgan_seeds``, or ``simgan.seed`` alone."""
   return [int(s) for s in (config.get("simgan_seeds") or (config.simgan.seed,))]

@@ -30,16 +30,35 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import ml_collections
 import numpy as np
 
 from simgan_jax.data import sources as sources_lib
 from simgan_jax.errors import ConfigError
+from simgan_jax.evaluation import data as data_lib
 from simgan_jax.evaluation import refine as refine_lib
 from simgan_jax.evaluation import selection as selection_lib
 from simgan_jax.probe import rules as rules_lib
+from simgan_jax.simulators import sources as eye_sources
 
 # Logged per checkpoint by the training loop; lower is better for each.
 LOGGED = ("selection_score", "realism_kid", "two_sample_accuracy", "label_drift")
+
+
+def load_downstream(spec: str, config, data_dir: str):
+  """(uint8 images, labels) of the labelled set a data spec names; a test split is refused."""
+  options = ml_collections.ConfigDict({"data_dir": data_dir, "cache_dir": "", "max_examples": 0})
+  section = data_lib.data_config(spec, options, training=False)
+  if section.get("split", "") == "test" or spec.endswith(":test"):
+    raise ConfigError(f"--downstream_data={spec}: a test split; decide on a validation split")
+  shape = (config.image_height, config.image_width, config.channels)
+  if section.name == "eyesim_target":
+    return eye_sources.load_labelled_split(config.real_data, shape, section.split)
+  source = sources_lib.make_source(section, shape, "downstream_data")
+  if not isinstance(source, sources_lib.ArraySource) or not source.labels:
+    raise ConfigError(f"--downstream_data={spec}: not a finite labelled set")
+  images = source.images if source.images.dtype == "uint8" else sources_lib.from_unit_range(source.images)
+  return images, dict(source.labels)
 
 
 def draw(section, image_shape, num: int, seed: int, where: str) -> dict[str, np.ndarray]:
