@@ -15,7 +15,7 @@ setuptools.setup(
     description="SimGAN: learning from simulated and unsupervised images, in JAX/Flax.",
     packages=setuptools.find_packages(include=["simgan_jax", "simgan_jax.*"]),
     package_data={"simgan_jax.turing": ["templates/*.html", "static/*"],
-                  "simgan_jax": ["pretrained/*/*"], "simgan_jax.native": ["conv.cc"]},
+                  "simgan_jax.refining": ["pretrained/*/*"], "simgan_jax.native": ["conv.cc"]},
     python_requires=">=3.10",
     install_requires=_REQUIREMENTS,
     extras_require={

@@ -45,7 +45,7 @@ def jax_cells(impl: str, batch: int):
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
 
   from simgan_jax import layers, models  # pylint: disable=g-import-not-at-top
-  from simgan_jax.evaluation import gaze  # pylint: disable=g-import-not-at-top
+  from simgan_jax.tasks import gaze_net as gaze  # pylint: disable=g-import-not-at-top
 
   rng = np.random.default_rng(0)
   h = jnp.asarray(rng.standard_normal((batch, 35, 55, 64)).astype(np.float32))

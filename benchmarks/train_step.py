@@ -75,7 +75,7 @@ class Ours:
     self.num_devices = mesh.devices.size
     s = training.make_setup(config, ArraySource(synthetic), ArraySource(real), self.num_devices)
     self.state = training.create_state(s, mesh)
-    self.data = parallel.put_replicated({"synthetic": s.synthetic.device_data(), "real": s.real.device_data()}, mesh)
+    self.data = parallel.put_replicated({"synthetic": s.data.synthetic.device_data(), "real": s.data.real.device_data()}, mesh)
     step = training.compile_step(training.adversarial_step, s, mesh, training.state_specs(self.state))
     # One compilation, used for both XLA's cost analysis and the calls.
     start = time.perf_counter()

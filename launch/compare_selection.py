@@ -39,7 +39,7 @@ flags.mark_flags_as_required(["workdir", "out"])
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
-  from simgan_jax.evaluation import refine  # pylint: disable=g-import-not-at-top
+  from simgan_jax.refining import refine  # pylint: disable=g-import-not-at-top
   from simgan_jax.probe import compare  # pylint: disable=g-import-not-at-top
 
   config = refine.load_config(_WORKDIR.value)

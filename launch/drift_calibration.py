@@ -1,5 +1,5 @@
 r"""What ``label_drift`` values mean for a config: the drift of its task network
-(``evaluation/drift.py``) between synthetic images and changes of known effect.
+(``probe/drift.py``) between synthetic images and changes of known effect.
 
   python launch/drift_calibration.py --config=simgan_jax/configs/default.py:cpu
 
@@ -54,7 +54,7 @@ def main(argv):
 
   from simgan_jax.data import sources as sources_lib  # pylint: disable=g-import-not-at-top
   from simgan_jax.errors import ConfigError  # pylint: disable=g-import-not-at-top
-  from simgan_jax.evaluation import drift  # pylint: disable=g-import-not-at-top
+  from simgan_jax.probe import drift  # pylint: disable=g-import-not-at-top
 
   config = _CONFIG.value
   shape = (config.image_height, config.image_width, config.channels)

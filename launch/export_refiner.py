@@ -1,10 +1,10 @@
 r"""Ships a trained refiner with the package (``--checkpoint=pretrained:NAME``); logic in
-simgan_jax.pretrained.
+simgan_jax.refining.pretrained.
 
   python launch/export_refiner.py --workdir=runs/repro_cpu/simgan --step=best --name=eyesim \
       --command="python launch/reproduce.py --experiment=eyesim_gaze:cpu --workdir=runs/repro_cpu"
 
-Writes simgan_jax/pretrained/NAME/: config.json, refiner.msgpack (the refiner's
+Writes simgan_jax/refining/pretrained/NAME/: config.json, refiner.msgpack (the refiner's
 parameters only), meta.json and MODEL_CARD.md (config, the command that trained it,
 the checkpoint's scores from metrics.jsonl, the date). ``--step=best`` takes the
 checkpoint with the lowest selection_score, as ``refine.py --step=best`` does.
@@ -25,7 +25,7 @@ _STEP = flags.DEFINE_string("step", "best", "Checkpoint step, or 'best' (lowest 
 _NAME = flags.DEFINE_string("name", None, "Name: --checkpoint=pretrained:NAME.")
 _COMMAND = flags.DEFINE_string("command", "", "The command that trained the run (quoted in the model card).")
 _NOTE = flags.DEFINE_string("note", "", "A sentence for the model card (what it is for, what it lacks).")
-_OUT = flags.DEFINE_string("out", "", "Output folder (default: simgan_jax/pretrained/NAME).")
+_OUT = flags.DEFINE_string("out", "", "Output folder (default: simgan_jax/refining/pretrained/NAME).")
 flags.mark_flags_as_required(["workdir", "name"])
 
 
@@ -33,8 +33,10 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
   # After absl has parsed the flags: the library pulls in JAX (launch/common.py's quiet console).
-  from simgan_jax import export, pretrained  # pylint: disable=g-import-not-at-top
-  from simgan_jax.evaluation import refine, selection  # pylint: disable=g-import-not-at-top
+  from simgan_jax.refining import export  # pylint: disable=g-import-not-at-top
+  from simgan_jax.refining import pretrained  # pylint: disable=g-import-not-at-top
+  from simgan_jax.refining import refine  # pylint: disable=g-import-not-at-top
+  from simgan_jax.probe import selection  # pylint: disable=g-import-not-at-top
 
   workdir = _WORKDIR.value
   config = refine.load_config(workdir)

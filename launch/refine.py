@@ -1,4 +1,4 @@
-r"""Refines a synthetic dataset with a trained SimGAN refiner. Logic: simgan_jax.evaluation.refine.
+r"""Refines a synthetic dataset with a trained SimGAN refiner. Logic: simgan_jax.refining.refine.
 
   python launch/refine.py --checkpoint=runs/eyesim --data=eyesim --num_examples=100000 \
       --out=runs/refined_eyesim
@@ -77,7 +77,7 @@ def main(argv):
   import jax  # pylint: disable=g-import-not-at-top
   from simgan_jax import domain, summary  # pylint: disable=g-import-not-at-top
   from simgan_jax.errors import ConfigError  # pylint: disable=g-import-not-at-top
-  from simgan_jax.evaluation import refine  # pylint: disable=g-import-not-at-top
+  from simgan_jax.refining import refine  # pylint: disable=g-import-not-at-top
 
   try:
     trained = refine.load_config(_CHECKPOINT.value)  # what the refiner was trained on

@@ -1,4 +1,4 @@
-r"""Reproduces the paper's experiment end to end; all logic in simgan_jax.evaluation.reproduce.
+r"""Reproduces the paper's experiment end to end; all logic in simgan_jax.experiments.reproduce.
 
   python launch/reproduce.py --experiment=eyesim_gaze:cpu --workdir=runs/repro_cpu
   python launch/reproduce.py --experiment=eyesim_gaze --workdir=runs/repro        # accelerator
@@ -55,8 +55,8 @@ def main(argv):
   # Library imports inside main: flag errors and --help come before the slow imports.
   from simgan_jax.configs import reproduce as reproduce_config  # pylint: disable=g-import-not-at-top
   from simgan_jax import domain, summary  # pylint: disable=g-import-not-at-top
-  from simgan_jax.evaluation import reproduce  # pylint: disable=g-import-not-at-top
-  from simgan_jax.evaluation import seeds as seeds_lib  # pylint: disable=g-import-not-at-top
+  from simgan_jax.experiments import reproduce  # pylint: disable=g-import-not-at-top
+  from simgan_jax.experiments import seeds as seeds_lib  # pylint: disable=g-import-not-at-top
 
   config = reproduce_config.apply_overrides(reproduce_config.get_config(_EXPERIMENT.value), _SET.value)
   folders = {"synthetic_dir": _SYNTHETIC, "real_dir": _REAL, "real_test_dir": _REAL_TEST}

@@ -11,7 +11,7 @@ says where, and the exit status is 128 + the signal; the same command resumes.
 
 At the end a closing block says what was trained (steps, wall time, checkpoints),
 the selected checkpoint with its scores, the runner-up and the rule that ranked
-them (simgan_jax.evaluation.selection.best_checkpoint), where the sample grid,
+them (simgan_jax.probe.selection.best_checkpoint), where the sample grid,
 metrics and checkpoints are, and the refine command to run next; the same facts go
 as one JSON line to WORKDIR/summary.jsonl.
 

@@ -8,8 +8,8 @@ r"""Trains a downstream estimator (gaze, hand pose, classifier, regressor) and t
 --config defaults to the task's config (simgan_jax/configs/<task>.py). --train_data
 and --eval_data (a comma-separated list) name labelled sets: for gaze eyesim |
 eyesim_target[:SPLIT] | npz:PATH | tfds:PATH[:SPLIT] | NAME[/BUILDER_CONFIG][:SPLIT]
-(simgan_jax/evaluation/data.py), for pose the same with handsim | handsim_target
-(evaluation/pose_data.py); the task's simulator and target test split by default.
+(simgan_jax/tasks/data.py), for pose the same with handsim | handsim_target
+(tasks/pose_data.py); the task's simulator and target test split by default.
 classification and regression (simgan_jax/tasks/labels.py) read the ``label`` of a
 prepared image folder (image_folder/HxWxC), tfds:PATH or npz:PATH and have no default sets.
 Ends with a closing block (steps, time, one line per evaluation set, where the outputs

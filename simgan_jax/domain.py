@@ -20,7 +20,7 @@ from typing import Any
 import ml_collections
 
 from simgan_jax.errors import ConfigError
-from simgan_jax.evaluation import data as data_lib
+from simgan_jax.tasks import data as data_lib
 
 # What the images show, for the sources whose subject is known.
 SUBJECTS = {"eyesim": "eyes", "eyesim_target": "eyes", "unityeyes": "eyes", "mpiigaze": "eyes",
@@ -92,7 +92,7 @@ def check_refine(config, trained_config, data_spec: str, *, allow: bool = False,
   """``check`` for ``launch/refine.py``: refining ``data_spec`` at ``config``'s image shape with
   the refiner whose training config is ``trained_config`` (its ``config.json``); ``asked``:
   ``config`` is the user's own (--config), so its image size is asked for."""
-  # evaluation.data pulls in jax and the simulators; only this check needs it.
+  # tasks.data pulls in jax and the simulators; only this check needs it.
 
   options = ml_collections.ConfigDict({"data_dir": "", "cache_dir": "", "max_examples": 0})
   section = data_lib.data_config(data_spec, options, training=True)

@@ -99,7 +99,7 @@ def self_regularization_loss(refined_BHWC, synthetic_BHWC, *, psi, reduction="su
 def task_consistency_loss(refined_BHWC, synthetic_BHWC, task_network, *, reduction="sum"):
   """How far refining moves a frozen synthetic-trained task network's predictions (issue 11).
 
-  ``task_network`` (``evaluation.drift.TaskNetwork``) gives ``apply(images)`` and the
+  ``task_network`` (``probe.drift.TaskNetwork``) gives ``apply(images)`` and the
   per-image squared drift ``change(after, before)``: degrees^2 for gaze, KL for a
   classifier, label stds^2 for a regressor. Its parameters are constants here: only
   the refiner learns. Weighted by ``config.loss.task_consistency_weight``.

@@ -18,10 +18,10 @@ from typing import Any
 
 from simgan_jax import domain
 from simgan_jax import metric_writer
-from simgan_jax import pretrained
+from simgan_jax.refining import pretrained
 from simgan_jax.errors import ConfigError, DataError
-from simgan_jax.evaluation import drift as drift_lib
-from simgan_jax.evaluation import selection as selection_lib
+from simgan_jax.probe import drift as drift_lib
+from simgan_jax.probe import selection as selection_lib
 
 SUMMARY_FILE = "summary.jsonl"
 # Measures shown next to a selected checkpoint, when logged (metrics.jsonl).

@@ -31,7 +31,6 @@ at every step, without any collective.
 from __future__ import annotations
 
 import collections
-import dataclasses
 import functools
 import math
 import os
@@ -50,7 +49,7 @@ from simgan_jax import preemption
 from simgan_jax import training
 from simgan_jax.data import sources as sources_lib
 from simgan_jax.errors import ConfigError, TrainingDivergedError
-from simgan_jax.evaluation import selection
+from simgan_jax.probe import selection
 from simgan_jax.probe import checkpoint as checkpoint_probe
 
 # Stopping on SIGTERM/SIGINT and time-based checkpoints live in preemption.py (shared
@@ -171,7 +170,7 @@ def train_and_evaluate(config, workdir: str, synthetic: sources_lib.ImageSource 
   data_specs = {name: spec for name, (_, spec) in placed.items()}
   task = checkpoint_probe.task_network(config, setup, data, workdir, is_chief)
   if task is not None and config.loss.get("task_consistency_weight", 0.0):
-    setup = dataclasses.replace(setup, task_network=task)
+    setup = setup.with_task_network(task)
   state = training.create_state(setup, mesh)
   specs = training.state_specs(state)
   # Keep-best keeps exactly what --step=best would pick (the chief deletes; it has metrics.jsonl).

@@ -27,9 +27,8 @@ the last of the Kd discriminator updates pushes its fresh half.
 
 from __future__ import annotations
 
-import dataclasses
 import functools
-from typing import Any, Callable
+from typing import Any
 
 import flax.struct
 import jax
@@ -44,18 +43,24 @@ from simgan_jax import losses
 from simgan_jax import models
 from simgan_jax import parallel
 from simgan_jax import stabilisers
-from simgan_jax.data import sources as sources_lib
+from simgan_jax import run_setup
+from simgan_jax.run_setup import Setup
 
 AXIS = parallel.AXIS
 # Purposes, folded into the root key first: each has its own root.
 PURPOSE_INIT, PURPOSE_STEPS, PURPOSE_SAMPLES, PURPOSE_REALISM = 0, 1, 2, 3
-PURPOSE_DRIFT = 4  # the label-drift task network (evaluation/drift.py): init, training, survey
+PURPOSE_DRIFT = 4  # the label-drift task network (probe/drift.py): init, training, survey
 # Under PURPOSE_INIT: which network.
 REFINER, DISCRIMINATOR = 0, 1
 # Named random streams, folded into the step key.
 _REFINER_STEP, _DISCRIMINATOR_STEP = 1, 2
 _SYNTHETIC, _SYNTHETIC_EXTRA, _REAL, _HISTORY_SAMPLE, _HISTORY_PUSH = 1, 2, 3, 4, 5
 _AUGMENT_REAL, _AUGMENT_REFINED, _AUGMENT_PAST = 6, 7, 8  # augment.py's per-image keys
+
+
+# Built once per run from the config (run_setup.py); kept here under their old names.
+make_setup = run_setup.make_setup
+make_optimizer = run_setup.make_optimizer
 
 
 def init_key(root: jax.Array, network: int) -> jax.Array:
@@ -86,146 +91,27 @@ class TrainState:
   refiner_ema_params: Any = flax.struct.field(default_factory=dict)  # {} unless config.refiner_ema.decay
 
 
-@dataclasses.dataclass(frozen=True)
-class Setup:
-  """Static pieces of a run: modules, optimisers, losses, sources, sizes."""
-
-  refiner: models.Refiner
-  discriminator: models.LocalDiscriminator
-  refiner_tx: optax.GradientTransformation
-  discriminator_tx: optax.GradientTransformation
-  adversarial_loss: Callable
-  discriminator_loss: Callable
-  self_regularization_loss: Callable
-  psi: Callable
-  pretrain_psi: Callable  # psi during refiner pretraining
-  synthetic: sources_lib.ImageSource
-  real: sources_lib.ImageSource
-  image_shape: tuple[int, int, int]
-  batch_size: int  # global
-  num_devices: int
-  reduction: str
-  self_regularization_weight: float
-  use_history: bool
-  history_size: int
-  kg: int
-  kd: int
-  adaptive_kg: bool
-  kg_min: int
-  kg_max: int
-  kg_raise_above: float
-  kg_lower_below: float
-  seed: int
-  # Python-unrolled Kg/Kd loops instead of lax.fori_loop (see _repeat).
-  unroll_updates: bool = False
-  # Task consistency (losses.task_consistency_loss): a frozen evaluation.drift.TaskNetwork,
-  # set by train.py when the weight is > 0.
-  task_consistency_loss: Callable | None = None
-  task_consistency_weight: float = 0.0
-  task_network: Any = None
-  # Stabilisers (stabilisers.py, augment.py), off at their defaults.
-  refiner_ema_decay: float = 0.0
-  r1_gamma: float = 0.0
-  augment_policy: tuple[str, ...] = ()
-
-  @property
-  def local_batch(self) -> int:
-    return self.batch_size // self.num_devices
-
-  @property
-  def local_half(self) -> int:
-    return self.local_batch // 2
-
-
-def make_optimizer(config, network: str = "") -> optax.GradientTransformation:
-  """The optimiser; ``network`` ("refiner", "discriminator") reads its own learning rate
-  ``config.optimizer.NETWORK_learning_rate`` where set (TTUR), else the shared one."""
-  o = config.optimizer
-  boundaries = {int(s): float(o.lr_decay_factor) for s in o.lr_decay_steps}
-  own = o.get(f"{network}_learning_rate") if network else None
-  base = o.learning_rate if own is None else own
-  lr = optax.piecewise_constant_schedule(base, boundaries) if boundaries else base
-  if o.name == "adam":
-    return optax.adam(lr, b1=o.b1, b2=o.b2)
-  if o.name == "sgd":
-    return optax.sgd(lr, momentum=o.momentum or None)
-  raise ValueError(f"config.optimizer.name: unknown optimiser {o.name!r}; known: adam, sgd")
-
-
-def make_setup(config, synthetic, real, num_devices: int) -> Setup:
-  return Setup(
-      refiner=models.make_refiner(config),
-      discriminator=models.make_discriminator(config),
-      refiner_tx=make_optimizer(config, "refiner"),
-      discriminator_tx=make_optimizer(config, "discriminator"),
-      adversarial_loss=losses.get_loss(config.loss.adversarial, "loss.adversarial"),
-      discriminator_loss=losses.get_loss(config.loss.discriminator, "loss.discriminator"),
-      self_regularization_loss=losses.get_loss(config.loss.self_regularization, "loss.self_regularization"),
-      psi=losses.get_psi(config.loss.psi),
-      pretrain_psi=losses.get_psi(config.loss.get("pretrain_psi", "identity"), "loss.pretrain_psi"),
-      synthetic=synthetic,
-      real=real,
-      image_shape=(config.image_height, config.image_width, config.channels),
-      batch_size=config.batch_size,
-      num_devices=num_devices,
-      reduction=config.loss.reduction,
-      self_regularization_weight=config.loss.self_regularization_weight,
-      use_history=config.use_history,
-      history_size=config.history_size,
-      kg=config.kg,
-      kd=config.kd,
-      adaptive_kg=config.adaptive_kg,
-      kg_min=config.kg_min,
-      kg_max=config.kg_max,
-      kg_raise_above=config.kg_raise_above,
-      kg_lower_below=config.kg_lower_below,
-      seed=config.seed,
-      unroll_updates=_unroll_updates(config),
-      task_consistency_loss=losses.get_loss(config.loss.get("task_consistency", "task_consistency_loss"),
-                                            "loss.task_consistency"),
-      task_consistency_weight=config.loss.get("task_consistency_weight", 0.0),
-      refiner_ema_decay=config.get("refiner_ema", {}).get("decay", 0.0),
-      r1_gamma=config.discriminator.get("r1_gamma", 0.0),
-      augment_policy=augment_lib.parse_policy(config.get("augment", {}).get("policy", "")),
-  )
-
-
-def _unroll_updates(config) -> bool:
-  # XLA:CPU runs convolutions inside loop bodies (while/scan/cond) about 35x slower
-  # than in straight-line code (measured: 106 s vs 3.2 s for two refiner updates of
-  # batch 32), so on CPU the Kg and Kd updates are unrolled; that needs a fixed Kg.
-  # Accelerators keep lax.fori_loop, which also allows the adaptive Kg.
-  mode = config.get("unroll_updates", "auto")
-  if mode == "auto":
-    return jax.default_backend() == "cpu" and not config.adaptive_kg
-  if mode == "unroll" and config.adaptive_kg:
-    raise ValueError("config.unroll_updates: 'unroll' needs a fixed Kg; adaptive_kg changes it")
-  if mode in ("unroll", "loop"):
-    return mode == "unroll"
-  raise ValueError(f"config.unroll_updates: {mode!r} is not 'auto', 'unroll' or 'loop'")
-
-
 # ----------------------------------------------------------------------------- state
 
 
 def init_state(s: Setup) -> TrainState:
   """A fresh state (traceable; see ``create_state`` for the sharded version)."""
   key = jax.random.PRNGKey(s.seed)
-  images = jnp.zeros((1, *s.image_shape), jnp.float32)
-  noise = models.refiner_noise(s.refiner, key[None], s.image_shape[:2])
-  refiner_params = s.refiner.init(init_key(key, REFINER), images, noise)["params"]
-  d_vars = s.discriminator.init(init_key(key, DISCRIMINATOR), images, train=False)
+  images = jnp.zeros((1, *s.data.image_shape), jnp.float32)
+  noise = models.refiner_noise(s.nets.refiner, key[None], s.data.image_shape[:2])
+  refiner_params = s.nets.refiner.init(init_key(key, REFINER), images, noise)["params"]
+  d_vars = s.nets.discriminator.init(init_key(key, DISCRIMINATOR), images, train=False)
   return TrainState(
       step=jnp.zeros((), jnp.int32),
       key=key,
-      kg=jnp.asarray(s.kg, jnp.int32),
+      kg=jnp.asarray(s.schedule.kg, jnp.int32),
       refiner_params=refiner_params,
-      refiner_opt_state=s.refiner_tx.init(refiner_params),
+      refiner_opt_state=s.nets.refiner_tx.init(refiner_params),
       discriminator_params=d_vars["params"],
       discriminator_batch_stats=d_vars.get("batch_stats", {}),
-      discriminator_opt_state=s.discriminator_tx.init(d_vars["params"]),
-      history=history_lib.init(s.history_size, s.batch_size // 2, s.image_shape),
-      refiner_ema_params=jax.tree.map(jnp.copy, refiner_params) if s.refiner_ema_decay else {},
+      discriminator_opt_state=s.nets.discriminator_tx.init(d_vars["params"]),
+      history=history_lib.init(s.data.history_size, s.data.batch_size // 2, s.data.image_shape),
+      refiner_ema_params=jax.tree.map(jnp.copy, refiner_params) if s.nets.refiner_ema_decay else {},
   )
 
 
@@ -255,68 +141,69 @@ def _apply_discriminator(s: Setup, state: TrainState, params, images, train: boo
   if state.discriminator_batch_stats:
     variables["batch_stats"] = state.discriminator_batch_stats
     if train:
-      logits, new = s.discriminator.apply(variables, images, train=True, mutable=["batch_stats"])
+      logits, new = s.nets.discriminator.apply(variables, images, train=True, mutable=["batch_stats"])
       return logits, new["batch_stats"]
-  return s.discriminator.apply(variables, images, train=train), state.discriminator_batch_stats
+  return s.nets.discriminator.apply(variables, images, train=train), state.discriminator_batch_stats
 
 
 def _refine(s: Setup, params, images, keys):
   """R(images); ``keys`` are the examples' own keys (they seed R's noise input, if any)."""
   noise_keys = jax.vmap(lambda k: jax.random.fold_in(k, NOISE_STREAM))(keys)
-  return s.refiner.apply({"params": params}, images,
-                         models.refiner_noise(s.refiner, noise_keys, images.shape[1:3]))
+  return s.nets.refiner.apply({"params": params}, images,
+                              models.refiner_noise(s.nets.refiner, noise_keys, images.shape[1:3]))
 
 
 def _uses_task_consistency(s: Setup) -> bool:
-  if s.task_consistency_weight and s.task_network is None:
+  if s.loss.task_consistency_weight and s.nets.task_network is None:
     raise ValueError("config.loss.task_consistency_weight: > 0 but no task network was set up")
-  return bool(s.task_consistency_weight)
+  return bool(s.loss.task_consistency_weight)
 
 
 def _refiner_update(s: Setup, state: TrainState, data, key, adversarial: bool):
-  keys = parallel.example_keys(jax.random.fold_in(key, _SYNTHETIC), s.local_batch)
-  synthetic = s.synthetic.sample(data["synthetic"], keys)["image"]
+  keys = parallel.example_keys(jax.random.fold_in(key, _SYNTHETIC), s.data.local_batch)
+  synthetic = s.data.synthetic.sample(data["synthetic"], keys)["image"]
 
   def loss_fn(params):
     refined = _refine(s, params, synthetic, keys)
-    reg = s.self_regularization_loss(refined, synthetic, psi=s.psi if adversarial else s.pretrain_psi,
-                                     reduction=s.reduction)
+    reg = s.loss.self_regularization_loss(refined, synthetic, psi=s.loss.psi if adversarial else s.loss.pretrain_psi,
+                                          reduction=s.loss.reduction)
     if not adversarial:
       return reg, {"self_regularization_loss": reg}
     # D's running statistics (if any) are used, not updated, in the refiner's loss.
-    seen = augment_lib.augment_examples(refined, jax.random.fold_in(key, _AUGMENT_REFINED), s.augment_policy)
+    seen = augment_lib.augment_examples(refined, jax.random.fold_in(key, _AUGMENT_REFINED), s.data.augment_policy)
     logits, _ = _apply_discriminator(s, state, state.discriminator_params, seen, train=False)
-    adv = s.adversarial_loss(logits, reduction=s.reduction)
-    loss = adv + s.self_regularization_weight * reg
+    adv = s.loss.adversarial_loss(logits, reduction=s.loss.reduction)
+    loss = adv + s.loss.self_regularization_weight * reg
     metrics = {"refiner_adversarial_loss": adv, "self_regularization_loss": reg}
     if _uses_task_consistency(s):
-      task = s.task_consistency_loss(refined, synthetic, s.task_network, reduction=s.reduction)
-      loss, metrics["task_consistency_loss"] = loss + s.task_consistency_weight * task, task
+      task = s.loss.task_consistency_loss(refined, synthetic, s.nets.task_network, reduction=s.loss.reduction)
+      loss, metrics["task_consistency_loss"] = loss + s.loss.task_consistency_weight * task, task
     return loss, metrics
 
   grads, metrics = parallel.mean_grad(loss_fn, state.refiner_params, has_aux=True)
-  updates, opt_state = s.refiner_tx.update(grads, state.refiner_opt_state, state.refiner_params)
+  updates, opt_state = s.nets.refiner_tx.update(grads, state.refiner_opt_state, state.refiner_params)
   params = optax.apply_updates(state.refiner_params, updates)
   ema = state.refiner_ema_params
   if ema:
-    ema = stabilisers.ema_update(ema, params, s.refiner_ema_decay, state.step)
+    ema = stabilisers.ema_update(ema, params, s.nets.refiner_ema_decay, state.step)
   state = state.replace(refiner_params=params, refiner_opt_state=opt_state, refiner_ema_params=ema)
   return state, lax.pmean(metrics, AXIS)
 
 
 def _discriminator_update(s: Setup, state: TrainState, data, key, push: bool = True):
   """One discriminator update; ``push``: write the fresh half into the history."""
-  h = s.local_half
-  real = s.real.sample(data["real"], parallel.example_keys(jax.random.fold_in(key, _REAL), s.local_batch))["image"]
+  h = s.data.local_half
+  real_keys = parallel.example_keys(jax.random.fold_in(key, _REAL), s.data.local_batch)
+  real = s.data.real.sample(data["real"], real_keys)["image"]
 
   def refined(stream):
     keys = parallel.example_keys(jax.random.fold_in(key, stream), h)
-    synthetic = s.synthetic.sample(data["synthetic"], keys)
+    synthetic = s.data.synthetic.sample(data["synthetic"], keys)
     return lax.stop_gradient(_refine(s, state.refiner_params, synthetic["image"], keys))
 
   current = refined(_SYNTHETIC)
   history = state.history
-  if s.use_history:
+  if s.data.use_history:
     # Half fresh, half from the history (the fresh half itself until it holds any).
     past = history_lib.sample(history, parallel.example_keys(jax.random.fold_in(key, _HISTORY_SAMPLE), h), current)
     if push:
@@ -325,28 +212,28 @@ def _discriminator_update(s: Setup, state: TrainState, data, key, push: bool = T
   else:
     past = refined(_SYNTHETIC_EXTRA)
   # Each part on its own stream: keys follow the global index within the part, as sampling does.
-  real, current, past = (augment_lib.augment_examples(x, jax.random.fold_in(key, stream), s.augment_policy)
+  real, current, past = (augment_lib.augment_examples(x, jax.random.fold_in(key, stream), s.data.augment_policy)
                          for x, stream in ((real, _AUGMENT_REAL), (current, _AUGMENT_REFINED), (past, _AUGMENT_PAST)))
   fake = jnp.concatenate([current, past], axis=0)
 
   def loss_fn(params):
     # One pass over real and refined together, so batch norm sees the mixed batch.
     logits, batch_stats = _apply_discriminator(s, state, params, jnp.concatenate([real, fake]), train=True)
-    real_logits, fake_logits = logits[:s.local_batch], logits[s.local_batch:]
-    loss = s.discriminator_loss(real_logits, fake_logits, reduction=s.reduction)
+    real_logits, fake_logits = logits[:s.data.local_batch], logits[s.data.local_batch:]
+    loss = s.loss.discriminator_loss(real_logits, fake_logits, reduction=s.loss.reduction)
     metrics = {
         "discriminator_loss": loss,
         "discriminator_accuracy_real": losses.patch_accuracy(real_logits, losses.REAL),
         "discriminator_accuracy_refined": losses.patch_accuracy(fake_logits, losses.REFINED),
     }
-    if s.r1_gamma:
+    if s.loss.r1_gamma:
       metrics["r1_penalty"] = stabilisers.discriminator_r1_penalty(
-          s.discriminator, params, state.discriminator_batch_stats, real, s.r1_gamma)
+          s.nets.discriminator, params, state.discriminator_batch_stats, real, s.loss.r1_gamma)
       loss = loss + metrics["r1_penalty"]
     return loss, (batch_stats, metrics)
 
   grads, (batch_stats, metrics) = parallel.mean_grad(loss_fn, state.discriminator_params, has_aux=True)
-  updates, opt_state = s.discriminator_tx.update(grads, state.discriminator_opt_state,
+  updates, opt_state = s.nets.discriminator_tx.update(grads, state.discriminator_opt_state,
                                                  state.discriminator_params)
   state = state.replace(
       discriminator_params=optax.apply_updates(state.discriminator_params, updates),
@@ -397,25 +284,26 @@ def _repeat(update, state, count, key, metric_names, unroll: bool):
 def adversarial_step(s: Setup, state: TrainState, data):
   """One iteration of Algorithm 1: Kg refiner updates, then Kd discriminator updates."""
   # Fixed Kg: config.kg on every backend (static count); adaptive: the state's Kg.
-  kg = state.kg if s.adaptive_kg else jnp.asarray(s.kg, jnp.int32)
+  kg = state.kg if s.schedule.adaptive_kg else jnp.asarray(s.schedule.kg, jnp.int32)
   state, r_metrics = _repeat(
       lambda st, k: _refiner_update(s, st, data, k, adversarial=True), state,
-      state.kg if s.adaptive_kg else s.kg, _step_key(state, _REFINER_STEP),
+      state.kg if s.schedule.adaptive_kg else s.schedule.kg, _step_key(state, _REFINER_STEP),
       ("refiner_adversarial_loss", "self_regularization_loss") +
-      (("task_consistency_loss",) if _uses_task_consistency(s) else ()), s.unroll_updates)
+      (("task_consistency_loss",) if _uses_task_consistency(s) else ()), s.schedule.unroll_updates)
   d_names = ("discriminator_loss", "discriminator_accuracy_real", "discriminator_accuracy_refined") + \
-      (("r1_penalty",) if s.r1_gamma else ())
+      (("r1_penalty",) if s.loss.r1_gamma else ())
   d_key = _step_key(state, _DISCRIMINATOR_STEP)
   # b/2 history images replaced per iteration whatever Kd: only the last update pushes.
   state, d_first = _repeat(lambda st, k: _discriminator_update(s, st, data, k, push=False), state,
-                           s.kd - 1, d_key, d_names, s.unroll_updates)
-  state, d_last = _discriminator_update(s, state, data, jax.random.fold_in(d_key, s.kd - 1), push=True)
-  d_metrics = jax.tree.map(lambda a, b: (a * (s.kd - 1) + b) / s.kd, d_first, d_last)
-  if s.adaptive_kg:
+                           s.schedule.kd - 1, d_key, d_names, s.schedule.unroll_updates)
+  state, d_last = _discriminator_update(s, state, data, jax.random.fold_in(d_key, s.schedule.kd - 1), push=True)
+  d_metrics = jax.tree.map(lambda a, b: (a * (s.schedule.kd - 1) + b) / s.schedule.kd, d_first, d_last)
+  if s.schedule.adaptive_kg:
     # The article: fix Kd, raise Kg while the discriminator wins, lower it when it loses.
     accuracy = d_metrics["discriminator_accuracy_refined"]
-    change = (accuracy > s.kg_raise_above).astype(jnp.int32) - (accuracy < s.kg_lower_below).astype(jnp.int32)
-    state = state.replace(kg=jnp.clip(kg + change, s.kg_min, s.kg_max))
+    k = s.schedule
+    change = (accuracy > k.kg_raise_above).astype(jnp.int32) - (accuracy < k.kg_lower_below).astype(jnp.int32)
+    state = state.replace(kg=jnp.clip(kg + change, k.kg_min, k.kg_max))
   else:
     state = state.replace(kg=kg)
   metrics = {**r_metrics, **d_metrics, "kg": kg.astype(jnp.float32)}
@@ -443,8 +331,8 @@ def make_sample_fn(s: Setup, num_images: int):
   def sample(state: TrainState, data):
     key = samples_key(state.key)
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(jnp.arange(num_images))
-    synthetic = s.synthetic.sample(data["synthetic"], keys)["image"]
-    real = s.real.sample(data["real"], jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys))["image"]
+    synthetic = s.data.synthetic.sample(data["synthetic"], keys)["image"]
+    real = s.data.real.sample(data["real"], jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys))["image"]
     refined = _refine(s, inference_refiner_params(state), synthetic, keys)
     return {"synthetic": synthetic, "refined": refined, "real": real}
 
@@ -455,6 +343,6 @@ def refined_images_per_step(s: Setup, phase: str, kg: int) -> int:
   """Images the refiner processes in one step of ``phase`` (the honest throughput unit):
   a refiner update refines a batch; a discriminator update a fresh half (a whole
   batch without the history); an iteration does Kg and Kd of them."""
-  discriminator = s.batch_size // 2 if s.use_history else s.batch_size
-  return {"refiner_pretrain": s.batch_size, "discriminator_pretrain": discriminator,
-          "adversarial": kg * s.batch_size + s.kd * discriminator}[phase]
+  discriminator = s.data.batch_size // 2 if s.data.use_history else s.data.batch_size
+  return {"refiner_pretrain": s.data.batch_size, "discriminator_pretrain": discriminator,
+          "adversarial": kg * s.data.batch_size + s.schedule.kd * discriminator}[phase]

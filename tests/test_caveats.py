@@ -1,4 +1,4 @@
-"""Report caveats printed from the run's own records (evaluation/caveats.py), each only when it holds."""
+"""Report caveats printed from the run's own records (experiments/caveats.py), each only when it holds."""
 
 import json
 import os
@@ -6,7 +6,7 @@ import shutil
 
 
 def test_copied_simgan_stage_is_named(tmp_path, monkeypatch):
-  from simgan_jax.evaluation import caveats
+  from simgan_jax.experiments import caveats
 
   monkeypatch.chdir(tmp_path)
   here = tmp_path / "a" / "simgan"
@@ -30,7 +30,7 @@ def test_copied_simgan_stage_is_named(tmp_path, monkeypatch):
 
 
 def test_timings_are_called_upper_bounds_only_when_a_stage_idled(tmp_path):
-  from simgan_jax.evaluation import caveats
+  from simgan_jax.experiments import caveats
 
   timings = {"simgan": 1000.0, "refine": 100.0, "preservation": 5.0}
   clock = caveats.CpuClock(str(tmp_path), "cpu")
@@ -51,7 +51,7 @@ def test_timings_are_called_upper_bounds_only_when_a_stage_idled(tmp_path):
 
 
 def test_hand_report_points_to_the_joint_error_when_no_share_separates_rows():
-  from simgan_jax.evaluation import caveats
+  from simgan_jax.experiments import caveats
 
   def row(within):
     return {"within5_mean": within}

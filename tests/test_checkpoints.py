@@ -15,7 +15,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 from simgan_jax import checkpoints, train
-from simgan_jax.evaluation import selection
+from simgan_jax.probe import selection
 from simgan_jax.probe import checkpoint as checkpoint_probe
 from simgan_jax.configs import default
 from simgan_jax.data.sources import ArraySource

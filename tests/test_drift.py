@@ -1,4 +1,4 @@
-"""Label drift (evaluation/drift.py), the checkpoint probe around it, and the task-consistency loss."""
+"""Label drift (probe/drift.py), the checkpoint probe around it, and the task-consistency loss."""
 
 import json
 import os
@@ -12,7 +12,7 @@ from simgan_jax import losses, parallel, train, training
 from simgan_jax.configs import default
 from simgan_jax.data.sources import ArraySource
 from simgan_jax.errors import ConfigError
-from simgan_jax.evaluation import drift
+from simgan_jax.probe import drift
 from simgan_jax.simulators import sources as eye_sources
 
 
@@ -133,8 +133,6 @@ def test_task_consistency_loss_value_and_gradient_flow_to_the_refined_images():
 
 
 def test_an_adversarial_step_with_the_task_consistency_loss_uses_it(eye_probe):
-  import dataclasses  # pylint: disable=g-import-not-at-top
-
   from simgan_jax import parallel  # pylint: disable=g-import-not-at-top
 
   c, _, task, _ = eye_probe
@@ -143,7 +141,7 @@ def test_an_adversarial_step_with_the_task_consistency_loss_uses_it(eye_probe):
   synthetic = eye_sources.eyesim_source(c.synthetic_data, (35, 55, 1))
   real = ArraySource(np.full((8, 35, 55, 1), 128, np.uint8))
   mesh = parallel.make_mesh(1)
-  setup = dataclasses.replace(training.make_setup(c, synthetic, real, 1), task_network=task)
+  setup = training.make_setup(c, synthetic, real, 1).with_task_network(task)
   state = training.create_state(setup, mesh)
   step = training.compile_step(training.adversarial_step, setup, mesh, training.state_specs(state))
   _, metrics = step(state, parallel.put_replicated({"synthetic": {}, "real": real.device_data()}, mesh))
@@ -151,7 +149,7 @@ def test_an_adversarial_step_with_the_task_consistency_loss_uses_it(eye_probe):
   # fresh refiner that moves no prediction (a loss of 0 would not train anything).
   assert float(metrics["task_consistency_loss"]) > 0.0
   with pytest.raises(ValueError, match="config.loss.task_consistency_weight: > 0 but no task network"):
-    training.compile_step(training.adversarial_step, dataclasses.replace(setup, task_network=None), mesh,
+    training.compile_step(training.adversarial_step, setup.with_task_network(None), mesh,
                           training.state_specs(state))(state, {"synthetic": {}, "real": real.device_data()})
 
 

@@ -16,7 +16,9 @@ from simgan_jax import parallel
 from simgan_jax.configs import gaze as gaze_config
 from simgan_jax.data import sources
 from simgan_jax.data.sources import ArraySource
-from simgan_jax.evaluation import data, gaze, gaze_training
+from simgan_jax.tasks import data
+from simgan_jax.tasks import gaze_net as gaze
+from simgan_jax.tasks import gaze_training
 from simgan_jax.simulators import eyes
 from tests.test_training import assert_same_updates
 

@@ -11,7 +11,8 @@ def test_hand_oracle_is_the_synthetic_hands_through_the_target_sensor():
   from simgan_jax.configs import reproduce as reproduce_config
   from simgan_jax.data import sources as sources_lib
   from simgan_jax.errors import DataError
-  from simgan_jax.evaluation import hand_reproduce, reproduce
+  from simgan_jax.experiments import hand_reproduce
+  from simgan_jax.experiments import reproduce
   from simgan_jax.simulators import hand_sources, hands, hands_target
 
   assert "oracle" in reproduce_config.get_config("handsim_pose:cpu").training_sets
@@ -37,7 +38,7 @@ def test_hand_oracle_is_the_synthetic_hands_through_the_target_sensor():
 
 
 def test_hand_report_prints_the_share_of_the_perfect_refiners_gain():
-  from simgan_jax.evaluation import hand_report
+  from simgan_jax.experiments import hand_report
 
   def row(error, within=0.1):
     return {"error_mean": error, "error_std": 0.5, "within5_mean": within, "within5_std": 0.1, "within_px": 20}
@@ -52,7 +53,7 @@ def test_hand_report_prints_the_share_of_the_perfect_refiners_gain():
 
 
 def test_eye_report_prints_the_share_of_the_perfect_refiners_gain():
-  from simgan_jax.evaluation import report
+  from simgan_jax.experiments import report
 
   def row(error):
     return {"error_mean": error, "error_std": 0.4}
@@ -66,7 +67,8 @@ def test_eye_report_prints_the_share_of_the_perfect_refiners_gain():
 
 def test_hand_oracle_row_trains_on_the_oracle_pool_with_the_synthetic_joints():
   from simgan_jax.configs import reproduce as reproduce_config
-  from simgan_jax.evaluation import hand_reproduce, reproduce
+  from simgan_jax.experiments import hand_reproduce
+  from simgan_jax.experiments import reproduce
 
   config = reproduce_config.get_config("handsim_pose:smoke")
   assert reproduce.estimator_stages(config).oracle_pool is hand_reproduce.oracle_pool

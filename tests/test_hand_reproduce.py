@@ -45,7 +45,7 @@ def test_nyu_hand_preset_on_fixtures(tmp_path):
   """The NYU preset runs every stage on prepared fixture datasets in NYU's format."""
   from simgan_jax.configs import reproduce as reproduce_config
   from simgan_jax.data.builders.prepare import prepare
-  from simgan_jax.evaluation import reproduce
+  from simgan_jax.experiments import reproduce
   from tests import fixtures_data
 
   fixtures_data.write_nyu(tmp_path / "nyu", "train", frames=(1, 2, 3, 4), seed=0)

@@ -111,7 +111,7 @@ def test_gaze_estimator_on_two_processes_takes_the_one_device_step(tmp_path):
   # The gaze estimator's loop through its launcher, with SGD (an N-times gradient moves N
   # times as far): 2 processes x 4 devices against 1 process x 1 device.
   from simgan_jax.configs import gaze as gaze_config  # pylint: disable=g-import-not-at-top
-  from simgan_jax.evaluation import gaze_training  # pylint: disable=g-import-not-at-top
+  from simgan_jax.tasks import gaze_training  # pylint: disable=g-import-not-at-top
   from tests.test_gaze import _gaze_pool  # pylint: disable=g-import-not-at-top
 
   pool = _gaze_pool(64)

@@ -125,7 +125,7 @@ def test_refiner_trains_the_same_with_native_and_hybrid(array_sources):
     mesh = parallel.make_mesh()
     s = training.make_setup(config, *array_sources, mesh.devices.size)
     state = training.create_state(s, mesh)
-    data = parallel.put_replicated({"synthetic": s.synthetic.device_data(), "real": s.real.device_data()}, mesh)
+    data = parallel.put_replicated({"synthetic": s.data.synthetic.device_data(), "real": s.data.real.device_data()}, mesh)
     step = training.compile_step(training.adversarial_step, s, mesh, training.state_specs(state))
     for _ in range(3):
       state, _ = step(state, data)

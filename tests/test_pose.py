@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from simgan_jax.evaluation import pose
+from simgan_jax.tasks import pose_net as pose
 
 
 def test_heatmap_targets_decode_back_within_a_pixel():
@@ -100,7 +100,8 @@ def test_augmentation_moves_joints_with_the_pixels():
 
 def test_smoke_training_on_the_simulator(tmp_path):
   from simgan_jax.configs import pose as pose_config
-  from simgan_jax.evaluation import pose_data, pose_training
+  from simgan_jax.tasks import pose_data
+  from simgan_jax.tasks import pose_training
 
   c = pose_config.get_config("smoke")
   c.cache_dir = str(tmp_path / "cache")
@@ -118,7 +119,8 @@ def _fit_few_images(tmp_path, loss: str) -> tuple[float, float]:
   of always predicting their mean pose), px of a 224 crop."""
   from simgan_jax.configs import pose as pose_config
   from simgan_jax.data import sources as sources_lib
-  from simgan_jax.evaluation import pose_data, pose_training
+  from simgan_jax.tasks import pose_data
+  from simgan_jax.tasks import pose_training
 
   c = pose_config.get_config("smoke")
   c.cache_dir = str(tmp_path / "cache")

@@ -1,4 +1,4 @@
-"""Shipped refiners (simgan_jax.pretrained, launch/export_refiner.py, --checkpoint=pretrained:NAME)."""
+"""Shipped refiners (simgan_jax.refining.pretrained, launch/export_refiner.py, --checkpoint=pretrained:NAME)."""
 
 import csv
 import os
@@ -11,10 +11,11 @@ from PIL import Image
 import pytest
 
 from tests.conftest import REPO
-from simgan_jax import checkpoints, parallel, pretrained, training
+from simgan_jax import checkpoints, parallel, training
+from simgan_jax.refining import pretrained
 from simgan_jax.configs import default
 from simgan_jax.errors import ConfigError
-from simgan_jax.evaluation import refine
+from simgan_jax.refining import refine
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ import jax
 import numpy as np
 import pytest
 
-from simgan_jax.evaluation import pupil
+from simgan_jax.probe import pupil
 from simgan_jax.simulators import eyes
 
 

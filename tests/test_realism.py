@@ -4,7 +4,8 @@ import jax
 import numpy as np
 import pytest
 
-from simgan_jax.evaluation import pupil, realism
+from simgan_jax.probe import pupil
+from simgan_jax.probe import realism
 from simgan_jax.simulators import eyes
 
 SHAPE = (35, 55, 1)

@@ -1,4 +1,4 @@
-"""Dataset refinement (simgan_jax.evaluation.refine, launch/refine.py): labels, resume, reading back."""
+"""Dataset refinement (simgan_jax.refining.refine, launch/refine.py): labels, resume, reading back."""
 
 import json
 import os
@@ -20,7 +20,9 @@ from simgan_jax.data import sources
 from simgan_jax.data.builders import image_folder
 from simgan_jax.data.builders.prepare import prepare
 from simgan_jax.errors import ConfigError
-from simgan_jax.evaluation import data, gaze_training, refine
+from simgan_jax.tasks import data
+from simgan_jax.tasks import gaze_training
+from simgan_jax.refining import refine
 from tests import fixtures_data
 
 NUM, CHUNK = 40, 16

@@ -43,7 +43,7 @@ def test_overrides_parse_as_the_field_type():
 
 
 def test_selection_takes_the_lowest_adversarial_score(tmp_path):
-  from simgan_jax.evaluation import reproduce
+  from simgan_jax.experiments import reproduce
 
   c = _smoke_config().simgan  # pretraining ends at step 3 + 2 = 5
   scores = {3: 0.1, 6: 5.0, 9: 2.0, 12: 3.0, 15: 0.5}
@@ -61,7 +61,7 @@ def test_selection_takes_the_lowest_adversarial_score(tmp_path):
 
 
 def test_summary_and_gap_closed_arithmetic():
-  from simgan_jax.evaluation import reproduce
+  from simgan_jax.experiments import reproduce
 
   def result(error, within7):
     curve = {str(d): within7 for d in range(26)}
@@ -77,7 +77,7 @@ def test_summary_and_gap_closed_arithmetic():
   assert summary["synthetic"]["within7_mean"] == pytest.approx(30.0)
   # Gap 11 - 6 = 5 degrees; refined closes 11 - 9 = 2 of it.
   assert reproduce.gap_closed(summary, "refined", "synthetic") == pytest.approx(0.4)
-  from simgan_jax.evaluation import report
+  from simgan_jax.experiments import report
 
   assert report.comparison_lines(summary) == [
       "- `refined` vs `synthetic`: the mean error drops by 2.00°, more than the larger seed spread of "
@@ -96,7 +96,7 @@ def test_summary_and_gap_closed_arithmetic():
 def test_training_sets_pick_the_rows():
   from simgan_jax.configs import reproduce as reproduce_config
   from simgan_jax.errors import ConfigError
-  from simgan_jax.evaluation import reproduce
+  from simgan_jax.experiments import reproduce
 
   pools = {"synthetic": np.zeros((8, 35, 55, 1), np.uint8), "refined": np.ones((8, 35, 55, 1), np.uint8),
            "labels": {"gaze": np.zeros((8, 3), np.float32)}}
@@ -117,9 +117,9 @@ def test_oracle_pool_renders_the_synthetic_scenes_with_the_target_appearance():
   from simgan_jax.configs import reproduce as reproduce_config
   from simgan_jax.data import sources as sources_lib
   from simgan_jax.errors import ConfigError, DataError
-  from simgan_jax.evaluation import data as data_lib
-  from simgan_jax.evaluation import pupil
-  from simgan_jax.evaluation import reproduce
+  from simgan_jax.tasks import data as data_lib
+  from simgan_jax.probe import pupil
+  from simgan_jax.experiments import reproduce
   from simgan_jax.simulators import eyes
 
   config = _smoke_config(num_synthetic=6, num_label_pairs=6)
@@ -238,7 +238,7 @@ def test_unityeyes_mpiigaze_preset_on_fixtures(tmp_path):
   """The paper's preset runs every stage on prepared fixture datasets in the real formats."""
   from simgan_jax.configs import reproduce as reproduce_config
   from simgan_jax.data.builders.prepare import prepare
-  from simgan_jax.evaluation import reproduce
+  from simgan_jax.experiments import reproduce
   from tests import fixtures_data
 
   fixtures_data.write_unityeyes(tmp_path / "unity", count=6)
@@ -260,7 +260,7 @@ def test_unityeyes_mpiigaze_preset_on_fixtures(tmp_path):
 
 def test_report_states_the_oracle_floor_from_its_inputs():
   # The caveat once added to docs/results_eyesim.md by hand is printed from the numbers.
-  from simgan_jax.evaluation import report
+  from simgan_jax.experiments import report
 
   def r(acc, low, high):
     return {"two_sample_accuracy": acc, "two_sample_low": low, "two_sample_high": high}

@@ -1,4 +1,4 @@
-"""Several SimGAN seeds in one reproduction (evaluation/seeds.py): layout, plumbing, aggregation."""
+"""Several SimGAN seeds in one reproduction (experiments/seeds.py): layout, plumbing, aggregation."""
 
 import json
 import os
@@ -19,7 +19,7 @@ def _result(error, within7):
 
 
 def test_defaults_and_the_single_seed_layout():
-  from simgan_jax.evaluation import seeds
+  from simgan_jax.experiments import seeds
 
   for experiment in ("eyesim_gaze", "eyesim_gaze:smoke", "handsim_pose", "handsim_pose:smoke"):
     c = _config(experiment=experiment)
@@ -39,7 +39,7 @@ def test_defaults_and_the_single_seed_layout():
 ])
 def test_bad_seed_lists_are_one_line(assignment, message):
   from simgan_jax.errors import ConfigError
-  from simgan_jax.evaluation import reproduce
+  from simgan_jax.experiments import reproduce
 
   with pytest.raises(ConfigError) as e:
     reproduce.validate_config(_config(assignment))
@@ -48,7 +48,8 @@ def test_bad_seed_lists_are_one_line(assignment, message):
 
 def test_refined_rows_are_trained_per_simgan_seed_and_spread_over_all_runs():
   """Stub estimators: shared rows once, refined rows per SimGAN seed, mean +- std over every run."""
-  from simgan_jax.evaluation import reproduce, seeds
+  from simgan_jax.experiments import reproduce
+  from simgan_jax.experiments import seeds
 
   config = _config("simgan_seeds=0,1", "refined_seeds=0,1", "seeds=0,1,2",
                    "training_sets=synthetic,refined,target")
@@ -88,7 +89,7 @@ def test_refined_rows_are_trained_per_simgan_seed_and_spread_over_all_runs():
 
 def test_refiner_stages_per_simgan_seed(tmp_path, monkeypatch):
   """Stages 1-3 and 5 with stubbed training: each seed in its own folder, timed under its own name."""
-  from simgan_jax.evaluation import seeds
+  from simgan_jax.experiments import seeds
 
   trained = []
   monkeypatch.setattr(seeds.train, "train_and_evaluate", lambda c, d: trained.append((c.seed, d)))
@@ -126,7 +127,7 @@ def test_refiner_stages_per_simgan_seed(tmp_path, monkeypatch):
 
 def test_two_simgan_seeds_smoke(tmp_path):
   """Every stage at smoke size with two SimGAN seeds, two rows and one estimator seed."""
-  from simgan_jax.evaluation import reproduce
+  from simgan_jax.experiments import reproduce
 
   config = _config("simgan_seeds=0,1", "seeds=0", "training_sets=refined,target", "data_multiplier=1",
                    "num_sample_images=2", "simgan.drift.enabled=false", "simgan.two_sample.enabled=false")
@@ -148,7 +149,7 @@ def test_two_simgan_seeds_smoke(tmp_path):
 
 
 def test_launcher_says_runs_over_simgan_and_estimator_seeds():
-  from simgan_jax.evaluation import seeds as seeds_lib
+  from simgan_jax.experiments import seeds as seeds_lib
 
   assert seeds_lib.runs_text({"num_seeds": 3}) == "3 seeds"
   assert seeds_lib.runs_text({"num_seeds": 6, "num_simgan_seeds": 3, "num_estimator_seeds": 2}) == (

@@ -1,4 +1,4 @@
-"""Checkpoint selection (evaluation/selection.py): collapse, selection_score, --step=best."""
+"""Checkpoint selection (probe/selection.py): collapse, selection_score, --step=best."""
 
 import json
 import math
@@ -9,7 +9,7 @@ import pytest
 
 from simgan_jax.configs import default
 from simgan_jax.errors import ConfigError
-from simgan_jax.evaluation import selection
+from simgan_jax.probe import selection
 
 
 def _config():

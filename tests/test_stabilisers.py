@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from simgan_jax import augment, checkpoints, models, parallel, stabilisers, train, training
-from simgan_jax.evaluation import refine
+from simgan_jax.refining import refine
 from tests.test_training import assert_same_updates, initial_state, run_steps
 
 

@@ -8,7 +8,7 @@ import pytest
 from simgan_jax import domain, summary
 from simgan_jax.configs import default, handsim
 from simgan_jax.configs import reproduce as reproduce_config
-from simgan_jax.evaluation import selection
+from simgan_jax.probe import selection
 
 
 def _run(tmp_path, entries):

@@ -15,8 +15,8 @@ from tests.conftest import REPO
 from simgan_jax import tasks
 from simgan_jax.data.sources import ArraySource
 from simgan_jax.errors import ConfigError
-from simgan_jax.evaluation import data as gaze_data
-from simgan_jax.evaluation import pose_data
+from simgan_jax.tasks import data as gaze_data
+from simgan_jax.tasks import pose_data
 from simgan_jax.tasks import loop
 from tests.test_gaze import _gaze_pool
 

@@ -15,7 +15,7 @@ import pytest
 from tests.conftest import REPO, npz_flags, random_pool
 from simgan_jax import train
 from simgan_jax.configs import default
-from simgan_jax.evaluation import selection
+from simgan_jax.probe import selection
 
 SMOKE = f"--config={REPO}/simgan_jax/configs/default.py:smoke"
 

@@ -1,9 +1,9 @@
-"""The two-sample classifier test (evaluation/two_sample.py)."""
+"""The two-sample classifier test (probe/two_sample.py)."""
 
 import numpy as np
 import pytest
 
-from simgan_jax.evaluation import two_sample
+from simgan_jax.probe import two_sample
 
 
 def test_wilson_interval_matches_the_papers_turing_test():

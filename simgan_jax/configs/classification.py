@@ -45,7 +45,7 @@ def get_config(variant: str | None = None, kind: str = "classification") -> ml_c
   c.checkpoint_every_minutes = 10.0
   c.sync_every_steps = 10
   c.eval_batch_size = 512
-  # Data (evaluation/data.py specs): where named sets are read from.
+  # Data (tasks/data.py specs): where named sets are read from.
   c.data_dir = ""
   c.cache_dir = ""
   c.max_examples = 0

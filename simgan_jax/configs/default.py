@@ -191,7 +191,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   # on stopping after a signal and on time-based checkpoints. One process: every step.
   c.sync_every_steps = 10
 
-  # Realism score (simgan_jax/evaluation/realism.py), logged as `realism_kid` at
+  # Realism score (simgan_jax/probe/realism.py), logged as `realism_kid` at
   # every checkpoint: the KID between num_images refined synthetic images (the
   # same synthetic images each time) and num_images images of the real pool, on
   # fixed random features. Lower is more realistic; no label is used, so it can
@@ -202,7 +202,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c.realism.num_subsets = 10
   c.realism.seed = 0
 
-  # Label drift (simgan_jax/evaluation/drift.py), logged as `label_drift` at every
+  # Label drift (simgan_jax/probe/drift.py), logged as `label_drift` at every
   # checkpoint on the realism probe's images: a task network trained on the
   # synthetic labels (gaze estimator for a `gaze` label, classifier for integer
   # classes, regressor otherwise) at the start of the run, then how far its
@@ -218,12 +218,12 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c.drift.hidden_features = 64
   c.drift.estimator_dir = ""  # a launch/train_gaze.py workdir to use instead of training one
   # Checkpoints drifting more are never selected (0: gaze 12 deg, flip rate 0.1, 0.5 label
-  # std; evaluation/drift.py DEFAULT_MAX_DRIFT says why 12). Applied again at selection
+  # std; probe/drift.py DEFAULT_MAX_DRIFT says why 12). Applied again at selection
   # time, so it can be changed for a finished run (reproduce.py --set simgan.drift.max_drift=).
   c.drift.max_drift = 0.0
   c.drift.seed = 0
 
-  # Two-sample classifier test (evaluation/two_sample.py), `two_sample_accuracy` at every
+  # Two-sample classifier test (probe/two_sample.py), `two_sample_accuracy` at every
   # checkpoint: a fresh small classifier trained on the probe's refined vs real images
   # less num_test of each, tested on those; 0.5 = indistinguishable.
   c.two_sample = ml_collections.ConfigDict()
@@ -234,7 +234,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c.two_sample.features = (16, 32, 32)
   c.two_sample.seed = 0
 
-  # Checkpoint selection (evaluation/selection.py): `selection_score` is this metric
+  # Checkpoint selection (probe/selection.py): `selection_score` is this metric
   # (lower is better), +inf when collapsed (refined per-image std or spread across
   # images below min_std_ratio x the synthetic input's) or over config.drift.max_drift.
   c.selection = ml_collections.ConfigDict()
@@ -275,7 +275,7 @@ def optimizer_config(name: str = "adam", learning_rate: float = 1e-4, b1: float 
 def final_two_sample_config(variant: str | None = None) -> ml_collections.ConfigDict:
   """``final_two_sample`` of the reproduction configs: a stronger two-sample test than
   the per-checkpoint probe (``c.two_sample``), run once on the selected refiner's images
-  and on the raw synthetic ones (evaluation/reproduce.py ``final_two_sample``). The
+  and on the raw synthetic ones (experiments/reproduce.py ``final_two_sample``). The
   probe at ``:cpu`` size scores visibly rippled refiners below raw synthetic images;
   this one scores them 97-100% (its docstring has the measurements)."""
   t = ml_collections.ConfigDict()
@@ -338,7 +338,7 @@ def _cpu(c):
   # (docs/ablation_lp4_noise.md).
   c.refiner.noise_channels = 1
   # Select the least-drifting checkpoint among those within 2x the best realism KID
-  # (evaluation/selection.py): on the validation split, three checkpoints of one run
+  # (probe/selection.py): on the validation split, three checkpoints of one run
   # scored 8.83 / 9.54 / 10.20 deg downstream in the order of their label drift (4.25 /
   # 4.73 / 5.95 deg), while the lowest KID picked the worst of them.
   c.selection.metric = "label_drift"

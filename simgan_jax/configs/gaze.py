@@ -69,7 +69,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c.sync_every_steps = 10  # several processes: how often they agree on stopping / saving
   c.eval_batch_size = 1000
 
-  # Data (simgan_jax/evaluation/data.py): where named sets are read from.
+  # Data (simgan_jax/tasks/data.py): where named sets are read from.
   c.data_dir = ""  # prepared TFDS datasets ('' = $TFDS_DATA_DIR or ~/tensorflow_datasets)
   c.cache_dir = ""  # built-in target domain cache ('' = ~/.cache/simgan_jax)
   c.max_examples = 0  # TFDS sets: keep the first N examples (0 = all)

@@ -63,7 +63,7 @@ _SIZES = {None: 224, "cpu": 64, "smoke": 32}
 def get_config(name: str, variant: str | None, experiment: str) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.experiment = experiment
-  c.estimator = "pose"  # the estimator stages (evaluation/hand_reproduce.py)
+  c.estimator = "pose"  # the estimator stages (experiments/hand_reproduce.py)
   size = _SIZES[variant]
   if name == "handsim_pose":
     c.simgan = handsim.get_config(variant)

@@ -39,7 +39,7 @@ EXPERIMENTS = ("image_folder",)
 def get_config(variant: str | None, experiment: str) -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.experiment = experiment
-  c.estimator = "image_folder"  # the estimator stages: evaluation/reproduce.py ESTIMATOR_MODULES
+  c.estimator = "image_folder"  # the estimator stages: experiments/reproduce.py ESTIMATOR_MODULES
   # The folders (launch/reproduce.py --synthetic, --real, --real_test): images, and
   # labels.csv / labels.json in the labelled ones.
   c.synthetic_dir = ""
@@ -62,7 +62,7 @@ def get_config(variant: str | None, experiment: str) -> ml_collections.ConfigDic
   c.simgan.drift.max_drift = 0.5
   c.task_net = classification.get_config(variant)  # the task network (tasks/labels.py)
   # Filled in by the run (experiments/image_folder.py prepare): the prepared sets as
-  # evaluation/data.py specs.
+  # tasks/data.py specs.
   c.synthetic_data = ""
   c.target_train_data = ""  # no labelled-real training row
   c.test_data = ""

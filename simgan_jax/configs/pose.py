@@ -49,7 +49,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c.compute_dtype = "float32"
   c.heatmap_sigma = 1.0  # Gaussian target width, heatmap pixels
   # "softmax" (cross-entropy over each heatmap's pixels) or "mse" (Newell et al.); with
-  # mse the :cpu estimator did not learn in 300 steps (evaluation/pose.py docstring).
+  # mse the :cpu estimator did not learn in 300 steps (tasks/pose_net.py docstring).
   c.heatmap_loss = "softmax"
 
   # +-20 degree rotation and crop augmentation (SIMGAN.md), applied on device.

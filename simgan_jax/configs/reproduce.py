@@ -27,7 +27,7 @@ Stages (each resumes or is skipped when its outputs exist in the workdir):
 1. ``simgan/``: SimGAN training with a checkpoint every ``simgan.checkpoint_every``
    steps, all kept. At each checkpoint the training loop logs ``realism_kid``: the
    KID between refined simulator images and real-pool images on fixed random
-   features (``evaluation/realism.py``), ``two_sample_accuracy`` (a fresh
+   features (``probe/realism.py``), ``two_sample_accuracy`` (a fresh
    refined-vs-real classifier), ``label_drift`` (of a gaze estimator trained on
    the simulator's labels) and ``selection_score``. No target label is used.
 2. ``selection.json``: the adversarial-phase checkpoint with the lowest
@@ -60,7 +60,7 @@ first seed's at the top level of the workdir as above, seed ``s``'s others under
 ``simgan_seed<s>/``; the rows that do not depend on the refiner are trained once.
 A refined row is mean +- standard deviation over every (SimGAN seed x estimator
 seed) run; the report gives the spread over SimGAN seeds alone beside it and each
-seed's selected checkpoint (evaluation/seeds.py).
+seed's selected checkpoint (experiments/seeds.py).
 
 Variants (``--experiment=NAME:VARIANT``):
 
@@ -119,7 +119,7 @@ def get_config(experiment: str = "eyesim_gaze") -> ml_collections.ConfigDict:
   c.experiment = experiment
   if name == "eyesim_gaze":
     c.simgan = default.get_config(variant)
-    c.synthetic_data = "eyesim"  # what gets refined: an evaluation.data spec
+    c.synthetic_data = "eyesim"  # what gets refined: a tasks.data spec
     c.target_train_data = "eyesim_target:validation"  # labelled target eyes ('' = no target row)
     c.test_data = "eyesim_target:test"
   else:
@@ -158,7 +158,7 @@ def get_config(experiment: str = "eyesim_gaze") -> ml_collections.ConfigDict:
   c.num_label_pairs = 1000  # synthetic/refined pairs for label preservation
   c.num_sample_images = 8  # rows of samples.png
   # A stronger two-sample test, once on the selected refiner (default.py
-  # final_two_sample_config; evaluation/reproduce.py final_two_sample).
+  # final_two_sample_config; experiments/reproduce.py final_two_sample).
   c.final_two_sample = default.final_two_sample_config(variant)
   c.refine_chunk = 4096  # images per refined chunk (the resumable unit)
   c.data_dir = ""  # prepared TFDS datasets ('' = $TFDS_DATA_DIR or ~/tensorflow_datasets)

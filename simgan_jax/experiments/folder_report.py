@@ -14,9 +14,9 @@ import numpy as np
 
 from simgan_jax import images as images_lib
 from simgan_jax.data import sources as sources_lib
-from simgan_jax.evaluation import drift as drift_lib
-from simgan_jax.evaluation import report
-from simgan_jax.evaluation import selection as selection_lib
+from simgan_jax.probe import drift as drift_lib
+from simgan_jax.experiments import report
+from simgan_jax.probe import selection as selection_lib
 
 BEATS = "refined beats synthetic beyond the spread"
 DOES_NOT_BEAT = "refined does not beat synthetic beyond the spread"

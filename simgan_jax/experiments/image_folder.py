@@ -19,7 +19,7 @@ skipped when its outputs exist in the workdir):
 1-3. the reproduction's SimGAN training (``simgan/``), label-free checkpoint
    selection (``selection.json``: realism KID and the label drift of a network
    trained on the synthetic labels) and refining of the whole synthetic set
-   (``refined/``), from evaluation/reproduce.py;
+   (``refined/``), from experiments/reproduce.py;
 4. ``estimators/<synthetic|refined>/seed_<s>/``: the task network
    (tasks/labels.py) trained on the synthetic images and on the refined ones
    (same labels), several seeds, tested on ``--real_test``;
@@ -49,8 +49,8 @@ from simgan_jax.data import sources as sources_lib
 from simgan_jax.data.builders import imaging
 from simgan_jax.data.builders.image_folder import LABEL_FILES, read_label_format, read_labels
 from simgan_jax.errors import ConfigError, DataError
-from simgan_jax.evaluation import caveats
-from simgan_jax.evaluation import reproduce
+from simgan_jax.experiments import caveats
+from simgan_jax.experiments import reproduce
 from simgan_jax.experiments import folder_report
 from simgan_jax.tasks import labels as labels_lib
 from simgan_jax.tasks import loop

@@ -21,8 +21,11 @@ from simgan_jax import parallel
 from simgan_jax import training
 from simgan_jax.data import sources as sources_lib
 from simgan_jax.errors import ConfigError
-from simgan_jax.evaluation import drift as drift_lib
-from simgan_jax.evaluation import realism, refine, selection, two_sample
+from simgan_jax.probe import drift as drift_lib
+from simgan_jax.probe import realism
+from simgan_jax.refining import refine
+from simgan_jax.probe import selection
+from simgan_jax.probe import two_sample
 
 
 def broadcast_score(score: float) -> float:
@@ -41,11 +44,11 @@ def make_realism_probe(config, setup: training.Setup, data, mesh, is_chief: bool
   The same ``num_images`` synthetic images (fixed keys from ``config.realism.seed``)
   are refined at each call and compared with ``num_images`` real-pool images:
   ``realism_kid`` (+ ``_std``, ``_unrefined``) by KID on fixed random features
-  (``evaluation/realism.py``); ``two_sample_accuracy`` (+ ``_low``, ``_high``,
-  ``_unrefined``) of a fresh refined-vs-real classifier (``evaluation/two_sample.py``,
+  (``probe/realism.py``); ``two_sample_accuracy`` (+ ``_low``, ``_high``,
+  ``_unrefined``) of a fresh refined-vs-real classifier (``probe/two_sample.py``,
   ``config.two_sample``); ``label_drift`` (+ ``_p90``) of ``task``, the synthetic-trained
-  task network (``evaluation/drift.py``); the output spread and ``collapsed``; and
-  ``selection_score`` (``evaluation/selection.py``) with the seconds each part took.
+  task network (``probe/drift.py``); the output spread and ``collapsed``; and
+  ``selection_score`` (``probe/selection.py``) with the seconds each part took.
   ``probe.evaluate(refined_uint8)`` scores already refined images (tests use it).
   Every process calls it (the images are picked once from the pools, which may be
   sharded); the probe itself runs on the chief's first device only, and is None
@@ -71,21 +74,21 @@ def make_realism_probe(config, setup: training.Setup, data, mesh, is_chief: bool
   if num_test and not 1 <= num_test < r.num_images:
     raise ConfigError(f"config.two_sample.num_test: {num_test} must be >= 1 and below "
                       f"config.realism.num_images {r.num_images}")
-  if hasattr(setup.real, "take") and hasattr(setup.real, "total"):
-    if num_test >= setup.real.total:
+  if hasattr(setup.data.real, "take") and hasattr(setup.data.real, "total"):
+    if num_test >= setup.data.real.total:
       raise ConfigError(f"config.two_sample.num_test: {num_test} held-out real images need a real pool "
-                        f"of more than {num_test}; config.real_data has {setup.real.total}")
+                        f"of more than {num_test}; config.real_data has {setup.data.real.total}")
     real_rows = parallel.put_replicated(
-        sources_lib.split_without_replacement(setup.real.total, r.num_images, num_test, r.seed), mesh)
+        sources_lib.split_without_replacement(setup.data.real.total, r.num_images, num_test, r.seed), mesh)
 
   # Over the global (replicated or sharded) pools, on every process; replicated out.
   @functools.partial(jax.jit, out_shardings=jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
   def pick(d, keys, rows):
-    batch = setup.synthetic.sample(d["synthetic"], keys)
+    batch = setup.data.synthetic.sample(d["synthetic"], keys)
     if rows is not None:
-      return batch, setup.real.take(d["real"], rows)["image"]
+      return batch, setup.data.real.take(d["real"], rows)["image"]
     real_keys = jax.vmap(lambda k: jax.random.fold_in(k, 1))(keys)
-    return batch, setup.real.sample(d["real"], real_keys)["image"]
+    return batch, setup.data.real.sample(d["real"], real_keys)["image"]
 
   keys = parallel.put_replicated(np.asarray(keys), mesh)
   batch, real = jax.tree.map(lambda x: np.asarray(x.addressable_data(0)), pick(data, keys, real_rows))
@@ -165,7 +168,7 @@ def probe_lines(step: int, scores: dict[str, float], config, max_drift=None, uni
 
 
 def task_network(config, setup: training.Setup, data, workdir: str, is_chief: bool):
-  """The synthetic-trained task network (evaluation/drift.py), when the probe or the
+  """The synthetic-trained task network (probe/drift.py), when the probe or the
   task-consistency loss needs one; None otherwise."""
   weight = config.loss.get("task_consistency_weight", 0.0)
   if not math.isfinite(weight) or weight < 0:
@@ -178,7 +181,7 @@ def task_network(config, setup: training.Setup, data, workdir: str, is_chief: bo
     raise ConfigError("config.drift: the task-consistency loss needs the config.drift section")
 
   log = metric_writer.print_line if is_chief else (lambda line: None)
-  if getattr(setup.synthetic, "sharded", False):
+  if getattr(setup.data.synthetic, "sharded", False):
     # The task network trains on one device from the whole pool.
     if weight:
       raise ConfigError("config.loss.task_consistency_weight: needs a replicated synthetic pool; set "
@@ -187,7 +190,7 @@ def task_network(config, setup: training.Setup, data, workdir: str, is_chief: bo
         "config.synthetic_data.shard_pool=false to measure it)")
     return None
   local = jax.tree.map(lambda x: x.addressable_data(0), data["synthetic"])
-  task = drift_lib.task_network(config, setup.synthetic, local, setup.image_shape, workdir, log)
+  task = drift_lib.task_network(config, setup.data.synthetic, local, setup.data.image_shape, workdir, log)
   if task is None and weight:
     raise ConfigError("config.loss.task_consistency_weight: > 0 needs a task network, but the "
                       "synthetic data has no numeric label (see config.drift.label)")

@@ -35,9 +35,9 @@ import numpy as np
 
 from simgan_jax.data import sources as sources_lib
 from simgan_jax.errors import ConfigError
-from simgan_jax.evaluation import data as data_lib
-from simgan_jax.evaluation import refine as refine_lib
-from simgan_jax.evaluation import selection as selection_lib
+from simgan_jax.tasks import data as data_lib
+from simgan_jax.refining import refine as refine_lib
+from simgan_jax.probe import selection as selection_lib
 from simgan_jax.probe import rules as rules_lib
 from simgan_jax.simulators import sources as eye_sources
 

@@ -4,7 +4,7 @@ the best task network, and how to judge a rule against the downstream truth.
 Each rule scores one checkpoint from its refined images with the synthetic labels
 they keep, the unlabelled real pool and held-out labelled synthetic images; no
 target label is used. Lower is better for every rule. The task network is
-``evaluation/drift.py``'s (``config.drift``: the same small network, steps and
+``probe/drift.py``'s (``config.drift``: the same small network, steps and
 learning rate as the label-drift probe), trained afresh per call:
 
 * ``reverse_validation``: train A on the refined images, pseudo-label the real
@@ -34,7 +34,7 @@ import numpy as np
 
 from simgan_jax.data import sources as sources_lib
 from simgan_jax.errors import ConfigError
-from simgan_jax.evaluation import drift as drift_lib
+from simgan_jax.probe import drift as drift_lib
 
 RULES = ("reverse_validation", "agreement", "entropy")
 

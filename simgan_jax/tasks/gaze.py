@@ -13,7 +13,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh
 
-from simgan_jax.evaluation import gaze
+from simgan_jax.tasks import gaze_net as gaze
 from simgan_jax.tasks import loop
 
 

@@ -8,12 +8,12 @@ tasks of the estimator loop (``tasks.loop``), and the labelled sets they read.
   filled in from the training labels when empty) and fitted by mean squared error;
   metric: the mean absolute error and RMSE in the label's own units.
 
-Both use ``LabelCNN`` (the shape of the label-drift network in evaluation/drift.py:
+Both use ``LabelCNN`` (the shape of the label-drift network in probe/drift.py:
 stride-2 3x3 convolutions, ReLU, FC hidden, FC out). ``pick_kind`` decides between
 them from the labels: one column of integers is classification, anything else
 regression.
 
-A set is named as for the gaze estimator (``evaluation/data.py``):
+A set is named as for the gaze estimator (``tasks/data.py``):
 ``image_folder/28x28x1[:SPLIT]`` (prepared by ``launch/prepare_data.py
 --dataset=image_folder``), ``tfds:PATH`` (e.g. ``launch/refine.py``'s output) or
 ``npz:PATH`` (arrays ``images`` and ``label``).
@@ -31,7 +31,7 @@ import optax
 from simgan_jax import models
 from simgan_jax.data import sources as sources_lib
 from simgan_jax.errors import ConfigError, DataError
-from simgan_jax.evaluation import data as data_lib
+from simgan_jax.tasks import data as data_lib
 from simgan_jax.tasks import loop
 
 LABEL = "label"

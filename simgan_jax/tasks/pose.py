@@ -20,7 +20,7 @@ from jax.sharding import Mesh
 
 from simgan_jax import parallel
 from simgan_jax.errors import ConfigError
-from simgan_jax.evaluation import pose
+from simgan_jax.tasks import pose_net as pose
 from simgan_jax.tasks import loop
 
 _AUGMENT = 3  # named random stream, after loop's _INIT and _BATCH

@@ -10,8 +10,8 @@ from simgan_jax.configs import gaze as gaze_config
 from simgan_jax.configs import pose as pose_config
 from simgan_jax.configs import regression as regression_config
 from simgan_jax.errors import ConfigError
-from simgan_jax.evaluation import data as gaze_data
-from simgan_jax.evaluation import pose_data
+from simgan_jax.tasks import data as gaze_data
+from simgan_jax.tasks import pose_data
 from simgan_jax.tasks import gaze
 from simgan_jax.tasks import labels
 from simgan_jax.tasks import loop

@@ -1,6 +1,6 @@
 """The image sets of a visual Turing test, read from data specs, and their PNGs.
 
-A set is named like any other data in the project (``evaluation.data``):
+A set is named like any other data in the project (``tasks.data``):
 ``eyesim_target:test``, ``eyesim`` (fixed simulator renders), ``npz:PATH``,
 ``tfds:DIR[:SPLIT]`` (e.g. the output of ``launch/refine.py``), a prepared TFDS
 name such as ``mpiigaze:test`` or ``unityeyes/35x55``, or a folder of image files
@@ -55,7 +55,7 @@ class ImageSet:
 
 
 def _spec_config(num: int, data_dir: str, cache_dir: str) -> ml_collections.ConfigDict:
-  # The fields evaluation.data reads; the eye shape is the simulators' render size.
+  # The fields tasks.data reads; the eye shape is the simulators' render size.
   return ml_collections.ConfigDict({
       "image_height": 35, "image_width": 55, "channels": 1, "data_dir": data_dir,
       "cache_dir": cache_dir, "max_examples": num, "num_simulator_eval": num})
@@ -106,7 +106,7 @@ def load_images(spec: str, num: int, data_dir: str = "", cache_dir: str = "") ->
   # pylint: disable=g-import-not-at-top
   from simgan_jax.data import sources as sources_lib
   from simgan_jax.data import tfds_sources
-  from simgan_jax.evaluation import data as data_lib
+  from simgan_jax.tasks import data as data_lib
   from simgan_jax.simulators import sources as eye_sources
 
   config = _spec_config(num, data_dir, cache_dir)

@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from simgan_jax.errors import ConfigError, DataError
-from simgan_jax.evaluation import drift
+from simgan_jax.probe import drift
 
 EXPLODE = 3.0  # drift over EXPLODE x max_drift counts as a collapse
 KID_NOISE = 0.1  # KID of sets that match, to about its subset std (kid_window)
@@ -158,7 +158,7 @@ def kid_window(lowest_kid: float, ratio: float) -> float:
   """The largest KID that counts as "about as realistic as the run's best": ``ratio``
   times the lowest, where the lowest is floored at ``KID_NOISE``. KID is unbiased, so a
   refiner as real as the target scores about 0, often below (clean sets: -0.07, std
-  0.06 over subsets, evaluation/realism.py); ``ratio`` times a value <= 0 would admit
+  0.06 over subsets, probe/realism.py); ``ratio`` times a value <= 0 would admit
   nothing, not even the best checkpoint."""
   return ratio * max(lowest_kid, KID_NOISE)
 

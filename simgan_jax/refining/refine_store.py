@@ -78,7 +78,7 @@ def build_dataset(out_dir: str, num_chunks: int, features: dict[str, Any], metad
 
     name = "simgan_refined"
     VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Written by simgan_jax.evaluation.refine."}
+    RELEASE_NOTES = {"1.0.0": "Written by simgan_jax.refining.refine."}
 
     @tfds.core.utils.classproperty
     @classmethod

@@ -20,7 +20,7 @@ from simgan_jax import models
 from simgan_jax import parallel
 from simgan_jax.data import sources as sources_lib
 from simgan_jax.errors import ConfigError, DataError
-from simgan_jax.evaluation import data as data_lib
+from simgan_jax.tasks import data as data_lib
 
 AXIS = parallel.AXIS
 # Label names an input may not use: they name the refined output's own fields.

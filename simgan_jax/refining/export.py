@@ -12,8 +12,9 @@ import flax.serialization
 import jax
 import numpy as np
 
-from simgan_jax import pretrained
-from simgan_jax.evaluation import refine, selection
+from simgan_jax.refining import pretrained
+from simgan_jax.refining import refine
+from simgan_jax.probe import selection
 
 
 def export(config, workdir: str, step: int | None, out_dir: str, *, name: str, command: str = "",

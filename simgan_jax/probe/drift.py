@@ -44,8 +44,8 @@ from simgan_jax import models
 from simgan_jax import training
 from simgan_jax.data import sources as sources_lib
 from simgan_jax.errors import ConfigError
-from simgan_jax.evaluation import gaze
-from simgan_jax.evaluation import gaze_training
+from simgan_jax.tasks import gaze_net as gaze
+from simgan_jax.tasks import gaze_training
 
 KINDS = ("gaze", "classify", "regress")
 UNITS = {"gaze": "deg", "classify": "flip rate", "regress": "label std"}

@@ -1,6 +1,6 @@
 """Named training and evaluation sets for the hand pose estimator.
 
-The specs of ``evaluation.data`` (``npz:PATH``, ``tfds:PATH[:SPLIT]``,
+The specs of ``tasks.data`` (``npz:PATH``, ``tfds:PATH[:SPLIT]``,
 ``NAME[/BUILDER_CONFIG][:SPLIT]``, e.g. ``nyu_hand/real:test``) plus the built-in
 ``handsim`` (rendered inside the train step; as an evaluation set,
 ``config.num_simulator_eval`` fixed renders) and ``handsim_target[:SPLIT]``
@@ -18,7 +18,7 @@ import numpy as np
 
 from simgan_jax.data import sources as sources_lib
 from simgan_jax.errors import DataError
-from simgan_jax.evaluation import data as data_lib
+from simgan_jax.tasks import data as data_lib
 from simgan_jax.simulators import hand_sources
 
 _SIMULATOR_EVAL_SEED = 20_170_722

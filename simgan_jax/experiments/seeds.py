@@ -27,8 +27,8 @@ import numpy as np
 
 from simgan_jax import train
 from simgan_jax.errors import ConfigError
-from simgan_jax.evaluation import caveats
-from simgan_jax.evaluation import selection as selection_lib
+from simgan_jax.experiments import caveats
+from simgan_jax.probe import selection as selection_lib
 
 # The rows whose images come from the refiner: trained once per SimGAN seed.
 REFINER_ROWS = ("refined", "refined_4x")

@@ -18,12 +18,12 @@ import numpy as np
 
 from simgan_jax import images as images_lib
 from simgan_jax.data import sources as sources_lib
-from simgan_jax.evaluation import gaze
-from simgan_jax.evaluation import caveats
-from simgan_jax.evaluation import rows
-from simgan_jax.evaluation import seeds as seeds_lib
-from simgan_jax.evaluation import data as data_lib
-from simgan_jax.evaluation import drift as drift_lib
+from simgan_jax.tasks import gaze_net as gaze
+from simgan_jax.experiments import caveats
+from simgan_jax.experiments import rows
+from simgan_jax.experiments import seeds as seeds_lib
+from simgan_jax.tasks import data as data_lib
+from simgan_jax.probe import drift as drift_lib
 
 _LOSS_CURVES = (("refiner_adversarial_loss", "refiner: adversarial"),
                 ("self_regularization_loss", "refiner: self-regularisation (x lambda)"),
@@ -278,11 +278,11 @@ def write_report(config, workdir: str, selection, summary, preservation, pools, 
   metrics = _metrics(simgan_dir)
   lines += ["## Refiner selection (no target labels)", "",
             "At every checkpoint the training loop logs `realism_kid` (the KID between refined simulator "
-            "images and real-pool images on fixed random features, `simgan_jax/evaluation/realism.py`), "
+            "images and real-pool images on fixed random features, `simgan_jax/probe/realism.py`), "
             "`two_sample_accuracy` (held-out accuracy of a fresh classifier trained on refined vs real "
-            "images, with its Wilson 95% interval; 50% = indistinguishable, `evaluation/two_sample.py`) and "
+            "images, with its Wilson 95% interval; 50% = indistinguishable, `probe/two_sample.py`) and "
             "`label_drift` (how far a task network trained on the synthetic labels moves its predictions "
-            "from synthetic to refined images, `evaluation/drift.py`). The adversarial-phase checkpoint "
+            "from synthetic to refined images, `probe/drift.py`). The adversarial-phase checkpoint "
             f"with the lowest `selection_score` ({config.simgan.selection.metric}, or never a checkpoint "
             "that collapsed or drifts over `config.drift.max_drift`"
             + (f"; only checkpoints with a realism KID at most {config.simgan.selection.realism_ratio:g}x "

@@ -24,13 +24,13 @@ import numpy as np
 
 from simgan_jax import parallel
 from simgan_jax.data import sources as sources_lib
-from simgan_jax.evaluation import caveats
-from simgan_jax.evaluation import pose
-from simgan_jax.evaluation import pose_data
-from simgan_jax.evaluation import pose_training
-from simgan_jax.evaluation import reproduce
-from simgan_jax.evaluation import hand_report
-from simgan_jax.evaluation import gaze_training
+from simgan_jax.experiments import caveats
+from simgan_jax.tasks import pose_net as pose
+from simgan_jax.tasks import pose_data
+from simgan_jax.tasks import pose_training
+from simgan_jax.experiments import reproduce
+from simgan_jax.experiments import hand_report
+from simgan_jax.tasks import gaze_training
 from simgan_jax.errors import ConfigError, DataError
 from simgan_jax.simulators import hand_sources
 from simgan_jax.simulators import hands_target

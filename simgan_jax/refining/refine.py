@@ -11,7 +11,7 @@ or from Python::
   out = refine.refine_dataset(refine.load_config("runs/eyesim"), "runs/eyesim", "eyesim", "runs/r",
                               num_examples=100_000)
 
-Input (``data_spec``, the syntax of ``evaluation.data.data_config``):
+Input (``data_spec``, the syntax of ``tasks.data.data_config``):
 
 * ``eyesim``: the built-in simulator, ``num_examples`` images; image ``i`` is
   rendered from ``fold_in(PRNGKey(seed), i)`` (reproducible), with all its
@@ -77,15 +77,15 @@ from simgan_jax import metric_writer
 from simgan_jax import models
 from simgan_jax import parallel
 from simgan_jax import preemption
-from simgan_jax import pretrained
+from simgan_jax.refining import pretrained
 from simgan_jax import training
 from simgan_jax.errors import ConfigError, DataError
-from simgan_jax.evaluation import refine_input as inputs
-from simgan_jax.evaluation import refine_png
-from simgan_jax.evaluation import refine_store as store
-from simgan_jax.evaluation.refine_store import CHUNKS, MANIFEST, is_done, num_examples, read_manifest  # noqa: F401 (refine.X)
-from simgan_jax.evaluation.refine_png import LABELS_CSV, png_names  # noqa: F401 (refine.X, as before)
-from simgan_jax.evaluation import selection
+from simgan_jax.refining import refine_input as inputs
+from simgan_jax.refining import refine_png
+from simgan_jax.refining import refine_store as store
+from simgan_jax.refining.refine_store import CHUNKS, MANIFEST, is_done, num_examples, read_manifest  # noqa: F401 (refine.X)
+from simgan_jax.refining.refine_png import LABELS_CSV, png_names  # noqa: F401 (refine.X, as before)
+from simgan_jax.probe import selection
 
 AXIS = parallel.AXIS
 FORMATS = ("tfds", "png")
@@ -204,7 +204,7 @@ def refine_dataset(config, checkpoint_dir: str, data_spec: str, out_dir: str, *,
   ``config``: the SimGAN config of the run (``load_config(checkpoint_dir)``).
   ``step``: the checkpoint (default: newest), or ``"best"``: the lowest
   ``selection_score`` in ``metrics.jsonl`` among the checkpoints on disk
-  (``evaluation/selection.py``). ``num_examples``: images to render
+  (``probe/selection.py``). ``num_examples``: images to render
   from the simulator, or the first N of a finite set (0 = all). ``data_dir`` /
   ``cache_dir``: where prepared TFDS datasets and the target-domain cache live.
   ``on_chunk(chunk_index)`` is called after each chunk is saved (for tests).

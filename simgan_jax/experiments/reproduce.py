@@ -28,19 +28,19 @@ from simgan_jax import metric_writer
 from simgan_jax import parallel
 from simgan_jax.data import sources as sources_lib
 from simgan_jax.errors import ConfigError, DataError
-from simgan_jax.evaluation import caveats
-from simgan_jax.evaluation import data as data_lib
-from simgan_jax.evaluation import gaze
-from simgan_jax.evaluation import gaze_training
-from simgan_jax.evaluation import pupil
-from simgan_jax.evaluation import report
-from simgan_jax.evaluation import rows
-from simgan_jax.evaluation import seeds as seeds_lib
-from simgan_jax.evaluation import selection as selection_lib
-from simgan_jax.evaluation import refine
+from simgan_jax.experiments import caveats
+from simgan_jax.tasks import data as data_lib
+from simgan_jax.tasks import gaze_net as gaze
+from simgan_jax.tasks import gaze_training
+from simgan_jax.probe import pupil
+from simgan_jax.experiments import report
+from simgan_jax.experiments import rows
+from simgan_jax.experiments import seeds as seeds_lib
+from simgan_jax.probe import selection as selection_lib
+from simgan_jax.refining import refine
 from simgan_jax.simulators import sources as eye_sources
 from simgan_jax.simulators import target
-from simgan_jax.evaluation import two_sample
+from simgan_jax.probe import two_sample
 
 TRAINING_SETS, TITLES, gap_closed = rows.TRAINING_SETS, rows.TITLES, rows.gap_closed
 # Label names, in order of preference, that hold a 2D pupil (or iris) centre.
@@ -83,7 +83,7 @@ def validate_config(config) -> None:
 
 def select_checkpoint(simgan_config, simgan_dir: str) -> dict[str, Any]:
   """The adversarial-phase checkpoint on disk with the lowest ``selection_score``: realism
-  subject to the label-drift bound, never a collapsed refiner (``evaluation/selection.py``;
+  subject to the label-drift bound, never a collapsed refiner (``probe/selection.py``;
   no target labels used)."""
   return selection_lib.best_checkpoint(simgan_config, simgan_dir)
 
@@ -311,7 +311,7 @@ def final_two_sample(config, pools, workdir: str) -> dict[str, Any] | None:
 
 # config.estimator -> the module whose ``stages(config)`` gives the estimator stages
 # of another experiment (the hand experiment's pose estimator).
-ESTIMATOR_MODULES = {"pose": "simgan_jax.evaluation.hand_reproduce",
+ESTIMATOR_MODULES = {"pose": "simgan_jax.experiments.hand_reproduce",
                      "image_folder": "simgan_jax.experiments.image_folder"}
 
 
@@ -359,7 +359,7 @@ def run(config, workdir: str, log=metric_writer.print_line) -> dict[str, Any]:
     _write_json(timings_path, timings)
     return value
 
-  # Stages 1-3 (SimGAN, selection, refining) once per SimGAN seed (evaluation/seeds.py).
+  # Stages 1-3 (SimGAN, selection, refining) once per SimGAN seed (experiments/seeds.py).
   refiners = seeds_lib.train_refiners(config, workdir, timed, log, load_or_refine)
   first = refiners[seeds_lib.simgan_seeds(config)[0]]
   selection, pools = first["selection"], first["pools"]

@@ -16,12 +16,12 @@ import numpy as np
 
 from simgan_jax import images as images_lib
 from simgan_jax.data import sources as sources_lib
-from simgan_jax.evaluation import pose
-from simgan_jax.evaluation import caveats
-from simgan_jax.evaluation import report
-from simgan_jax.evaluation import rows
-from simgan_jax.evaluation import pose_data
-from simgan_jax.evaluation import seeds as seeds_lib
+from simgan_jax.tasks import pose_net as pose
+from simgan_jax.experiments import caveats
+from simgan_jax.experiments import report
+from simgan_jax.experiments import rows
+from simgan_jax.tasks import pose_data
+from simgan_jax.experiments import seeds as seeds_lib
 
 TITLES = {
     "synthetic": "synthetic",

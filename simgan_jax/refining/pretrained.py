@@ -1,9 +1,9 @@
 """Trained refiners shipped with the package: ``--checkpoint=pretrained:NAME``.
 
-A shipped refiner is a folder ``simgan_jax/pretrained/NAME/`` with the run's
+A shipped refiner is a folder ``simgan_jax/refining/pretrained/NAME/`` with the run's
 ``config.json`` (as ``train.py`` wrote it), ``refiner.msgpack`` (the refiner's
 parameters, ``flax.serialization``), ``meta.json`` (source workdir, step, scores)
-and ``MODEL_CARD.md``. ``simgan_jax.export`` makes one from a SimGAN workdir
+and ``MODEL_CARD.md``. ``simgan_jax.refining.export`` makes one from a SimGAN workdir
 (``launch/export_refiner.py``); ``refine.load_config`` / ``refine.restore_refiner``
 / ``refine.refine_dataset`` accept ``pretrained:NAME`` (or such a folder) wherever
 they accept a workdir. Only the refiner ships: no discriminator, optimiser state
