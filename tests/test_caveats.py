@@ -62,3 +62,38 @@ def test_hand_report_points_to_the_joint_error_when_no_share_separates_rows():
                       "so comparing those shares compares noise: read the mean joint error (px) instead.")
   summary["refined"] = row(3.0)
   assert caveats.share_noise_lines(summary, "within5_mean", "within 20 px", "px") == []
+
+
+def test_timings_are_called_upper_bounds_when_other_processes_shared_the_machine(tmp_path):
+  from simgan_jax.experiments import caveats
+
+  readings = iter([100.0, 100.0 + 600.0, 700.0, 700.0 + 100.0])  # machine CPU seconds at begin/end
+  clock = caveats.CpuClock(str(tmp_path), "cpu", machine=lambda: next(readings, None))
+  clock.begin()
+  clock.end("simgan")  # others: ~600 CPU s (this process used ~0 in between)
+  clock.begin()
+  clock.end("refine")  # others: ~100 CPU s
+  assert 599.0 < clock.record["others"]["simgan"] <= 600.0
+  clock.record["stages"].update(simgan=1500.0, refine=150.0)  # both busy on their own
+  clock.end("preservation")  # writes the record (the machine reading is spent: None)
+  timings = {"simgan": 1000.0, "refine": 100.0, "preservation": 5.0}
+  lines = caveats.timing_lines(str(tmp_path), timings)
+  # simgan: 0.60 other cores over its 1000 s; refine: 1.00 over 100 s; both at or over 0.5.
+  assert lines[0] == ("Read these times as upper bounds: other processes kept cores busy on average during "
+                      "simgan (0.60 cores), refine (1.00 cores), so the run shared the machine (CPU time per "
+                      f"stage: `{caveats.CPU_TIMINGS_FILE}`).")
+  timings["simgan"] = 2000.0  # 0.30 other cores: not said
+  assert "simgan" not in caveats.timing_lines(str(tmp_path), timings)[0]
+
+
+def test_machine_cpu_seconds_reads_proc_stat(tmp_path):
+  import os
+
+  from simgan_jax.experiments import caveats
+
+  stat = tmp_path / "stat"
+  tick = os.sysconf("SC_CLK_TCK")
+  # user nice system idle iowait irq softirq steal guest guest_nice: idle and iowait are not busy
+  stat.write_text(f"cpu  {tick} {tick} {tick} {50 * tick} {9 * tick} {tick} {tick} {tick} 0 0\ncpu0 1 2 3\n")
+  assert caveats.machine_cpu_seconds(str(stat)) == 6.0
+  assert caveats.machine_cpu_seconds(str(tmp_path / "missing")) is None

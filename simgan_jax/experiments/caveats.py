@@ -3,9 +3,11 @@
 * ``origin_lines``: the SimGAN stage was trained in another directory and copied or
   moved here (``stamp_origin`` writes ``origin.json`` into a SimGAN workdir when its
   training starts there; a run without checkpoints yet is the only one that can say).
-* ``timing_lines``: some stage kept less than one CPU core busy on average (on a CPU
-  run), so it was paused or waited on other jobs: its wall time is an upper bound.
-  ``CpuClock`` records each stage's process CPU time beside ``timings.json``.
+* ``timing_lines``: on a CPU run, some stage kept less than ``MIN_BUSY_CORES`` of a
+  core busy (it was paused or waited), or other processes kept at least
+  ``MIN_OTHER_CORES`` cores busy while it ran (it shared the machine): its wall time is
+  an upper bound. ``CpuClock`` records each stage's process CPU time, and the machine's
+  CPU time spent by other processes (Linux ``/proc/stat``), beside ``timings.json``.
 * ``share_noise_lines``: every simulator-trained row's share within the threshold is
   too small to separate rows (the hand run at ``:cpu`` size); read the mean error.
 """
@@ -21,6 +23,8 @@ CPU_TIMINGS_FILE = "timings_cpu.json"
 # A JAX stage on an idle CPU machine keeps at least one core busy; below this many
 # CPU seconds per wall second it was paused or shared.
 MIN_BUSY_CORES = 0.75
+# Other processes busy on this many cores on average during a stage: it shared the machine.
+MIN_OTHER_CORES = 0.5
 MIN_STAGE_SECONDS = 60.0  # shorter stages are not judged
 SHARE_NOISE_PERCENT = 1.0  # a within-threshold share below this separates no rows
 
@@ -65,38 +69,70 @@ def origin_lines(simgan_dir: str, name: str = "simgan/") -> list[str]:
           f"training's.{note}", ""]
 
 
-class CpuClock:
-  """Process CPU seconds per stage, in ``workdir/timings_cpu.json``: recorded by the run
-  that records the stage's wall time in timings.json (not for stages an older run did)."""
+def machine_cpu_seconds(stat: str = "/proc/stat") -> float | None:
+  """CPU seconds all processes of this machine have used since boot (Linux), else None."""
+  try:
+    with open(stat) as f:
+      fields = f.readline().split()
+  except OSError:
+    return None
+  if not fields or fields[0] != "cpu":
+    return None
+  user, nice, system, _idle, _iowait, irq, softirq, steal = (int(x) for x in fields[1:9])
+  return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
-  def __init__(self, workdir: str, platform: str):
+
+class CpuClock:
+  """Per stage, in ``workdir/timings_cpu.json``: this process's CPU seconds (``stages``)
+  and the CPU seconds other processes used meanwhile (``others``; absent where the machine
+  cannot say). Recorded by the run that records the stage's wall time in timings.json
+  (not for stages an older run did)."""
+
+  def __init__(self, workdir: str, platform: str, machine=machine_cpu_seconds):
     self.path = os.path.join(workdir, CPU_TIMINGS_FILE)
     self.record = read_json(self.path) or {"platform": platform, "stages": {}}
-    self.start = None
+    self.record.setdefault("others", {})
+    self.machine = machine
+    self.start = self.machine_start = None
 
   def begin(self) -> None:
     self.start = time.process_time()
+    self.machine_start = self.machine()
 
   def end(self, name: str) -> None:
-    self.record["stages"][name] = time.process_time() - self.start
+    own = time.process_time() - self.start
+    self.record["stages"][name] = own
+    machine_end = self.machine()
+    if self.machine_start is not None and machine_end is not None:
+      self.record["others"][name] = max(0.0, machine_end - self.machine_start - own)
     with open(self.path + ".tmp", "w") as f:
       json.dump(self.record, f, indent=1)
     os.replace(self.path + ".tmp", self.path)
 
 
 def timing_lines(workdir: str, timings: dict[str, float]) -> list[str]:
-  """The caveat when a stage of a CPU run used less than ``MIN_BUSY_CORES`` cores on average."""
+  """The caveat when a stage of a CPU run idled (under ``MIN_BUSY_CORES`` cores busy) or
+  shared the machine (other processes on ``MIN_OTHER_CORES`` cores or more)."""
   record = read_json(os.path.join(workdir, CPU_TIMINGS_FILE))
   if not record or record.get("platform") != "cpu":
     return []
-  idle = [(name, cpu / timings[name]) for name, cpu in record["stages"].items()
-          if timings.get(name, 0) >= MIN_STAGE_SECONDS and cpu / timings[name] < MIN_BUSY_CORES]
-  if not idle:
+  judged = [name for name in record["stages"] if timings.get(name, 0) >= MIN_STAGE_SECONDS]
+  idle = [f"{name} ({record['stages'][name] / timings[name]:.2f} cores busy on average)" for name in judged
+          if record["stages"][name] / timings[name] < MIN_BUSY_CORES]
+  others = record.get("others", {})
+  shared = [f"{name} ({others[name] / timings[name]:.2f} cores)" for name in judged
+            if name in others and others[name] / timings[name] >= MIN_OTHER_CORES]
+  if not idle and not shared:
     return []
-  stages = ", ".join(f"{name} ({busy:.2f} cores busy on average)" for name, busy in idle)
-  return [f"Read these times as upper bounds: {stages} kept less than {MIN_BUSY_CORES:g} of a CPU core "
-          "busy, so the run was paused or waited on other jobs on a shared machine "
-          f"(process CPU time per stage: `{CPU_TIMINGS_FILE}`).", ""]
+  said = []
+  if idle:
+    said.append(f"{', '.join(idle)} kept less than {MIN_BUSY_CORES:g} of a CPU core busy, so the run was "
+                "paused or waited on other jobs")
+  if shared:
+    said.append(f"other processes kept cores busy on average during {', '.join(shared)}, so the run "
+                "shared the machine")
+  return [f"Read these times as upper bounds: {'; '.join(said)} (CPU time per stage: `{CPU_TIMINGS_FILE}`).",
+          ""]
 
 
 def share_noise_lines(summary, key: str, label: str, error_unit: str) -> list[str]:
