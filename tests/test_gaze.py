@@ -18,7 +18,8 @@ from simgan_jax.data import sources
 from simgan_jax.data.sources import ArraySource
 from simgan_jax.tasks import data
 from simgan_jax.tasks import gaze_net as gaze
-from simgan_jax.tasks import gaze_training
+from simgan_jax.tasks import gaze as gaze_task
+from simgan_jax.tasks import loop
 from simgan_jax.simulators import eyes
 from tests.test_training import assert_same_updates
 
@@ -99,10 +100,10 @@ def _gaze_pool(n=32):
 
 def _train(config, source, num_devices, num_steps):
   mesh = parallel.make_mesh(num_devices)
-  s = gaze_training.make_setup(config, source, num_devices)
-  state = gaze_training.create_state(s, mesh)
+  s = loop.make_setup(gaze_task.TASK, config, source, num_devices)
+  state = loop.create_state(s, mesh)
   data, data_specs = sources.place(source, mesh)
-  step_fn = gaze_training.compile_train_step(s, mesh, gaze_training.state_specs(state), data_specs)
+  step_fn = loop.compile_train_step(s, mesh, loop.state_specs(state), data_specs)
   losses = []
   for _ in range(num_steps):
     state, metrics = step_fn(state, data)
@@ -115,8 +116,8 @@ def test_sgd_on_eight_devices_takes_the_one_device_step():
   config = gaze_config.get_config("smoke")
   config.optimizer.name, config.optimizer.learning_rate, config.optimizer.momentum = "sgd", 1e-2, 0.0
   source = _gaze_pool()
-  s = gaze_training.make_setup(config, source, 1)
-  init = jax.device_get(gaze_training.init_state(s)).params
+  s = loop.make_setup(gaze_task.TASK, config, source, 1)
+  init = jax.device_get(loop.init_state(s)).params
   state1, losses1 = _train(config, source, 1, 4)
   # ... and a pool sharded over the 8 devices (4 rows each) must give the same batches.
   sharded = ArraySource(source.images, source.labels, shard_pool="true")
@@ -140,13 +141,13 @@ def test_training_reduces_the_loss_and_eight_devices_match_one():
 
   # Evaluation through the mesh equals a direct forward pass.
   mesh = parallel.make_mesh(8)
-  s = gaze_training.make_setup(config, source, 8)
-  predict_fn = gaze_training.make_predict_fn(s.model, mesh)
+  s = loop.make_setup(gaze_task.TASK, config, source, 8)
+  predict_fn = gaze_task.make_predict_fn(s.model, mesh)
   params = parallel.put_replicated(state8.params, mesh)
-  pred = gaze_training.predict(predict_fn, params, source.images[:21], mesh, chunk=12)  # padded chunk
+  pred = loop.predict(predict_fn, params, source.images[:21], mesh, chunk=12)  # padded chunk
   direct = s.model.apply({"params": state1.params}, source.images[:21].astype(np.float32) / 127.5 - 1)
   np.testing.assert_allclose(pred, direct, rtol=1e-3, atol=1e-5)
-  result = gaze_training.evaluate(predict_fn, params, source.images[:21], source.labels["gaze"][:21],
+  result = gaze_task.evaluate(predict_fn, params, source.images[:21], source.labels["gaze"][:21],
                                   mesh, chunk=12)
   errors = np.asarray(gaze.angular_error_deg(direct, source.labels["gaze"][:21]))
   assert result["num_images"] == 21

@@ -111,7 +111,7 @@ def test_gaze_estimator_on_two_processes_takes_the_one_device_step(tmp_path):
   # The gaze estimator's loop through its launcher, with SGD (an N-times gradient moves N
   # times as far): 2 processes x 4 devices against 1 process x 1 device.
   from simgan_jax.configs import gaze as gaze_config  # pylint: disable=g-import-not-at-top
-  from simgan_jax.tasks import gaze_training  # pylint: disable=g-import-not-at-top
+  from simgan_jax.tasks import gaze as gaze_task, loop  # pylint: disable=g-import-not-at-top
   from tests.test_gaze import _gaze_pool  # pylint: disable=g-import-not-at-top
 
   pool = _gaze_pool(64)
@@ -128,7 +128,7 @@ def test_gaze_estimator_on_two_processes_takes_the_one_device_step(tmp_path):
   assert one.returncode == 0, one.stderr[-3000:]
   config = gaze_config.get_config("smoke")
   config.optimizer.name, config.optimizer.learning_rate, config.num_steps = "sgd", 1e-2, 6
-  init = jax.device_get(gaze_training.init_state(gaze_training.make_setup(config, pool, 1)).params)
-  two = jax.device_get(gaze_training.restore_params(config, str(tmp_path / "two")))
-  one = jax.device_get(gaze_training.restore_params(config, str(tmp_path / "one")))
+  init = jax.device_get(loop.init_state(loop.make_setup(gaze_task.TASK, config, pool, 1)).params)
+  two = jax.device_get(loop.restore_params(gaze_task.TASK, config, str(tmp_path / "two")))
+  one = jax.device_get(loop.restore_params(gaze_task.TASK, config, str(tmp_path / "one")))
   assert_same_updates(init, one, two, rtol=5e-2)

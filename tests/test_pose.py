@@ -101,12 +101,12 @@ def test_augmentation_moves_joints_with_the_pixels():
 def test_smoke_training_on_the_simulator(tmp_path):
   from simgan_jax.configs import pose as pose_config
   from simgan_jax.tasks import pose_data
-  from simgan_jax.tasks import pose_training
+  from simgan_jax.tasks import loop, pose as pose_task
 
   c = pose_config.get_config("smoke")
   c.cache_dir = str(tmp_path / "cache")
   eval_sets = {"sim": pose_data.eval_set("handsim", c)}
-  results = pose_training.train_pose_estimator(c, pose_data.train_source("handsim", c), eval_sets,
+  results = loop.train_estimator(pose_task.TASK, c, pose_data.train_source("handsim", c), eval_sets,
                                                str(tmp_path / "run"))
   assert results["steps"] == 3
   r = results["eval"]["sim"]
@@ -120,7 +120,7 @@ def _fit_few_images(tmp_path, loss: str) -> tuple[float, float]:
   from simgan_jax.configs import pose as pose_config
   from simgan_jax.data import sources as sources_lib
   from simgan_jax.tasks import pose_data
-  from simgan_jax.tasks import pose_training
+  from simgan_jax.tasks import loop, pose as pose_task
 
   c = pose_config.get_config("smoke")
   c.cache_dir = str(tmp_path / "cache")
@@ -131,7 +131,7 @@ def _fit_few_images(tmp_path, loss: str) -> tuple[float, float]:
   c.heatmap_loss = loss
   images, joints = pose_data.eval_set("handsim", c)
   source = sources_lib.ArraySource(images, {"joints": joints})
-  results = pose_training.train_pose_estimator(c, source, {"train": (images, joints)}, str(tmp_path / loss))
+  results = loop.train_estimator(pose_task.TASK, c, source, {"train": (images, joints)}, str(tmp_path / loss))
   mean_pose = pose.joint_errors_px(np.broadcast_to(joints.mean(0), joints.shape), joints, c.image_width)
   return results["eval"]["train"]["mean_joint_error_px"], float(mean_pose.mean())
 

@@ -21,7 +21,8 @@ from simgan_jax.data.builders import image_folder
 from simgan_jax.data.builders.prepare import prepare
 from simgan_jax.errors import ConfigError
 from simgan_jax.tasks import data
-from simgan_jax.tasks import gaze_training
+from simgan_jax.tasks import gaze as gaze_task
+from simgan_jax.tasks import loop
 from simgan_jax.refining import refine
 from tests import fixtures_data
 
@@ -179,7 +180,7 @@ def test_output_trains_the_gaze_estimator(simulated, tmp_path):
   source = data.train_source(f"tfds:{simulated}", config)
   read = read_all(simulated)
   np.testing.assert_array_equal(source.labels["gaze"], read["gaze"])
-  results = gaze_training.train_gaze_estimator(config, source, {"refined": (read["image"], read["gaze"])},
+  results = loop.train_estimator(gaze_task.TASK, config, source, {"refined": (read["image"], read["gaze"])},
                                                str(tmp_path / "gaze"))
   assert results["steps"] == 2 and results["eval"]["refined"]["num_images"] == NUM
 

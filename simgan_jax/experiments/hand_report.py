@@ -35,22 +35,6 @@ PAPER = {"synthetic": "69.7", "synthetic_4x": "77.7", "refined": "72.4", "refine
          "oracle": "–", "target": "74.5"}
 
 
-def plot_within_d(summary, titles, path: str) -> None:
-  plt = report._pyplot()  # pylint: disable=protected-access
-  fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
-  for name, s in summary.items():
-    ax.plot(pose.WITHIN_THRESHOLDS_PX, 100 * np.asarray(s["curve"]), marker=".", label=titles[name])
-  ax.set_xlabel("distance from ground truth (px of a 224-pixel crop)")
-  ax.set_ylabel("test images with all joints within distance (%)")
-  ax.set_xlim(0, max(pose.WITHIN_THRESHOLDS_PX))
-  ax.set_ylim(0, 100)
-  ax.grid(alpha=0.3)
-  ax.legend(fontsize=8)
-  fig.tight_layout()
-  fig.savefig(path)
-  plt.close(fig)
-
-
 def save_samples(config, pools, path: str) -> None:
 
   n = config.num_sample_images
@@ -92,7 +76,9 @@ def write_report(config, workdir: str, selection, summary, preservation, pools, 
   simgan_dir = os.path.join(workdir, "simgan")
   m = config.data_multiplier
   titles = {k: v.format(m=m) for k, v in TITLES.items()}
-  plot_within_d(summary, titles, os.path.join(workdir, "within_d.png"))
+  report.plot_within_d(summary, titles, os.path.join(workdir, "within_d.png"), pose.WITHIN_THRESHOLDS_PX,
+                       "distance from ground truth (px of a 224-pixel crop)",
+                       "test images with all joints within distance (%)")
   report.plot_losses(config.simgan, simgan_dir, selection["step"], os.path.join(workdir, "losses.png"))
   save_samples(config, pools, os.path.join(workdir, "samples.png"))
   pm, minutes = report._pm, report._minutes  # pylint: disable=protected-access

@@ -24,13 +24,13 @@ import numpy as np
 
 from simgan_jax import parallel
 from simgan_jax.data import sources as sources_lib
-from simgan_jax.experiments import caveats
+from simgan_jax.experiments import rows
 from simgan_jax.tasks import pose_net as pose
 from simgan_jax.tasks import pose_data
-from simgan_jax.tasks import pose_training
+from simgan_jax.tasks import loop
+from simgan_jax.tasks import pose as pose_task
 from simgan_jax.experiments import reproduce
 from simgan_jax.experiments import hand_report
-from simgan_jax.tasks import gaze_training
 from simgan_jax.errors import ConfigError, DataError
 from simgan_jax.simulators import hand_sources
 from simgan_jax.simulators import hands_target
@@ -100,20 +100,11 @@ def oracle_pool(config, labels) -> np.ndarray:
 
 def train_estimators(config, pools, workdir: str, log) -> dict[str, dict[str, Any]]:
   """{training set: {str(seed): results.json}}; finished runs are read back."""
-  eval_sets, results = None, {}
-  for name, make_source in training_sources(config, pools).items():
-    results[name], source = {}, None
-    for seed in config.seeds:
-      run_dir = os.path.join(workdir, "pose", name, f"seed_{seed}")
-      done = caveats.read_json(os.path.join(run_dir, "results.json"))
-      if done is None:
-        if eval_sets is None:
-          eval_sets = {"test": pose_data.eval_set(config.test_data, config.pose)}
-        source = source or make_source()
-        log(f"pose estimator: training set {name}, seed {seed}")
-        done = pose_training.train_pose_estimator(_pose_config(config, seed), source, eval_sets, run_dir)
-      results[name][str(seed)] = done
-  return results
+  return rows.train_rows(
+      training_sources(config, pools), config.seeds, os.path.join(workdir, "pose"), log, "pose estimator",
+      lambda: {"test": pose_data.eval_set(config.test_data, config.pose)},
+      lambda seed, source, eval_sets, run_dir: loop.train_estimator(pose_task.TASK,
+          _pose_config(config, seed), source, eval_sets, run_dir))
 
 
 def summarize(results, within_px: int = 5) -> dict[str, dict[str, float]]:
@@ -148,12 +139,12 @@ def label_preservation(config, pools, workdir: str) -> dict[str, Any]:
   if "target" in reproduce.training_set_names(config):
     seed = config.seeds[0]
     p = _pose_config(config, seed)
-    params = pose_training.restore_params(p, os.path.join(workdir, "pose", "target", f"seed_{seed}"))
+    params = loop.restore_params(pose_task.TASK, p, os.path.join(workdir, "pose", "target", f"seed_{seed}"))
     mesh = parallel.make_mesh(p.get("num_devices", 0))
-    predict_fn = pose_training.make_predict_fn(pose.make_pose_estimator(p), p.image_width, mesh)
+    predict_fn = pose_task.make_predict_fn(pose.make_pose_estimator(p), p.image_width, mesh)
 
-    j_syn = gaze_training.predict(predict_fn, params, synthetic, mesh, p.eval_batch_size)
-    j_ref = gaze_training.predict(predict_fn, params, refined, mesh, p.eval_batch_size)
+    j_syn = loop.predict(predict_fn, params, synthetic, mesh, p.eval_batch_size)
+    j_ref = loop.predict(predict_fn, params, refined, mesh, p.eval_batch_size)
     truth = pools["labels"]["joints"][:n]
     stats = reproduce._stats  # pylint: disable=protected-access
     out["joint_drift_px"] = stats(pose.joint_errors_px(j_syn, j_ref, p.image_width).mean(-1))
@@ -161,7 +152,7 @@ def label_preservation(config, pools, workdir: str) -> dict[str, Any]:
     out["joint_error_refined_px"] = stats(pose.joint_errors_px(j_ref, truth, p.image_width).mean(-1))
     out["drift_estimator"] = f"target, seed {seed}"
     if "oracle" in pools:  # the same for a perfect refiner: the scale to read the refiner's drift against
-      j_orc = gaze_training.predict(predict_fn, params, pools["oracle"][:n], mesh, p.eval_batch_size)
+      j_orc = loop.predict(predict_fn, params, pools["oracle"][:n], mesh, p.eval_batch_size)
       out["oracle_joint_drift_px"] = stats(pose.joint_errors_px(j_syn, j_orc, p.image_width).mean(-1))
       out["joint_error_oracle_px"] = stats(pose.joint_errors_px(j_orc, truth, p.image_width).mean(-1))
   return out

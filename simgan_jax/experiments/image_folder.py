@@ -49,7 +49,7 @@ from simgan_jax.data import sources as sources_lib
 from simgan_jax.data.builders import imaging
 from simgan_jax.data.builders.image_folder import LABEL_FILES, read_label_format, read_labels
 from simgan_jax.errors import ConfigError, DataError
-from simgan_jax.experiments import caveats
+from simgan_jax.experiments import rows
 from simgan_jax.experiments import reproduce
 from simgan_jax.experiments import folder_report
 from simgan_jax.tasks import labels as labels_lib
@@ -223,24 +223,19 @@ def train_estimators(config, pools, workdir: str, log) -> dict[str, dict[str, An
   labels = _pool_labels(config, pools)
   sets = {"synthetic": lambda: sources_lib.ArraySource(pools["synthetic"][:n], {labels_lib.LABEL: labels}),
           "refined": lambda: sources_lib.ArraySource(pools["refined"][:n], {labels_lib.LABEL: labels})}
-  eval_sets, results = None, {}
   for name in config.training_sets:
     if name not in sets:
       raise ConfigError(f"config.training_sets: {name!r}; the image_folder experiment has synthetic, refined")
-    results[name], source = {}, None
-    for seed in config.seeds:
-      run_dir = os.path.join(workdir, "estimators", name, f"seed_{seed}")
-      done = caveats.read_json(os.path.join(run_dir, "results.json"))
-      if done is None:
-        t = _task_config(config, labels, seed)
-        if eval_sets is None:
-          images, test_labels = labels_lib.eval_sets(config.test_data, t)[config.test_data]
-          eval_sets = {"test": (images, test_labels)}
-        source = source or sets[name]()
-        log(f"{t.kind} network: training set {name}, seed {seed}")
-        done = loop.train_estimator(task(config), t, source, eval_sets, run_dir)
-      results[name][str(seed)] = done
-  return results
+  first = _task_config(config, labels, config.seeds[0])
+
+  def train(seed, source, eval_sets, run_dir):
+    t = _task_config(config, labels, seed)
+    return loop.train_estimator(task(config), t, source, eval_sets, run_dir)
+
+  return rows.train_rows(
+      {name: sets[name] for name in config.training_sets}, config.seeds, os.path.join(workdir, "estimators"),
+      log, f"{first.kind} network", lambda: {"test": labels_lib.eval_sets(config.test_data, first)[config.test_data]},
+      train)
 
 
 def summarize(results, kind: str) -> dict[str, dict[str, Any]]:

@@ -51,14 +51,17 @@ def _metrics(simgan_dir: str) -> dict[int, dict[str, float]]:
   return out
 
 
-def plot_within_d(summary, titles, path: str) -> None:
+def plot_within_d(summary, titles, path: str, thresholds=gaze.WITHIN_THRESHOLDS_DEG,
+                  xlabel: str = "distance from ground truth (degrees)",
+                  ylabel: str = "test images within distance (%)") -> None:
+  """Per row, the share of test images within each distance of ``thresholds`` (``s["curve"]``)."""
   plt = _pyplot()
   fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
   for name, s in summary.items():
-    ax.plot(gaze.WITHIN_THRESHOLDS_DEG, 100 * np.asarray(s["curve"]), marker=".", label=titles[name])
-  ax.set_xlabel("distance from ground truth (degrees)")
-  ax.set_ylabel("test images within distance (%)")
-  ax.set_xlim(0, max(gaze.WITHIN_THRESHOLDS_DEG))
+    ax.plot(thresholds, 100 * np.asarray(s["curve"]), marker=".", label=titles[name])
+  ax.set_xlabel(xlabel)
+  ax.set_ylabel(ylabel)
+  ax.set_xlim(0, max(thresholds))
   ax.set_ylim(0, 100)
   ax.grid(alpha=0.3)
   ax.legend(fontsize=8)

@@ -31,7 +31,8 @@ from simgan_jax.errors import ConfigError, DataError
 from simgan_jax.experiments import caveats
 from simgan_jax.tasks import data as data_lib
 from simgan_jax.tasks import gaze_net as gaze
-from simgan_jax.tasks import gaze_training
+from simgan_jax.tasks import gaze as gaze_task
+from simgan_jax.tasks import loop
 from simgan_jax.probe import pupil
 from simgan_jax.experiments import report
 from simgan_jax.experiments import rows
@@ -178,22 +179,11 @@ def training_sources(config, pools) -> dict[str, Callable[[], sources_lib.ImageS
 
 def train_estimators(config, pools, workdir: str, log) -> dict[str, dict[str, Any]]:
   """{training set: {str(seed): results.json}}; runs already finished are read back."""
-  eval_sets = None
-  results = {}
-  for name, make_source in training_sources(config, pools).items():
-    results[name] = {}
-    source = None
-    for seed in config.seeds:
-      run_dir = os.path.join(workdir, "gaze", name, f"seed_{seed}")
-      done = caveats.read_json(os.path.join(run_dir, "results.json"))
-      if done is None:
-        if eval_sets is None:
-          eval_sets = {"test": data_lib.eval_set(config.test_data, config.gaze)}
-        source = source or make_source()
-        log(f"gaze estimator: training set {name}, seed {seed}")
-        done = gaze_training.train_gaze_estimator(_gaze_config(config, seed), source, eval_sets, run_dir)
-      results[name][str(seed)] = done
-  return results
+  return rows.train_rows(
+      training_sources(config, pools), config.seeds, os.path.join(workdir, "gaze"), log, "gaze estimator",
+      lambda: {"test": data_lib.eval_set(config.test_data, config.gaze)},
+      lambda seed, source, eval_sets, run_dir: loop.train_estimator(gaze_task.TASK,
+          _gaze_config(config, seed), source, eval_sets, run_dir))
 
 
 def summarize(results) -> dict[str, dict[str, float]]:
@@ -239,11 +229,11 @@ def label_preservation(config, pools, workdir: str) -> dict[str, Any]:
   if "target" in training_set_names(config):  # the drift is measured by the target-trained estimator
     seed = config.seeds[0]
     g = _gaze_config(config, seed)
-    params = gaze_training.restore_params(g, os.path.join(workdir, "gaze", "target", f"seed_{seed}"))
+    params = loop.restore_params(gaze_task.TASK, g, os.path.join(workdir, "gaze", "target", f"seed_{seed}"))
     mesh = parallel.make_mesh(g.get("num_devices", 0))
-    predict_fn = gaze_training.make_predict_fn(gaze.make_gaze_estimator(g), mesh)
-    p_syn = gaze_training.predict(predict_fn, params, synthetic, mesh, g.eval_batch_size)
-    p_ref = gaze_training.predict(predict_fn, params, refined, mesh, g.eval_batch_size)
+    predict_fn = gaze_task.make_predict_fn(gaze.make_gaze_estimator(g), mesh)
+    p_syn = loop.predict(predict_fn, params, synthetic, mesh, g.eval_batch_size)
+    p_ref = loop.predict(predict_fn, params, refined, mesh, g.eval_batch_size)
     out["gaze_drift_deg"] = _stats(gaze.angular_error_deg(p_syn, p_ref))
     out["gaze_drift_estimator"] = f"target, seed {seed}"
   if "oracle" in pools:  # the same measures for a perfect refiner
@@ -251,7 +241,7 @@ def label_preservation(config, pools, workdir: str) -> dict[str, Any]:
     centre_orc = np.concatenate([np.asarray(loc(to_float(oracle[i:i + 500]))) for i in range(0, n, 500)])
     out["oracle_pupil_shift_px"] = _stats(np.linalg.norm(centre_orc - centre_syn, axis=-1))
     if "gaze_drift_deg" in out:
-      p_orc = gaze_training.predict(predict_fn, params, oracle, mesh, g.eval_batch_size)
+      p_orc = loop.predict(predict_fn, params, oracle, mesh, g.eval_batch_size)
       out["oracle_gaze_drift_deg"] = _stats(gaze.angular_error_deg(p_syn, p_orc))
   return out
 

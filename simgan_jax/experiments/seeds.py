@@ -215,7 +215,7 @@ def selection_lines(preservation, measures: dict[str, str]) -> list[str]:
   head = (["SimGAN seed", "selected step", "realism KID", "selection score"] + [measures[k] for k in shown]
           + (["two-sample accuracy, refined vs real"] if two else []))
   lines = ["The selected refiner of each SimGAN seed (the first seed's run is the one detailed here; the "
-           f"others are in `simgan_seed<s>/`; preservation measures are means over the same pairs):", "",
+           "others are in `simgan_seed<s>/`; preservation measures are means over the same pairs):", "",
            "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
   for seed, r in per_seed.items():
     cells = [seed, str(r["step"]), f"{r['realism_kid']:.4g}", f"{r['selection_score']:.4g}"]

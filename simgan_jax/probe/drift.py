@@ -45,7 +45,8 @@ from simgan_jax import training
 from simgan_jax.data import sources as sources_lib
 from simgan_jax.errors import ConfigError
 from simgan_jax.tasks import gaze_net as gaze
-from simgan_jax.tasks import gaze_training
+from simgan_jax.tasks import gaze as gaze_task
+from simgan_jax.tasks import loop
 
 KINDS = ("gaze", "classify", "regress")
 UNITS = {"gaze": "deg", "classify": "flip rate", "regress": "label std"}
@@ -278,7 +279,7 @@ def load_gaze_estimator(config, estimator_dir: str) -> TaskNetwork:
   try:
     with open(path) as f:
       g = ml_collections.ConfigDict(json.load(f))
-    params = jax.device_get(gaze_training.restore_params(g, estimator_dir))
+    params = jax.device_get(loop.restore_params(gaze_task.TASK, g, estimator_dir))
   except (OSError, ValueError) as e:
     raise ConfigError(f"config.drift.estimator_dir: cannot load a gaze estimator from {estimator_dir} "
                       f"({e})") from None

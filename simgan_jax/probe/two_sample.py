@@ -18,7 +18,6 @@ at every call, so differences between checkpoints are not differences of luck.
 
 from __future__ import annotations
 
-import math
 from typing import Sequence
 
 import flax.linen as nn
@@ -28,17 +27,7 @@ import numpy as np
 import optax
 
 from simgan_jax.data import sources as sources_lib
-
-
-def wilson_interval(successes: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-  """Wilson score interval of a binomial proportion (95% for the default z)."""
-  if n <= 0:
-    return 0.0, 1.0
-  p = successes / n
-  denominator = 1.0 + z * z / n
-  centre = (p + z * z / (2 * n)) / denominator
-  half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
-  return max(0.0, centre - half), min(1.0, centre + half)
+from simgan_jax.turing.stats import wilson_interval  # pure Python: the Turing test's statistics
 
 
 class PatchClassifier(nn.Module):

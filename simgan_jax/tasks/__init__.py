@@ -5,8 +5,7 @@ SIGTERM/SIGINT); ``gaze``, ``pose`` and ``labels`` (classification and
 regression of a numeric ``label``) define the tasks (``loop.Task``) on the
 networks and metrics of ``gaze_net`` (the paper's gaze CNN) and ``pose_net`` (the
 stacked hourglass); ``data`` and ``pose_data`` name their training and evaluation
-sets; ``registry`` names the tasks for ``launch/train_estimator.py``;
-``gaze_training`` and ``pose_training`` keep the older function names.
+sets; ``registry`` names the tasks for ``launch/train_estimator.py``.
 """
 
 from simgan_jax.tasks.loop import Task, TrainState, restore_params, restore_state, train_estimator
