@@ -47,6 +47,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from jax import lax
+from jax.sharding import NamedSharding, PartitionSpec as P
+
+from simgan_jax import errors
+from simgan_jax import parallel
+from simgan_jax.errors import ConfigError, DataError
 
 
 class ImageSource(Protocol):
@@ -80,7 +85,6 @@ SHARD_POOL_VALUES = ("auto", "true", "false")
 
 def check_images(images: np.ndarray, where: str) -> None:
   """Raises DataError unless ``images`` are uint8 (0..255) or float within [-1, 1]."""
-  from simgan_jax.errors import DataError  # pylint: disable=g-import-not-at-top
 
   dtype = np.asarray(images).dtype
   if dtype == np.uint8:
@@ -121,7 +125,6 @@ class ArraySource:
   where: str = "ArraySource"
 
   def __post_init__(self):
-    from simgan_jax.errors import ConfigError, DataError  # pylint: disable=g-import-not-at-top
 
     images = np.asarray(self.images)
     if images.ndim != 4:
@@ -216,7 +219,6 @@ def _sharded_take(data, index_B):
   selected rows, i.e. one global batch per device, independent of the pool size.
   Exact for any dtype: each row is summed with zeros from every other device.
   """
-  from simgan_jax import parallel  # pylint: disable=g-import-not-at-top
 
   rows_per_shard = data["images"].shape[0]
   all_index = lax.all_gather(index_B, parallel.AXIS, tiled=True)  # [B_global]
@@ -244,9 +246,7 @@ def place(source: ImageSource, mesh) -> tuple[Any, Any]:
   its first axis over ``parallel.AXIS``, zero-padded to a multiple of the device
   count, each process filling only its own devices' rows.
   """
-  from jax.sharding import NamedSharding, PartitionSpec as P  # pylint: disable=g-import-not-at-top
 
-  from simgan_jax import parallel  # pylint: disable=g-import-not-at-top
 
   host = source.device_data()
   if not _is_sharded(source):
@@ -265,7 +265,6 @@ def place(source: ImageSource, mesh) -> tuple[Any, Any]:
       held = slice(max(start, offset), min(stop, num, offset + len(x)))
       need = min(stop, num) - start
       if held.stop - held.start < need:
-        from simgan_jax.errors import DataError  # pylint: disable=g-import-not-at-top
 
         raise DataError(f"{source.where}: this process holds rows [{offset}, {offset + len(x)}) but its "
                         f"device needs [{start}, {min(stop, num)}); load with host_shard on the same mesh")
@@ -315,7 +314,6 @@ def registered_sources() -> list[str]:
 
 def make_source(config: Any, image_shape: tuple[int, int, int], field: str = "data") -> ImageSource:
   """Builds the source named ``config.name``; ``field`` names the config field in errors."""
-  from simgan_jax import errors  # pylint: disable=g-import-not-at-top
 
   _import_builtin_sources()
   name = config.get("name") if hasattr(config, "get") else None
@@ -351,7 +349,6 @@ def npz_source(config: Any, image_shape: tuple[int, int, int]) -> ArraySource:
   """Images (key ``images``, [N, H, W, C] uint8 0..255 or float in [-1, 1]) and label
   arrays from an ``.npz`` file at ``config.path``: the simplest way to train on arrays
   of your own. Optional ``shard_pool`` (see ``ArraySource``)."""
-  from simgan_jax.errors import DataError  # pylint: disable=g-import-not-at-top
 
   path = config.get("path")
   if not path:
