@@ -20,19 +20,9 @@ Variants (``--config=...default.py:VARIANT``):
   noise channel, self-regularisation on 4x4 block means (``low_pass_4``; identity
   during pretraining), 200 + 100 pretraining steps and 1,000 iterations, lambda
   0.5; the checkpoint to use is the one with the least label drift among those
-  within 2x the lowest realism KID (``selection``). ``launch/train.py`` with this
-  variant took 8:03 on 2 idle AVX-512 cores (2 Dec 2026, native convolution
-  kernels; 15:11 with ``--config.conv_impl=hybrid``), first step line after
-  41 s, first checkpoint after 68 s (README, Benchmarks). In docs/results_eyesim.md (2 Dec 2026) the selected
-  refiner (step 500) gives eyes with grain and blur and none of the earlier
-  ripples, border frame or corner marks; the skin keeps the simulator's even
-  brightness and the grain is a regular vertical streaking, so a classifier
-  still tells them from target eyes (100%). Gaze estimators trained on them beat
-  those trained on raw images beyond the seed spread on the target test split:
-  8.73 +- 0.37 vs 9.78 +- 0.43 degrees (29% of the gap to target labels; 4x
-  data 8.59 +- 0.43 vs 9.98 +- 0.87, 36%), where a perfect refiner would reach
-  7.46 (64%); pupils move 1.04 +- 0.71 px. Every choice was made on the target
-  validation split (README, "Does refinement help?"), each from one SimGAN run.
+  within 2x the lowest realism KID (``selection``). Its times:
+  docs/benchmarks.md; what its refiner gives downstream, with the sample grid:
+  docs/results_eyesim.md (``launch/reproduce.py --experiment=eyesim_gaze:cpu``).
 * ``smoke``: a few steps of every phase with tiny batches; for tests (seconds).
 * ``paper``: the paper's optimiser, SGD with constant lr 0.001 at batch 512.
 * ``article``: the ML-journal article's advice, SGD lr 0.0001, adaptive Kg.

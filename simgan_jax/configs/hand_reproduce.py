@@ -32,14 +32,10 @@ Variants:
   16x16 heatmaps) for 300 steps at batch 32, 2 seeds per row, 4,000 synthetic
   images (12,000 for the 3x rows). The headline threshold is 20 px
   (``within_px``): a 16x16 heatmap pixel is 14 px of a 224 crop, below which the
-  paper's 5 px cannot be resolved. Run end to end on 2 Dec 2026 (2 CPU cores
-  shared with other jobs most of the time; docs/results_handsim.md): 54 min of
-  stages (SimGAN 27.5 including a ~10 min pause, refining 1.2, ten pose runs 21.9,
-  final two-sample test with ``--set final_two_sample.steps=300`` 3.4). At 300
-  pose steps the share within 20 px is near 0 for every simulator-trained row;
-  the mean joint error is the informative column. Since 5 Dec 2026 it trains three
-  SimGAN seeds (``simgan_seeds``; refined rows from 2 estimator seeds each) and
-  adds the ``oracle`` row.
+  paper's 5 px cannot be resolved; where no simulator-trained row reaches 1% of
+  images within it, the report says so and points to the mean joint error. Three
+  SimGAN seeds (``simgan_seeds``; refined rows from 2 estimator seeds each) and the
+  ``oracle`` row. Its results, stage times and caveats: docs/results_handsim.md.
 * ``handsim_pose:smoke``: 32x32, tiny networks, a few steps (tests).
 * ``nyu_hand[:cpu|:smoke]``: the same stages on prepared NYU data: synthetic
   ``nyu_hand/synthetic:train`` refined towards ``nyu_hand/real:train``, tested

@@ -21,10 +21,7 @@ Variants:
   (launch/make_folder_dataset.py: 3,000 + 3,000 + 1,000 images): SimGAN's
   ``cpu`` variant (200 + 100 pretraining steps) with 500 adversarial iterations, a
   checkpoint (and probe) every 100 steps, 3 task-network seeds x 600 steps per row,
-  a 300-step final two-sample test. Not yet run whole; estimated at 10-17 minutes from
-  parts measured on 2 cores shared with a test loop (5 Dec 2026): SimGAN's adversarial
-  step at 32x32 ~1.1 iterations/s (shared; eye-sized 35x55 runs ~2.5/s idle), a
-  600-step task network ~35 s (1,200 images/s), probes ~20 s each.
+  a 300-step final two-sample test. On the generated shapes dataset: docs/results_folder.md.
 * ``smoke``: tiny networks and a few steps of everything (tests).
 """
 

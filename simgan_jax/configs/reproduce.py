@@ -69,16 +69,9 @@ Variants (``--experiment=NAME:VARIANT``):
   size (a shortened run on one H200 is in docs/results_eyesim_gpu.md).
 * ``eyesim_gaze:cpu``: SimGAN's ``cpu`` variant and a narrower gaze estimator
   (conv widths 16, 16, 32, 40, 96; FC 256; 600 steps at batch 64) for 2 CPU
-  cores. The previous default took 56.8 minutes of stages (2 Dec 2026; SimGAN
-  15.7 alone on the machine, fifteen estimators 32.8 and the final two-sample
-  test 6.7 with other jobs on the cores); the current one, with three more
-  (oracle) estimators, 70.6 minutes on a shared machine. Results in
-  docs/results_eyesim.md: refined data beats raw synthetic data beyond the seed
-  spread (8.73 +- 0.37 vs 9.78 +- 0.43 degrees mean error, 29% of the gap to
-  target labels closed; a perfect refiner: 64%). Since 5 Dec 2026 it trains three
-  SimGAN seeds (``simgan_seeds``), the refined rows with two estimator seeds each
-  (``refined_seeds``): about three times the SimGAN, refining and final two-sample
-  stages of a single seed.
+  cores; three SimGAN seeds (``simgan_seeds``), the refined rows with two
+  estimator seeds each (``refined_seeds``). Its results, stage times and caveats:
+  docs/results_eyesim.md.
 * ``eyesim_gaze:smoke``: tiny networks and a few steps of everything (tests).
 * ``unityeyes_mpiigaze``: UnityEyes refined towards MPIIGaze ``train``, tested
   on MPIIGaze ``test``; the paper's gaze network at batch 512. The paper's
