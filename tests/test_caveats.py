@@ -56,9 +56,11 @@ def test_hand_report_points_to_the_joint_error_when_no_share_separates_rows():
   def row(within):
     return {"within5_mean": within}
 
-  summary = {"synthetic": row(0.2), "refined": row(0.0), "oracle": row(0.4), "target": row(8.2)}
+  # The oracle and target rows are not among those compared: their shares do not count.
+  summary = {"synthetic": row(0.4), "refined": row(0.0), "oracle": row(3.0), "target": row(8.2)}
   lines = caveats.share_noise_lines(summary, "within5_mean", "with all joints within 20 px", "px")
-  assert lines[0] == ("No simulator-trained row has 1% of test images with all joints within 20 px (0.0-0.4%), "
+  assert lines[0] == ("No row trained on synthetic or refined images has 1% of test images with all joints "
+                      "within 20 px (0.0-0.4%), "
                       "so comparing those shares compares noise: read the mean joint error (px) instead.")
   summary["refined"] = row(3.0)
   assert caveats.share_noise_lines(summary, "within5_mean", "within 20 px", "px") == []

@@ -8,7 +8,7 @@
   ``MIN_OTHER_CORES`` cores busy while it ran (it shared the machine): its wall time is
   an upper bound. ``CpuClock`` records each stage's process CPU time, and the machine's
   CPU time spent by other processes (Linux ``/proc/stat``), beside ``timings.json``.
-* ``share_noise_lines``: every simulator-trained row's share within the threshold is
+* ``share_noise_lines``: every synthetic- or refined-trained row's share within the threshold is
   too small to separate rows (the hand run at ``:cpu`` size); read the mean error.
 """
 
@@ -136,11 +136,12 @@ def timing_lines(workdir: str, timings: dict[str, float]) -> list[str]:
 
 
 def share_noise_lines(summary, key: str, label: str, error_unit: str) -> list[str]:
-  """The caveat when no simulator-trained row's share (``summary[row][key]``, %) reaches
+  """The caveat when no row trained on synthetic or refined images (the rows the report
+  compares; not ``target`` or ``oracle``) has a share (``summary[row][key]``, %) of
   ``SHARE_NOISE_PERCENT``: comparing those shares compares noise."""
-  shares = [s[key] for name, s in summary.items() if name != "target"]
+  shares = [s[key] for name, s in summary.items() if name not in ("target", "oracle")]
   if not shares or max(shares) >= SHARE_NOISE_PERCENT:
     return []
-  return [f"No simulator-trained row has {SHARE_NOISE_PERCENT:g}% of test images {label} "
+  return [f"No row trained on synthetic or refined images has {SHARE_NOISE_PERCENT:g}% of test images {label} "
           f"({min(shares):.1f}-{max(shares):.1f}%), so comparing those shares compares noise: read the "
           f"mean joint error ({error_unit}) instead.", ""]
