@@ -1,6 +1,8 @@
 """Image sets of the Turing test from data specs and folders: exact pixels, clear errors."""
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -74,3 +76,11 @@ def test_display_scale():
   assert images.display_scale(35, 55) == 8  # 440 / 55
   assert images.display_scale(224, 224) == 1
   assert images.display_scale(1000, 10) == 1
+
+
+def test_a_study_of_image_folders_loads_neither_jax_nor_tfds():
+  """turing/images.py imports the data specs' modules inside load_images, for this."""
+  code = ("import sys; import simgan_jax.turing.images as m, simgan_jax.turing.server; "
+          "print(sorted({'jax', 'tensorflow_datasets'} & set(sys.modules)))")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+  assert out.strip() == "[]", out

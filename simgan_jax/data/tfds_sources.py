@@ -56,6 +56,7 @@ def prepared_path(name: str, data_dir: str | None = None, builder_config: str | 
                   manual_dir: str | None = None) -> str:
   """Folder of the newest prepared version of ``name``/``builder_config``; with
   ``manual_dir``, of the one prepared from that folder's current files."""
+  # The builders import tensorflow_datasets (seconds): only when a prepared source is built.
   from simgan_jax.data.builders import BUILDERS, default_data_dir  # pylint: disable=g-import-not-at-top
   from simgan_jax.data.builders.base import source_record, source_suffix  # pylint: disable=g-import-not-at-top
 

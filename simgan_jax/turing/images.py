@@ -68,6 +68,7 @@ def _to_uint8(images: np.ndarray, spec: str) -> np.ndarray:
   if images.dtype == np.uint8:
     return images
   if np.issubdtype(images.dtype, np.floating):  # the project's [-1, 1] range
+    # jax-backed module: a study served from folders of files never loads jax.
     from simgan_jax.data.sources import from_unit_range  # pylint: disable=g-import-not-at-top
 
     return from_unit_range(images)
@@ -103,6 +104,8 @@ def load_images(spec: str, num: int, data_dir: str = "", cache_dir: str = "") ->
     return _read_folder(spec, num)
   if os.path.isdir(spec):
     spec = "tfds:" + spec
+  # Data specs need jax (and TFDS for prepared sets): loaded only here, so that a study
+  # served from folders of image files starts without them.
   # pylint: disable=g-import-not-at-top
   from simgan_jax.data import sources as sources_lib
   from simgan_jax.data import tfds_sources
