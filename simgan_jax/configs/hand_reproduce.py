@@ -32,8 +32,8 @@ Variants:
   16x16 heatmaps) for 300 steps at batch 32, 2 seeds per row, 4,000 synthetic
   images (12,000 for the 3x rows). The headline threshold is 20 px
   (``within_px``): a 16x16 heatmap pixel is 14 px of a 224 crop, below which the
-  paper's 5 px cannot be resolved; where no simulator-trained row reaches 1% of
-  images within it, the report says so and points to the mean joint error. Three
+  paper's 5 px cannot be resolved; where no synthetic- or refined-trained row reaches
+  1% of images within it, the report says so and points to the mean joint error. Three
   SimGAN seeds (``simgan_seeds``; refined rows from 2 estimator seeds each) and the
   ``oracle`` row. Its results, stage times and caveats: docs/results_handsim.md.
 * ``handsim_pose:smoke``: 32x32, tiny networks, a few steps (tests).
@@ -101,6 +101,7 @@ def get_config(name: str, variant: str | None, experiment: str) -> ml_collection
     c.num_label_pairs = 500
     c.pose.num_steps = 300
     c.within_px = 20  # 16x16 heatmaps: one heatmap pixel is 14 px of a 224 crop
+    c.final_two_sample.steps = 300  # 64x64 depth: the default 1000 would triple the stage (timings.json)
   elif variant == "smoke":
     c.simgan.checkpoint_every = 3
     c.simgan.realism.num_images = 32
