@@ -170,3 +170,32 @@ def test_drift_calibration_prints_a_perfect_refiner_and_known_changes():
   assert list(rows)[0] == "the same scenes, target appearance (a perfect refiner)"
   assert {"shifted 2 px right", "flipped left-right", "constant (grey)", "shuffled (another image's)"} <= set(rows)
   assert all(np.isfinite(v) and v >= 0 for v in rows.values()) and rows["shuffled (another image's)"] > 0
+
+
+def test_selecting_by_label_drift_without_a_drift_stops_before_training():
+  """Hand images carry several numeric labels and no drift network: :cpu's eye default
+  (selection by label drift) failed at the first checkpoint, 100 steps in; it must stop
+  at the start, and the hand configs select by realism KID."""
+  from simgan_jax.configs import handsim, reproduce as reproduce_config
+  from simgan_jax.data import sources
+  from simgan_jax.probe import checkpoint
+
+  c = handsim.get_config("smoke")
+  c.realism.num_images, c.realism.subset_size = 16, 8  # the probe on, as at :cpu size
+  shape = (c.image_height, c.image_width, c.channels)
+  synthetic = sources.make_source(c.synthetic_data, shape)
+  real = ArraySource(np.zeros((8, *shape), np.uint8))
+  setup = training.make_setup(c, synthetic, real, 1)
+  data = parallel.put_replicated({"synthetic": synthetic.device_data(), "real": real.device_data()},
+                                 parallel.make_mesh(1))
+  c.selection.metric = "label_drift"
+  with pytest.raises(ConfigError, match="^config.selection.metric: 'label_drift' is not measured: the "
+                     "synthetic data has no numeric label to choose"):
+    checkpoint.task_network(c, setup, data, "", is_chief=True)
+  c.drift.enabled = False
+  with pytest.raises(ConfigError, match="not measured: config.drift.enabled is false"):
+    checkpoint.task_network(c, setup, data, "", is_chief=True)
+  c.selection.metric = "realism_kid"
+  assert checkpoint.task_network(c, setup, data, "", is_chief=True) is None
+  for experiment in ("handsim_pose:cpu", "handsim_pose", "nyu_hand:cpu"):
+    assert reproduce_config.get_config(experiment).simgan.selection.metric == "realism_kid", experiment

@@ -66,6 +66,10 @@ def hand_config(variant: str | None = None) -> ml_collections.ConfigDict:
   # The eye :cpu variant's mirror padding was chosen on eyes; hands keep zero padding
   # until an ablation on hands says otherwise.
   c.refiner.padding = "SAME"
+  # The eye :cpu variant selects by gaze drift; hand images carry several numeric labels
+  # (joints among them) and no drift network has been chosen or validated for them, so
+  # hands select by realism KID (as the committed hand reports do).
+  c.selection.metric = "realism_kid"
   if c.history_size % (c.batch_size // 2):
     c.history_size = (c.batch_size // 2) * 100
   return c
