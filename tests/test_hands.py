@@ -88,7 +88,7 @@ def test_sensor_off_is_the_simulator_and_on_changes_the_image():
   assert float(jnp.mean(jnp.abs(target - sim))) > 0.01
 
 
-def test_sources_and_the_cached_target(tmp_path):
+def test_sources_and_the_cached_target(tmp_path, capsys):
   from simgan_jax.configs import default
   from simgan_jax.data import sources
 
@@ -101,6 +101,8 @@ def test_sources_and_the_cached_target(tmp_path):
   assert images.shape == (8, 32, 32, 1) and images.dtype == np.uint8
   assert set(labels) == set(hand_sources.LABEL_FIELDS)
   assert (tmp_path / "handsim_target").is_dir()
+  # The rendering message names the hand target (it said eyesim_target for every domain).
+  assert capsys.readouterr().err.startswith("handsim_target: rendering the test split (8 images)")
   pool = sources.make_source(default.data_config("handsim_target", cache_dir=str(tmp_path), num_train=8,
                                                  num_validation=8, num_test=8), (32, 32, 1))
   assert pool.images.shape == (8, 32, 32, 1) and not pool.labels  # the training pool is unlabelled

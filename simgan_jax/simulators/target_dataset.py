@@ -156,9 +156,9 @@ def _build_split(config: TargetDatasetConfig, directory: pathlib.Path, split: st
   # Minutes of rendering on a CPU the first time: say so at once, then show progress.
   show = show_progress and jax.process_index() == 0
   if show:
-    print(f"eyesim_target: rendering the {split} split ({config.size(split)} images) into {directory} "
+    print(f"{config.cache_name}: rendering the {split} split ({config.size(split)} images) into {directory} "
           "(first use only)", file=sys.stderr, flush=True)
-  bar = metric_writer.Progress(f"eyesim_target {split}", config.size(split), "images", enabled=show)
+  bar = metric_writer.Progress(f"{config.cache_name} {split}", config.size(split), "images", enabled=show)
   images, labels = generate_split(config, split, progress=bar.update)
   # The training pool is the unlabelled "real" data: its labels are not stored.
   arrays = {"images": images, **({} if split == "train" else labels)}
