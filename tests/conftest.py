@@ -23,6 +23,8 @@ if "JAX_COMPILATION_CACHE_DIR" not in os.environ:
   os.environ["JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS"] = "0"
   os.environ["JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES"] = "0"
 
+import contextlib  # noqa: E402
+
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
@@ -135,9 +137,58 @@ SLOW_TESTS = {
 }
 
 
+# Tests whose time goes into running, not compiling, programs: they run with XLA's
+# optimisation passes (`xla_optimized` marker; compare the `--durations` of a run with
+# JAX_DISABLE_MOST_OPTIMIZATIONS=0 against one without: the first test took 87 s with the
+# passes and 359 s without). test_drift.py's module fixture uses `xla_optimized()` itself.
+OPTIMIZED_TESTS = {
+    "test_selection_rules.py::test_compare_judges_every_checkpoint_against_its_downstream_error",
+    "test_pose.py::test_estimator_fits_a_few_images",
+    "test_pose.py::test_smoke_training_on_the_simulator",
+    "test_image_folder_experiment.py::test_smoke_end_to_end_without_then_with_real_test",
+}
+
+
 def pytest_collection_modifyitems(config, items):
   del config
   for item in items:
     path, _, name = item.nodeid.partition("::")
-    if path.removeprefix("tests/") in SLOW_FILES or f"{path.removeprefix('tests/')}::{name.split('[')[0]}" in SLOW_TESTS:
+    test = f"{path.removeprefix('tests/')}::{name.split('[')[0]}"
+    if path.removeprefix("tests/") in SLOW_FILES or test in SLOW_TESTS:
       item.add_marker(pytest.mark.slow)
+    if test in OPTIMIZED_TESTS:
+      item.add_marker(pytest.mark.xla_optimized)
+
+
+@contextlib.contextmanager
+def xla_optimized():
+  """XLA's optimisation passes on, in this process and in the launch scripts it starts."""
+  import jax
+
+  key = "JAX_DISABLE_MOST_OPTIMIZATIONS"
+  before = os.environ.get(key)
+  jax.config.update("jax_disable_most_optimizations", False)
+  os.environ[key] = "0"
+  try:
+    yield
+  finally:
+    if before is None:
+      del os.environ[key]
+    else:
+      os.environ[key] = before
+    jax.config.update("jax_disable_most_optimizations", (before or "").lower() in ("1", "true", "yes", "on", "t", "y"))
+
+
+@pytest.fixture(scope="session")
+def optimized_xla():
+  """The `xla_optimized` context manager, for fixtures of a wider scope than a test."""
+  return xla_optimized
+
+
+@pytest.fixture(autouse=True)
+def _xla_optimizations(request):
+  if request.node.get_closest_marker("xla_optimized") is None:
+    yield
+  else:
+    with xla_optimized():
+      yield

@@ -59,22 +59,23 @@ def test_classifier_drift_is_zero_for_identity_and_one_for_a_mirroring_refiner()
 
 
 @pytest.fixture(scope="module")
-def eye_probe(tmp_path_factory):
+def eye_probe(tmp_path_factory, optimized_xla):
   """The checkpoint probe of a smoke config on simulator eyes, with a gaze network trained for it."""
-  c = default.get_config("smoke")
-  c.realism.num_images, c.realism.subset_size = 64, 32
-  c.drift.train_steps, c.drift.batch_size = 150, 32
-  c.drift.max_drift = 5.0
-  shape = (35, 55, 1)
-  synthetic = eye_sources.eyesim_source(c.synthetic_data, shape)
-  keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(9), i))(jnp.arange(64))
-  real = ArraySource(np.asarray(synthetic.sample({}, keys)["image"]))
-  setup = training.make_setup(c, synthetic, real, 1)
-  mesh = parallel.make_mesh(1)
-  data = parallel.put_replicated({"synthetic": {}, "real": real.device_data()}, mesh)
-  workdir = str(tmp_path_factory.mktemp("drift"))
-  task = drift.task_network(c, synthetic, {}, shape, workdir, log=lambda _: None)
-  return c, train.make_realism_probe(c, setup, data, mesh, task=task), task, workdir
+  with optimized_xla():  # 150 training steps: running, not compiling, dominates
+    c = default.get_config("smoke")
+    c.realism.num_images, c.realism.subset_size = 64, 32
+    c.drift.train_steps, c.drift.batch_size = 150, 32
+    c.drift.max_drift = 5.0
+    shape = (35, 55, 1)
+    synthetic = eye_sources.eyesim_source(c.synthetic_data, shape)
+    keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(9), i))(jnp.arange(64))
+    real = ArraySource(np.asarray(synthetic.sample({}, keys)["image"]))
+    setup = training.make_setup(c, synthetic, real, 1)
+    mesh = parallel.make_mesh(1)
+    data = parallel.put_replicated({"synthetic": {}, "real": real.device_data()}, mesh)
+    workdir = str(tmp_path_factory.mktemp("drift"))
+    task = drift.task_network(c, synthetic, {}, shape, workdir, log=lambda _: None)
+    return c, train.make_realism_probe(c, setup, data, mesh, task=task), task, workdir
 
 
 def test_gaze_drift_is_zero_for_identity_and_large_for_a_shifting_refiner(eye_probe):
