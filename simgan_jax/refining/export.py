@@ -28,7 +28,8 @@ def export(config, workdir: str, step: int | None, out_dir: str, *, name: str, c
   with open(os.path.join(workdir, pretrained.CONFIG)) as src, open(os.path.join(out_dir, pretrained.CONFIG), "w") as dst:
     dst.write(src.read())
   info = {"step": step, "num_parameters": int(sum(np.size(x) for x in jax.tree.leaves(params))),
-          "workdir": os.path.abspath(workdir), "command": command, "date": datetime.date.today().isoformat(),
+          "workdir": workdir,  # as given (e.g. runs/...), not this machine's absolute path
+          "command": command, "date": datetime.date.today().isoformat(),
           "scores": selection.checkpoint_metrics(workdir).get(step, {})}
   with open(os.path.join(out_dir, pretrained.META), "w") as f:
     json.dump(info, f, indent=1, sort_keys=True)
@@ -57,7 +58,7 @@ def model_card(name: str, config, info: dict, command: str, note: str) -> str:
 - Refiner: {config.refiner.num_blocks} ResNet blocks x {config.refiner.features} features, {config.refiner.kernel_size}x{config.refiner.kernel_size} kernels, padding {config.refiner.get('padding', 'SAME')}, {config.refiner.get('noise_channels', 0)} noise channel(s), output {config.refiner.output_activation}; input {config.image_height}x{config.image_width}x{config.channels} in [-1, 1].
 - Data: `{config.synthetic_data.name}` refined towards `{config.real_data.name}`; batch {config.batch_size}, lambda {config.loss.self_regularization_weight}, {config.optimizer.name} lr {config.optimizer.learning_rate}, Kg {config.kg}, Kd {config.kd}.
 
-Scores logged at that checkpoint (`metrics.jsonl`, label-free; simgan_jax/evaluation):
+Scores logged at that checkpoint (`metrics.jsonl`, label-free; simgan_jax/probe):
 
 | measure | value |
 |---|---|
