@@ -110,7 +110,8 @@ def write_report(config, workdir: str, selection, summary, preservation, pools, 
   if config.within_px != 5:
     lines.append(f"The threshold is {config.within_px} px, not the paper's 5: one heatmap pixel here is "
                  f"{224 / config.pose.model.heatmap_size:.0f} px of a 224-pixel crop, so 5 px is below the "
-                 "estimator's resolution; the whole curve is in the figure.")
+                 f"estimator's resolution. The figure shows thresholds from 0 to {max(pose.WITHIN_THRESHOLDS_PX)} px "
+                 "only (the estimators measure no more), not the whole range of the errors.")
   lines.append("")
   lines += comparison_lines(summary)
   lines += ["", *caveats.share_noise_lines(summary, "within5_mean", f"with all joints within {config.within_px} px",
