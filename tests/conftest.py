@@ -166,17 +166,17 @@ def xla_optimized():
   import jax
 
   key = "JAX_DISABLE_MOST_OPTIMIZATIONS"
-  before = os.environ.get(key)
+  env, flag = os.environ.get(key), jax.config._read("jax_disable_most_optimizations")
   jax.config.update("jax_disable_most_optimizations", False)
   os.environ[key] = "0"
   try:
     yield
   finally:
-    if before is None:
+    if env is None:
       del os.environ[key]
     else:
-      os.environ[key] = before
-    jax.config.update("jax_disable_most_optimizations", (before or "").lower() in ("1", "true", "yes", "on", "t", "y"))
+      os.environ[key] = env
+    jax.config.update("jax_disable_most_optimizations", flag)
 
 
 @pytest.fixture(scope="session")
