@@ -4,6 +4,9 @@ simgan_jax/probe/compare.py.
   python launch/compare_selection.py --workdir=runs/cpu --out=runs/cpu_selection
   python launch/compare_selection.py --workdir=runs/mine \
       --downstream_data=image_folder/32x32x1:validation --out=runs/mine_selection
+  # Several SimGAN seeds of one setting (reproduce's simgan_seeds), judged together:
+  python launch/compare_selection.py --out=runs/selection_eyes \
+      --workdir=runs/repro_cpu/simgan,runs/repro_cpu/simgan_seed1/simgan,runs/repro_cpu/simgan_seed2/simgan
 
 For every checkpoint of a finished SimGAN run: the logged probe measures and the
 rules of simgan_jax/probe/rules.py (reverse validation, agreement, entropy), and
@@ -12,7 +15,8 @@ target-domain images; a validation split: the test split is refused) of a small
 task network trained on the checkpoint's refined images. Prints and writes
 OUT/compare.json and OUT/compare.md: per rule its pick, that pick's error beside
 the best and worst checkpoint's, the regret (0 = picked the best) and the Spearman
-correlation over all checkpoints. Minutes per checkpoint on 2 CPU cores at
+correlation over all checkpoints; with several workdirs, OUT/run<k>/ per run and
+OUT/compare.md with each rule's mean regret and its spread over the runs. Minutes per checkpoint on 2 CPU cores at
 ``:cpu`` sizes (module docstring of simgan_jax/probe/compare.py).
 """
 
@@ -25,8 +29,11 @@ from absl import flags
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from launch import common  # pylint: disable=g-import-not-at-top
 
-_WORKDIR = flags.DEFINE_string("workdir", None, "A SimGAN training workdir (config.json, checkpoints/).")
-_OUT = flags.DEFINE_string("out", None, "Folder for compare.json and compare.md.")
+_WORKDIR = flags.DEFINE_list("workdir", None, "SimGAN training workdirs (config.json, checkpoints/): one, "
+                             "or several runs of the same setting (SimGAN seeds) to judge the rules over.")
+_OUT = flags.DEFINE_string("out", None, "Folder for compare.json and compare.md (several workdirs: run<k>/ "
+                           "each, and compare.md over all).")
+_REPORT = flags.DEFINE_string("report", "", "Also write the markdown report here (e.g. docs/selection_eyesim.md).")
 _DOWNSTREAM = flags.DEFINE_string("downstream_data", "eyesim_target:validation",
                                   "Labelled target-domain set to judge the checkpoints on (not a test split).")
 _NUM = flags.DEFINE_integer("num_images", 1024, "Synthetic images refined per checkpoint.")
@@ -36,35 +43,62 @@ _DATA_DIR = flags.DEFINE_string("data_dir", "", "Prepared TFDS datasets ('' = th
 flags.mark_flags_as_required(["workdir", "out"])
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+def _one_run(workdir: str, out: str, downstream_cache: dict) -> dict:
+  """compare.json of one workdir under ``out`` (read back when done before with the same flags)."""
   from simgan_jax.refining import refine  # pylint: disable=g-import-not-at-top
   from simgan_jax.probe import compare  # pylint: disable=g-import-not-at-top
 
-  config = refine.load_config(_WORKDIR.value)
-  saved = os.path.join(_OUT.value, "compare.json")
-  settings = {"workdir": os.path.abspath(_WORKDIR.value), "downstream_data": _DOWNSTREAM.value,
+  config = refine.load_config(workdir)
+  saved = os.path.join(out, "compare.json")
+  settings = {"workdir": os.path.abspath(workdir), "downstream_data": _DOWNSTREAM.value,
               "num_images": _NUM.value, "num_real": _NUM_REAL.value, "downstream_seeds": _SEEDS.value}
   previous = compare.load_result(saved) if os.path.exists(saved) else None
   if previous is not None and previous.get("settings") == settings:
-    result = previous  # done before with the same flags: only the tables are written again
     common.say(f"compare: {saved} has this comparison already; writing the tables again")
+    return previous
+  if "data" not in downstream_cache:
+    downstream_cache["data"] = compare.load_downstream(_DOWNSTREAM.value, config, _DATA_DIR.value)
+  result = compare.compare(config, workdir, downstream_cache["data"], num_images=_NUM.value,
+                           num_real=_NUM_REAL.value, downstream_seeds=[int(s) for s in _SEEDS.value],
+                           log=common.say)
+  os.makedirs(out, exist_ok=True)
+  compare.save_result(saved, result, settings=settings)
+  return result
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"unexpected arguments: {' '.join(argv[1:])}")
+  from simgan_jax.probe import compare  # pylint: disable=g-import-not-at-top
+
+  workdirs = _WORKDIR.value
+  several = len(workdirs) > 1
+  outs = [os.path.join(_OUT.value, f"run{k}") if several else _OUT.value for k in range(len(workdirs))]
+  cache = {}
+  results = [_one_run(w, o, cache) for w, o in zip(workdirs, outs)]
+  command = (f"python launch/compare_selection.py --workdir={','.join(workdirs)} "
+             f"--downstream_data={_DOWNSTREAM.value} --num_images={_NUM.value} --num_real={_NUM_REAL.value} "
+             f"--downstream_seeds={','.join(_SEEDS.value)} --out={_OUT.value}"
+             + (f" --report={_REPORT.value}" if _REPORT.value else ""))
+  minutes = sum(r["seconds"] for r in results) / 60
+  lines = [f"# Which label-free rule picks the checkpoint that helps most?", "",
+           f"Made by `{command}` ({minutes:.1f} min of comparison; {_NUM.value} refined images per "
+           f"checkpoint, downstream seeds {','.join(_SEEDS.value)}). Lower is better for every rule.", ""]
+  if several:
+    lines += ["## Over all runs", "", *compare.summary(results, [f"run{k}" for k in range(len(results))]), ""]
+    for k, (workdir, result) in enumerate(zip(workdirs, results)):
+      lines += [f"## run{k}: `{workdir}`", "", *compare.table(result), ""]
   else:
-    downstream = compare.load_downstream(_DOWNSTREAM.value, config, _DATA_DIR.value)
-    result = compare.compare(config, _WORKDIR.value, downstream, num_images=_NUM.value,
-                             num_real=_NUM_REAL.value, downstream_seeds=[int(s) for s in _SEEDS.value],
-                             log=common.say)
-    os.makedirs(_OUT.value, exist_ok=True)
-    compare.save_result(saved, result, settings=settings)
-  lines = [f"# Selection rules on {_WORKDIR.value}", "",
-           f"`python launch/compare_selection.py --workdir={_WORKDIR.value} --downstream_data={_DOWNSTREAM.value} "
-           f"--num_images={_NUM.value} --num_real={_NUM_REAL.value} --downstream_seeds={','.join(_SEEDS.value)} "
-           f"--out={_OUT.value}` ({result['seconds'] / 60:.1f} min)", "", *compare.table(result)]
-  with open(os.path.join(_OUT.value, "compare.md"), "w") as f:
-    f.write("\n".join(lines) + "\n")
-  print("\n".join(compare.table(result)))
-  print(f"written: {os.path.join(_OUT.value, 'compare.md')}, compare.json")
+    lines += [*compare.table(results[0]),
+              "", "One SimGAN run: a rule's pick here is one draw; compare rules over several runs "
+              "(--workdir=RUN1,RUN2,RUN3)."]
+  os.makedirs(_OUT.value, exist_ok=True)
+  paths = [os.path.join(_OUT.value, "compare.md")] + ([_REPORT.value] if _REPORT.value else [])
+  for path in paths:
+    with open(path, "w") as f:
+      f.write("\n".join(lines) + "\n")
+  print("\n".join(lines))
+  print(f"written: {', '.join(paths)}")
 
 
 if __name__ == "__main__":

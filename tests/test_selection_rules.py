@@ -24,9 +24,16 @@ def test_judge_on_a_made_up_run():
   assert (judged["right"]["best"], judged["right"]["worst"]) == (7.0, 9.0)
   assert judged["backwards"]["pick"] == 100 and judged["backwards"]["regret"] == 1.0
   assert judged["backwards"]["spearman"] == pytest.approx(-1.0)
-  # A refused (inf) checkpoint is not among the rule's candidates: the best it can see is 200.
+  # A refused (inf) checkpoint is not among the rule's candidates, but the rule is judged
+  # against the best of all checkpoints: refusing step 300 costs it half the range.
   assert judged["partial"]["pick"] == 200 and judged["partial"]["checkpoints"] == 3
-  assert judged["partial"]["best"] == 8.0 and judged["partial"]["regret"] == 0.0
+  assert judged["partial"]["best"] == 7.0 and judged["partial"]["best_step"] == 300
+  assert judged["partial"]["regret"] == 0.5 and judged["partial"]["refused"] == 1
+  assert judged["partial"]["refused_best"] and not judged["right"]["refused_best"]
+  # A rule that scores only some checkpoints (the logged selection score skips pretraining)
+  # is charged the same way.
+  few = rules.judge({"few": {100: 1.0, 400: 2.0}}, downstream)["few"]
+  assert (few["pick"], few["best"], few["refused"], few["regret"]) == (100, 7.0, 2, 1.0)
   # Accuracy (higher is better): the same rule ordering is now backwards.
   flipped = rules.judge({"right": scores["right"]}, downstream, higher_is_better=True)["right"]
   assert flipped["best"] == 9.0 and flipped["regret"] == 1.0 and flipped["spearman"] == pytest.approx(-1.0)
@@ -140,3 +147,25 @@ def test_compare_refuses_a_test_split():
   with pytest.raises(ConfigError, match="^--downstream_data=eyesim_target:test: a test split; decide on a "
                      "validation split$"):
     compare.load_downstream("eyesim_target:test", config, "")
+
+
+def test_summary_judges_rules_over_several_runs():
+  from simgan_jax.probe import compare
+
+  def run(downstream, scores, unrefined):
+    return {"kind": "gaze", "label": "gaze", "unrefined": unrefined, "downstream": downstream,
+            "judged": rules.judge(scores, downstream)}
+
+  # Run 0: "good" picks the best (7), "bad" the worst (9); run 1: "good" picks the
+  # middle checkpoint (8 of 6..10), "bad" refuses the best and picks the worst.
+  runs = [run({1: 9.0, 2: 7.0}, {"good": {1: 1.0, 2: 0.0}, "bad": {1: 0.0, 2: 1.0}}, unrefined=10.0),
+          run({1: 10.0, 2: 8.0, 3: 6.0}, {"good": {1: 2.0, 2: 0.0, 3: 1.0}, "bad": {1: 0.0, 2: 1.0}},
+              unrefined=8.0)]
+  lines = compare.summary(runs, ["a", "b"])
+  row = {line.split(" | ")[0][2:]: line.split(" | ") for line in lines if line.startswith("| ")}
+  # good: regrets 0 and 0.5; gain kept (10-7)/(10-7) = 100% and (8-8)/(8-6) = 0%.
+  assert row["good"][1:4] == ["2, 2", "7.5", "0.25 ± 0.25"] and row["good"][4:7] == ["1/2", "0/2", "50%"]
+  # bad: regret 1 both times, refused run 1's best, gain kept (10-9)/3 and (8-10)/2.
+  assert row["bad"][1:4] == ["1, 1", "9.5", "1.00 ± 0.00"] and row["bad"][4:7] == ["0/2", "1/2", "-33%"]
+  assert lines[-1].startswith("Lowest mean regret: good (0.25 ± 0.25 over 2 runs); next bad (1.00 ± 0.00): "
+                              "the difference exceeds the spread")

@@ -142,22 +142,72 @@ def table(result: dict) -> list[str]:
   lines = [f"Downstream: error of a task network trained on each checkpoint's refined images "
            f"({result['kind']} '{result['label']}'); unrefined synthetic: {result['unrefined']:.4g}. "
            "That network is config.drift's (small, short schedule), not the experiment's estimator: "
-           "it ranks checkpoints, and its ranking can differ from a bigger network's. One SimGAN run: "
-           "a rule's pick here is one draw; compare rules over several runs.",
-           "", "| rule | pick | its error | best (step) | worst | regret | Spearman | checkpoints |",
+           "it ranks checkpoints, and its ranking can differ from a bigger network's. Best and worst are "
+           "over every judged checkpoint, including those a rule refuses (refused: inf or not scored).",
+           "", "| rule | pick | its error | best (step) | worst | regret | Spearman | refused |",
            "|---|---|---|---|---|---|---|---|"]
   for rule, j in result["judged"].items():
     if j["pick"] is None:
-      lines.append(f"| {rule} | none | | | | | | 0 |")
+      lines.append(f"| {rule} | none | | | | | | all |")
       continue
+    refused = f"{j['refused']}" + (" (the best)" if j["refused_best"] else "")
     lines.append(f"| {rule} | {j['pick']} | {j['pick_downstream']:.4g} | {j['best']:.4g} ({j['best_step']}) | "
-                 f"{j['worst']:.4g} | {j['regret']:.2f} | {j['spearman']:.2f} | {j['checkpoints']} |")
+                 f"{j['worst']:.4g} | {j['regret']:.2f} | {j['spearman']:.2f} | {refused} |")
   rules = list(result["scores"])
   lines += ["", "Per checkpoint (every rule: lower is better):", "",
             "| step | downstream error | " + " | ".join(rules) + " |", "|---" * (len(rules) + 2) + "|"]
   for step in result["steps"]:
     cells = [f"{result['scores'][r][step]:.4g}" if step in result["scores"][r] else "" for r in rules]
     lines.append(f"| {step} | {result['downstream'][step]:.4g} | " + " | ".join(cells) + " |")
+  return lines
+
+
+def summary(results: list[dict], names: list[str]) -> list[str]:
+  """Markdown lines judging each rule over several SimGAN runs (``results``, one
+  ``compare`` result per run, ``names`` their labels): per rule its picks, the mean
+  downstream error of its pick beside the mean best and worst checkpoint's and the
+  unrefined images', the mean regret with its spread over runs, how often it picked
+  the best or refused it, the share of the best checkpoint's gain over unrefined
+  images that its pick kept, and the mean Spearman correlation."""
+  n = len(results)
+  rules = [r for r in results[0]["judged"] if all(r in res["judged"] for res in results)]
+  mean = lambda v: float(np.mean(v))  # noqa: E731
+  best = [res["downstream"][min(res["downstream"], key=res["downstream"].get)] for res in results]
+  worst = [max(res["downstream"].values()) for res in results]
+  unrefined = [res["unrefined"] for res in results]
+  lines = [f"{n} SimGAN runs ({', '.join(names)}), every checkpoint of each judged by a task network "
+           f"trained on its refined images ({results[0]['kind']} '{results[0]['label']}', error: lower is "
+           "better). Mean over runs: unrefined synthetic "
+           f"{mean(unrefined):.4g}, best checkpoint {mean(best):.4g} (needs target labels), worst "
+           f"{mean(worst):.4g}. Gain kept: (unrefined - pick) / (unrefined - best), 100% = the best "
+           "checkpoint's gain over unrefined images, negative = the pick is worse than not refining.",
+           "", "| rule | picks | pick's error | regret (mean ± std) | picked the best | refused the best | "
+           "gain kept | Spearman |", "|---|---|---|---|---|---|---|---|"]
+  ranked = []
+  for rule in rules:
+    js = [res["judged"][rule] for res in results]
+    if any(j["pick"] is None for j in js):
+      lines.append(f"| {rule} | " + ", ".join(str(j["pick"]) for j in js) + " | | | | | | |")
+      continue
+    regret = [j["regret"] for j in js]
+    kept = [(u - j["pick_downstream"]) / (u - b) if u != b else float("nan")
+            for j, u, b in zip(js, unrefined, best)]
+    rho = [j["spearman"] for j in js if np.isfinite(j["spearman"])]
+    ranked.append((mean(regret), float(np.std(regret)), rule))
+    lines.append(f"| {rule} | {', '.join(str(j['pick']) for j in js)} | {mean([j['pick_downstream'] for j in js]):.4g} "
+                 f"| {mean(regret):.2f} ± {np.std(regret):.2f} | {sum(j['regret'] == 0 for j in js)}/{n} "
+                 f"| {sum(j['refused_best'] for j in js)}/{n} | {100 * np.nanmean(kept):.0f}% "
+                 f"| {mean(rho) if rho else float('nan'):.2f} |")
+  if ranked:
+    ranked.sort()
+    (r1, s1, first), rest = ranked[0], ranked[1:]
+    line = f"Lowest mean regret: {first} ({r1:.2f} ± {s1:.2f} over {n} runs)"
+    if rest:
+      r2, s2, second = rest[0]
+      line += (f"; next {second} ({r2:.2f} ± {s2:.2f}): "
+               + ("the difference is within the spread over runs." if r2 - r1 <= max(s1, s2)
+                  else "the difference exceeds the spread over runs."))
+    lines += ["", line + (" One run: no spread; compare rules over several runs." if n == 1 else "")]
   return lines
 
 
@@ -174,5 +224,6 @@ def load_result(path: str) -> dict:
   ints = lambda d: {int(k): v for k, v in d.items()}  # noqa: E731
   result["scores"] = {rule: ints(by_step) for rule, by_step in result["scores"].items()}
   result["downstream"] = ints(result["downstream"])
+  result["judged"] = rules_lib.judge(result["scores"], result["downstream"])  # today's judge
   return result
 

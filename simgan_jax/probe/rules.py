@@ -150,26 +150,31 @@ def spearman(x: list[float], y: list[float]) -> float:
 
 def judge(scores: dict[str, dict[int, float]], downstream: dict[int, float],
           higher_is_better: bool = False) -> dict[str, dict]:
-  """Per rule (``scores``: {rule: {step: score}}, lower picks): the step it picks, that
-  step's downstream value beside the best and worst scored step's, the share of the
-  best-worst range the pick lost (``regret``: 0 = picked the best, 1 = the worst), and
-  the Spearman correlation between the rule's scores and the downstream *goodness*
-  (so +1 = the rule orders checkpoints exactly as the downstream result does)."""
+  """Per rule (``scores``: {rule: {step: score}}, lower picks): the step it picks among
+  the checkpoints it scores finitely, that step's downstream value beside the best and
+  the worst of *all* judged checkpoints (a rule that refuses the checkpoint that helps
+  most is charged for it: ``refused_best``), the share of the best-worst range the pick
+  lost (``regret``: 0 = picked the best, 1 = the worst), how many judged checkpoints it
+  refused (inf or no score), and the Spearman correlation between the rule's finite
+  scores and the downstream *goodness* (+1 = the rule orders those checkpoints exactly
+  as the downstream result does)."""
   sign: Callable[[float], float] = (lambda v: v) if higher_is_better else (lambda v: -v)
+  judged = sorted(downstream)
+  values = [downstream[s] for s in judged]
   out = {}
   for rule, by_step in scores.items():
-    steps = sorted(s for s in by_step if s in downstream and np.isfinite(by_step[s]))
+    steps = [s for s in judged if s in by_step and np.isfinite(by_step[s])]
     if not steps:
-      out[rule] = {"pick": None, "reason": "no checkpoint has both a score and a downstream result"}
+      out[rule] = {"pick": None, "reason": "no checkpoint has both a finite score and a downstream result"}
       continue
-    values = [downstream[s] for s in steps]
     best = max(values, key=sign)
     worst = min(values, key=sign)
+    best_step = judged[values.index(best)]
     pick = min(steps, key=lambda s: (by_step[s], s))
     spread = abs(best - worst)
     out[rule] = {"pick": pick, "pick_downstream": downstream[pick], "best": best, "worst": worst,
-                 "best_step": steps[values.index(best)],
-                 "regret": abs(best - downstream[pick]) / spread if spread else 0.0,
+                 "best_step": best_step, "regret": abs(best - downstream[pick]) / spread if spread else 0.0,
+                 "refused": len(judged) - len(steps), "refused_best": best_step not in steps,
                  # Lower rule score = better, so correlate -score with goodness.
                  "spearman": spearman([-by_step[s] for s in steps], [sign(downstream[s]) for s in steps]),
                  "checkpoints": len(steps)}
