@@ -17,7 +17,7 @@ measures with the config it is given, so a run can be re-selected under another
 drift bound without retraining. With ``config.selection.metric = "label_drift"``
 (the ``:cpu`` default) the least-drifting checkpoint wins among those whose
 ``realism_kid`` is within ``config.selection.realism_ratio`` times the run's
-lowest (``kid_window``: the lowest floored at ``KID_NOISE``, as KID can be <= 0): on one ``:cpu`` run (docs/ablation_lp4.md) downstream gaze error followed
+lowest (``kid_window``: the lowest floored at ``KID_NOISE``, as KID can be <= 0): on one ``:cpu`` run (docs/history.md, last section) downstream gaze error followed
 the drift of three checkpoints (4.25 / 4.73 / 5.95 deg: 8.83 / 9.54 / 10.20 deg on
 target validation) and not their KID (0.66 / 0.93 / 0.57).
 """
