@@ -53,11 +53,16 @@ def _one_run(workdir: str, out: str, downstream_cache: dict) -> dict:
   settings = {"workdir": os.path.abspath(workdir), "downstream_data": _DOWNSTREAM.value,
               "num_images": _NUM.value, "num_real": _NUM_REAL.value, "downstream_seeds": _SEEDS.value}
   previous = compare.load_result(saved) if os.path.exists(saved) else None
-  if previous is not None and previous.get("settings") == settings:
-    common.say(f"compare: {saved} has this comparison already; writing the tables again")
-    return previous
   if "data" not in downstream_cache:
     downstream_cache["data"] = compare.load_downstream(_DOWNSTREAM.value, config, _DATA_DIR.value)
+  if previous is not None and previous.get("settings") == settings:
+    common.say(f"compare: {saved} has this comparison already; writing the tables again")
+    if "downstream_noise" not in previous:  # saved before the noise was measured: add it
+      previous["downstream_noise"] = compare.downstream_noise(config, downstream_cache["data"],
+                                                              num_images=_NUM.value)
+      common.say(f"compare: downstream noise of {workdir}: std {previous['downstream_noise']['std']:.3g}")
+      compare.save_result(saved, previous)
+    return previous
   result = compare.compare(config, workdir, downstream_cache["data"], num_images=_NUM.value,
                            num_real=_NUM_REAL.value, downstream_seeds=[int(s) for s in _SEEDS.value],
                            log=common.say)

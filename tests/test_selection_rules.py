@@ -130,6 +130,9 @@ def test_compare_judges_every_checkpoint_against_its_downstream_error(monkeypatc
   assert result["judged"]["realism_kid"]["pick"] == 2 and result["judged"]["realism_kid"]["regret"] == 1.0
   assert result["judged"]["reverse_validation"]["pick"] == 1, result["scores"]
   assert set(result["scores"]) == {"realism_kid", "selection_score", "reverse_validation"}
+  # The measure's own seed noise: the unrefined images with three other seeds differ.
+  noise = result["downstream_noise"]
+  assert len(noise["errors"]) == 3 and noise["std"] > 0 and noise["std"] == pytest.approx(np.std(noise["errors"], ddof=1))
   table = compare.table(result)
   assert table[2].startswith("| rule | pick |") and table[4].startswith("| selection_score | 2 |")
   assert [line.split(" | ")[:2] for line in table if line.startswith(("| 1 |", "| 2 |"))] == [

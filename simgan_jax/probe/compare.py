@@ -15,7 +15,9 @@ split) of a ``config.drift``-sized task network trained on the checkpoint's refi
 images, averaged over ``downstream_seeds``. This downstream network is smaller
 and shorter-trained than the experiments' estimators, so it ranks checkpoints, it
 does not reproduce the reports' numbers. The raw synthetic images get the same
-downstream measure (``unrefined``), the baseline a useful refiner beats.
+downstream measure (``unrefined``), the baseline a useful refiner beats, and the
+seed noise of the measure itself (``downstream_noise``: the same unrefined images
+with ``NOISE_SEEDS`` other seeds): a regret smaller than that noise says nothing.
 
 Costs: per checkpoint, one refine pass plus 2 (reverse validation) + 2 (agreement) +
 1 (entropy, classes only) + ``len(downstream_seeds)`` trainings of
@@ -43,6 +45,8 @@ from simgan_jax.simulators import sources as eye_sources
 
 # Logged per checkpoint by the training loop; lower is better for each.
 LOGGED = ("selection_score", "realism_kid", "two_sample_accuracy", "label_drift")
+# Extra seeds of the downstream network on the unrefined images: its own seed noise.
+NOISE_SEEDS = (1001, 1002, 1003)
 
 
 def load_downstream(spec: str, config, data_dir: str):
@@ -91,19 +95,36 @@ def downstream_error(config, images: np.ndarray, labels: dict[str, np.ndarray], 
   return float(np.mean(errors))
 
 
+def synthetic_and_real(config, num_images: int, num_real: int, num_heldout: int, seed: int):
+  """The synthetic images (with labels) every checkpoint refines, held-out labelled
+  synthetic images and the unlabelled real pool: the same for every call with one seed."""
+  shape = (config.image_height, config.image_width, config.channels)
+  synthetic = draw(config.synthetic_data, shape, num_images + num_heldout, seed, "synthetic_data")
+  real = draw(config.real_data, shape, num_real, seed + 1, "real_data")["image"]
+  labels = {k: v[:num_images] for k, v in synthetic.items() if k != "image"}
+  heldout_labels = {k: v[num_images:] for k, v in synthetic.items() if k != "image"}
+  return synthetic["image"][:num_images], labels, synthetic["image"][num_images:], heldout_labels, real
+
+
+def downstream_noise(config, downstream, *, num_images: int = 1024, seed: int = 0,
+                     seeds=NOISE_SEEDS) -> dict:
+  """{"errors": [...], "std": ...}: the downstream error of the unrefined images, once per
+  seed in ``seeds`` (the network's own seed noise, the scale to read regrets against)."""
+  images, labels, _, _, _ = synthetic_and_real(config, num_images, 1, 1, seed)
+  errors = [downstream_error(config, images, labels, *downstream, seeds=(s,)) for s in seeds]
+  return {"errors": errors, "std": float(np.std(errors, ddof=1)) if len(errors) > 1 else float("nan")}
+
+
 def compare(config, workdir: str, downstream: tuple[np.ndarray, dict[str, np.ndarray]], *,
             num_images: int = 1024, num_real: int = 1024, num_heldout: int = 512, seed: int = 0,
             downstream_seeds=(0,), rules=rules_lib.RULES, steps=None,
             log: Callable[[str], None] = print) -> dict:
   """Scores every checkpoint of ``workdir`` by every rule and judges the rules (module
   docstring). Returns {"steps", "scores": {rule: {step: score}}, "downstream": {step:
-  error}, "unrefined": error, "judged": rules.judge(...), "seconds"}."""
-  shape = (config.image_height, config.image_width, config.channels)
-  synthetic = draw(config.synthetic_data, shape, num_images + num_heldout, seed, "synthetic_data")
-  real = draw(config.real_data, shape, num_real, seed + 1, "real_data")["image"]
-  labels = {k: v[:num_images] for k, v in synthetic.items() if k != "image"}
-  heldout_labels = {k: v[num_images:] for k, v in synthetic.items() if k != "image"}
-  images, heldout = synthetic["image"][:num_images], synthetic["image"][num_images:]
+  error}, "unrefined": error, "downstream_noise": downstream_noise(...), "judged":
+  rules.judge(...), "seconds"}."""
+  images, labels, heldout, heldout_labels, real = synthetic_and_real(config, num_images, num_real,
+                                                                   num_heldout, seed)
   test, test_labels = downstream
   kind, label = rules_lib.task_of(config, labels)
   if label not in test_labels:
@@ -132,8 +153,10 @@ def compare(config, workdir: str, downstream: tuple[np.ndarray, dict[str, np.nda
     log(f"compare: step {step}: downstream error {errors[step]:.4g}; "
         + ", ".join(f"{k} {v:.4g}" for k, v in scores_here.items()))
   scores = {name: by_step for name, by_step in scores.items() if by_step}
+  noise = downstream_noise(config, downstream, num_images=num_images, seed=seed)
+  log(f"compare: downstream noise: unrefined images with {len(noise['errors'])} other seeds: std {noise['std']:.3g}")
   return {"kind": kind, "label": label, "steps": steps, "scores": scores, "downstream": errors,
-          "unrefined": unrefined, "judged": rules_lib.judge(scores, errors),
+          "unrefined": unrefined, "downstream_noise": noise, "judged": rules_lib.judge(scores, errors),
           "seconds": time.time() - start}
 
 
@@ -143,7 +166,8 @@ def table(result: dict) -> list[str]:
            f"({result['kind']} '{result['label']}'); unrefined synthetic: {result['unrefined']:.4g}. "
            "That network is config.drift's (small, short schedule), not the experiment's estimator: "
            "it ranks checkpoints, and its ranking can differ from a bigger network's. Best and worst are "
-           "over every judged checkpoint, including those a rule refuses (refused: inf or not scored).",
+           "over every judged checkpoint, including those a rule refuses (refused: inf or not scored)."
+           + _noise_sentence([result]),
            "", "| rule | pick | its error | best (step) | worst | regret | Spearman | refused |",
            "|---|---|---|---|---|---|---|---|"]
   for rule, j in result["judged"].items():
@@ -160,6 +184,15 @@ def table(result: dict) -> list[str]:
     cells = [f"{result['scores'][r][step]:.4g}" if step in result["scores"][r] else "" for r in rules]
     lines.append(f"| {step} | {result['downstream'][step]:.4g} | " + " | ".join(cells) + " |")
   return lines
+
+
+def _noise_sentence(results: list[dict]) -> str:
+  stds = [r["downstream_noise"]["std"] for r in results if "downstream_noise" in r]
+  if not stds:
+    return " The downstream measure's seed noise was not measured."
+  return (f" Seed noise of the downstream measure (std of the unrefined images' error over "
+          f"{len(results[0]['downstream_noise']['errors'])} other seeds{', mean over runs' if len(stds) > 1 else ''}): "
+          f"{np.mean(stds):.3g}; differences smaller than that are noise.")
 
 
 def summary(results: list[dict], names: list[str]) -> list[str]:
@@ -180,7 +213,8 @@ def summary(results: list[dict], names: list[str]) -> list[str]:
            "better). Mean over runs: unrefined synthetic "
            f"{mean(unrefined):.4g}, best checkpoint {mean(best):.4g} (needs target labels), worst "
            f"{mean(worst):.4g}. Gain kept: (unrefined - pick) / (unrefined - best), 100% = the best "
-           "checkpoint's gain over unrefined images, negative = the pick is worse than not refining.",
+           "checkpoint's gain over unrefined images, negative = the pick is worse than not refining."
+           + _noise_sentence(results),
            "", "| rule | picks | pick's error | regret (mean ± std) | picked the best | refused the best | "
            "gain kept | Spearman |", "|---|---|---|---|---|---|---|---|"]
   ranked = []
