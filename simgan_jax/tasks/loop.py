@@ -8,8 +8,9 @@ Everything else is here, the same for every task:
   ``state, metrics = step_fn(state, data)``: ``jax.shard_map`` over
   ``parallel.make_mesh`` (axis ``"batch"``), jit with the state donated,
   gradients averaged by ``parallel.mean_value_and_grad``. Each device samples its
-  share of the batch inside the step, one key per example from its *global*
-  index (``parallel.example_keys``), so 1 and 8 devices train on the same batches;
+  share of the batch (a program of its own, so the update does not depend on the
+  pool's size), one key per example from its *global* index
+  (``parallel.example_keys``), so 1 and 8 devices train on the same batches;
 * the pool placed by ``sources.place``: sharded along the batch axis when the
   source is (``shard_pool``, ``host_shard``), replicated otherwise;
 * at most ``MAX_IN_FLIGHT`` steps dispatched ahead of the host: XLA:CPU aborts a
@@ -132,10 +133,15 @@ def create_state(s: Setup, mesh: Mesh) -> TrainState:
   return jax.jit(functools.partial(init_state, s), out_shardings=parallel.shardings(mesh, specs))()
 
 
-def train_step(s: Setup, state: TrainState, data):
-  """One optimiser update on a batch sampled from ``data``; metrics averaged over devices."""
+def sample_batch(s: Setup, key: jax.Array, step: jax.Array, data):
+  """This device's share of step ``step``'s batch, drawn from the pool ``data``."""
+  step_key = jax.random.fold_in(key, step)
+  return s.source.sample(data, parallel.example_keys(jax.random.fold_in(step_key, _BATCH), s.local_batch))
+
+
+def train_step(s: Setup, state: TrainState, batch):
+  """One optimiser update on this device's share of a sampled batch; metrics averaged over devices."""
   step_key = jax.random.fold_in(state.key, state.step)
-  batch = s.source.sample(data, parallel.example_keys(jax.random.fold_in(step_key, _BATCH), s.local_batch))
   images, targets = s.task.prepare(s.hparams, batch, step_key, s.local_batch)
 
   def loss_fn(params):
@@ -151,10 +157,21 @@ def train_step(s: Setup, state: TrainState, data):
 
 
 def compile_train_step(s: Setup, mesh: Mesh, specs: TrainState, data_specs: Any = P()):
-  """jit(shard_map(train_step)); ``data_specs`` from ``sources.place`` (replicated by default)."""
-  mapped = jax.shard_map(functools.partial(train_step, s), mesh=mesh, in_specs=(specs, data_specs),
-                         out_specs=(specs, P()))
-  return jax.jit(mapped, donate_argnums=0)
+  """``step_fn(state, data) -> (state, metrics)``: two compiled programs, each a jit of
+  a shard_map over the batch axis. The first samples the batch from the pool (its
+  size and placement, ``data_specs`` from ``sources.place``, are part of its
+  program); the second, the update with the state donated, sees only the batch, so
+  training sets of different sizes share one compiled update (XLA's persistent
+  cache reuses it across an experiment's rows)."""
+  sample = jax.jit(jax.shard_map(functools.partial(sample_batch, s), mesh=mesh,
+                                 in_specs=(P(), P(), data_specs), out_specs=P(AXIS)))
+  update = jax.jit(jax.shard_map(functools.partial(train_step, s), mesh=mesh, in_specs=(specs, P(AXIS)),
+                                 out_specs=(specs, P())), donate_argnums=0)
+
+  def step_fn(state: TrainState, data):
+    return update(state, sample(state.key, state.step, data))
+
+  return step_fn
 
 
 # ----------------------------------------------------------------------------- evaluation
