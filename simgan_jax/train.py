@@ -112,6 +112,12 @@ def validate_config(config, num_devices: int) -> None:
     raise ConfigError(f"config.loss.reduction: {config.loss.reduction!r} is not 'sum' or 'mean'")
   if not math.isfinite(config.loss.self_regularization_weight) or config.loss.self_regularization_weight < 0:
     raise ConfigError("config.loss.self_regularization_weight: must be a finite number >= 0")
+  two_sample = config.get("two_sample")
+  if (config.get("selection") is not None and config.selection.metric == "two_sample_accuracy"
+      and not (two_sample is not None and two_sample.enabled)):
+    # Stops before training, not at the first scored checkpoint (label_drift: probe/checkpoint.py).
+    raise ConfigError("config.selection.metric: 'two_sample_accuracy' is not measured: "
+                      "config.two_sample.enabled is false; select by realism_kid or label_drift instead")
 
 
 def check_image_shapes(config, synthetic, real) -> None:

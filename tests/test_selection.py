@@ -41,6 +41,16 @@ def test_constant_output_is_a_collapse_and_scores_inf():
   config.selection.metric = "two_sample_accuracy"
   with pytest.raises(ConfigError, match="config.selection.metric: 'two_sample_accuracy' is not measured"):
     selection.score(config, scores, 10.0, collapsed=False)
+  # Selecting by a probe that is off stops before training, not at the first checkpoint.
+  from simgan_jax import train
+
+  train.validate_config(config, 1)
+  config.two_sample.enabled = False
+  with pytest.raises(ConfigError, match="^config.selection.metric: 'two_sample_accuracy' is not measured: "
+                     "config.two_sample.enabled is false"):
+    train.validate_config(config, 1)
+  config.selection.metric = "realism_kid"
+  train.validate_config(config, 1)
 
 
 def _made_up_run(root, entries, on_disk):
