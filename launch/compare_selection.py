@@ -62,7 +62,7 @@ def _one_run(workdir: str, out: str, downstream_cache: dict) -> dict:
                                                               num_images=_NUM.value)
       common.say(f"compare: downstream noise of {workdir}: std {previous['downstream_noise']['std']:.3g}")
       compare.save_result(saved, previous)
-    return previous
+    return compare.with_default_rule(previous, config, workdir)  # under today's selection code
   result = compare.compare(config, workdir, downstream_cache["data"], num_images=_NUM.value,
                            num_real=_NUM_REAL.value, downstream_seeds=[int(s) for s in _SEEDS.value],
                            log=common.say)

@@ -118,6 +118,8 @@ def test_compare_judges_every_checkpoint_against_its_downstream_error(monkeypatc
   monkeypatch.setattr(compare.refine_lib, "restore_refiner", lambda config, workdir, step: (step, step))
   monkeypatch.setattr(compare.refine_lib, "refine_arrays",
                       lambda config, step, images: images if step == 1 else np.full_like(images, 128))
+  for step in (1, 2):
+    (tmp_path / "checkpoints" / str(step)).mkdir(parents=True)
   (tmp_path / "metrics.jsonl").write_text('{"step": 1, "realism_kid": 0.5, "selection_score": 0.5}\n'
                                           '{"step": 2, "realism_kid": 0.1, "selection_score": 0.1}\n')
   result = compare.compare(config, str(tmp_path), (downstream.pop("image"), downstream), num_images=128,
@@ -129,12 +131,15 @@ def test_compare_judges_every_checkpoint_against_its_downstream_error(monkeypatc
   # The logged KID preferred the blank checkpoint; reverse validation does not.
   assert result["judged"]["realism_kid"]["pick"] == 2 and result["judged"]["realism_kid"]["regret"] == 1.0
   assert result["judged"]["reverse_validation"]["pick"] == 1, result["scores"]
-  assert set(result["scores"]) == {"realism_kid", "selection_score", "reverse_validation"}
+  # --step=best's own ranking (probe/selection.py) is judged too, first: it follows the KID here.
+  assert list(result["scores"])[0] == "step=best" and result["scores"]["step=best"] == {2: 0.0, 1: 1.0}
+  assert result["judged"]["step=best"]["pick"] == 2
+  assert set(result["scores"]) == {"step=best", "realism_kid", "selection_score", "reverse_validation"}
   # The measure's own seed noise: the unrefined images with three other seeds differ.
   noise = result["downstream_noise"]
   assert len(noise["errors"]) == 3 and noise["std"] > 0 and noise["std"] == pytest.approx(np.std(noise["errors"], ddof=1))
   table = compare.table(result)
-  assert table[2].startswith("| rule | pick |") and table[4].startswith("| selection_score | 2 |")
+  assert table[2].startswith("| rule | pick |") and table[4].startswith("| step=best | 2 |")
   assert [line.split(" | ")[:2] for line in table if line.startswith(("| 1 |", "| 2 |"))] == [
       ["| 1", f"{result['downstream'][1]:.4g}"], ["| 2", f"{result['downstream'][2]:.4g}"]]
   # A rerun reads the saved result back (JSON keys are strings) to the same table.

@@ -6,7 +6,10 @@ images with each checkpoint and scores them with
 
 * the measures the training loop logged at that checkpoint (``metrics.jsonl``:
   ``realism_kid``, ``two_sample_accuracy``, ``label_drift``, ``selection_score``,
-  the rule ``--step=best`` uses today), and
+  the logged score before the realism window), and
+* ``step=best``: the rule ``--step=best``, keep-best and reproduce apply
+  (``probe/selection.py``: the logged score plus the realism window and the
+  pretraining exclusion), as its ranking of the checkpoints it qualifies;
 * the rules of ``rules.py`` (reverse validation, agreement, entropy), computed here;
 
 and measures the downstream truth the rules try to predict: the error on a
@@ -27,6 +30,7 @@ Costs: per checkpoint, one refine pass plus 2 (reverse validation) + 2 (agreemen
 from __future__ import annotations
 
 import json
+import math
 import time
 from typing import Callable
 
@@ -95,6 +99,25 @@ def downstream_error(config, images: np.ndarray, labels: dict[str, np.ndarray], 
   return float(np.mean(errors))
 
 
+DEFAULT_RULE = "step=best"
+
+
+def default_rule(config, workdir: str) -> dict[int, float]:
+  """The ranking ``--step=best`` applies to ``workdir`` under ``config``: 0, 1, ... for
+  the checkpoints it qualifies, best first, and +inf for every other checkpoint on disk."""
+  ranked = selection_lib.ranked_steps(config, workdir)
+  scores = {step: math.inf for step in selection_lib.checkpoint_steps(workdir)}
+  scores.update({step: float(rank) for rank, step in enumerate(ranked)})
+  return scores
+
+
+def with_default_rule(result: dict, config, workdir: str) -> dict:
+  """``result`` with the ``step=best`` rule's scores put first and the rules judged again."""
+  scores = {DEFAULT_RULE: default_rule(config, workdir),
+            **{k: v for k, v in result["scores"].items() if k != DEFAULT_RULE}}
+  return {**result, "scores": scores, "judged": rules_lib.judge(scores, result["downstream"])}
+
+
 def synthetic_and_real(config, num_images: int, num_real: int, num_heldout: int, seed: int):
   """The synthetic images (with labels) every checkpoint refines, held-out labelled
   synthetic images and the unlabelled real pool: the same for every call with one seed."""
@@ -155,9 +178,9 @@ def compare(config, workdir: str, downstream: tuple[np.ndarray, dict[str, np.nda
   scores = {name: by_step for name, by_step in scores.items() if by_step}
   noise = downstream_noise(config, downstream, num_images=num_images, seed=seed)
   log(f"compare: downstream noise: unrefined images with {len(noise['errors'])} other seeds: std {noise['std']:.3g}")
-  return {"kind": kind, "label": label, "steps": steps, "scores": scores, "downstream": errors,
-          "unrefined": unrefined, "downstream_noise": noise, "judged": rules_lib.judge(scores, errors),
-          "seconds": time.time() - start}
+  result = {"kind": kind, "label": label, "steps": steps, "scores": scores, "downstream": errors,
+            "unrefined": unrefined, "downstream_noise": noise, "seconds": time.time() - start}
+  return with_default_rule(result, config, workdir)
 
 
 def table(result: dict) -> list[str]:
