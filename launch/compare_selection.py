@@ -40,6 +40,9 @@ _NUM = flags.DEFINE_integer("num_images", 1024, "Synthetic images refined per ch
 _NUM_REAL = flags.DEFINE_integer("num_real", 1024, "Unlabelled real images the rules use.")
 _SEEDS = flags.DEFINE_list("downstream_seeds", ["0"], "Seeds of the downstream task networks.")
 _DATA_DIR = flags.DEFINE_string("data_dir", "", "Prepared TFDS datasets ('' = the default).")
+_LABEL = flags.DEFINE_string("label", "", "The synthetic label the rules' and the downstream task networks "
+                             "learn (config.drift.label; '' = the run's choice, e.g. 'joints' for hands).")
+_STEPS = flags.DEFINE_list("steps", [], "Checkpoint steps to judge ('' = every checkpoint on disk).")
 flags.mark_flags_as_required(["workdir", "out"])
 
 
@@ -49,9 +52,17 @@ def _one_run(workdir: str, out: str, downstream_cache: dict) -> dict:
   from simgan_jax.probe import compare  # pylint: disable=g-import-not-at-top
 
   config = refine.load_config(workdir)
+  if _LABEL.value:
+    config.drift.label = _LABEL.value
+  steps = [int(step) for step in _STEPS.value] or None
+  if steps:  # a subset: --step=best's own pick is always judged with it
+    from simgan_jax.probe import selection  # pylint: disable=g-import-not-at-top
+
+    steps = sorted(set(steps) | set(selection.ranked_steps(config, workdir)[:1]))
   saved = os.path.join(out, "compare.json")
   settings = {"workdir": os.path.abspath(workdir), "downstream_data": _DOWNSTREAM.value,
-              "num_images": _NUM.value, "num_real": _NUM_REAL.value, "downstream_seeds": _SEEDS.value}
+              "num_images": _NUM.value, "num_real": _NUM_REAL.value, "downstream_seeds": _SEEDS.value,
+              **({"label": _LABEL.value} if _LABEL.value else {}), **({"steps": steps} if steps else {})}
   previous = compare.load_result(saved) if os.path.exists(saved) else None
   if "data" not in downstream_cache:
     downstream_cache["data"] = compare.load_downstream(_DOWNSTREAM.value, config, _DATA_DIR.value)
@@ -65,7 +76,7 @@ def _one_run(workdir: str, out: str, downstream_cache: dict) -> dict:
     return compare.with_default_rule(previous, config, workdir)  # under today's selection code
   result = compare.compare(config, workdir, downstream_cache["data"], num_images=_NUM.value,
                            num_real=_NUM_REAL.value, downstream_seeds=[int(s) for s in _SEEDS.value],
-                           log=common.say)
+                           steps=steps, log=common.say)
   os.makedirs(out, exist_ok=True)
   compare.save_result(saved, result, settings=settings)
   return result
@@ -84,6 +95,8 @@ def main(argv):
   command = (f"python launch/compare_selection.py --workdir={','.join(workdirs)} "
              f"--downstream_data={_DOWNSTREAM.value} --num_images={_NUM.value} --num_real={_NUM_REAL.value} "
              f"--downstream_seeds={','.join(_SEEDS.value)} --out={_OUT.value}"
+             + (f" --label={_LABEL.value}" if _LABEL.value else "")
+             + (f" --steps={','.join(_STEPS.value)}" if _STEPS.value else "")
              + (f" --report={_REPORT.value}" if _REPORT.value else ""))
   minutes = sum(r["seconds"] for r in results) / 60
   lines = [f"# Which label-free rule picks the checkpoint that helps most?", "",
