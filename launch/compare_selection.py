@@ -64,17 +64,20 @@ def _one_run(workdir: str, out: str, downstream_cache: dict) -> dict:
               "num_images": _NUM.value, "num_real": _NUM_REAL.value, "downstream_seeds": _SEEDS.value,
               **({"label": _LABEL.value} if _LABEL.value else {}), **({"steps": steps} if steps else {})}
   previous = compare.load_result(saved) if os.path.exists(saved) else None
-  if "data" not in downstream_cache:
-    downstream_cache["data"] = compare.load_downstream(_DOWNSTREAM.value, config, _DATA_DIR.value)
+
+  def downstream():  # loaded once, and only when something is measured
+    if "data" not in downstream_cache:
+      downstream_cache["data"] = compare.load_downstream(_DOWNSTREAM.value, config, _DATA_DIR.value)
+    return downstream_cache["data"]
+
   if previous is not None and previous.get("settings") == settings:
     common.say(f"compare: {saved} has this comparison already; writing the tables again")
     if "downstream_noise" not in previous:  # saved before the noise was measured: add it
-      previous["downstream_noise"] = compare.downstream_noise(config, downstream_cache["data"],
-                                                              num_images=_NUM.value)
+      previous["downstream_noise"] = compare.downstream_noise(config, downstream(), num_images=_NUM.value)
       common.say(f"compare: downstream noise of {workdir}: std {previous['downstream_noise']['std']:.3g}")
       compare.save_result(saved, previous)
     return compare.with_default_rule(previous, config, workdir)  # under today's selection code
-  result = compare.compare(config, workdir, downstream_cache["data"], num_images=_NUM.value,
+  result = compare.compare(config, workdir, downstream(), num_images=_NUM.value,
                            num_real=_NUM_REAL.value, downstream_seeds=[int(s) for s in _SEEDS.value],
                            steps=steps, log=common.say)
   os.makedirs(out, exist_ok=True)

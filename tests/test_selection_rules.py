@@ -177,3 +177,49 @@ def test_summary_judges_rules_over_several_runs():
   assert row["bad"][1:4] == ["1, 1", "9.5", "1.00 ± 0.00"] and row["bad"][4:7] == ["0/2", "1/2", "-33%"]
   assert lines[-1].startswith("Lowest mean regret: good (0.25 ± 0.25 over 2 runs); next bad (1.00 ± 0.00): "
                               "the difference exceeds the spread")
+
+
+def test_launcher_judges_several_runs_and_writes_one_report(tmp_path):
+  """launch/compare_selection.py over two finished comparisons (read back, nothing trained):
+  run<k>/ per workdir, the summary over runs, --step=best's pick from each run's metrics."""
+  import json
+  import os
+  import subprocess
+  import sys
+
+  from simgan_jax.probe import compare
+
+  repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+  config = default.get_config("smoke")  # pretraining ends at step 5: steps 6 and 8 compete
+  workdirs, out = [], tmp_path / "out"
+  for k, (kid6, kid8) in enumerate(((0.2, 0.1), (0.1, 0.2))):
+    workdir = tmp_path / f"seed{k}"
+    for step in (2, 6, 8):
+      (workdir / "checkpoints" / str(step)).mkdir(parents=True)
+    (workdir / "config.json").write_text(config.to_json())
+    (workdir / "metrics.jsonl").write_text("".join(
+        json.dumps({"step": s, "realism_kid": v, "selection_score": v}) + "\n"
+        for s, v in ((2, 0.05), (6, kid6), (8, kid8))))
+    downstream = {2: 9.0, 6: 8.0, 8: 7.0}  # step 8 helps most in both runs
+    result = {"kind": "gaze", "label": "gaze", "steps": [2, 6, 8], "downstream": downstream, "unrefined": 9.5,
+              "scores": {"realism_kid": {2: 0.05, 6: kid6, 8: kid8}}, "seconds": 60.0,
+              "downstream_noise": {"errors": [9.4, 9.5, 9.6], "std": 0.1}}
+    (out / f"run{k}").mkdir(parents=True)
+    compare.save_result(str(out / f"run{k}" / "compare.json"), result, settings={
+        "workdir": str(workdir), "downstream_data": "eyesim_target:validation", "num_images": 1024,
+        "num_real": 1024, "downstream_seeds": ["0"]})
+    workdirs.append(str(workdir))
+  report = tmp_path / "docs" / "selection.md"
+  report.parent.mkdir()
+  run = subprocess.run([sys.executable, os.path.join(repo, "launch", "compare_selection.py"),
+                        f"--workdir={','.join(workdirs)}", f"--out={out}", f"--report={report}"],
+                       capture_output=True, text=True, cwd=repo, timeout=300)
+  assert run.returncode == 0, run.stderr[-3000:]
+  text = report.read_text()
+  assert text == (out / "compare.md").read_text()
+  assert "2 SimGAN runs (run0, run1)" in text and "seed noise of the downstream measure" in text.lower()
+  # --step=best: the lowest KID after pretraining, 8 then 6 (gain kept 100% and 60%); the
+  # raw KID picks pretraining step 2 both times.
+  assert "| step=best | 8, 6 | 7.5 | 0.25 ± 0.25 | 1/2 | 0/2 | 80% |" in text
+  assert "| realism_kid | 2, 2 | 9 | 1.00 ± 0.00 | 0/2 | 0/2 | 20% |" in text
+  assert f"## run1: `{workdirs[1]}`" in text and "Lowest mean regret: step=best" in text
