@@ -60,7 +60,7 @@ def _one_run(workdir: str, out: str, downstream_cache: dict) -> dict:
 
     steps = sorted(set(steps) | set(selection.ranked_steps(config, workdir)[:1]))
   saved = os.path.join(out, "compare.json")
-  settings = {"workdir": os.path.abspath(workdir), "downstream_data": _DOWNSTREAM.value,
+  settings = {"workdir": os.path.realpath(workdir), "downstream_data": _DOWNSTREAM.value,
               "num_images": _NUM.value, "num_real": _NUM_REAL.value, "downstream_seeds": _SEEDS.value,
               **({"label": _LABEL.value} if _LABEL.value else {}), **({"steps": steps} if steps else {})}
   previous = compare.load_result(saved) if os.path.exists(saved) else None
