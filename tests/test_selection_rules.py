@@ -177,6 +177,13 @@ def test_summary_judges_rules_over_several_runs():
   assert row["bad"][1:4] == ["1, 1", "9.5", "1.00 ± 0.00"] and row["bad"][4:7] == ["0/2", "1/2", "-33%"]
   assert lines[-1].startswith("Lowest mean regret: good (0.25 ± 0.25 over 2 runs); next bad (1.00 ± 0.00): "
                               "the difference exceeds the spread")
+  # A measure whose own noise exceeds the best checkpoint's gain says it cannot rank anything.
+  assert not any("cannot tell the checkpoints apart" in line for line in lines)
+  for r, std in zip(runs, (2.0, 3.0)):  # best's gains over unrefined: 3 and 2, mean 2.5 = mean noise
+    r["downstream_noise"] = {"errors": [], "std": std}
+  assert not any("cannot tell" in line for line in compare.summary(runs, ["a", "b"]))
+  runs[1]["downstream_noise"]["std"] = 3.5  # mean noise 2.75 > mean gain 2.5
+  assert compare.summary(runs, ["a", "b"])[-1].startswith("The best checkpoint gains 2.5 over unrefined images, less than")
 
 
 def test_launcher_judges_several_runs_and_writes_one_report(tmp_path):

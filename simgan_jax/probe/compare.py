@@ -265,6 +265,11 @@ def summary(results: list[dict], names: list[str]) -> list[str]:
                + ("the difference is within the spread over runs." if r2 - r1 <= max(s1, s2)
                   else "the difference exceeds the spread over runs."))
     lines += ["", line + (" One run: no spread; compare rules over several runs." if n == 1 else "")]
+  stds = [r["downstream_noise"]["std"] for r in results if "downstream_noise" in r]
+  if stds and mean(unrefined) - mean(best) < float(np.mean(stds)):
+    lines += ["", f"The best checkpoint gains {mean(unrefined) - mean(best):.3g} over unrefined images, less "
+              f"than the measure's seed noise ({np.mean(stds):.3g}): this measure cannot tell the checkpoints "
+              "apart, so it cannot rank the rules (gain-kept shares are noise over a tiny denominator)."]
   return lines
 
 
