@@ -268,8 +268,9 @@ def summary(results: list[dict], names: list[str]) -> list[str]:
   stds = [r["downstream_noise"]["std"] for r in results if "downstream_noise" in r]
   if stds and mean(unrefined) - mean(best) < float(np.mean(stds)):
     lines += ["", f"The best checkpoint gains {mean(unrefined) - mean(best):.3g} over unrefined images, less "
-              f"than the measure's seed noise ({np.mean(stds):.3g}): this measure cannot tell the checkpoints "
-              "apart, so it cannot rank the rules (gain-kept shares are noise over a tiny denominator)."]
+              f"than the measure's seed noise ({np.mean(stds):.3g}): no checkpoint measurably beats the unrefined "
+              "images, so regrets among the near-best checkpoints are noise and gain-kept shares divide by "
+              "that tiny gain; only a pick worse than unrefined by more than the noise says something."]
   return lines
 
 
