@@ -79,3 +79,24 @@ def test_shipped_eyesim_refiner_loads_and_refines(tmp_path):
   # Not collapsed: every refined eye has contrast, and the eyes differ from each other.
   images = np.stack([np.asarray(Image.open(out / n), np.float32) for n in names])
   assert images.std(axis=(1, 2)).min() > 5 and images.std(axis=0).mean() > 5
+
+
+def test_model_card_use_line_refines_the_refiners_own_data():
+  """The card's command must refine what the refiner was trained on (a hand refiner's card
+  once told users to refine eyes)."""
+  import json
+
+  from simgan_jax.configs import handsim
+  from simgan_jax.refining import export
+
+  info = {"date": "2026-12-05", "step": 4, "workdir": "runs/x", "num_parameters": 1}
+  assert "--data=handsim " in export.model_card("h", handsim.get_config("smoke"), info, "", "note")
+  folder = default.get_config("smoke")
+  folder.synthetic_data.name = "image_folder"
+  assert "--data=YOUR_DATA_SPEC " in export.model_card("f", folder, info, "", "note")
+  for name in pretrained.available():  # the shipped cards as committed
+    folder_path = os.path.join(os.path.dirname(pretrained.__file__), "pretrained", name)
+    with open(os.path.join(folder_path, "config.json")) as f:
+      data = json.load(f)["synthetic_data"]["name"]
+    with open(os.path.join(folder_path, "MODEL_CARD.md")) as f:
+      assert f"--checkpoint=pretrained:{name} --data={data} " in f.read(), name

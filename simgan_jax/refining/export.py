@@ -46,8 +46,13 @@ CARD_SCORES = (("realism_kid", "realism KID (lower is more real)"),
            ("selection_score", "selection score"))
 
 
+# Synthetic sources whose name is also a complete data spec for launch/refine.py --data.
+SIMULATOR_SPECS = ("eyesim", "handsim")
+
+
 def model_card(name: str, config, info: dict, command: str, note: str) -> str:
   scores = info.get("scores", {})
+  data = config.synthetic_data.name if config.synthetic_data.name in SIMULATOR_SPECS else "YOUR_DATA_SPEC"
   rows = "\n".join(f"| {label} | {scores[key]:.4g} |" for key, label in CARD_SCORES if key in scores)
   return f"""# Shipped refiner `pretrained:{name}`
 
@@ -64,6 +69,6 @@ Scores logged at that checkpoint (`metrics.jsonl`, label-free; simgan_jax/probe)
 |---|---|
 {rows}
 
-Use: `python launch/refine.py --checkpoint=pretrained:{name} --data=eyesim --num_examples=64 --format=png --out=runs/refined_pretrained`.
+Use: `python launch/refine.py --checkpoint=pretrained:{name} --data={data} --num_examples=64 --format=png --out=runs/refined_pretrained`.
 Only the refiner ships (no discriminator, optimiser state or history): it refines, it does not resume training.
 """
