@@ -141,10 +141,10 @@ def downstream_noise(config, downstream, *, num_images: int = 1024, seed: int = 
 def compare(config, workdir: str, downstream: tuple[np.ndarray, dict[str, np.ndarray]], *,
             num_images: int = 1024, num_real: int = 1024, num_heldout: int = 512, seed: int = 0,
             downstream_seeds=(0,), rules=rules_lib.RULES, steps=None, noise_seeds=NOISE_SEEDS,
-            log: Callable[[str], None] = print) -> dict:
+            noise: dict | None = None, log: Callable[[str], None] = print) -> dict:
   """Scores every checkpoint of ``workdir`` by every rule and judges the rules (module
   docstring). Returns {"steps", "scores": {rule: {step: score}}, "downstream": {step:
-  error}, "unrefined": error, "downstream_noise": downstream_noise(...), "judged":
+  error}, "unrefined": error, "downstream_noise": downstream_noise(...) or ``noise``, "judged":
   rules.judge(...), "seconds"}."""
   images, labels, heldout, heldout_labels, real = synthetic_and_real(config, num_images, num_real,
                                                                    num_heldout, seed)
@@ -176,7 +176,8 @@ def compare(config, workdir: str, downstream: tuple[np.ndarray, dict[str, np.nda
     log(f"compare: step {step}: downstream error {errors[step]:.4g}; "
         + ", ".join(f"{k} {v:.4g}" for k, v in scores_here.items()))
   scores = {name: by_step for name, by_step in scores.items() if by_step}
-  noise = downstream_noise(config, downstream, num_images=num_images, seed=seed, seeds=noise_seeds)
+  if noise is None:  # given when another run of the same setting measured it (same images, same seeds)
+    noise = downstream_noise(config, downstream, num_images=num_images, seed=seed, seeds=noise_seeds)
   log(f"compare: downstream noise: unrefined images with {len(noise['errors'])} other seeds: std {noise['std']:.3g}")
   result = {"kind": kind, "label": label, "steps": steps, "scores": scores, "downstream": errors,
             "unrefined": unrefined, "downstream_noise": noise, "seconds": time.time() - start}
