@@ -143,6 +143,25 @@ def test_drift_ranked_selection_among_realistic_checkpoints(tmp_path):
   assert selection.best_checkpoint(config, str(tmp_path))["step"] == 6
 
 
+def test_cpu_default_selects_lowest_two_sample_accuracy_without_kid_window(tmp_path):
+  """default.py:cpu ranks by two-sample accuracy over every adversarial checkpoint (the
+  rule docs/selection_eyesim.md found best), with the drift bound still applied. Catches:
+  the old label-drift default (picks 500), a KID window left on (2.0 > 2 x 0.5 refuses 600:
+  picks 700), pretraining checkpoints competing (picks 300), and the drift bound dropped
+  (picks 400)."""
+  spread = {"refined_std_ratio": 1.0, "refined_spread_ratio": 1.0}
+  _made_up_run(tmp_path, [
+      {"step": 300, "realism_kid": 0.5, "label_drift": 0.5, "two_sample_accuracy": 0.6, **spread},
+      {"step": 400, "realism_kid": 0.5, "label_drift": 13.0, "two_sample_accuracy": 0.7, **spread},
+      {"step": 500, "realism_kid": 0.5, "label_drift": 3.0, "two_sample_accuracy": 0.9, **spread},
+      {"step": 600, "realism_kid": 2.0, "label_drift": 5.0, "two_sample_accuracy": 0.8, **spread},
+      {"step": 700, "realism_kid": 0.6, "label_drift": 4.0, "two_sample_accuracy": 0.85, **spread},
+  ], on_disk=(300, 400, 500, 600, 700))
+  config = default.get_config("cpu")  # pretraining ends at step 200 + 100 = 300
+  config.drift.max_drift = 12.0
+  assert selection.best_checkpoint(config, str(tmp_path))["step"] == 600
+
+
 def test_no_qualifying_checkpoint_is_one_line(tmp_path):
   inf = float("inf")
   _made_up_run(tmp_path, [{"step": 6, "realism_kid": 0.2, "selection_score": inf, "collapsed": 1.0},

@@ -32,8 +32,7 @@ Stages (each resumes or is skipped when its outputs exist in the workdir):
    the simulator's labels) and ``selection_score``. No target label is used.
 2. ``selection.json``: the adversarial-phase checkpoint with the lowest
    ``selection_score`` (``simgan.selection.metric``: realism KID, or in ``:cpu``
-   label drift among checkpoints within ``simgan.selection.realism_ratio`` x the
-   lowest KID; +inf when collapsed or over ``simgan.drift.max_drift``) is the
+   the two-sample accuracy; +inf when collapsed or over ``simgan.drift.max_drift``) is the
    refiner used from here on (target labels are never used to select).
 3. ``refined/``: the first ``data_multiplier * num_synthetic`` images of
    ``synthetic_data`` refined by that checkpoint, labels unchanged; an

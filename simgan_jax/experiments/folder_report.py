@@ -82,7 +82,8 @@ def _probe_table(config, workdir: str, selection) -> list[str]:
     lines.append(f"| (unrefined synthetic) | {first['realism_kid_unrefined']:.4g} | {two} | 0 | | |")
   rule = (f"`{config.simgan.selection.metric}`"
           + (f" among checkpoints within {config.simgan.selection.realism_ratio:g}x the lowest realism KID"
-             if config.simgan.selection.metric != "realism_kid" else ""))
+             if config.simgan.selection.metric != "realism_kid"
+             and float(config.simgan.selection.get("realism_ratio", 0)) > 0 else ""))
   about = (f"Label drift: a {info['kind']} network trained on the synthetic `{info['label']}` labels, "
            f"in {unit}. " if info else "")
   return ["## Refiner selection (no labels of real images)", "",

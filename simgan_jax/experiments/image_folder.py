@@ -17,8 +17,9 @@ skipped when its outputs exist in the workdir):
    task from the synthetic labels (one column of integers: classification, else
    regression; ``--set task=...`` overrides);
 1-3. the reproduction's SimGAN training (``simgan/``), label-free checkpoint
-   selection (``selection.json``: realism KID and the label drift of a network
-   trained on the synthetic labels) and refining of the whole synthetic set
+   selection (``selection.json``: default.py ``:cpu``'s rule, the lowest two-sample
+   accuracy, with the drift bound of a network trained on the synthetic labels;
+   chosen on the eye benchmark, docs/selection_eyesim.md) and refining of the whole synthetic set
    (``refined/``), from experiments/reproduce.py;
 4. ``estimators/<synthetic|refined>/seed_<s>/``: the task network
    (tasks/labels.py) trained on the synthetic images and on the refined ones
