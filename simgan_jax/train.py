@@ -113,11 +113,8 @@ def validate_config(config, num_devices: int) -> None:
   if not math.isfinite(config.loss.self_regularization_weight) or config.loss.self_regularization_weight < 0:
     raise ConfigError("config.loss.self_regularization_weight: must be a finite number >= 0")
   two_sample = config.get("two_sample")
-  if (config.get("selection") is not None and config.selection.metric == "two_sample_accuracy"
-      and not (two_sample is not None and two_sample.enabled)):
-    # Stops before training, not at the first scored checkpoint (label_drift: probe/checkpoint.py).
-    raise ConfigError("config.selection.metric: 'two_sample_accuracy' is not measured: "
-                      "config.two_sample.enabled is false; select by realism_kid or label_drift instead")
+  if not (two_sample is not None and two_sample.enabled):
+    selection.require_measured(config, "two_sample_accuracy", "config.two_sample.enabled is false")
 
 
 def check_image_shapes(config, synthetic, real) -> None:

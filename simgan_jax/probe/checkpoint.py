@@ -177,7 +177,7 @@ def task_network(config, setup: training.Setup, data, workdir: str, is_chief: bo
   realism_on = is_chief and config.get("realism") and config.realism.num_images
   probe_on = realism_on and d is not None and d.enabled
   if realism_on and not probe_on:
-    _check_selection_measurable(config, "config.drift.enabled is false")
+    selection.require_measured(config, "label_drift", "config.drift.enabled is false")
   if not (weight or probe_on):
     return None
   if d is None:
@@ -189,8 +189,8 @@ def task_network(config, setup: training.Setup, data, workdir: str, is_chief: bo
     if weight:
       raise ConfigError("config.loss.task_consistency_weight: needs a replicated synthetic pool; set "
                         "config.synthetic_data.shard_pool=false")
-    _check_selection_measurable(config, "the synthetic pool is sharded across devices (set "
-                                "config.synthetic_data.shard_pool=false)")
+    selection.require_measured(config, "label_drift", "the synthetic pool is sharded across devices "
+                               "(set config.synthetic_data.shard_pool=false)")
     log("label drift: off (the synthetic pool is sharded across devices; set "
         "config.synthetic_data.shard_pool=false to measure it)")
     return None
@@ -200,14 +200,6 @@ def task_network(config, setup: training.Setup, data, workdir: str, is_chief: bo
     raise ConfigError("config.loss.task_consistency_weight: > 0 needs a task network, but the "
                       "synthetic data has no numeric label (see config.drift.label)")
   if task is None and probe_on:
-    _check_selection_measurable(config, "the synthetic data has no numeric label to choose (name one "
-                                "with config.drift.label)")
+    selection.require_measured(config, "label_drift", "the synthetic data has no numeric label to "
+                               "choose (name one with config.drift.label)")
   return task
-
-
-def _check_selection_measurable(config, why: str) -> None:
-  """Selecting by label drift when no drift is measured stops here, before training,
-  not at the first checkpoint."""
-  if config.get("selection") is not None and config.selection.metric == "label_drift":
-    raise ConfigError(f"config.selection.metric: 'label_drift' is not measured: {why}; select by "
-                      "realism_kid or two_sample_accuracy instead")

@@ -66,6 +66,19 @@ def collapse_reasons(config, scores: dict[str, float], max_drift: float | None) 
   return reasons
 
 
+METRICS = ("realism_kid", "two_sample_accuracy", "label_drift")
+
+
+def require_measured(config, metric: str, why: str) -> None:
+  """Stops with one line, before training rather than at the first scored checkpoint,
+  when the run selects by ``metric`` but ``why`` says the run will not measure it (the
+  one check for every probe: train.validate_config for the two-sample test,
+  probe/checkpoint.py for label drift)."""
+  if config.get("selection") is not None and config.selection.metric == metric:
+    others = " or ".join(m for m in METRICS if m != metric)
+    raise ConfigError(f"config.selection.metric: {metric!r} is not measured: {why}; select by {others} instead")
+
+
 def score(config, scores: dict[str, float], max_drift: float | None, collapsed: bool) -> float:
   """``selection_score``: the realism metric, or +inf when collapsed or drifting over the bound."""
   metric = config.selection.metric
