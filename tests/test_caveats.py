@@ -99,3 +99,26 @@ def test_machine_cpu_seconds_reads_proc_stat(tmp_path):
   stat.write_text(f"cpu  {tick} {tick} {tick} {50 * tick} {9 * tick} {tick} {tick} {tick} 0 0\ncpu0 1 2 3\n")
   assert caveats.machine_cpu_seconds(str(stat)) == 6.0
   assert caveats.machine_cpu_seconds(str(tmp_path / "missing")) is None
+
+
+def test_an_estimator_stage_that_reused_finished_estimators_says_so(tmp_path):
+  """The stage's wall time is this run's part when estimators were found finished: the
+  report says so, with their summed training time. Catches: no caveat on a resumed run,
+  one on every run (a full run's stage outlasts its estimators' training), and estimators
+  of the other SimGAN seeds (simgan_seed<s>/) left out of the sum."""
+  from simgan_jax.experiments import caveats
+
+  def result(path, seconds):
+    os.makedirs(path.parent, exist_ok=True)
+    json.dump({"steps": 600, "train_seconds": seconds}, open(path, "w"))
+
+  result(tmp_path / "gaze" / "synthetic" / "seed_0" / "results.json", 90.0)
+  result(tmp_path / "gaze" / "refined" / "seed_0" / "results.json", 95.0)
+  result(tmp_path / "simgan_seed1" / "gaze" / "refined" / "seed_0" / "results.json", 100.0)
+  assert caveats.reuse_lines(str(tmp_path), {"gaze": 300.0}, "gaze") == []  # all trained in this run
+  assert caveats.reuse_lines(str(tmp_path), {"simgan": 300.0}, "gaze") == []  # no such stage timed
+  lines = caveats.reuse_lines(str(tmp_path), {"gaze": 200.0}, "gaze")  # 285 s of training in 200 s
+  assert lines[0] == ("The gaze stage's 3.3 min is this run's part: it found estimators finished earlier (a "
+                      "resumed run, or rows copied from another workdir) and reused them. The 3 estimators' "
+                      "own training took 4.8 min in all (`train_seconds` in their results.json; evaluation "
+                      "not included).")

@@ -8,12 +8,17 @@
   ``MIN_OTHER_CORES`` cores busy while it ran (it shared the machine): its wall time is
   an upper bound. ``CpuClock`` records each stage's process CPU time, and the machine's
   CPU time spent by other processes (Linux ``/proc/stat``), beside ``timings.json``.
+* ``reuse_lines``: the estimator stage found estimators finished by an earlier run (a
+  resumed run, or rows copied from another workdir) and trained only the rest: its wall
+  time is this run's part, not the stage's cost; the estimators' own training times
+  (``train_seconds`` in their ``results.json``) are summed beside it.
 * ``share_noise_lines``: every synthetic- or refined-trained row's share within the threshold is
   too small to separate rows (the hand run at ``:cpu`` size); read the mean error.
 """
 
 from __future__ import annotations
 
+import glob
 import json
 import os
 import time
@@ -133,6 +138,20 @@ def timing_lines(workdir: str, timings: dict[str, float]) -> list[str]:
                 "shared the machine")
   return [f"Read these times as upper bounds: {'; '.join(said)} (CPU time per stage: `{CPU_TIMINGS_FILE}`).",
           ""]
+
+
+def reuse_lines(workdir: str, timings: dict[str, float], stage: str) -> list[str]:
+  """The caveat when ``timings[stage]`` (the estimator stage) is shorter than the training
+  time its estimators recorded: some were trained before this run and reused."""
+  paths = (glob.glob(os.path.join(workdir, "*", "*", "seed_*", "results.json"))
+           + glob.glob(os.path.join(workdir, "simgan_seed*", "*", "*", "seed_*", "results.json")))
+  trained = [float((read_json(p) or {}).get("train_seconds", 0.0)) for p in paths]
+  if stage not in timings or not sum(trained) > timings[stage]:
+    return []
+  return [f"The {stage} stage's {timings[stage] / 60:.1f} min is this run's part: it found estimators "
+          f"finished earlier (a resumed run, or rows copied from another workdir) and reused them. The "
+          f"{len(trained)} estimators' own training took {sum(trained) / 60:.1f} min in all "
+          "(`train_seconds` in their results.json; evaluation not included).", ""]
 
 
 def share_noise_lines(summary, key: str, label: str, error_unit: str) -> list[str]:
