@@ -311,8 +311,9 @@ def _cpu(c):
   # data beat the raw images beyond the seed spread: 9.08 +- 0.31 deg against 9.67 +- 0.30
   # (zero padding 9.70 +- 0.44; mirror + noise input 9.30 +- 0.68). It trades the border
   # frame and corner marks for straight lines near the border (a partial frame in some eyes); ripples remain
-  # (docs/ablation_reflect.md). On the test split (docs/results_eyesim.md, another
-  # SimGAN run) it did not beat the raw images beyond the spread (9.48 +- 0.13 vs 9.78 +- 0.43).
+  # (docs/ablation_reflect.md). On the test split (an early results_eyesim.md, another
+  # SimGAN run; docs/history.md) it did not beat the raw images beyond the spread
+  # (9.48 +- 0.13 vs 9.78 +- 0.43).
   c.refiner.padding = "REFLECT"
   # Self-regularisation on 4x4 block means (losses.low_pass_4): the target's grain,
   # blur and compression are zero-mean detail that identity L1 charges for. On the
