@@ -100,3 +100,26 @@ def test_model_card_use_line_refines_the_refiners_own_data():
       data = json.load(f)["synthetic_data"]["name"]
     with open(os.path.join(folder_path, "MODEL_CARD.md")) as f:
       assert f"--checkpoint=pretrained:{name} --data={data} " in f.read(), name
+
+
+def test_model_card_selection_score_is_the_shipped_rules(tmp_path):
+  """A run trained under one selection rule and exported under another: the card's selection
+  score is the shipped config's (two-sample accuracy here), not the one logged at training
+  time (label drift), and the card names the metric. Catches copying the logged score."""
+  import json
+
+  from simgan_jax.refining import export
+
+  entries = [{"step": 6, "realism_kid": 0.9, "two_sample_accuracy": 0.8, "label_drift": 4.0, "selection_score": 4.0},
+             {"step": 9, "realism_kid": 2.0, "two_sample_accuracy": 0.7, "label_drift": 5.0, "selection_score": 5.0}]
+  (tmp_path / "metrics.jsonl").write_text("".join(json.dumps(e) + "\n" for e in entries))
+  for step in (6, 9):
+    (tmp_path / "checkpoints" / str(step)).mkdir(parents=True)
+  config = default.get_config("smoke")  # pretraining ends at step 5
+  config.drift.max_drift = 12.0
+  config.selection.metric, config.selection.realism_ratio = "two_sample_accuracy", 0.0
+  scores = export.checkpoint_scores(config, str(tmp_path), 9)
+  assert scores["selection_score"] == 0.7 and scores["label_drift"] == 5.0
+  info = {"date": "2026-12-05", "step": 9, "workdir": "runs/x", "num_parameters": 1, "scores": scores}
+  assert "| selection score (`two_sample_accuracy`, lower is better) | 0.7 |" in export.model_card(
+      "e", config, info, "", "note")

@@ -176,6 +176,12 @@ def kid_window(lowest_kid: float, ratio: float) -> float:
   return ratio * max(lowest_kid, KID_NOISE)
 
 
+def selection_scores(config, workdir: str) -> dict[int, float]:
+  """{step: selection score} of the on-disk scored checkpoints under ``config``'s rule
+  (the logged ``selection_score`` is the rule of the run's own config, which may be older)."""
+  return _rank(config, workdir)["totals"]
+
+
 def ranked_steps(config, workdir: str) -> list[int]:
   """The qualified on-disk checkpoints, best first, by exactly ``best_checkpoint``'s rule
   (keep-best keeps the first ``keep_best_checkpoints``); [] when none qualifies."""

@@ -30,12 +30,23 @@ def export(config, workdir: str, step: int | None, out_dir: str, *, name: str, c
   info = {"step": step, "num_parameters": int(sum(np.size(x) for x in jax.tree.leaves(params))),
           "workdir": workdir,  # as given (e.g. runs/...), not this machine's absolute path
           "command": command, "date": datetime.date.today().isoformat(),
-          "scores": selection.checkpoint_metrics(workdir).get(step, {})}
+          "scores": checkpoint_scores(config, workdir, step)}
   with open(os.path.join(out_dir, pretrained.META), "w") as f:
     json.dump(info, f, indent=1, sort_keys=True)
   with open(os.path.join(out_dir, pretrained.CARD), "w") as f:
     f.write(model_card(name, config, info, command, note))
   return info
+
+
+def checkpoint_scores(config, workdir: str, step: int) -> dict[str, Any]:
+  """The probe entry logged at ``step``, with ``selection_score`` recomputed under
+  ``config``'s selection rule (the one shipped in config.json): a run re-selected under a
+  newer rule logged its scores under the old one."""
+  scores = dict(selection.checkpoint_metrics(workdir).get(step, {}))
+  recomputed = selection.selection_scores(config, workdir)
+  if step in recomputed:
+    scores["selection_score"] = recomputed[step]
+  return scores
 
 
 CARD_SCORES = (("realism_kid", "realism KID (lower is more real)"),
@@ -53,7 +64,10 @@ SIMULATOR_SPECS = ("eyesim", "handsim")
 def model_card(name: str, config, info: dict, command: str, note: str) -> str:
   scores = info.get("scores", {})
   data = config.synthetic_data.name if config.synthetic_data.name in SIMULATOR_SPECS else "YOUR_DATA_SPEC"
-  rows = "\n".join(f"| {label} | {scores[key]:.4g} |" for key, label in CARD_SCORES if key in scores)
+  labels = dict(CARD_SCORES)
+  if config.get("selection") is not None:
+    labels["selection_score"] = f"selection score (`{config.selection.metric}`, lower is better)"
+  rows = "\n".join(f"| {labels[key]} | {scores[key]:.4g} |" for key, _ in CARD_SCORES if key in scores)
   return f"""# Shipped refiner `pretrained:{name}`
 
 {note}
