@@ -67,17 +67,6 @@ def data_line(config) -> str:
   return f"synthetic: {describe_data(config.synthetic_data)}; real: {describe_data(config.real_data)}"
 
 
-def selection_rule(config) -> str:
-  """In words: how ``selection.best_checkpoint`` ranks checkpoints under ``config``."""
-  metric = config.selection.metric
-  ratio = float(config.selection.get("realism_ratio", 0.0))
-  never = "collapsed or over config.drift.max_drift: never"
-  if metric != "realism_kid" and ratio > 0:
-    return (f"lowest {metric} among checkpoints with realism_kid within {ratio:g}x the run's lowest "
-            f"(floored at {selection_lib.KID_NOISE:g}; config.selection.metric, realism_ratio; {never})")
-  return f"lowest {metric} (config.selection.metric; {never})"
-
-
 def _scores(entry: dict[str, Any], selection_score: float) -> dict[str, float]:
   out = {k: float(entry[k]) for k in SHOWN if k in entry}
   out["selection_score"] = float(selection_score)
@@ -93,11 +82,11 @@ def selected_checkpoint(config, workdir: str) -> dict[str, Any]:
     realism = config.get("realism")
     if realism is not None and not realism.get("num_images"):
       return {"error": "checkpoints are not scored (config.realism.num_images is 0); refine takes the newest"}
-    return {"error": str(e), "rule": selection_rule(config)}
+    return {"error": str(e), "rule": selection_lib.rule_text(config)}
   entries = selection_lib.checkpoint_metrics(workdir)
   totals = {int(s): v for s, v in best["selection_scores"].items()}
   out = {"step": best["step"], "scores": _scores(entries[best["step"]], totals[best["step"]]),
-         "rule": selection_rule(config), "candidates": len(best["candidates"])}
+         "rule": selection_lib.rule_text(config), "candidates": len(best["candidates"])}
   if best["runner_up"] is not None:
     out["runner_up"] = {"step": best["runner_up"],
                         "scores": _scores(entries[best["runner_up"]], totals[best["runner_up"]])}

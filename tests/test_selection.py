@@ -228,3 +228,13 @@ def test_keep_best_keeps_exactly_what_step_best_picks(tmp_path):
   infos = [type("Info", (), {"step": e["step"], "metrics": {"selection_score": e["selection_score"]}})
            for e in entries]
   assert [i.step for i, keep in zip(infos, old.should_preserve(infos)) if keep] == [6]
+
+
+def test_rule_text_names_the_kid_window_only_when_there_is_one():
+  """The rule in words (train.py's closing summary and the reports): a KID window is named
+  only when it applies. Catches the folder report's old "within 0x the lowest KID"."""
+  config = default.get_config("cpu")
+  assert selection.rule_text(config) == ("lowest two_sample_accuracy (config.selection.metric; collapsed or "
+                                         "over config.drift.max_drift: never)")
+  config.selection.metric, config.selection.realism_ratio = "label_drift", 2.0
+  assert selection.rule_text(config).startswith("lowest label_drift among checkpoints with realism_kid within 2x")

@@ -15,6 +15,7 @@ import numpy as np
 from simgan_jax import images as images_lib
 from simgan_jax.data import sources as sources_lib
 from simgan_jax.probe import drift as drift_lib
+from simgan_jax.probe import selection as selection_lib
 from simgan_jax.experiments import report
 from simgan_jax.probe import selection as selection_lib
 
@@ -80,17 +81,13 @@ def _probe_table(config, workdir: str, selection) -> list[str]:
     two = (f"{100 * first['two_sample_accuracy_unrefined']:.1f}%" if "two_sample_accuracy_unrefined" in first
            else "–")
     lines.append(f"| (unrefined synthetic) | {first['realism_kid_unrefined']:.4g} | {two} | 0 | | |")
-  rule = (f"`{config.simgan.selection.metric}`"
-          + (f" among checkpoints within {config.simgan.selection.realism_ratio:g}x the lowest realism KID"
-             if config.simgan.selection.metric != "realism_kid"
-             and float(config.simgan.selection.get("realism_ratio", 0)) > 0 else ""))
+  rule = selection_lib.rule_text(config.simgan)
   about = (f"Label drift: a {info['kind']} network trained on the synthetic `{info['label']}` labels, "
            f"in {unit}. " if info else "")
   return ["## Refiner selection (no labels of real images)", "",
           f"At every checkpoint: realism KID (refined vs real, lower is more real), the two-sample accuracy "
           f"of a fresh refined-vs-real classifier (50% = indistinguishable) and the label drift. {about}"
-          f"The checkpoint with the lowest selection score ({rule}; +inf when collapsed or over the drift "
-          "bound) refines the synthetic set.", "", *lines, "", "![losses and realism score](losses.png)", ""]
+          f"The selected checkpoint refines the synthetic set; rule: {rule}.", "", *lines, "", "![losses and realism score](losses.png)", ""]
 
 
 def write_report(config, workdir: str, selection, summary, preservation, pools, timings) -> str:

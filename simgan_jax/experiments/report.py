@@ -24,6 +24,7 @@ from simgan_jax.experiments import rows
 from simgan_jax.experiments import seeds as seeds_lib
 from simgan_jax.tasks import data as data_lib
 from simgan_jax.probe import drift as drift_lib
+from simgan_jax.probe import selection as selection_lib
 
 _LOSS_CURVES = (("refiner_adversarial_loss", "refiner: adversarial"),
                 ("self_regularization_loss", "refiner: self-regularisation (x lambda)"),
@@ -286,13 +287,8 @@ def write_report(config, workdir: str, selection, summary, preservation, pools, 
             "`two_sample_accuracy` (held-out accuracy of a fresh classifier trained on refined vs real "
             "images, with its Wilson 95% interval; 50% = indistinguishable, `probe/two_sample.py`) and "
             "`label_drift` (how far a task network trained on the synthetic labels moves its predictions "
-            "from synthetic to refined images, `probe/drift.py`). The adversarial-phase checkpoint "
-            f"with the lowest `selection_score` ({config.simgan.selection.metric}, or never a checkpoint "
-            "that collapsed or drifts over `config.drift.max_drift`"
-            + (f"; only checkpoints with a realism KID at most {config.simgan.selection.realism_ratio:g}x "
-               "the run's lowest compete" if config.simgan.selection.metric != "realism_kid"
-               and config.simgan.selection.get("realism_ratio", 0) else "")
-            + ") refines the training sets.", ""]
+            "from synthetic to refined images, `probe/drift.py`). The selected adversarial-phase "
+            f"checkpoint refines the training sets; rule: {selection_lib.rule_text(config.simgan)}.", ""]
   if task_info:
     error = metrics.get(int(selection["step"]), {}).get("task_error_synthetic")
     lines += [f"Label drift is measured by a {task_info['kind']} network on the synthetic `{task_info['label']}` "

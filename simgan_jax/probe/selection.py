@@ -14,9 +14,9 @@ lowest finite score among those still on disk (adversarial phase; pretraining
 checkpoints only when there is no other), as ``launch/refine.py --step=best``
 and ``launch/reproduce.py`` do. It recomputes each score from the logged
 measures with the config it is given, so a run can be re-selected under another
-drift bound without retraining. With ``config.selection.metric = "label_drift"`` the least-drifting checkpoint wins
-among those whose ``realism_kid`` is within ``config.selection.realism_ratio`` times
-the run's lowest (``kid_window``: the lowest floored at ``KID_NOISE``, as KID can be
+drift bound without retraining. With ``config.selection.metric = "label_drift"``
+the least-drifting checkpoint wins among those whose ``realism_kid`` is within
+``config.selection.realism_ratio`` times the run's lowest (``kid_window``: the lowest floored at ``KID_NOISE``, as KID can be
 <= 0). The ``:cpu`` default is ``two_sample_accuracy`` with no KID window: over 3
 SimGAN seeds on the eye validation split it lost least to the best checkpoint of
 the label-free rules compared (docs/selection_eyesim.md).
@@ -174,6 +174,18 @@ def kid_window(lowest_kid: float, ratio: float) -> float:
   0.06 over subsets, probe/realism.py); ``ratio`` times a value <= 0 would admit
   nothing, not even the best checkpoint."""
   return ratio * max(lowest_kid, KID_NOISE)
+
+
+def rule_text(config) -> str:
+  """In words: how ``best_checkpoint`` ranks checkpoints under ``config`` (the closing
+  summary of train.py and the experiments' reports say it the same way)."""
+  metric = config.selection.metric
+  ratio = float(config.selection.get("realism_ratio", 0.0))
+  never = "collapsed or over config.drift.max_drift: never"
+  if metric != "realism_kid" and ratio > 0:
+    return (f"lowest {metric} among checkpoints with realism_kid within {ratio:g}x the run's lowest "
+            f"(floored at {KID_NOISE:g}; config.selection.metric, realism_ratio; {never})")
+  return f"lowest {metric} (config.selection.metric; {never})"
 
 
 def selection_scores(config, workdir: str) -> dict[int, float]:
