@@ -48,7 +48,7 @@ from simgan_jax.probe import rules as rules_lib
 from simgan_jax.simulators import sources as eye_sources
 
 # Logged per checkpoint by the training loop; lower is better for each.
-LOGGED = ("selection_score", "realism_kid", "two_sample_accuracy", "label_drift")
+LOGGED = ("selection_score", *selection_lib.METRICS)
 # Extra seeds of the downstream network on the unrefined images: its own seed noise.
 NOISE_SEEDS = (1001, 1002, 1003)
 

@@ -66,6 +66,7 @@ def collapse_reasons(config, scores: dict[str, float], max_drift: float | None) 
   return reasons
 
 
+# The measures a run can be selected by (config.selection.metric), each logged per checkpoint.
 METRICS = ("realism_kid", "two_sample_accuracy", "label_drift")
 
 
