@@ -64,7 +64,7 @@ def eye_probe(tmp_path_factory, optimized_xla):
   with optimized_xla():  # 150 training steps: running, not compiling, dominates
     c = default.get_config("smoke")
     c.realism.num_images, c.realism.subset_size = 64, 32
-    c.drift.train_steps, c.drift.batch_size = 150, 32
+    c.drift.train_steps, c.drift.batch_size = 100, 32
     c.drift.max_drift = 5.0
     shape = (35, 55, 1)
     synthetic = eye_sources.eyesim_source(c.synthetic_data, shape)
@@ -106,7 +106,7 @@ def test_constant_refiner_is_flagged_and_never_selected(eye_probe):
 def test_task_network_is_saved_and_reused(eye_probe):
   c, _, task, workdir = eye_probe
   info = json.load(open(f"{workdir}/task_network/task_network.json"))
-  assert info["kind"] == "gaze" and info["train_steps"] == 150
+  assert info["kind"] == "gaze" and info["train_steps"] == 100
   again = drift.task_network(c, None, None, (35, 55, 1), workdir, log=lambda _: None)  # no data: read back
   for a, b in zip(jax.tree.leaves(task.params), jax.tree.leaves(again.params)):
     np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

@@ -112,7 +112,7 @@ def test_compare_judges_every_checkpoint_against_its_downstream_error(monkeypatc
   from simgan_jax.probe import compare
 
   config = default.get_config("smoke")
-  config.drift.train_steps, config.drift.batch_size = 60, 32
+  config.drift.train_steps, config.drift.batch_size = 30, 32
   shape = (config.image_height, config.image_width, config.channels)
   downstream = compare.draw(config.synthetic_data, shape, 128, seed=7, where="test")
   monkeypatch.setattr(compare.refine_lib, "restore_refiner", lambda config, workdir, step: (step, step))
@@ -127,7 +127,8 @@ def test_compare_judges_every_checkpoint_against_its_downstream_error(monkeypatc
                            noise_seeds=(1001, 1002), log=lambda _: None)
   assert result["kind"] == "gaze" and result["steps"] == [1, 2]
   assert result["downstream"][1] == result["unrefined"]  # the same images, the same seeds
-  assert result["downstream"][2] > result["downstream"][1] + 5  # degrees: blank images teach nothing
+  # Degrees: blank images teach nothing (30 steps: 17.0 vs 13.6; seed noise 0.4).
+  assert result["downstream"][2] > result["downstream"][1] + 2
   # The logged KID preferred the blank checkpoint; reverse validation does not.
   assert result["judged"]["realism_kid"]["pick"] == 2 and result["judged"]["realism_kid"]["regret"] == 1.0
   assert result["judged"]["reverse_validation"]["pick"] == 1, result["scores"]
