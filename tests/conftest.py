@@ -157,10 +157,28 @@ def pytest_collection_modifyitems(config, items):
       item.add_marker(pytest.mark.slow)
     if test in OPTIMIZED_TESTS:
       item.add_marker(pytest.mark.xla_optimized)
-  # The slow tier first (a stable sort keeps file order within each tier): with pytest.ini's
-  # `--dist worksteal` the workers start on the long tests and end on short ones stolen
-  # from each other, instead of one worker finishing a long pipeline test alone.
-  items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+  # Longest first, a whole file at a time (module fixtures are built once per file run):
+  # the files of LONGEST in its order, then the other files with slow tests, then the rest
+  # (a stable sort keeps the order within each file). With pytest.ini's `--dist worksteal`
+  # the workers start on the long tests and end on short ones stolen from each other,
+  # instead of one worker finishing a long pipeline test alone.
+  slow_files = {item.nodeid.partition("::")[0].removeprefix("tests/") for item in items
+                if item.get_closest_marker("slow") is not None}
+
+  def rank(item):
+    path = item.nodeid.partition("::")[0].removeprefix("tests/")
+    return (path not in slow_files, LONGEST.index(path) if path in LONGEST else len(LONGEST))
+
+  items.sort(key=rank)
+
+
+# The files of the longest tests of a clean clone's `-n 2` run (`--durations`, 5 Dec 2026),
+# longest first.
+LONGEST = [
+    "test_hand_reproduce.py", "test_reproduce.py", "test_seeds.py", "test_selection_rules.py",
+    "test_drift.py", "test_multiprocess.py", "test_image_folder_experiment.py", "test_sources.py",
+    "test_pose.py",
+]
 
 
 @contextlib.contextmanager
