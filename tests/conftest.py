@@ -139,7 +139,7 @@ SLOW_TESTS = {
 
 # Tests whose time goes into running, not compiling, programs: they run with XLA's
 # optimisation passes (`xla_optimized` marker). Measured one test at a time, with and
-# without (6 Dec 2026, 2 shared cores): the selection-rule comparison 99 s with the passes,
+# without (5 Dec 2026, while an ablation ran on the same 2 cores): the selection-rule comparison 99 s with the passes,
 # 409 s without; the folder smoke 78 vs 48 s, pose on the simulator 53 vs 35 s and the
 # pose fit 62 vs 58 s, so those three compile without them. test_drift.py's module
 # fixture uses `xla_optimized()` itself.
@@ -148,28 +148,26 @@ OPTIMIZED_TESTS = {
 }
 
 
+def _file(item) -> str:
+  return item.nodeid.partition("::")[0].removeprefix("tests/")
+
+
 def pytest_collection_modifyitems(config, items):
   del config
+  slow_files = set()
   for item in items:
-    path, _, name = item.nodeid.partition("::")
-    test = f"{path.removeprefix('tests/')}::{name.split('[')[0]}"
-    if path.removeprefix("tests/") in SLOW_FILES or test in SLOW_TESTS:
+    test = f"{_file(item)}::{item.nodeid.partition('::')[2].split('[')[0]}"
+    if _file(item) in SLOW_FILES or test in SLOW_TESTS:
       item.add_marker(pytest.mark.slow)
+      slow_files.add(_file(item))
     if test in OPTIMIZED_TESTS:
       item.add_marker(pytest.mark.xla_optimized)
   # Longest first, a whole file at a time (module fixtures are built once per file run):
   # the files of LONGEST in its order, then the other files with slow tests, then the rest
   # (a stable sort keeps the order within each file). With pytest.ini's `--dist worksteal`
-  # the workers start on the long tests and end on short ones stolen from each other,
-  # instead of one worker finishing a long pipeline test alone.
-  slow_files = {item.nodeid.partition("::")[0].removeprefix("tests/") for item in items
-                if item.get_closest_marker("slow") is not None}
-
-  def rank(item):
-    path = item.nodeid.partition("::")[0].removeprefix("tests/")
-    return (path not in slow_files, LONGEST.index(path) if path in LONGEST else len(LONGEST))
-
-  items.sort(key=rank)
+  # the workers start on the long tests and end on short ones stolen from each other.
+  items.sort(key=lambda item: (_file(item) not in slow_files,
+                               LONGEST.index(_file(item)) if _file(item) in LONGEST else len(LONGEST)))
 
 
 # The files of the longest tests of a clean clone's `-n 2` run (`--durations`, 5 Dec 2026),

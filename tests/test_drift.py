@@ -61,7 +61,7 @@ def test_classifier_drift_is_zero_for_identity_and_one_for_a_mirroring_refiner()
 @pytest.fixture(scope="module")
 def eye_probe(tmp_path_factory, optimized_xla):
   """The checkpoint probe of a smoke config on simulator eyes, with a gaze network trained for it."""
-  with optimized_xla():  # 150 training steps: running, not compiling, dominates
+  with optimized_xla():  # 100 training steps: running, not compiling, dominates
     c = default.get_config("smoke")
     c.realism.num_images, c.realism.subset_size = 64, 32
     c.drift.train_steps, c.drift.batch_size = 100, 32
