@@ -14,7 +14,10 @@ def test_handsim_pose_smoke_end_to_end(tmp_path):
   """Every stage through the launcher; rows cut to four (the 3x path and the oracle included) to stay small."""
   workdir = tmp_path / "repro"
   doc = tmp_path / "docs" / "results_handsim.md"
-  env = dict(os.environ, SIMGAN_JAX_CACHE=str(tmp_path / "cache"))
+  from simgan_jax import native
+
+  # A fresh data cache, but the native kernels' usual one (else each run compiles them again: 6 s).
+  env = dict(os.environ, SIMGAN_JAX_CACHE=str(tmp_path / "cache"), SIMGAN_JAX_NATIVE_CACHE=str(native._cache_dir()))  # pylint: disable=protected-access
   command = [sys.executable, os.path.join(REPO, "launch", "reproduce.py"), "--experiment=handsim_pose:smoke",
              f"--workdir={workdir}", "--set", "training_sets=synthetic,refined_4x,oracle,target",
              "--set", "simgan.real_data.num_train=64", f"--publish={doc}"]
@@ -26,7 +29,7 @@ def test_handsim_pose_smoke_end_to_end(tmp_path):
   assert refined.shape == (96, 32, 32, 1) and labels["joints"].shape == (96, 14, 2)  # 3x32, joints kept
   for name in ("synthetic", "refined_4x", "oracle", "target"):
     results = json.load(open(workdir / "pose" / name / "seed_0" / "results.json"))
-    assert results["steps"] == 3 and results["eval"]["test"]["num_images"] == 2000
+    assert results["steps"] == 3 and results["eval"]["test"]["num_images"] == 256  # max_examples of the smoke estimator
   preservation = json.load(open(workdir / "preservation.json"))
   for key in ("foreground_iou", "depth_change_mm", "joint_drift_px", "joint_error_refined_px",
               "oracle_joint_drift_px", "joint_error_oracle_px"):

@@ -141,3 +141,28 @@ def test_cache_build_says_so_at_once_and_reports_progress(tmp_path, capsys):
   assert err[-1].startswith("eyesim_target test: 32 images in ")
   target_dataset.load_split("test", TINY, cache_dir=tmp_path)
   assert capsys.readouterr().err == ""  # cached: silent
+
+
+def test_max_examples_renders_the_first_images_of_the_full_target_splits(tmp_path):
+  """An estimator's max_examples cuts a built-in target's labelled split to its first N
+  examples (eyes and hands), without rendering the rest: the same images and labels as
+  rows [0, N) of the full-size split."""
+  from simgan_jax.configs import gaze, pose
+  from simgan_jax.simulators import hand_sources, sources as eye_sources
+  from simgan_jax.tasks import data as data_lib, pose_data
+
+  for module, eval_set, sources, spec, label in (
+      (gaze, data_lib.eval_set, eye_sources, "eyesim_target:test", "gaze"),
+      (pose, pose_data.eval_set, hand_sources, "handsim_target:validation", "joints")):
+    config = module.get_config("smoke")
+    config.cache_dir, config.max_examples = str(tmp_path), 5
+    images, labels = eval_set(spec, config)
+    assert images.shape[0] == 5 and labels.shape[0] == 5
+    sizes = data_lib.data_config(spec, config, False)
+    assert (sizes.num_validation, sizes.num_test) == (5, 5)
+    config.max_examples = 0  # off: the dataset's own sizes (thousands), of which 5 are rendered here
+    full = sources.dataset_config(data_lib.data_config(spec, config, False), data_lib.image_shape(config))
+    assert full.num_test >= 2000 and full.num_validation >= 2000
+    full_images, full_labels = target_dataset.generate_split(full, spec.split(":")[1], num=5)
+    np.testing.assert_array_equal(images, full_images)
+    np.testing.assert_allclose(labels, full_labels[label], atol=1e-6)

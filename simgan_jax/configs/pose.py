@@ -72,6 +72,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
 
   c.data_dir = ""  # prepared TFDS datasets (nyu_hand)
   c.cache_dir = ""  # built-in target cache ('' = ~/.cache/simgan_jax)
+  # TFDS sets and the built-in target's labelled splits: the first N examples (0 = all)
   c.max_examples = 0
   c.num_simulator_eval = 2000  # images in a `handsim` evaluation set
 
@@ -109,6 +110,8 @@ def _smoke(c):
   c.checkpoint_every = 3
   c.eval_batch_size = 64
   c.num_simulator_eval = 64
+  # The built-in target's validation/test splits cut to their first 256 images (tests).
+  c.max_examples = 256
 
 
 _VARIANTS = {"cpu": _cpu, "smoke": _smoke}

@@ -6,6 +6,8 @@ A set is named by a short spec, as on the command line:
   evaluation set, ``config.num_simulator_eval`` fixed renders;
 * ``eyesim_target[:SPLIT]``: the built-in target domain; ``validation`` (the
   default for training: the ``train`` split is unlabelled by design) or ``test``;
+  ``config.max_examples`` > 0 renders only the split's first N examples (example i
+  has its own key, so they are the first N of the full split);
 * ``npz:PATH``: an ``.npz`` with ``images`` and ``gaze`` arrays;
 * ``tfds:PATH[:SPLIT]``: a TFDS dataset folder (the one holding
   ``dataset_info.json``), e.g. the output of ``launch/refine.py``; split ``train``
@@ -31,7 +33,8 @@ import numpy as np
 from simgan_jax.configs import default
 from simgan_jax.data import sources as sources_lib
 from simgan_jax.errors import ConfigError, DataError
-from simgan_jax.simulators import sources as eye_sources
+from simgan_jax.simulators import hand_sources, sources as eye_sources
+from simgan_jax.simulators import target_dataset
 
 # Simulator evaluation renders come from their own key, not the config seed, so a
 # simulator test set is the same for every training run.
@@ -60,7 +63,17 @@ def _eyesim_target(spec, rest, config, training):
   if split == "train":
     raise ConfigError(f"data spec {spec!r}: the target train split is unlabelled by design; "
                       "use eyesim_target:validation or eyesim_target:test")
-  return default.data_config("eyesim_target", split=split, cache_dir=config.cache_dir)
+  return default.data_config("eyesim_target", split=split, cache_dir=config.cache_dir,
+                             **target_split_sizes(config, target_dataset.TargetDatasetConfig()))
+
+
+def target_split_sizes(config, defaults) -> dict[str, int]:
+  """``num_validation``/``num_test`` of a built-in target's labelled splits:
+  ``config.max_examples`` (if > 0) caps the defaults; {} leaves them as they are."""
+  limit = config.get("max_examples", 0)
+  if not limit:
+    return {}
+  return {f: min(int(limit), getattr(defaults, f)) for f in ("num_validation", "num_test")}
 
 
 def _tfds_dir(spec, rest, config, training):
@@ -86,7 +99,8 @@ def _handsim_target(spec, rest, config, training):
   if split == "train":
     raise ConfigError(f"data spec {spec!r}: the target train split is unlabelled by design; "
                       "use handsim_target:validation or handsim_target:test")
-  return default.data_config("handsim_target", split=split, cache_dir=config.cache_dir)
+  return default.data_config("handsim_target", split=split, cache_dir=config.cache_dir,
+                             **target_split_sizes(config, hand_sources.HandTargetDatasetConfig()))
 
 
 # Specs with their own syntax; any other name is a prepared TFDS dataset.
