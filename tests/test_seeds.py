@@ -125,9 +125,16 @@ def test_refiner_stages_per_simgan_seed(tmp_path, monkeypatch):
   assert seeds.selection_lines({"simgan_seeds": {"0": records["0"]}}, {}) == []
 
 
-def test_two_simgan_seeds_smoke(tmp_path):
+def test_two_simgan_seeds_smoke(tmp_path, monkeypatch):
   """Every stage at smoke size with two SimGAN seeds, two rows and one estimator seed."""
+  import matplotlib.axes
+
   from simgan_jax.experiments import reproduce
+
+  labels = []
+  set_ylabel = matplotlib.axes.Axes.set_ylabel
+  monkeypatch.setattr(matplotlib.axes.Axes, "set_ylabel",
+                      lambda self, text, *a, **k: labels.append(text) or set_ylabel(self, text, *a, **k))
 
   config = _config("simgan_seeds=0,1", "seeds=0", "training_sets=refined,target", "data_multiplier=1",
                    "num_sample_images=2", "simgan.drift.enabled=false", "simgan.two_sample.enabled=false")
@@ -146,6 +153,8 @@ def test_two_simgan_seeds_smoke(tmp_path):
   assert "was not trained by this run" not in report
   timings = json.load(open(workdir / "timings.json"))
   assert {"simgan", "simgan_seed1", "refine_seed1", "two_sample_seed1"} <= set(timings)
+  # The within-d figure names the set it was evaluated on (it once said "test" on validation runs).
+  assert f"{config.test_data} images within distance (%)" in labels
 
 
 def test_launcher_says_runs_over_simgan_and_estimator_seeds():

@@ -78,7 +78,7 @@ def write_report(config, workdir: str, selection, summary, preservation, pools, 
   titles = {k: v.format(m=m) for k, v in TITLES.items()}
   report.plot_within_d(summary, titles, os.path.join(workdir, "within_d.png"), pose.WITHIN_THRESHOLDS_PX,
                        "distance from ground truth (px of a 224-pixel crop)",
-                       "test images with all joints within distance (%)")
+                       f"{config.test_data} images, all joints within distance (%)")
   report.plot_losses(config.simgan, simgan_dir, selection["step"], os.path.join(workdir, "losses.png"))
   save_samples(config, pools, os.path.join(workdir, "samples.png"))
   pm, minutes = report._pm, report._minutes  # pylint: disable=protected-access

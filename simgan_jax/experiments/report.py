@@ -55,7 +55,8 @@ def _metrics(simgan_dir: str) -> dict[int, dict[str, float]]:
 def plot_within_d(summary, titles, path: str, thresholds=gaze.WITHIN_THRESHOLDS_DEG,
                   xlabel: str = "distance from ground truth (degrees)",
                   ylabel: str = "test images within distance (%)") -> None:
-  """Per row, the share of test images within each distance of ``thresholds`` (``s["curve"]``)."""
+  """Per row, the share of evaluation images within each distance of ``thresholds``
+  (``s["curve"]``); ``ylabel`` names the evaluation set (callers pass ``config.test_data``)."""
   plt = _pyplot()
   fig, ax = plt.subplots(figsize=(6, 4), dpi=110)
   for name, s in summary.items():
@@ -237,7 +238,8 @@ def write_report(config, workdir: str, selection, summary, preservation, pools, 
   simgan_dir = os.path.join(workdir, "simgan")
   m = config.data_multiplier
   titles = {k: v.format(m=m) for k, v in rows.TITLES.items()}
-  plot_within_d(summary, titles, os.path.join(workdir, "within_d.png"))
+  plot_within_d(summary, titles, os.path.join(workdir, "within_d.png"),
+                ylabel=f"{config.test_data} images within distance (%)")
 
   task_info = drift_lib.read_info(simgan_dir) or {}
   drift_unit = task_info.get("unit", "")
