@@ -199,6 +199,16 @@ def contrast_normalized(images_BHWC, eps: float = 1e-6):
   return (images_BHWC - mean) * jax.lax.rsqrt(var + eps)
 
 
+@register_psi("normalized_low_pass_4")
+def normalized_low_pass_4(images_BHWC):
+  """``low_pass_4`` of ``contrast_normalized``: brightness and contrast are free (as in
+  ``contrast_normalized``) and so is detail finer than 4 x 4 blocks (as in ``low_pass_4``:
+  blur, grain, compression blocks), for a target that is darker, flatter and blurrier than
+  the simulator; the refiner is held to the image's coarse layout (where the pupil and the
+  lids are). Units of the image's std, like ``contrast_normalized``."""
+  return _block_mean(contrast_normalized(images_BHWC), 4)
+
+
 def patch_accuracy(logits_BHW2: jax.Array, label: int) -> jax.Array:
   """Share of patches D assigns to ``label``."""
   return jnp.mean((jnp.argmax(logits_BHW2, axis=-1) == label).astype(jnp.float32))

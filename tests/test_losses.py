@@ -88,7 +88,7 @@ def test_a_registered_loss_is_found_by_name():
   assert float(hinge(LOGITS)) == pytest.approx(0.5)
 
 
-BRIGHTNESS_FREE = ("gradients", "band_pass", "contrast_normalized")
+BRIGHTNESS_FREE = ("gradients", "band_pass", "contrast_normalized", "normalized_low_pass_4")
 
 
 @pytest.mark.parametrize("psi", ("identity", *BRIGHTNESS_FREE))
@@ -117,3 +117,21 @@ def test_gradients_and_band_pass_by_hand():
   np.testing.assert_allclose(losses.band_pass(x)[0, :12], level0.ravel(), rtol=1e-6)
   normalized = losses.contrast_normalized(x)
   np.testing.assert_allclose([normalized.mean(), normalized.std()], [0.0, 1.0], atol=1e-5)
+
+
+def test_normalized_low_pass_4_frees_contrast_and_detail_and_keeps_the_layout():
+  rng = np.random.default_rng(1)
+  x = jnp.asarray(rng.uniform(-0.8, 0.8, (2, 35, 55, 1)), jnp.float32)
+  psi = losses.get_psi("normalized_low_pass_4")
+  # By hand: each image at zero mean and unit std, then 4 x 4 block means (partial last blocks).
+  d = np.asarray(x[0, ..., 0], np.float64)
+  z = (d - d.mean()) / d.std()
+  blocks = np.array([[z[i:i + 4, j:j + 4].mean() for j in range(0, 55, 4)] for i in range(0, 35, 4)])
+  np.testing.assert_allclose(psi(x)[0, ..., 0], np.repeat(np.repeat(blocks, 4, 0), 4, 1)[:35, :55],
+                             rtol=1e-4, atol=1e-5)
+  loss = lambda refined: float(losses.self_regularization_loss(refined, x, psi=psi))  # noqa: E731
+  assert loss(0.4 * x - 0.3) < 1e-2  # darker and flatter: free
+  # Detail inside the 4 x 4 blocks (zero mean in each block) is free too; identity charges it.
+  detail = jnp.asarray(np.tile([[1.0, -1.0], [-1.0, 1.0]], (18, 28))[:35, :55, None] * 0.1, jnp.float32)
+  assert loss(x + detail) < 0.1 * float(losses.self_regularization_loss(x + detail, x, psi=losses.identity))
+  assert loss(x[:, ::-1]) > 100.0 and loss(-x) > 100.0  # moved or inverted content is charged

@@ -32,7 +32,7 @@ and documented at its field: ``refiner_ema.decay`` (refiner weight averaging, us
 probes, sample grids, refine and export), ``discriminator.r1_gamma`` (R1 penalty),
 ``augment.policy`` (DiffAugment), ``optimizer.refiner_learning_rate`` /
 ``optimizer.discriminator_learning_rate`` (TTUR), and the brightness-free
-self-regularisation maps ``loss.psi=gradients|band_pass|contrast_normalized``.
+self-regularisation maps ``loss.psi=gradients|band_pass|contrast_normalized|normalized_low_pass_4``.
 
 Every field can be overridden on the command line: ``--config.batch_size=64``.
 """
@@ -98,7 +98,8 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   # low_pass_4 (losses.py), or your own (register_psi). Three leave global brightness
   # free (a constant added to the whole image costs nothing): gradients (finite
   # differences), band_pass (Laplacian pyramid without its lowest level),
-  # contrast_normalized (each image at zero mean, unit std; contrast is free too).
+  # contrast_normalized (each image at zero mean, unit std; contrast is free too),
+  # normalized_low_pass_4 (4x4 block means of that: blur and grain are free as well).
   c.loss.psi = "identity"
   # psi during refiner pretraining, which has no adversary: identity makes R start
   # as the identity map. With a low-pass psi and no D, nothing would hold R's
