@@ -29,7 +29,7 @@ def test_handsim_pose_smoke_end_to_end(tmp_path):
   assert refined.shape == (96, 32, 32, 1) and labels["joints"].shape == (96, 14, 2)  # 3x32, joints kept
   for name in ("synthetic", "refined_4x", "oracle", "target"):
     results = json.load(open(workdir / "pose" / name / "seed_0" / "results.json"))
-    assert results["steps"] == 3 and results["eval"]["test"]["num_images"] == 256  # max_examples of the smoke estimator
+    assert results["steps"] == 3 and results["eval"]["test"]["num_images"] == 256  # target_eval_examples of the smoke estimator
   preservation = json.load(open(workdir / "preservation.json"))
   for key in ("foreground_iou", "depth_change_mm", "joint_drift_px", "joint_error_refined_px",
               "oracle_joint_drift_px", "joint_error_oracle_px"):

@@ -163,7 +163,7 @@ def test_smoke_reproduction_end_to_end(tmp_path):
 
   for name in ("synthetic", "synthetic_4x", "refined", "refined_4x", "oracle", "target"):
     results = json.load(open(workdir / "gaze" / name / "seed_0" / "results.json"))
-    assert results["steps"] == 4 and results["eval"]["test"]["num_images"] == 256  # max_examples of the smoke estimator
+    assert results["steps"] == 4 and results["eval"]["test"]["num_images"] == 256  # target_eval_examples of the smoke estimator
   assert not (workdir / "gaze" / "synthetic" / "seed_1").exists()  # one estimator seed, as --set asked
 
   # The refined set is a TFDS dataset with the simulator's labels, in input order.

@@ -143,26 +143,36 @@ def test_cache_build_says_so_at_once_and_reports_progress(tmp_path, capsys):
   assert capsys.readouterr().err == ""  # cached: silent
 
 
-def test_max_examples_renders_the_first_images_of_the_full_target_splits(tmp_path):
-  """An estimator's max_examples cuts a built-in target's labelled split to its first N
-  examples (eyes and hands), without rendering the rest: the same images and labels as
-  rows [0, N) of the full-size split."""
+def test_target_eval_examples_renders_the_first_images_of_the_full_target_splits(tmp_path, monkeypatch):
+  """An estimator's target_eval_examples cuts a built-in target's labelled split to its
+  first N examples (eyes and hands), rendering only those: the same images and labels as
+  rows [0, N) of the full-size split rendered in bigger chunks."""
   from simgan_jax.configs import gaze, pose
+  from simgan_jax.errors import ConfigError
   from simgan_jax.simulators import hand_sources, sources as eye_sources
   from simgan_jax.tasks import data as data_lib, pose_data
 
+  rendered = []
+  generate = target_dataset.generate_split
+  monkeypatch.setattr(target_dataset, "generate_split",
+                      lambda *a, **k: (lambda out: rendered.append(len(out[0])) or out)(generate(*a, **k)))
   for module, eval_set, sources, spec, label in (
       (gaze, data_lib.eval_set, eye_sources, "eyesim_target:test", "gaze"),
       (pose, pose_data.eval_set, hand_sources, "handsim_target:validation", "joints")):
     config = module.get_config("smoke")
-    config.cache_dir, config.max_examples = str(tmp_path), 5
+    config.cache_dir, config.target_eval_examples = str(tmp_path), 5
+    rendered.clear()
     images, labels = eval_set(spec, config)
-    assert images.shape[0] == 5 and labels.shape[0] == 5
+    assert images.shape[0] == 5 and labels.shape[0] == 5 and rendered == [5]  # only those 5 rendered
     sizes = data_lib.data_config(spec, config, False)
     assert (sizes.num_validation, sizes.num_test) == (5, 5)
-    config.max_examples = 0  # off: the dataset's own sizes (thousands), of which 5 are rendered here
+    config.target_eval_examples, config.max_examples = 0, 7  # off; max_examples is for TFDS sets only
+    assert "num_test" not in data_lib.data_config(spec, config, False)
     full = sources.dataset_config(data_lib.data_config(spec, config, False), data_lib.image_shape(config))
     assert full.num_test >= 2000 and full.num_validation >= 2000
-    full_images, full_labels = target_dataset.generate_split(full, spec.split(":")[1], num=5)
-    np.testing.assert_array_equal(images, full_images)
-    np.testing.assert_allclose(labels, full_labels[label], atol=1e-6)
+    full_images, full_labels = generate(full, spec.split(":")[1], num=64)  # one chunk of 64, not of 5
+    np.testing.assert_array_equal(images, full_images[:5])
+    np.testing.assert_allclose(labels, full_labels[label][:5], atol=1e-6)
+    config.target_eval_examples = -1
+    with pytest.raises(ConfigError, match="^config.target_eval_examples: expected an integer >= 0"):
+      data_lib.data_config(spec, config, False)

@@ -95,7 +95,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c.loss.discriminator = "local_discriminator_loss"
   c.loss.self_regularization = "self_regularization_loss"
   # Feature map psi for self-regularisation: identity, channel_mean, low_pass_2,
-  # low_pass_4 (losses.py), or your own (register_psi). Three leave global brightness
+  # low_pass_4 (losses.py), or your own (register_psi). Four leave global brightness
   # free (a constant added to the whole image costs nothing): gradients (finite
   # differences), band_pass (Laplacian pyramid without its lowest level),
   # contrast_normalized (each image at zero mean, unit std; contrast is free too),

@@ -72,8 +72,9 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   # Data (simgan_jax/tasks/data.py): where named sets are read from.
   c.data_dir = ""  # prepared TFDS datasets ('' = $TFDS_DATA_DIR or ~/tensorflow_datasets)
   c.cache_dir = ""  # built-in target domain cache ('' = ~/.cache/simgan_jax)
-  # TFDS sets and the built-in target's labelled splits: the first N examples (0 = all)
-  c.max_examples = 0
+  c.max_examples = 0  # TFDS sets: keep the first N examples (0 = all)
+  # The built-in target's validation/test splits: only their first N examples (0 = all).
+  c.target_eval_examples = 0
   c.num_simulator_eval = 5000  # images in an `eyesim` evaluation set
 
   if variant:
@@ -109,7 +110,7 @@ def _smoke(c):
   c.eval_batch_size = 64
   c.num_simulator_eval = 64
   # The built-in target's validation/test splits cut to their first 256 images (tests).
-  c.max_examples = 256
+  c.target_eval_examples = 256
 
 
 _VARIANTS = {"cpu": _cpu, "paper": _paper, "smoke": _smoke}

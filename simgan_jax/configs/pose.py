@@ -72,8 +72,9 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
 
   c.data_dir = ""  # prepared TFDS datasets (nyu_hand)
   c.cache_dir = ""  # built-in target cache ('' = ~/.cache/simgan_jax)
-  # TFDS sets and the built-in target's labelled splits: the first N examples (0 = all)
-  c.max_examples = 0
+  c.max_examples = 0  # TFDS sets: keep the first N examples (0 = all)
+  # The built-in target's validation/test splits: only their first N examples (0 = all).
+  c.target_eval_examples = 0
   c.num_simulator_eval = 2000  # images in a `handsim` evaluation set
 
   if variant:
@@ -111,7 +112,7 @@ def _smoke(c):
   c.eval_batch_size = 64
   c.num_simulator_eval = 64
   # The built-in target's validation/test splits cut to their first 256 images (tests).
-  c.max_examples = 256
+  c.target_eval_examples = 256
 
 
 _VARIANTS = {"cpu": _cpu, "smoke": _smoke}

@@ -6,8 +6,8 @@ A set is named by a short spec, as on the command line:
   evaluation set, ``config.num_simulator_eval`` fixed renders;
 * ``eyesim_target[:SPLIT]``: the built-in target domain; ``validation`` (the
   default for training: the ``train`` split is unlabelled by design) or ``test``;
-  ``config.max_examples`` > 0 renders only the split's first N examples (example i
-  has its own key, so they are the first N of the full split);
+  ``config.target_eval_examples`` > 0 renders only the split's first N examples
+  (example i has its own key, so they are the first N of the full split);
 * ``npz:PATH``: an ``.npz`` with ``images`` and ``gaze`` arrays;
 * ``tfds:PATH[:SPLIT]``: a TFDS dataset folder (the one holding
   ``dataset_info.json``), e.g. the output of ``launch/refine.py``; split ``train``
@@ -69,8 +69,10 @@ def _eyesim_target(spec, rest, config, training):
 
 def target_split_sizes(config, defaults) -> dict[str, int]:
   """``num_validation``/``num_test`` of a built-in target's labelled splits:
-  ``config.max_examples`` (if > 0) caps the defaults; {} leaves them as they are."""
-  limit = config.get("max_examples", 0)
+  ``config.target_eval_examples`` (if > 0) caps the defaults; {} leaves them as they are."""
+  limit = config.get("target_eval_examples", 0)
+  if isinstance(limit, bool) or not isinstance(limit, int) or limit < 0:
+    raise ConfigError(f"config.target_eval_examples: expected an integer >= 0 (0: the whole split), got {limit!r}")
   if not limit:
     return {}
   return {f: min(int(limit), getattr(defaults, f)) for f in ("num_validation", "num_test")}
