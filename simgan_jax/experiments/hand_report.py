@@ -76,9 +76,10 @@ def write_report(config, workdir: str, selection, summary, preservation, pools, 
   simgan_dir = os.path.join(workdir, "simgan")
   m = config.data_multiplier
   titles = {k: v.format(m=m) for k, v in TITLES.items()}
-  report.plot_within_d(summary, titles, os.path.join(workdir, "within_d.png"), pose.WITHIN_THRESHOLDS_PX,
-                       "distance from ground truth (px of a 224-pixel crop)",
-                       f"{config.test_data} images, all joints within distance (%)")
+  report.plot_within_d(summary, titles, os.path.join(workdir, "within_d.png"),
+                       ylabel=f"{config.test_data} images, all joints within distance (%)",
+                       thresholds=pose.WITHIN_THRESHOLDS_PX,
+                       xlabel="distance from ground truth (px of a 224-pixel crop)")
   report.plot_losses(config.simgan, simgan_dir, selection["step"], os.path.join(workdir, "losses.png"))
   save_samples(config, pools, os.path.join(workdir, "samples.png"))
   pm, minutes = report._pm, report._minutes  # pylint: disable=protected-access

@@ -52,9 +52,8 @@ def _metrics(simgan_dir: str) -> dict[int, dict[str, float]]:
   return out
 
 
-def plot_within_d(summary, titles, path: str, thresholds=gaze.WITHIN_THRESHOLDS_DEG,
-                  xlabel: str = "distance from ground truth (degrees)",
-                  ylabel: str = "test images within distance (%)") -> None:
+def plot_within_d(summary, titles, path: str, *, ylabel: str, thresholds=gaze.WITHIN_THRESHOLDS_DEG,
+                  xlabel: str = "distance from ground truth (degrees)") -> None:
   """Per row, the share of evaluation images within each distance of ``thresholds``
   (``s["curve"]``); ``ylabel`` names the evaluation set (callers pass ``config.test_data``)."""
   plt = _pyplot()
