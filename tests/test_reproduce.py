@@ -36,6 +36,15 @@ def test_overrides_parse_as_the_field_type():
     reproduce_config.apply_overrides(c, ["simgan.nope=1"])
   with pytest.raises(ValueError, match="expected a int"):
     reproduce_config.apply_overrides(c, ["num_synthetic=many"])
+  # Placeholder fields (unset: None) parse as their declared type, and go back to unset.
+  c = reproduce_config.apply_overrides(c, ["simgan.optimizer.refiner_learning_rate=1e-4",
+                                           "simgan.optimizer.discriminator_learning_rate=4e-4"])
+  assert c.simgan.optimizer.refiner_learning_rate == 1e-4 and c.simgan.optimizer.discriminator_learning_rate == 4e-4
+  assert reproduce_config.apply_overrides(c, ["simgan.optimizer.refiner_learning_rate=none"]).simgan.optimizer.refiner_learning_rate is None
+  with pytest.raises(ValueError, match="refiner_learning_rate='fast': expected a float"):
+    reproduce_config.apply_overrides(c, ["simgan.optimizer.refiner_learning_rate=fast"])
+  with pytest.raises(ValueError, match="expected a int"):  # only placeholders take none
+    reproduce_config.apply_overrides(c, ["simgan.num_iterations=none"])
   with pytest.raises(ValueError, match="unknown experiment"):
     reproduce_config.get_config("cats")
   with pytest.raises(ValueError, match="unknown variant"):

@@ -199,7 +199,18 @@ def apply_overrides(config: ml_collections.ConfigDict, assignments) -> ml_collec
       old = node[leaf]
     except (KeyError, AttributeError, TypeError):
       raise ValueError(f"--set {assignment!r}: no config field {field!r}") from None
-    node[leaf] = _parse(text.strip(), old, field)
+    placeholder = isinstance(getattr(node, "_fields", {}).get(leaf), ml_collections.FieldReference)
+    if placeholder and text.strip().lower() == "none":
+      value = None  # a placeholder field (e.g. optimizer.refiner_learning_rate) back to unset
+    elif old is None:  # a placeholder: parsed as its declared type
+      kind = node.get_ref(leaf).get_type() if isinstance(node, ml_collections.ConfigDict) else None
+      value = _parse(text.strip(), kind(), field) if kind in (bool, int, float, str) else text.strip()
+    else:
+      value = _parse(text.strip(), old, field)
+    try:
+      node[leaf] = value
+    except TypeError:
+      raise ValueError(f"--set {assignment!r}: {value!r} does not fit the type of {field!r}") from None
   config.overrides = tuple(config.get("overrides", ())) + tuple(assignments or ())
   return config
 
