@@ -281,3 +281,21 @@ def test_report_states_the_oracle_floor_from_its_inputs():
   assert "told from the target pool 63.2% of the time" in text and "about 63%, not 50%" in text
   t["oracle"] = r(0.52, 0.48, 0.56)  # indistinguishable within its interval: no caveat
   assert "not 50%" not in "\n".join(report.two_sample_lines({"two_sample": t}))
+
+
+def test_settings_line_names_separate_learning_rates_and_every_stabiliser_that_is_on():
+  """A TTUR, R1, EMA, DiffAugment or task-consistency run must not read as the default in its report."""
+  from simgan_jax.configs import reproduce as reproduce_config
+  from simgan_jax.experiments import report
+
+  c = reproduce_config.get_config("eyesim_gaze:cpu")
+  assert report.training_text(c.simgan) == "adam lr 0.0002, lambda 0.5, psi `low_pass_4`"
+  c = reproduce_config.apply_overrides(c, ["simgan.optimizer.discriminator_learning_rate=4e-4"])
+  assert report.training_text(c.simgan).startswith("adam lr 0.0002 (refiner) / 0.0004 (discriminator), ")
+  c = reproduce_config.apply_overrides(c, [
+      "simgan.optimizer.refiner_learning_rate=1e-4", "simgan.refiner_ema.decay=0.99", "simgan.discriminator.r1_gamma=1",
+      "simgan.augment.policy=translation,cutout", "simgan.loss.task_consistency_weight=0.5",
+      "simgan.loss.psi=band_pass"])
+  assert report.training_text(c.simgan) == (
+      "adam lr 0.0001 (refiner) / 0.0004 (discriminator), lambda 0.5, psi `band_pass`; refiner EMA decay 0.99, "
+      "R1 gamma 1.0, DiffAugment `translation,cutout`, task consistency 0.5")

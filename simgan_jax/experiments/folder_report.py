@@ -142,7 +142,7 @@ def write_report(config, workdir: str, selection, summary, preservation, pools, 
             f"{config.simgan.batch_size}, refiner {config.simgan.refiner.features} features x "
             f"{config.simgan.refiner.num_blocks} blocks, {config.simgan.refiner_pretrain_steps} + "
             f"{config.simgan.discriminator_pretrain_steps} pretraining steps, {config.simgan.num_iterations} "
-            f"iterations, lambda {config.simgan.loss.self_regularization_weight}, psi `{config.simgan.loss.psi}`.",
+            f"iterations, {report.training_text(config.simgan)}.",
             f"- Task network ({kind}): conv widths {tuple(t.model.conv_features)}, FC {t.model.hidden_features}, "
             f"batch {t.batch_size}, {t.num_steps} steps, {t.optimizer.name} lr {t.optimizer.learning_rate}.",
             "- Whole config: `config.json` in the workdir; per-run results: "

@@ -155,8 +155,8 @@ def write_report(config, workdir: str, selection, summary, preservation, pools, 
             f"({config.simgan.refiner.kernel_size}x{config.simgan.refiner.kernel_size}), discriminator "
             f"`{config.simgan.discriminator.preset}`, {config.simgan.refiner_pretrain_steps} + "
             f"{config.simgan.discriminator_pretrain_steps} pretraining steps, {config.simgan.num_iterations} "
-            f"iterations (Kg {config.simgan.kg}, Kd {config.simgan.kd}), lambda "
-            f"{config.simgan.loss.self_regularization_weight}, SimGAN seed(s) "
+            f"iterations (Kg {config.simgan.kg}, Kd {config.simgan.kd}), {report.training_text(config.simgan)}, "
+            "SimGAN seed(s) "
             f"{', '.join(map(str, seeds_lib.simgan_seeds(config)))}.",
             f"- Pose estimator: {config.pose.model.num_stacks} hourglasses of depth {config.pose.model.depth}, "
             f"{config.pose.model.features} features, {config.pose.model.heatmap_size}x{config.pose.model.heatmap_size} "

@@ -153,6 +153,29 @@ def _minutes(seconds) -> str:
   return f"{seconds / 60:.1f} min"
 
 
+def training_text(simgan) -> str:
+  """The SimGAN optimiser, self-regularisation and every stabiliser that is on, for a
+  report's Settings line: a TTUR or R1 run must not read as the default."""
+  o = simgan.optimizer
+  lr_r, lr_d = o.get("refiner_learning_rate"), o.get("discriminator_learning_rate")
+  if lr_r is None and lr_d is None:
+    lr = f"{o.name} lr {o.learning_rate}"
+  else:
+    lr = (f"{o.name} lr {o.learning_rate if lr_r is None else lr_r} (refiner) / "
+          f"{o.learning_rate if lr_d is None else lr_d} (discriminator)")
+  text = f"{lr}, lambda {simgan.loss.self_regularization_weight}, psi `{simgan.loss.psi}`"
+  on = []
+  if simgan.get("refiner_ema") and simgan.refiner_ema.decay:
+    on.append(f"refiner EMA decay {simgan.refiner_ema.decay}")
+  if simgan.discriminator.get("r1_gamma"):
+    on.append(f"R1 gamma {simgan.discriminator.r1_gamma}")
+  if simgan.get("augment") and simgan.augment.policy:
+    on.append(f"DiffAugment `{simgan.augment.policy}`")
+  if simgan.loss.get("task_consistency_weight"):
+    on.append(f"task consistency {simgan.loss.task_consistency_weight}")
+  return text + (f"; {', '.join(on)}" if on else "")
+
+
 def comparison_lines(summary) -> list[str]:
   """One line per refined/synthetic pair of rows: the change in mean error against the
   seed spread, and the share of the synthetic-to-target gap closed (with a target row)."""
@@ -356,8 +379,7 @@ def write_report(config, workdir: str, selection, summary, preservation, pools, 
             f"- SimGAN: batch {config.simgan.batch_size}, refiner {config.simgan.refiner.features} features x "
             f"{config.simgan.refiner.num_blocks} blocks, {config.simgan.refiner_pretrain_steps} + "
             f"{config.simgan.discriminator_pretrain_steps} pretraining steps, {config.simgan.num_iterations} "
-            f"iterations (Kg {config.simgan.kg}, Kd {config.simgan.kd}), {config.simgan.optimizer.name} lr "
-            f"{config.simgan.optimizer.learning_rate}, lambda {config.simgan.loss.self_regularization_weight}, "
+            f"iterations (Kg {config.simgan.kg}, Kd {config.simgan.kd}), {training_text(config.simgan)}, "
             f"SimGAN seed(s) {', '.join(map(str, seeds_lib.simgan_seeds(config)))}.",
             f"- Gaze estimator: conv widths {tuple(config.gaze.model.conv_features)}, FC "
             f"{config.gaze.model.hidden_features}, batch {config.gaze.batch_size}, {config.gaze.num_steps} "
