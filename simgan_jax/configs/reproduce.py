@@ -199,14 +199,15 @@ def apply_overrides(config: ml_collections.ConfigDict, assignments) -> ml_collec
       old = node[leaf]
     except (KeyError, AttributeError, TypeError):
       raise ValueError(f"--set {assignment!r}: no config field {field!r}") from None
-    placeholder = isinstance(getattr(node, "_fields", {}).get(leaf), ml_collections.FieldReference)
-    if placeholder and text.strip().lower() == "none":
-      value = None  # a placeholder field (e.g. optimizer.refiner_learning_rate) back to unset
-    elif old is None:  # a placeholder: parsed as its declared type
-      kind = node.get_ref(leaf).get_type() if isinstance(node, ml_collections.ConfigDict) else None
-      value = _parse(text.strip(), kind(), field) if kind in (bool, int, float, str) else text.strip()
+    # A placeholder field (e.g. optimizer.refiner_learning_rate) is a typed FieldReference:
+    # parsed as its declared type even while unset, and "none" unsets it again.
+    ref = node._fields.get(leaf)  # pylint: disable=protected-access
+    kind = ref.get_type() if isinstance(ref, ml_collections.FieldReference) else None
+    if kind is not None and text.strip().lower() == "none":
+      value = None
     else:
-      value = _parse(text.strip(), old, field)
+      like = kind() if old is None and kind in (bool, int, float, str) else old
+      value = _parse(text.strip(), like, field)
     try:
       node[leaf] = value
     except TypeError:
