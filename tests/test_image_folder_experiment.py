@@ -98,13 +98,14 @@ def test_missing_folder_or_labels_is_one_line_naming_the_flag(tmp_path):
 
 
 def test_smoke_end_to_end_without_then_with_real_test(tmp_path):
-  """Without --real_test: SimGAN, selection and refining, and a report that cannot tell.
-  The same command with --real_test then resumes (no SimGAN step, no refining) and adds
-  the task networks, their rows and the verdict."""
+  """Without --real_test: SimGAN (two seeds), selection and refining, and a report that
+  cannot tell. The same command with --real_test then resumes (no SimGAN step, no
+  refining) and adds the task networks, their rows over both refiners and the verdict."""
   paths = _folders(tmp_path)
   workdir = tmp_path / "w"
   command = [sys.executable, os.path.join(REPO, "launch", "reproduce.py"), "--experiment=image_folder:smoke",
-             f"--synthetic={paths['synthetic']}", f"--real={paths['real']}", f"--workdir={workdir}"]
+             f"--synthetic={paths['synthetic']}", f"--real={paths['real']}", f"--workdir={workdir}",
+             "--set", "simgan_seeds=0,1"]
   first = subprocess.run(command, capture_output=True, text=True, cwd=REPO, timeout=600)
   assert first.returncode == 0, first.stderr[-3000:]
   report = (workdir / "report.md").read_text()
@@ -126,12 +127,19 @@ def test_smoke_end_to_end_without_then_with_real_test(tmp_path):
   assert len(verdict) == 1 and ("refined beats synthetic beyond the spread" in verdict[0]
                                 or "refined does not beat synthetic beyond the spread" in verdict[0])
   assert verdict[0] in second.stdout and "synthetic: accuracy " in second.stdout
-  for name in ("synthetic", "refined"):
+  for run in ("estimators/synthetic", "estimators/refined", "simgan_seed1/estimators/refined"):
     for seed in (0, 1):
-      results = json.load(open(workdir / "estimators" / name / f"seed_{seed}" / "results.json"))
+      results = json.load(open(workdir / run / f"seed_{seed}" / "results.json"))
       assert results["eval"]["test"]["num_images"] == 32
+  assert not (workdir / "simgan_seed1" / "estimators" / "synthetic").exists()  # trained once
+  assert "refined: 4 runs: 2 SimGAN seeds x 2 estimator seeds" in verdict[0]
+  assert "over 2 SimGAN seeds x 2 task-network seeds (4 runs" in report
   preservation = json.load(open(workdir / "preservation.json"))
   assert 0.0 <= preservation["changed_answers"] <= 1.0 and preservation["num_pairs"] == 32
+  # Each SimGAN seed's selected refiner, with its own preservation and two-sample test.
+  assert "| SimGAN seed | selected step |" in report and "share of answers changed" in report
+  assert sorted(preservation["simgan_seeds"]) == ["0", "1"]
+  assert 0.0 <= preservation["simgan_seeds"]["1"]["changed_answers"] <= 1.0
 
 
 def test_train_launcher_trains_on_two_folders_at_their_own_size(tmp_path):

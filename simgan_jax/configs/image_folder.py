@@ -20,8 +20,9 @@ Variants:
 * ``cpu``: sized for 2 CPU cores on the generated 32x32 dataset
   (launch/make_folder_dataset.py: 3,000 + 3,000 + 1,000 images): SimGAN's
   ``cpu`` variant (200 + 100 pretraining steps) with 500 adversarial iterations, a
-  checkpoint (and probe) every 100 steps, 3 task-network seeds x 600 steps per row,
-  a 300-step final two-sample test. On the generated shapes dataset: docs/results_folder.md.
+  checkpoint (and probe) every 100 steps, three SimGAN seeds (the refined row: 2
+  task-network seeds on each refiner's images, 6 runs), 3 task-network seeds x 600
+  steps for the synthetic row, a 300-step final two-sample test per refiner. On the generated shapes dataset: docs/results_folder.md.
 * ``smoke``: tiny networks and a few steps of everything (tests).
 """
 
@@ -68,6 +69,10 @@ def get_config(variant: str | None, experiment: str) -> ml_collections.ConfigDic
   c.data_multiplier = 1
   c.synthetic_seed = 0
   c.seeds = (0, 1, 2)
+  # Several SimGAN runs (experiments/seeds.py): a refined row is then the mean ± std over
+  # every (SimGAN seed x estimator seed) run; empty = simgan.seed alone.
+  c.simgan_seeds = ()
+  c.refined_seeds = ()  # estimator seeds of the refined row per SimGAN seed ('' = seeds)
   c.num_label_pairs = 1000  # at most
   c.num_sample_images = 8
   c.final_two_sample = default.final_two_sample_config(variant)
@@ -75,6 +80,8 @@ def get_config(variant: str | None, experiment: str) -> ml_collections.ConfigDic
   c.data_dir = ""  # prepared sets ('' = WORKDIR/data)
   c.overrides = ()
   if variant == "cpu":
+    c.simgan_seeds = (0, 1, 2)  # three refiners, the refined row from 2 task-network seeds each
+    c.refined_seeds = (0, 1)
     c.simgan.num_iterations = 500
     c.task_net.num_steps = 600
     c.task_net.checkpoint_every = 600

@@ -17,7 +17,7 @@ from simgan_jax.data import sources as sources_lib
 from simgan_jax.probe import drift as drift_lib
 from simgan_jax.probe import selection as selection_lib
 from simgan_jax.experiments import report
-from simgan_jax.probe import selection as selection_lib
+from simgan_jax.experiments import seeds as seeds_lib
 
 BEATS = "refined beats synthetic beyond the spread"
 DOES_NOT_BEAT = "refined does not beat synthetic beyond the spread"
@@ -40,7 +40,19 @@ def verdict(summary, kind: str, has_test: bool = True) -> str:
   words = BEATS if gain > spread else DOES_NOT_BEAT
   return (f"verdict: {words} ({what} {r['mean']:.4g} ± {r['std']:.2g}{unit} refined vs {s['mean']:.4g} ± "
           f"{s['std']:.2g}{unit} synthetic; {'gain' if gain >= 0 else 'loss'} {abs(gain):.3g}{unit}, "
-          f"larger spread {spread:.2g}{unit}, {r['num_seeds']} seeds)")
+          f"larger spread {spread:.2g}{unit}; refined: {seeds_lib.runs_text(r)})")
+
+
+def _spread_lines(summary, unit: str) -> list[str]:
+  """Where the refined row's spread comes from, with several SimGAN seeds ([] with one)."""
+  r = summary.get("refined", {})
+  if r.get("num_simgan_seeds", 1) < 2:
+    return []
+  n, m = r["num_simgan_seeds"], r["num_estimator_seeds"]
+  return [f"The refined row is mean ± standard deviation over {n} SimGAN seeds x {m} task-network seeds "
+          f"({n * m} runs: another refiner for each SimGAN seed); the spread over SimGAN seeds alone (of the "
+          f"{n} per-refiner means) is {r['std_simgan']:.2g}{unit}. The samples and the checkpoint table below "
+          "show the first SimGAN seed's refiner; the others are in `simgan_seed<s>/`.", ""]
 
 
 def save_samples(config, pools, path: str) -> None:
@@ -113,11 +125,12 @@ def write_report(config, workdir: str, selection, summary, preservation, pools, 
               f"Each row: the task network trained from seeds {', '.join(map(str, config.seeds))} on the "
               f"synthetic images or on the same images refined (same labels), tested on the "
               f"{next(iter(summary.values()), {}).get('num_test', 0)} real test images; mean ± standard "
-              "deviation over seeds.", "",
-              f"| training data | {what}{' (%)' if unit else ''} | per seed |", "|---|---|---|"]
+              "deviation over runs.", "",
+              f"| training data | {what}{' (%)' if unit else ''} | runs | per run |", "|---|---|---|---|"]
     for name, s in summary.items():
-      lines.append(f"| {name} | {s['mean']:.4g} ± {s['std']:.2g} | {', '.join(f'{v:.4g}' for v in s['values'])} |")
-    lines += ["", verdict(summary, kind, True), ""]
+      lines.append(f"| {name} | {s['mean']:.4g} ± {s['std']:.2g} | {seeds_lib.runs_text(s)} | "
+                   f"{', '.join(f'{v:.4g}' for v in s['values'])} |")
+    lines += [""] + _spread_lines(summary, unit) + [verdict(summary, kind, True), ""]
   else:
     lines += ["## Does refinement help?", "", f"{verdict(summary, kind, False)}. SimGAN was trained, a "
               "checkpoint selected and the synthetic set refined (`refined/`); pass `--real_test=DIR` "
@@ -125,6 +138,9 @@ def write_report(config, workdir: str, selection, summary, preservation, pools, 
   lines += ["## Samples", "", "Columns: synthetic | refined (selected refiner) | real images.", "",
             "![samples](samples.png)", ""]
   lines += _probe_table(config, workdir, selection)
+  lines += seeds_lib.selection_lines(preservation, {"changed_answers": "synthetic-trained network: "
+                                                    + ("share of answers changed" if kind == "classification"
+                                                       else "mean prediction change")})
   p = preservation
   if "changed_answers" in p:
     change = (f"{100 * p['changed_answers']:.1f}% of answers change" if kind == "classification"

@@ -165,14 +165,14 @@ def merge(shared: dict, per_simgan_seed: dict[int, dict]) -> dict[str, dict[str,
 def add_spread(summary: dict, per_seed_summaries: dict[int, dict], num_estimator_seeds: int) -> dict:
   """Adds to each refined row of ``summary`` (mean ± std over all runs) the number of
   SimGAN and estimator seeds and, for every ``<k>_mean``, ``<k>_std_simgan``: the standard
-  deviation over SimGAN seeds of the per-SimGAN-seed means."""
+  deviation over SimGAN seeds of the per-SimGAN-seed means (``mean``: ``std_simgan``)."""
   for row, s in summary.items():
     per_seed = [p[row] for p in per_seed_summaries.values() if row in p]
     if row not in REFINER_ROWS or not per_seed:
       continue
     s["num_simgan_seeds"], s["num_estimator_seeds"] = len(per_seed), num_estimator_seeds
-    for key in [k for k in s if k.endswith("_mean")]:
-      s[key[:-len("_mean")] + "_std_simgan"] = float(np.std([p[key] for p in per_seed]))
+    for key in [k for k in s if k == "mean" or k.endswith("_mean")]:
+      s[key[:-len("mean")] + "std_simgan"] = float(np.std([p[key] for p in per_seed]))
   return summary
 
 
@@ -198,6 +198,8 @@ def per_seed_record(selection, preservation) -> dict[str, Any]:
   for key, value in preservation.items():
     if isinstance(value, dict) and "mean" in value:
       out[key] = value["mean"]
+    elif isinstance(value, float):  # the folder experiment's measures are plain numbers
+      out[key] = value
   t = preservation.get("two_sample")
   if t:
     out["two_sample_refined"] = t["refined"]["two_sample_accuracy"]
