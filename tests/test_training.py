@@ -98,7 +98,9 @@ def test_batch_norm_discriminator_trains_on_eight_devices(tiny_config, array_sou
   state1, curve1 = run_steps(tiny_config, array_sources, 1, SCHEDULE[2:5])
   state8, curve8 = run_steps(tiny_config, array_sources, 8, SCHEDULE[2:5])
   np.testing.assert_allclose(curve8[-1]["discriminator_loss"], curve1[-1]["discriminator_loss"], rtol=1e-4)
-  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5),
+  # Float summation order differs between 1 and 8 devices: 2e-5 on stats of about 0.05 after
+  # 3 steps (shard_map itself refuses per-device statistics that are not averaged).
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-4, atol=5e-5),
                state1.discriminator_batch_stats, state8.discriminator_batch_stats)
 
 
