@@ -248,8 +248,10 @@ def train_task_network(config, source, data, image_shape, log=print) -> TaskNetw
   tx = optax.adam(d.learning_rate)
   opt_state = tx.init(params)
 
+  # The key and the label scaling are arguments, not constants baked into the program:
+  # runs that differ only in seed or data then share one compiled step.
   @jax.jit
-  def step(params, opt_state, data, i):
+  def step(params, opt_state, data, i, key, mean, scale):
     k = jax.random.fold_in(jax.random.fold_in(key, _TRAIN_STREAM), i)
     batch = source.sample(data, jax.vmap(lambda j: jax.random.fold_in(k, j))(jnp.arange(d.batch_size)))
     targets = _targets(kind, batch[label], num_classes, mean, scale)
@@ -262,7 +264,7 @@ def train_task_network(config, source, data, image_shape, log=print) -> TaskNetw
   loss = None
   data = jax.device_put(data)
   for i in range(d.train_steps):
-    params, opt_state, loss = step(params, opt_state, data, i)
+    params, opt_state, loss = step(params, opt_state, data, i, key, mean, scale)
   seconds = time.time() - start
   info = {"kind": kind, "label": label, "unit": UNITS[kind], "source": "trained",
           "train_steps": int(d.train_steps), "train_seconds": seconds,
