@@ -158,6 +158,25 @@ def test_compare_refuses_a_test_split():
     compare.load_downstream("eyesim_target:test", config, "")
 
 
+def test_compare_reads_a_labelled_image_folder_as_downstream_data(tmp_path):
+  """A prepared image_folder set judges the checkpoints of a folder run by its own labels
+  (it was read for 'gaze' labels, which such a set does not have)."""
+  from simgan_jax.data.builders.prepare import prepare
+  from simgan_jax.probe import compare
+  from simgan_jax.simulators import shapes
+
+  paths = shapes.write_dataset(str(tmp_path / "folders"), num_synthetic=4, num_real=4, num_test=6, size=8,
+                               task="classification", num_classes=2)
+  summary = prepare("image_folder", paths["real_test"], str(tmp_path / "data"),
+                    overrides={"height": 8, "width": 8, "channels": 1})
+  config = default.get_config("smoke")
+  config.image_height, config.image_width, config.channels = 8, 8, 1
+  images, labels = compare.load_downstream(f"image_folder/{summary.builder_config}:train", config,
+                                           str(tmp_path / "data"))
+  assert images.shape == (6, 8, 8, 1) and images.dtype == np.uint8
+  assert labels["label"].shape[0] == 6 and set(np.unique(labels["label"])) <= {0.0, 1.0}
+
+
 def test_summary_judges_rules_over_several_runs():
   from simgan_jax.probe import compare
 

@@ -59,6 +59,7 @@ def load_downstream(spec: str, config, data_dir: str):
   section = data_lib.data_config(spec, options, training=False)
   if section.get("split", "") == "test" or spec.endswith(":test"):
     raise ConfigError(f"--downstream_data={spec}: a test split; decide on a validation split")
+  section.labels = "all"  # the task's label is chosen from them (rules.task_of), not always 'gaze'
   shape = (config.image_height, config.image_width, config.channels)
   if section.name == "eyesim_target":
     return eye_sources.load_labelled_split(config.real_data, shape, section.split)
