@@ -108,6 +108,7 @@ def main(argv):
   command = (f"python launch/compare_selection.py --workdir={','.join(workdirs)} "
              f"--downstream_data={_DOWNSTREAM.value} --num_images={_NUM.value} --num_real={_NUM_REAL.value} "
              f"--downstream_seeds={','.join(_SEEDS.value)} --out={_OUT.value}"
+             + (f" --data_dir={_DATA_DIR.value}" if _DATA_DIR.value else "")
              + (f" --label={_LABEL.value}" if _LABEL.value else "")
              + (f" --steps={','.join(_STEPS.value)}" if _STEPS.value else "")
              + (f" --report={_REPORT.value}" if _REPORT.value else ""))

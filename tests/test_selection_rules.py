@@ -241,12 +241,14 @@ def test_launcher_judges_several_runs_and_writes_one_report(tmp_path):
   report = tmp_path / "docs" / "selection.md"
   report.parent.mkdir()
   run = subprocess.run([sys.executable, os.path.join(repo, "launch", "compare_selection.py"),
-                        f"--workdir={','.join(workdirs)}", f"--out={out}", f"--report={report}"],
+                        f"--workdir={','.join(workdirs)}", f"--out={out}", f"--report={report}",
+                        f"--data_dir={tmp_path / 'prepared'}"],
                        capture_output=True, text=True, cwd=repo, timeout=300)
   assert run.returncode == 0, run.stderr[-3000:]
   text = report.read_text()
   assert text == (out / "compare.md").read_text()
   assert "2 SimGAN runs (run0, run1)" in text and "seed noise of the downstream measure" in text.lower()
+  assert f" --data_dir={tmp_path / 'prepared'} " in text.splitlines()[2]  # the command says where the data is
   # --step=best: the lowest KID after pretraining, 8 then 6 (gain kept 100% and 60%); the
   # raw KID picks pretraining step 2 both times.
   assert "| step=best | 8, 6 | 7.5 | 0.25 ± 0.25 | 1/2 | 0/2 | 80% |" in text
