@@ -22,7 +22,8 @@ Variants:
   ``cpu`` variant (200 + 100 pretraining steps) with 500 adversarial iterations, a
   checkpoint (and probe) every 100 steps, three SimGAN seeds (the refined row: 2
   task-network seeds on each refiner's images, 6 runs), 3 task-network seeds x 600
-  steps for the synthetic row, a 300-step final two-sample test per refiner. On the generated shapes dataset: docs/results_folder.md.
+  steps for the synthetic row, a 300-step final two-sample test per refiner. On the
+  generated shapes dataset: docs/results_folder.md (16 min on 2 CPU cores).
 * ``smoke``: tiny networks and a few steps of everything (tests).
 """
 
@@ -72,7 +73,7 @@ def get_config(variant: str | None, experiment: str) -> ml_collections.ConfigDic
   # Several SimGAN runs (experiments/seeds.py): a refined row is then the mean ± std over
   # every (SimGAN seed x estimator seed) run; empty = simgan.seed alone.
   c.simgan_seeds = ()
-  c.refined_seeds = ()  # estimator seeds of the refined row per SimGAN seed ('' = seeds)
+  c.refined_seeds = ()  # task-network seeds of the refined row per SimGAN seed (empty = seeds)
   c.num_label_pairs = 1000  # at most
   c.num_sample_images = 8
   c.final_two_sample = default.final_two_sample_config(variant)
