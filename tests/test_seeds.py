@@ -2,6 +2,7 @@
 
 import json
 import os
+import time
 import types
 
 import pytest
@@ -98,7 +99,7 @@ def test_refiner_stages_per_simgan_seed(tmp_path, monkeypatch):
   config = _config("simgan_seeds=0,4")
   workdir, timings = str(tmp_path), {}
 
-  def timed(name, fn):
+  def timed(name, fn, record_none=True):  # reproduce.stage_timer's signature
     timings[name] = 1.0
     return fn()
 
@@ -164,3 +165,23 @@ def test_launcher_says_runs_over_simgan_and_estimator_seeds():
   assert seeds_lib.runs_text({"num_seeds": 3}) == "3 seeds"
   assert seeds_lib.runs_text({"num_seeds": 6, "num_simgan_seeds": 3, "num_estimator_seeds": 2}) == (
       "6 runs: 3 SimGAN seeds x 2 estimator seeds")
+
+
+def test_a_stage_switched_off_records_no_time_so_a_later_run_records_its_own(tmp_path):
+  """The final two-sample test off, then on in a rerun of the same workdir: the rerun's
+  time is recorded (it once kept the first run's 0.0 min); a stage already timed keeps
+  its time when a rerun finds it done."""
+  from simgan_jax.experiments import caveats, reproduce
+
+  path = str(tmp_path / "timings.json")
+  timings = {}
+  timed = reproduce.stage_timer(timings, caveats.CpuClock(str(tmp_path), "cpu"), path)
+  assert timed("two_sample", lambda: None, record_none=False) is None
+  assert "two_sample" not in timings  # switched off: nothing recorded
+  timed("two_sample", lambda: time.sleep(0.05) or {"refined": 1}, record_none=False)
+  assert timings["two_sample"] >= 0.05
+  first = timings["two_sample"]
+  timed("two_sample", lambda: {"refined": 1}, record_none=False)  # a rerun finds it done
+  assert timings["two_sample"] == first and json.load(open(path))["two_sample"] == first
+  timed("simgan", lambda: None)  # stages that return nothing are timed as before
+  assert "simgan" in timings and "simgan" in json.load(open(tmp_path / caveats.CPU_TIMINGS_FILE))["stages"]

@@ -246,6 +246,27 @@ def label_preservation(config, pools, workdir: str) -> dict[str, Any]:
   return out
 
 
+def stage_timer(timings: dict[str, float], clock, path: str) -> Callable:
+  """``timed(name, fn, record_none=True)``: runs ``fn`` and records its wall time (and the
+  CPU time, ``clock``) as ``timings[name]`` in ``path``. The wall time of the run that
+  finished the stage: a rerun that finds it done keeps the recorded time (a stage resumed
+  after an interruption counts its last part). ``record_none=False``: a stage that returns
+  None did nothing (the final two-sample test switched off) and records no time, so a
+  later run that switches it on records its own."""
+
+  def timed(name, fn, record_none=True):
+    start = time.time()
+    clock.begin()
+    value = fn()
+    if name not in timings and (record_none or value is not None):  # CPU time beside the same run's wall time
+      timings[name] = time.time() - start
+      clock.end(name)
+    _write_json(path, timings)
+    return value
+
+  return timed
+
+
 def final_two_sample(config, pools, workdir: str) -> dict[str, Any] | None:
   """A stronger two-sample test than the per-checkpoint probe, once, on the selected
   refiner's images (``config.final_two_sample``): a fresh, wider classifier trained
@@ -335,19 +356,7 @@ def run(config, workdir: str, log=metric_writer.print_line) -> dict[str, Any]:
     f.write(config.to_json_best_effort(indent=2))
   timings_path = os.path.join(workdir, "timings.json")
   timings = caveats.read_json(timings_path) or {}
-  clock = caveats.CpuClock(workdir, jax.devices()[0].platform)
-
-  def timed(name, fn):
-    start = time.time()
-    clock.begin()
-    value = fn()
-    # The wall time of the run that finished the stage: a rerun that finds it done
-    # keeps the recorded time (a stage resumed after an interruption counts its last part).
-    if name not in timings:  # the CPU time beside the same run's wall time, or neither
-      timings[name] = time.time() - start
-      clock.end(name)
-    _write_json(timings_path, timings)
-    return value
+  timed = stage_timer(timings, caveats.CpuClock(workdir, jax.devices()[0].platform), timings_path)
 
   # Stages 1-3 (SimGAN, selection, refining) once per SimGAN seed (experiments/seeds.py).
   refiners = seeds_lib.train_refiners(config, workdir, timed, log, load_or_refine)
@@ -361,7 +370,7 @@ def run(config, workdir: str, log=metric_writer.print_line) -> dict[str, Any]:
   log("[5/6] label preservation")
   preservation = timed("preservation", lambda: stages.label_preservation(config, pools, workdir))
   log("two-sample test of the selected refiner: refined vs real, raw synthetic vs real")
-  final = timed("two_sample", lambda: final_two_sample(config, pools, workdir))
+  final = timed("two_sample", lambda: final_two_sample(config, pools, workdir), record_none=False)
   if final is not None:
     preservation["two_sample"] = final
     log(f"two-sample accuracy: refined {100 * final['refined']['two_sample_accuracy']:.1f}%, "

@@ -143,7 +143,8 @@ def other_preservations(config, stages, refiners: dict[int, dict], workdir: str,
   for seed in simgan_seeds(config)[1:]:
     r, suffix = refiners[seed], tag(config, seed)
     p = timed("preservation" + suffix, lambda: stages.label_preservation(config, r["pools"], workdir))  # pylint: disable=cell-var-from-loop
-    final = timed("two_sample" + suffix, lambda: two_sample_fn(config, r["pools"], r["root"]))  # pylint: disable=cell-var-from-loop
+    final = timed("two_sample" + suffix, lambda: two_sample_fn(config, r["pools"], r["root"]),  # pylint: disable=cell-var-from-loop
+                  record_none=False)
     if final is not None:
       p["two_sample"] = final
     _write_json(os.path.join(r["root"], "preservation.json"), p)
