@@ -10,25 +10,28 @@ if "collective_call_terminate_timeout" not in os.environ["XLA_FLAGS"]:
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
 
 
-def _xla_knows_flag(name: str) -> bool:
-  """Whether this jaxlib's XLA has the flag ``name``: XLA aborts the process on an
-  unknown flag in XLA_FLAGS, and flags come and go between versions."""
-  import importlib.util  # pylint: disable=g-import-not-at-top
-  import mmap  # pylint: disable=g-import-not-at-top
+def _xla_accepts_flag(flag: str) -> bool:
+  """Whether this jax's XLA accepts ``flag`` in XLA_FLAGS: XLA aborts the process on a flag
+  it does not know, and flags come and go between versions (the flag's name appearing in
+  jaxlib's library is not enough: some names there are refused). One child process,
+  about 1.5 s, in the first process only: test workers inherit the flag."""
+  import subprocess  # pylint: disable=g-import-not-at-top
+  import sys  # pylint: disable=g-import-not-at-top
 
-  spec = importlib.util.find_spec("jaxlib")
-  library = os.path.join(os.path.dirname(spec.origin), "libjax_common.so") if spec and spec.origin else ""
-  if not os.path.isfile(library):
+  env = dict(os.environ, XLA_FLAGS=f"{os.environ['XLA_FLAGS']} {flag}", JAX_PLATFORMS="cpu")
+  try:
+    return subprocess.run([sys.executable, "-c", "import jax; jax.devices()"], env=env, capture_output=True,
+                          timeout=300).returncode == 0
+  except (OSError, subprocess.TimeoutExpired):
     return False
-  with open(library, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
-    return m.find(name.encode()) >= 0
 
 
 # XLA:CPU's newer MLIR fusion emitters compile these tiny programs about twice as slowly
 # as its classic ones (the smoke training's three steps, fresh cache, alternated: 32-43 s
 # with them, 20-23 s without). Tests compile far more than they run, so they use the
 # classic emitters; both sides of every equality test compile the same way.
-if "xla_cpu_use_fusion_emitters" not in os.environ["XLA_FLAGS"] and _xla_knows_flag("xla_cpu_use_fusion_emitters"):
+if "xla_cpu_use_fusion_emitters" not in os.environ["XLA_FLAGS"] and _xla_accepts_flag(
+    "--xla_cpu_use_fusion_emitters=false"):
   os.environ["XLA_FLAGS"] += " --xla_cpu_use_fusion_emitters=false"
 # Tests run tiny programs a few times each: compiling dominates, so XLA's slow
 # optimisation passes are skipped (jax_disable_most_optimizations; measured on two
