@@ -289,7 +289,7 @@ def test_settings_line_names_separate_learning_rates_and_every_stabiliser_that_i
   from simgan_jax.experiments import report
 
   c = reproduce_config.get_config("eyesim_gaze:cpu")
-  assert report.training_text(c.simgan) == "adam lr 0.0002, lambda 0.5, psi `low_pass_4`"
+  assert report.training_text(c.simgan) == "adam lr 0.0002, lambda 1.0, psi `normalized_low_pass_4`"
   c = reproduce_config.apply_overrides(c, ["simgan.optimizer.discriminator_learning_rate=4e-4"])
   assert report.training_text(c.simgan).startswith("adam lr 0.0002 (refiner) / 0.0004 (discriminator), ")
   c = reproduce_config.apply_overrides(c, [
@@ -297,5 +297,5 @@ def test_settings_line_names_separate_learning_rates_and_every_stabiliser_that_i
       "simgan.augment.policy=translation,cutout", "simgan.loss.task_consistency_weight=0.5",
       "simgan.loss.psi=band_pass"])
   assert report.training_text(c.simgan) == (
-      "adam lr 0.0001 (refiner) / 0.0004 (discriminator), lambda 0.5, psi `band_pass`; refiner EMA decay 0.99, "
+      "adam lr 0.0001 (refiner) / 0.0004 (discriminator), lambda 1.0, psi `band_pass`; refiner EMA decay 0.99, "
       "R1 gamma 1.0, DiffAugment `translation,cutout`, task consistency 0.5")
