@@ -188,6 +188,9 @@ def test_smoke_reproduction_end_to_end(tmp_path):
   for key in ("pupil_shift_px", "localiser_error_synthetic_px", "gaze_drift_deg",
               "oracle_pupil_shift_px", "oracle_gaze_drift_deg"):
     assert np.isfinite(preservation[key]["mean"]) and preservation[key]["num"] == 32
+  assert set(preservation["texture"]) == {"synthetic", "refined", "oracle"}  # probe/texture.py
+  assert all(t["num"] == 32 and 0 <= t["shared"] <= t["coherence"] + 1e-9 <= 1 + 1e-9
+             for t in preservation["texture"].values())
 
   # The final two-sample test: both image sets scored against the same real images, cached.
   final = preservation["two_sample"]
@@ -202,7 +205,8 @@ def test_smoke_reproduction_end_to_end(tmp_path):
               "| refined synthetic, 4x data |", "| target-domain labels (upper bound) |",
               "| synthetic scenes, target appearance (a perfect refiner) |", "- `oracle` (the synthetic",
               "gaze drift, synthetic → oracle", "| oracle (synthetic scenes, target appearance) |",
-              "pupil-centre shift", "gaze drift", "![samples](samples.png)"):
+              "pupil-centre shift", "gaze drift", "![samples](samples.png)",
+              "coherence / shared coherence: synthetic "):
     assert row in report
   for figure in ("within_d.png", "losses.png", "samples.png"):
     assert (workdir / figure).stat().st_size > 1000

@@ -25,6 +25,7 @@ from simgan_jax.experiments import seeds as seeds_lib
 from simgan_jax.tasks import data as data_lib
 from simgan_jax.probe import drift as drift_lib
 from simgan_jax.probe import selection as selection_lib
+from simgan_jax.probe import texture
 
 _LOSS_CURVES = (("refiner_adversarial_loss", "refiner: adversarial"),
                 ("self_regularization_loss", "refiner: self-regularisation (x lambda)"),
@@ -219,6 +220,23 @@ def oracle_share_lines(summary, unit: str) -> list[str]:
   return lines
 
 
+def texture_lines(p) -> list[str]:
+  """The fine-texture orientation of each pool (probe/texture.py), and a caveat when the
+  refined images carry oriented streaks that the perfect refiner's lack."""
+  t = p.get("texture")
+  if not t:
+    return []
+  names = {"synthetic": "synthetic", "refined": "refined", "oracle": "perfect refiner"}
+  cells = "; ".join(f"{names[k]} {v['coherence']:.2f} / {v['shared']:.2f}" for k, v in t.items() if k in names)
+  lines = [f"Fine texture (detail finer than 3x3 pixels; probe/texture.py), coherence / shared coherence: "
+           f"{cells}. Coherence is 0 for isotropic grain and 1 for parallel stripes; the shared coherence is "
+           "as high only when every image's texture also has the same orientation (streaks at one angle)."]
+  streaks = texture.streak_line(t)
+  if streaks:
+    lines.append(streaks)
+  return lines + [""]
+
+
 def two_sample_lines(preservation) -> list[str]:
   """The report section of the final two-sample test (``preservation["two_sample"]``), or []."""
   t = preservation.get("two_sample")
@@ -341,7 +359,8 @@ def write_report(config, workdir: str, selection, summary, preservation, pools, 
     two = cell(first, "two_sample_accuracy_unrefined", lambda e: f"{100 * e['two_sample_accuracy_unrefined']:.1f}%")
     lines.append(f"| (unrefined synthetic) | {first['realism_kid_unrefined']:.4g} | {two} | 0 | | |")
   lines += ["", *seeds_lib.selection_lines(preservation, {"pupil_shift_px": "pupil shift (px)",
-                                                          "gaze_drift_deg": "gaze drift (°)"})]
+                                                          "gaze_drift_deg": "gaze drift (°)",
+                                                          "texture_coherence": "texture coherence"})]
   lines += ["![losses and realism score](losses.png)", ""]
 
   p = preservation
@@ -373,6 +392,7 @@ def write_report(config, workdir: str, selection, summary, preservation, pools, 
               "the shift and drift that a perfect refiner shows, caused by the localiser's and "
               "estimator's response to a new appearance rather than by moved labels."]
   lines.append("")
+  lines += texture_lines(p)
   lines += two_sample_lines(p)
   lines += ["## Samples", "", "Columns: synthetic | refined (selected refiner) | target test "
             "images.", "", "![samples](samples.png)", "", "## Settings", "",
