@@ -3,6 +3,8 @@
 import json
 import os
 
+import pytest
+
 
 def test_train_rows_trains_what_is_missing_and_builds_inputs_only_then(tmp_path):
   from simgan_jax.experiments import rows
@@ -35,3 +37,60 @@ def test_train_rows_trains_what_is_missing_and_builds_inputs_only_then(tmp_path)
   assert rows.train_rows({"a": source("a"), "b": source("b")}, (0, 1), str(tmp_path), said.append, "net",
                          lambda: evals.append(1) or {"test": "T"}, train) == results
   assert built == [] and evals == []
+
+
+def test_a_finished_run_scored_on_other_data_is_scored_again_never_read_as_this_one(tmp_path):
+  """Rows copied from a validation workdir must not be read as test results."""
+  from simgan_jax.errors import DataError
+  from simgan_jax.experiments import rows
+
+  validation = {"test": "eyesim_target:validation", "target_eval_examples": 0}
+  test = {"test": "eyesim_target:test", "target_eval_examples": 0}
+  for seed, record in ((0, validation), (1, None), (2, test)):  # other data, no record (older run), this data
+    os.makedirs(tmp_path / "a" / f"seed_{seed}")
+    done = {"steps": 9, "eval": {"test": {"error": "old"}}, **({"eval_data": record} if record else {})}
+    json.dump(done, open(tmp_path / "a" / f"seed_{seed}" / "results.json", "w"))
+  evaluated, said = [], []
+
+  def evaluate(seed, eval_sets, run_dir):
+    evaluated.append((seed, os.path.relpath(run_dir, tmp_path)))
+    return {"test": {"error": f"new on {eval_sets['test']}"}}
+
+  def train(*args):
+    raise AssertionError("nothing should train")
+
+  results = rows.train_rows({"a": lambda: "source"}, (0, 1, 2), str(tmp_path), said.append, "net",
+                            lambda: {"test": "TEST SET"}, train, eval_data=test, evaluate=evaluate)
+  assert evaluated == [(0, "a/seed_0"), (1, "a/seed_1")]
+  assert results["a"]["0"]["eval"] == results["a"]["1"]["eval"] == {"test": {"error": "new on TEST SET"}}
+  assert results["a"]["2"]["eval"] == {"test": {"error": "old"}}  # recorded as this data: read back
+  on_disk = json.load(open(tmp_path / "a" / "seed_0" / "results.json"))
+  assert on_disk["eval_data"] == test and on_disk["eval_data_was"] == validation and on_disk["steps"] == 9
+  assert "evaluated on {'test': 'eyesim_target:validation'" in said[0]
+  # Read back now without evaluating again.
+  evaluated.clear()
+  rows.train_rows({"a": lambda: "source"}, (0, 1, 2), str(tmp_path), said.append, "net",
+                  lambda: {"test": "TEST SET"}, train, eval_data=test, evaluate=evaluate)
+  assert evaluated == []
+  # Without a way to evaluate, other data is refused, naming the file.
+  with pytest.raises(DataError, match=r"a/seed_0/results.json: evaluated on .*validation"):
+    rows.train_rows({"a": lambda: "source"}, (0,), str(tmp_path), said.append, "net",
+                    lambda: {"test": "TEST SET"}, train, eval_data=validation)
+
+
+def test_evaluate_saved_scores_the_saved_estimator_as_training_did(tmp_path):
+  from simgan_jax import tasks
+  from simgan_jax.tasks import loop
+  from tests.test_gaze import _gaze_pool
+
+  pool = _gaze_pool()
+  task = tasks.get("gaze")
+  config = task.get_config("smoke")
+  sets = {"test": (pool.images[:16], pool.labels["gaze"][:16])}
+  trained = loop.train_estimator(task.task, config, pool, sets, str(tmp_path))
+  again = loop.evaluate_saved(task.task, config, sets, str(tmp_path))
+  assert again["test"]["mean_angular_error_deg"] == pytest.approx(
+      trained["eval"]["test"]["mean_angular_error_deg"], rel=1e-5)
+  other = loop.evaluate_saved(task.task, config, {"test": (pool.images[16:32], pool.labels["gaze"][16:32])},
+                              str(tmp_path))
+  assert other["test"]["mean_angular_error_deg"] != again["test"]["mean_angular_error_deg"]

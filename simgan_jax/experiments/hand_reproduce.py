@@ -104,7 +104,10 @@ def train_estimators(config, pools, workdir: str, log) -> dict[str, dict[str, An
       training_sources(config, pools), config.seeds, os.path.join(workdir, "pose"), log, "pose estimator",
       lambda: {"test": pose_data.eval_set(config.test_data, config.pose)},
       lambda seed, source, eval_sets, run_dir: loop.train_estimator(pose_task.TASK,
-          _pose_config(config, seed), source, eval_sets, run_dir))
+          _pose_config(config, seed), source, eval_sets, run_dir),
+      eval_data=rows.eval_record(config.test_data, config.pose),
+      evaluate=lambda seed, eval_sets, run_dir: loop.evaluate_saved(pose_task.TASK,
+          _pose_config(config, seed), eval_sets, run_dir))
 
 
 def summarize(results, within_px: int = 5) -> dict[str, dict[str, float]]:

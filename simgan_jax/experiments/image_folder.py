@@ -236,7 +236,9 @@ def train_estimators(config, pools, workdir: str, log) -> dict[str, dict[str, An
   return rows.train_rows(
       {name: sets[name] for name in config.training_sets}, config.seeds, os.path.join(workdir, "estimators"),
       log, f"{first.kind} network", lambda: {"test": labels_lib.eval_sets(config.test_data, first)[config.test_data]},
-      train)
+      train, eval_data=rows.eval_record(config.test_data, first),
+      evaluate=lambda seed, eval_sets, run_dir: loop.evaluate_saved(
+          task(config), _task_config(config, labels, seed), eval_sets, run_dir))
 
 
 def summarize(results, kind: str) -> dict[str, dict[str, Any]]:

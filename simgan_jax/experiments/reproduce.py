@@ -184,7 +184,10 @@ def train_estimators(config, pools, workdir: str, log) -> dict[str, dict[str, An
       training_sources(config, pools), config.seeds, os.path.join(workdir, "gaze"), log, "gaze estimator",
       lambda: {"test": data_lib.eval_set(config.test_data, config.gaze)},
       lambda seed, source, eval_sets, run_dir: loop.train_estimator(gaze_task.TASK,
-          _gaze_config(config, seed), source, eval_sets, run_dir))
+          _gaze_config(config, seed), source, eval_sets, run_dir),
+      eval_data=rows.eval_record(config.test_data, config.gaze),
+      evaluate=lambda seed, eval_sets, run_dir: loop.evaluate_saved(gaze_task.TASK,
+          _gaze_config(config, seed), eval_sets, run_dir))
 
 
 def summarize(results) -> dict[str, dict[str, float]]:

@@ -7,9 +7,11 @@ each other; ``train_rows`` is the estimator stage's loop over rows and seeds.
 
 from __future__ import annotations
 
+import json
 import os
 from typing import Any, Callable
 
+from simgan_jax.errors import DataError
 from simgan_jax.experiments import caveats
 
 TRAINING_SETS = ("synthetic", "synthetic_4x", "refined", "refined_4x", "oracle", "target")
@@ -45,22 +47,51 @@ def oracle_share(summary, refined: str = "refined", synthetic: str = "synthetic"
   return (summary[synthetic]["error_mean"] - summary[refined]["error_mean"]) / gain
 
 
+def eval_record(spec: str, section) -> dict[str, Any]:
+  """What an estimator stage's test set is made from (``train_rows``' ``eval_data``): the
+  data spec and the size caps of the estimator config ``section`` that shape it."""
+  return {"test": spec, **{k: section.get(k) for k in ("target_eval_examples", "num_simulator_eval")
+                           if section.get(k) is not None}}
+
+
 def train_rows(sources: dict[str, Callable], seeds, root: str, log, what: str,
-               eval_sets: Callable[[], dict], train: Callable) -> dict[str, dict[str, Any]]:
+               eval_sets: Callable[[], dict], train: Callable, *, eval_data: dict[str, str] | None = None,
+               evaluate: Callable | None = None) -> dict[str, dict[str, Any]]:
   """{row: {str(seed): results.json}} for each row of ``sources`` (row -> a function making
   its training source) and estimator seed: ``train(seed, source, eval_sets, run_dir)`` runs
   in ``root/<row>/seed_<seed>`` unless its results.json is there, which is read back.
-  The evaluation sets and a row's source are built only when something trains."""
+  The evaluation sets and a row's source are built only when something trains.
+
+  ``eval_data`` (``eval_record``: what the evaluation sets are made from) is recorded in
+  each results.json as ``"eval_data"``. A finished run whose record differs, or that has
+  none (written before the record existed, or copied from elsewhere), was scored on other
+  data: ``evaluate(seed, eval_sets, run_dir)`` scores its saved estimator on this run's
+  sets and results.json is rewritten, so that rows copied from a workdir with another
+  test split are never read as this one's. Without ``evaluate`` such a run is refused."""
   evaluation, results = None, {}
   for name, make_source in sources.items():
     results[name], source = {}, None
     for seed in seeds:
       run_dir = os.path.join(root, name, f"seed_{seed}")
-      done = caveats.read_json(os.path.join(run_dir, "results.json"))
+      path = os.path.join(run_dir, "results.json")
+      done = caveats.read_json(path)
       if done is None:
         evaluation = evaluation if evaluation is not None else eval_sets()
         source = source or make_source()
         log(f"{what}: training set {name}, seed {seed}")
         done = train(seed, source, evaluation, run_dir)
+      elif eval_data is not None and done.get("eval_data") != eval_data:
+        was = done.get("eval_data") or "no record of its evaluation data"
+        if evaluate is None:
+          raise DataError(f"{path}: evaluated on {was}, this run evaluates on {eval_data}; "
+                          "delete the run to retrain it, or use another --workdir")
+        evaluation = evaluation if evaluation is not None else eval_sets()
+        log(f"{what}: training set {name}, seed {seed}: finished, evaluated on {was}; evaluating "
+            f"its saved estimator on {eval_data}")
+        done = {**done, "eval": evaluate(seed, evaluation, run_dir), "eval_data_was": was}
+      if eval_data is not None and done.get("eval_data") != eval_data:
+        done["eval_data"] = dict(eval_data)
+        with open(path, "w") as f:
+          json.dump(done, f, indent=1)
       results[name][str(seed)] = done
   return results

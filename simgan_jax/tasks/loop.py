@@ -390,3 +390,15 @@ def restore_state(task: Task, config, workdir: str, step: int | None = None) -> 
 def restore_params(task: Task, config, workdir: str, step: int | None = None):
   """The estimator's params saved in ``workdir`` (newest, or ``step``), e.g. in a notebook."""
   return restore_state(task, config, workdir, step).params
+
+
+def evaluate_saved(task: Task, config, eval_sets: dict[str, tuple[np.ndarray, np.ndarray]],
+                   workdir: str) -> dict[str, Any]:
+  """{name: results} of the newest estimator saved in ``workdir`` on ``eval_sets``, as
+  ``train_estimator`` reports them (a finished run scored on other data)."""
+  mesh = parallel.make_mesh(config.get("num_devices", 0))
+  s = make_setup(task, config, None, mesh.devices.size)
+  params = restore_state(task, config, workdir).params
+  predict_fn = task.make_predict_fn(config, s.model, mesh)
+  return {name: task.evaluate(config, predict_fn, params, images, labels, mesh)
+          for name, (images, labels) in eval_sets.items()}
