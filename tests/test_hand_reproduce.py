@@ -34,12 +34,13 @@ def test_handsim_pose_smoke_end_to_end(tmp_path):
   for key in ("foreground_iou", "depth_change_mm", "joint_drift_px", "joint_error_refined_px",
               "oracle_joint_drift_px", "joint_error_oracle_px"):
     assert np.isfinite(preservation[key]["mean"]) and preservation[key]["num"] == 16
+  assert {k: v["num"] for k, v in preservation["texture"].items()} == {"synthetic": 16, "refined": 16, "oracle": 16}
   report = doc.read_text()
   for row in ("| synthetic |", "| refined synthetic, 3x data |", "the paper's \"real\"", "| 69.7 |",
               "| 83.3 |", "foreground IoU", "predicted-joint drift", "](results_handsim_samples.png)",
               "| refined (selected refiner) |", "| raw synthetic |", "| synthetic hands, target sensor (a perfect refiner) |",
               "- `oracle` (the simulator's hands", "predicted-joint drift, synthetic → oracle",
-              "| oracle (synthetic scenes, target appearance) |"):
+              "| oracle (synthetic scenes, target appearance) |", "coherence / shared coherence: synthetic "):
     assert row in report
   assert "all joints within 5 px" in run.stdout
 

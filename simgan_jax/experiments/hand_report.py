@@ -125,7 +125,8 @@ def write_report(config, workdir: str, selection, summary, preservation, pools, 
         "" if int(step) in selection["candidates"] else "pretraining")
     lines.append(f"| {step} | {score:.4g} | {mark} |")
   lines += ["", *seeds_lib.selection_lines(preservation, {"joint_drift_px": "joint drift (px)",
-                                                          "foreground_iou": "foreground IoU"})]
+                                                          "foreground_iou": "foreground IoU",
+                                                          "texture_coherence": "texture coherence"})]
   lines += ["![losses and realism score](losses.png)", ""]
 
   p = preservation
@@ -147,7 +148,7 @@ def write_report(config, workdir: str, selection, summary, preservation, pools, 
   if "oracle_joint_drift_px" in p:
     lines += [row("predicted-joint drift, synthetic → oracle (a perfect refiner)", p["oracle_joint_drift_px"], "px"),
               row("that estimator's joint error on oracle images (same labels)", p["joint_error_oracle_px"], "px")]
-  lines += [""] + report.two_sample_lines(p)
+  lines += [""] + report.texture_lines(p) + report.two_sample_lines(p)
   lines += ["## Samples", "", "Columns: synthetic | refined (selected refiner) | target test depth.", "",
             "![samples](samples.png)", "", "## Settings", "",
             f"- SimGAN: {config.simgan.image_height}x{config.simgan.image_width}, batch {config.simgan.batch_size}, "

@@ -25,6 +25,7 @@ import numpy as np
 from simgan_jax import parallel
 from simgan_jax.data import sources as sources_lib
 from simgan_jax.experiments import rows
+from simgan_jax.probe import texture
 from simgan_jax.tasks import pose_net as pose
 from simgan_jax.tasks import pose_data
 from simgan_jax.tasks import loop
@@ -139,6 +140,10 @@ def label_preservation(config, pools, workdir: str) -> dict[str, Any]:
       "depth_change_mm": reproduce._stats(  # pylint: disable=protected-access
           [change[i][both[i]].mean() if both[i].any() else 0.0 for i in range(n)]),
   }
+  # Oriented streaks (probe/texture.py), beside the simulator's and the perfect refiner's.
+  out["texture"] = {name: texture.summary(pools[name][:n]) for name in ("synthetic", "refined", "oracle")
+                    if name in pools}
+  out["texture_coherence"] = out["texture"]["refined"]["coherence"]
   if "target" in reproduce.training_set_names(config):
     seed = config.seeds[0]
     p = _pose_config(config, seed)
