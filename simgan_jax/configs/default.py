@@ -17,9 +17,10 @@ Variants (``--config=...default.py:VARIANT``):
   minutes wall, compilation and the target cache build included; its realism
   KID fell from 10.2 (unrefined) to 0.55 (docs/results_eyesim_gpu.md).
 * ``cpu``: batch 32, a 32-wide refiner with mirror (REFLECT) padding and one
-  noise channel, self-regularisation on 4x4 block means (``low_pass_4``; identity
-  during pretraining), 200 + 100 pretraining steps and 1,000 iterations, lambda
-  0.5; the checkpoint to use is the one a two-sample classifier tells from real
+  noise channel, self-regularisation on 4x4 block means of each image at zero mean and
+  unit std (``normalized_low_pass_4``, lambda 1.0; identity during pretraining; the hand
+  and folder configs keep ``low_pass_4`` at 0.5), 200 + 100 pretraining steps and 1,000
+  iterations; the checkpoint to use is the one a two-sample classifier tells from real
   images least often (``selection``). Its times:
   docs/benchmarks.md; what its refiner gives downstream, with the sample grid:
   docs/results_eyesim.md (``launch/reproduce.py --experiment=eyesim_gaze:cpu``).
@@ -32,7 +33,8 @@ and documented at its field: ``refiner_ema.decay`` (refiner weight averaging, us
 probes, sample grids, refine and export), ``discriminator.r1_gamma`` (R1 penalty),
 ``augment.policy`` (DiffAugment), ``optimizer.refiner_learning_rate`` /
 ``optimizer.discriminator_learning_rate`` (TTUR), and the brightness-free
-self-regularisation maps ``loss.psi=gradients|band_pass|contrast_normalized|normalized_low_pass_4``.
+self-regularisation maps ``loss.psi=gradients|band_pass|contrast_normalized|normalized_low_pass_4``
+(the last is ``cpu``'s).
 
 Every field can be overridden on the command line: ``--config.batch_size=64``.
 """
