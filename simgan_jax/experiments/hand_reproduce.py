@@ -140,10 +140,7 @@ def label_preservation(config, pools, workdir: str) -> dict[str, Any]:
       "depth_change_mm": reproduce._stats(  # pylint: disable=protected-access
           [change[i][both[i]].mean() if both[i].any() else 0.0 for i in range(n)]),
   }
-  # Oriented streaks (probe/texture.py), beside the simulator's and the perfect refiner's.
-  out["texture"] = {name: texture.summary(pools[name][:n]) for name in ("synthetic", "refined", "oracle")
-                    if name in pools}
-  out["texture_coherence"] = out["texture"]["refined"]["coherence"]
+  out.update(texture.pool_entries(pools, n))  # oriented streaks, beside the simulator's and the perfect refiner's
   if "target" in reproduce.training_set_names(config):
     seed = config.seeds[0]
     p = _pose_config(config, seed)

@@ -240,11 +240,7 @@ def label_preservation(config, pools, workdir: str) -> dict[str, Any]:
     p_ref = loop.predict(predict_fn, params, refined, mesh, g.eval_batch_size)
     out["gaze_drift_deg"] = _stats(gaze.angular_error_deg(p_syn, p_ref))
     out["gaze_drift_estimator"] = f"target, seed {seed}"
-  # Oriented streaks (probe/texture.py): the refined set's fine texture beside the
-  # simulator's and the perfect refiner's (the target's appearance model).
-  out["texture"] = {name: texture.summary(pools[name][:n]) for name in ("synthetic", "refined", "oracle")
-                    if name in pools}
-  out["texture_coherence"] = out["texture"]["refined"]["coherence"]  # a plain number: per-seed table
+  out.update(texture.pool_entries(pools, n))  # oriented streaks, beside the simulator's and the perfect refiner's
   if "oracle" in pools:  # the same measures for a perfect refiner
     oracle = pools["oracle"][:n]
     centre_orc = np.concatenate([np.asarray(loc(to_float(oracle[i:i + 500]))) for i in range(0, n, 500)])

@@ -68,6 +68,14 @@ def summary(images: np.ndarray) -> dict[str, float]:
           "num": int(len(j))}
 
 
+def pool_entries(pools: dict, n: int) -> dict:
+  """The experiments' preservation entries: ``texture`` ({pool: summary} of the first ``n``
+  synthetic, refined and oracle images present) and ``texture_coherence`` (the refined
+  pool's mean coherence, a plain number for the per-seed table)."""
+  t = {name: summary(pools[name][:n]) for name in ("synthetic", "refined", "oracle") if name in pools}
+  return {"texture": t, "texture_coherence": t["refined"]["coherence"]}
+
+
 def streak_line(texture: dict[str, dict[str, float]], refined: str = "refined",
                 reference: str = "oracle", reference_label: str = "the perfect refiner") -> str | None:
   """A report sentence when ``refined`` images carry streaks at one orientation that
