@@ -85,6 +85,10 @@ def get_config(name: str, variant: str | None, experiment: str) -> ml_collection
   c.training_sets = ("synthetic", "synthetic_4x", "refined", "refined_4x", "target")
   if name == "handsim_pose":  # the simulator's hands through the target's sensor model (a perfect refiner)
     c.training_sets = ("synthetic", "synthetic_4x", "refined", "refined_4x", "oracle", "target")
+  # Target factors (hands_target.SENSOR_FACTORS, e.g. "forearm,clutter") the oracle row
+  # leaves out: a diagnosis of which part of the perfect refiner's gain comes from what.
+  # Empty (default): the perfect refiner. Use a fresh workdir per value (finished rows are read back).
+  c.oracle_factors_off = ()
   c.num_label_pairs = 1000
   c.num_sample_images = 8
   c.final_two_sample = default.final_two_sample_config(variant)

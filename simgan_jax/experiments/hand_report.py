@@ -43,7 +43,7 @@ def save_samples(config, pools, path: str) -> None:
   images_lib.save_png(path, images_lib.grid(columns))
 
 
-def comparison_lines(summary) -> list[str]:
+def comparison_lines(summary, oracle_off=()) -> list[str]:
   lines = []
   for refined, synthetic in (("refined", "synthetic"), ("refined_4x", "synthetic_4x")):
     if refined not in summary or synthetic not in summary:
@@ -61,12 +61,17 @@ def comparison_lines(summary) -> list[str]:
     lines.append(line + ".")
   if "oracle" in summary and "synthetic" in summary:
     o, s = summary["oracle"], summary["synthetic"]
-    line = (f"- `oracle` (the simulator's hands measured by the target's own sensor model, forearm and "
-            f"clutter included: what a perfect refiner would make) vs `synthetic`: the mean joint error goes "
-            f"from {s['error_mean']:.2f} to {o['error_mean']:.2f} px")
+    if oracle_off:
+      lines.append(f"- **The `oracle` row is a diagnostic, not the perfect refiner:** its images lack the "
+                   f"target factor(s) {', '.join(oracle_off)} (`oracle_factors_off`), so the shares of its gain "
+                   "below are not the benchmark's.")
+    what = ("forearm and clutter included: what a perfect refiner would make" if not oracle_off else
+            f"without {', '.join(oracle_off)}")
+    line = (f"- `oracle` (the simulator's hands measured by the target's own sensor model, {what}) vs "
+            f"`synthetic`: the mean joint error goes from {s['error_mean']:.2f} to {o['error_mean']:.2f} px")
     share = rows.gap_closed(summary, "oracle", "synthetic")
     if share is not None:
-      line += f"; it closes {100 * share:.0f}% of the gap, the most refinement can close here"
+      line += f"; it closes {100 * share:.0f}% of the gap" + ("" if oracle_off else ", the most refinement can close here")
     lines.append(line + ".")
     lines += report.oracle_share_lines(summary, " px")
   return lines
@@ -76,6 +81,9 @@ def write_report(config, workdir: str, selection, summary, preservation, pools, 
   simgan_dir = os.path.join(workdir, "simgan")
   m = config.data_multiplier
   titles = {k: v.format(m=m) for k, v in TITLES.items()}
+  off = tuple(config.get("oracle_factors_off", ()) or ())
+  if off:  # a diagnostic oracle: say in its row which factors it lacks
+    titles["oracle"] += f", without {', '.join(off)}"
   report.plot_within_d(summary, titles, os.path.join(workdir, "within_d.png"),
                        ylabel=f"{config.test_data} images, all joints within distance (%)",
                        thresholds=pose.WITHIN_THRESHOLDS_PX,
@@ -115,7 +123,7 @@ def write_report(config, workdir: str, selection, summary, preservation, pools, 
                  f"estimator's resolution. The figure shows thresholds from 0 to {max(pose.WITHIN_THRESHOLDS_PX)} px "
                  "only (the estimators measure no more), not the whole range of the errors.")
   lines.append("")
-  lines += comparison_lines(summary)
+  lines += comparison_lines(summary, off)
   lines += ["", *caveats.share_noise_lines(summary, "within5_mean", f"with all joints within {config.within_px} px",
                                            "px")]
   lines += ["![share within d px](within_d.png)", "", "## Refiner selection (no target labels)", "",

@@ -68,6 +68,18 @@ def training_sources(config, pools) -> dict[str, Callable[[], sources_lib.ImageS
   return {name: sets[name] for name in reproduce.training_set_names(config)}
 
 
+def oracle_factors_off(config) -> dict[str, float]:
+  """{factor: 0.0} for each ``config.oracle_factors_off`` name (hands_target.SENSOR_FACTORS):
+  the target-appearance factors the ``oracle`` row leaves out (a diagnosis of which part of
+  the perfect refiner's gain a refiner must make; empty: all of them, the perfect refiner)."""
+  names = tuple(config.get("oracle_factors_off", ()) or ())
+  unknown = [n for n in names if n not in hands_target.SENSOR_FACTORS]
+  if unknown:
+    raise ConfigError(f"config.oracle_factors_off: unknown factor(s) {', '.join(map(repr, unknown))}; "
+                      f"known: {', '.join(hands_target.SENSOR_FACTORS)}")
+  return {name: 0.0 for name in names}
+
+
 @functools.partial(jax.jit, static_argnums=1)
 def _render_oracle(keys_B, target_config):
   return hands_target.render_batch(keys_B, target_config, simulator_scenes=True)
@@ -85,7 +97,7 @@ def oracle_pool(config, labels) -> np.ndarray:
     raise ConfigError(f"config.training_sets: 'oracle' needs the hand simulator as synthetic_data, "
                       f"got {config.synthetic_data!r}")
   sensor = hand_sources.dataset_config(config.simgan.real_data, shape).target
-  sensor = dataclasses.replace(sensor, scene=simulator.config)
+  sensor = dataclasses.replace(sensor, scene=simulator.config, **oracle_factors_off(config))
   n, key = config.num_synthetic, jax.random.PRNGKey(config.synthetic_seed)
   images = []
   for start in range(0, n, 500):
