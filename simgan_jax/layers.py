@@ -289,12 +289,13 @@ class Conv(nn.Module):
   impl: str = "matmul"  # "xla", "matmul", "hybrid" or "native" (resolve "auto" with resolve_impl first)
   dtype: Any = jnp.float32
   relu: bool = False  # ReLU after the bias (and residual): fused into the native kernel
+  zero_init: bool = False  # kernel initialised to zeros (a residual branch that starts as nothing)
 
   @nn.compact
   def __call__(self, x, residual=None):
     k = self.kernel_size
-    kernel = self.param("kernel", nn.initializers.lecun_normal(), (k, k, x.shape[-1], self.features),
-                        jnp.float32)
+    init = nn.initializers.zeros_init() if self.zero_init else nn.initializers.lecun_normal()
+    kernel = self.param("kernel", init, (k, k, x.shape[-1], self.features), jnp.float32)
     bias = self.param("bias", nn.initializers.zeros_init(), (self.features,), jnp.float32) \
         if self.use_bias else None
     x, kernel = x.astype(self.dtype), kernel.astype(self.dtype)

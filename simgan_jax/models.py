@@ -40,6 +40,11 @@ class ResnetBlock(nn.Module):
     return conv("conv2")(conv("conv1")(x), residual=x)
 
 
+# "tanh" (our default), "linear" (the paper's text) or "residual": input + a zero-initialised
+# change, clipped to [-1, 1] (R is the identity before any training step).
+OUTPUT_ACTIVATIONS = ("tanh", "linear", "residual")
+
+
 class Refiner(nn.Module):
   """R: synthetic image -> refined image of the same shape; no normalisation."""
 
@@ -56,6 +61,10 @@ class Refiner(nn.Module):
 
   @nn.compact
   def __call__(self, images_BHWC, noise_BHWN=None):
+    if self.output_activation not in OUTPUT_ACTIVATIONS:
+      raise ValueError(f"config.refiner.output_activation: {self.output_activation!r} is not one of "
+                       f"{', '.join(map(repr, OUTPUT_ACTIVATIONS))}")
+    inputs_BHWC = images_BHWC
     if self.padding not in ("SAME", "REFLECT"):
       raise ValueError(f"config.refiner.padding: {self.padding!r} is not 'SAME' or 'REFLECT'")
     if self.noise_channels:
@@ -69,15 +78,16 @@ class Refiner(nn.Module):
     for i in range(self.num_blocks):
       x = ResnetBlock(self.features, self.kernel_size, self.padding, self.conv_impl, self.dtype,
                       name=f"block{i}")(x)
-    x = layers.Conv(self.channels, 1, impl=self.conv_impl, dtype=self.dtype, name="conv_out")(x)
+    residual = self.output_activation == "residual"
+    x = layers.Conv(self.channels, 1, impl=self.conv_impl, dtype=self.dtype, zero_init=residual,
+                    name="conv_out")(x)
     x = x.astype(jnp.float32)
+    if residual:  # not in the paper: R starts as the identity and learns a change, clipped to [-1, 1]
+      return jnp.clip(inputs_BHWC.astype(jnp.float32) + x, -1.0, 1.0)
     # Our choice (SIMGAN.md): tanh keeps the output in the input's [-1, 1] range.
     if self.output_activation == "tanh":
       return jnp.tanh(x)
-    if self.output_activation == "linear":
-      return x
-    raise ValueError(
-        f"config.refiner.output_activation: {self.output_activation!r} is not 'tanh' or 'linear'")
+    return x
 
 
 # (kind, kernel, stride, features); "pool" rows are max pooling with no features.

@@ -101,3 +101,41 @@ def test_refiner_noise_input_is_used_keyed_per_example_and_required():
     refiner.apply({"params": params}, x)
   config.refiner.noise_channels = 0
   assert models.refiner_noise(models.make_refiner(config), keys, (35, 55)) is None
+
+
+def test_residual_refiner_starts_as_the_identity_and_learns_a_clipped_change():
+  import optax
+
+  config = default.get_config("smoke")
+  config.refiner.output_activation = "residual"
+  config.refiner.noise_channels = 1  # the skip adds the image, not the noise channel
+  refiner = models.make_refiner(config)
+  x = jax.random.uniform(jax.random.PRNGKey(1), (2, 35, 55, 1), minval=-1.0, maxval=1.0)
+  x = x.at[:, :4].set(1.0)  # saturated pixels (depth background) too
+  keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(0), i))(jnp.arange(2))
+  noise = models.refiner_noise(refiner, keys, (35, 55))
+  params = refiner.init(jax.random.PRNGKey(0), x, noise)["params"]
+  np.testing.assert_array_equal(refiner.apply({"params": params}, x, noise), x)  # exactly, before training
+  config.refiner.output_activation = "tanh"
+  tanh_out = models.make_refiner(config).apply({"params": params}, x, noise)
+  assert float(jnp.abs(tanh_out - x).mean()) > 0.1  # a tanh R with the same weights is not the identity
+
+  # Gradients reach every layer after one step, and the change is clipped to [-1, 1].
+  def loss(p):
+    return jnp.mean((refiner.apply({"params": p}, x, noise) - (x - 0.5)) ** 2)
+
+  opt = optax.sgd(0.5)
+  state = opt.init(params)
+  for _ in range(3):
+    grads = jax.grad(loss)(params)
+    updates, state = opt.update(grads, state)
+    params = optax.apply_updates(params, updates)
+  assert float(jnp.abs(grads["conv_in"]["kernel"]).max()) > 0  # reached through conv_out
+  out = refiner.apply({"params": params}, x, noise)
+  assert float(loss(params)) < 0.25 * float(jnp.mean(0.5 ** 2))
+  assert float(out.min()) >= -1.0 and float(out.max()) <= 1.0
+  params["conv_out"]["bias"] = jnp.full_like(params["conv_out"]["bias"], -5.0)
+  assert float(refiner.apply({"params": params}, x, noise).max()) == -1.0  # clipped, not wrapped
+  config.refiner.output_activation = "sigmoid"
+  with pytest.raises(ValueError, match="output_activation: 'sigmoid' is not one of"):
+    models.make_refiner(config).apply({"params": params}, x, noise)

@@ -62,7 +62,11 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c.refiner.features = 64
   c.refiner.num_blocks = 4
   c.refiner.kernel_size = 3
-  c.refiner.output_activation = "tanh"  # "tanh" or "linear" (the paper's text)
+  # "tanh", "linear" (the paper's text) or "residual" (not in the paper): input + a
+  # zero-initialised change, clipped to [-1, 1], so R is the identity from step 0; a
+  # tanh R learns it slowly on depth (hands :cpu: realism KID 83 after 200 identity
+  # steps, 30 after 1,000, against 21 for the unrefined images).
+  c.refiner.output_activation = "tanh"
   # "SAME" (zeros) or "REFLECT": not stated by the paper; zero padding lets R mark
   # the image border, which D's patches then see (frame artefacts in our cpu runs).
   c.refiner.padding = "SAME"
