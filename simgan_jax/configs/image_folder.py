@@ -88,6 +88,7 @@ def get_config(variant: str | None, experiment: str) -> ml_collections.ConfigDic
     # variant before the eyes moved to normalized_low_pass_4 at 1.0): untried here.
     c.simgan.loss.psi = "low_pass_4"
     c.simgan.loss.self_regularization_weight = 0.5
+    c.simgan.refiner.output_activation = "tanh"  # likewise (the eyes moved to residual)
     c.task_net.num_steps = 600
     c.task_net.checkpoint_every = 600
     c.final_two_sample.steps = 300

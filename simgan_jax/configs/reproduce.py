@@ -157,7 +157,7 @@ def get_config(experiment: str = "eyesim_gaze") -> ml_collections.ConfigDict:
   c.overrides = ()  # the --set assignments applied (apply_overrides), quoted in report.md
 
   if variant == "cpu":
-    # SimGAN's cpu variant (32-wide refiner, 1,300 steps at batch 32) as it is, with
+    # SimGAN's cpu variant (32-wide refiner, 2,300 steps at batch 32) as it is, with
     # its checkpoint (and selection candidate) every 100 steps: launch/train.py with
     # default.py:cpu scores the same checkpoints and selects the same one.
     c.num_synthetic = 5000
