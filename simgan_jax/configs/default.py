@@ -311,7 +311,8 @@ def data_config(name: str, **overrides) -> ml_collections.ConfigDict:
 def _cpu(c):
   # Half-width refiner (32 features, 4 blocks): a quarter of the paper's FLOPs, so that
   # 1,300 steps took about 8 minutes on 2 CPU cores (README, Benchmarks); the 2,300 steps
-  # below (with the checkpoint probes) about 18 (9.6 + 8.1 min in the ablation above).
+  # below (with the checkpoint probes) about 18: 9.6 min for the first 1,300 and 8.1 for
+  # the rest, the SimGAN stages of docs/ablation_val_nlp4w10_residual{,_long}.md.
   c.batch_size = 32
   c.refiner.features = 32
   # Mirror padding: the only refiner of the artefact ablations (target validation split,
