@@ -95,6 +95,21 @@ def self_regularization_loss(refined_BHWC, synthetic_BHWC, *, psi, reduction="su
   return jnp.mean(reduce_per_image(jnp.abs(psi(refined_BHWC) - psi(synthetic_BHWC)), reduction))
 
 
+def free_missing(refined_BHWC, synthetic_BHWC, above: float | None):
+  """``refined`` with its pixels at or above ``above`` replaced by the synthetic input's.
+
+  Applied before self-regularisation when ``config.loss.self_regularization_free_above``
+  is set: a depth sensor's "no measurement" pixels (normalised to 1.0 in the hand
+  images) carry no label, so a refiner may drop a pixel to that value without paying
+  the L1 term, and the dropped pixel does not move psi's block means (which low-pass
+  psi would otherwise balance with a dark pixel beside it). Those pixels get no
+  self-regularisation gradient; every other pixel is regularised as before.
+  """
+  if above is None:
+    return refined_BHWC
+  return jnp.where(refined_BHWC >= above, synthetic_BHWC, refined_BHWC)
+
+
 @register_loss("task_consistency_loss")
 def task_consistency_loss(refined_BHWC, synthetic_BHWC, task_network, *, reduction="sum"):
   """How far refining moves a frozen synthetic-trained task network's predictions (issue 11).

@@ -52,6 +52,8 @@ class Losses:
   task_consistency_loss: Callable | None = None  # losses.task_consistency_loss
   task_consistency_weight: float = 0.0
   r1_gamma: float = 0.0  # R1 gradient penalty on real images (stabilisers.py); 0 = off
+  # Refined pixels at or above this value skip self-regularisation (losses.free_missing); None = off.
+  free_above: float | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -140,7 +142,8 @@ def make_setup(config, synthetic, real, num_devices: int) -> Setup:
           task_consistency_loss=losses.get_loss(config.loss.get("task_consistency", "task_consistency_loss"),
                                                 "loss.task_consistency"),
           task_consistency_weight=config.loss.get("task_consistency_weight", 0.0),
-          r1_gamma=config.discriminator.get("r1_gamma", 0.0)),
+          r1_gamma=config.discriminator.get("r1_gamma", 0.0),
+          free_above=config.loss.get("self_regularization_free_above")),
       schedule=KgSchedule(
           kg=config.kg,
           kd=config.kd,

@@ -112,6 +112,10 @@ def validate_config(config, num_devices: int) -> None:
     raise ConfigError(f"config.loss.reduction: {config.loss.reduction!r} is not 'sum' or 'mean'")
   if not math.isfinite(config.loss.self_regularization_weight) or config.loss.self_regularization_weight < 0:
     raise ConfigError("config.loss.self_regularization_weight: must be a finite number >= 0")
+  free_above = config.loss.get("self_regularization_free_above")
+  if free_above is not None and not (isinstance(free_above, (int, float)) and math.isfinite(free_above)):
+    raise ConfigError(f"config.loss.self_regularization_free_above: {free_above!r} is not a finite number "
+                      "or None (off)")
   two_sample = config.get("two_sample")
   if not (two_sample is not None and two_sample.enabled):
     selection.require_measured(config, "two_sample_accuracy", "config.two_sample.enabled is false")

@@ -165,7 +165,11 @@ def _refiner_update(s: Setup, state: TrainState, data, key, adversarial: bool):
 
   def loss_fn(params):
     refined = _refine(s, params, synthetic, keys)
-    reg = s.loss.self_regularization_loss(refined, synthetic, psi=s.loss.psi if adversarial else s.loss.pretrain_psi,
+    # Dropped ("no measurement") pixels are free in the adversarial phase only: pretraining
+    # makes R the identity.
+    regularised = losses.free_missing(refined, synthetic, s.loss.free_above) if adversarial else refined
+    reg = s.loss.self_regularization_loss(regularised, synthetic,
+                                          psi=s.loss.psi if adversarial else s.loss.pretrain_psi,
                                           reduction=s.loss.reduction)
     if not adversarial:
       return reg, {"self_regularization_loss": reg}

@@ -48,6 +48,23 @@ def test_channel_mean_psi_ignores_colour_shifts_that_keep_the_mean():
       0.3, rel=1e-6)
 
 
+def test_free_missing_charges_nothing_for_a_dropped_pixel_and_passes_no_gradient_through_it():
+  synthetic = jnp.full((1, 4, 4, 1), -0.5)
+  refined = synthetic.at[0, 1, 1, 0].set(1.0).at[0, 2, 2, 0].set(-0.3)  # one dropped, one changed
+  loss = lambda r: losses.self_regularization_loss(losses.free_missing(r, synthetic, 0.5), synthetic,  # noqa: E731
+                                                   psi=losses.identity)
+  assert float(loss(refined)) == pytest.approx(0.2)  # the changed pixel only
+  assert float(losses.self_regularization_loss(refined, synthetic, psi=losses.identity)) == pytest.approx(1.7)
+  grad = jax.grad(loss)(refined)[0, ..., 0]
+  assert float(grad[1, 1]) == 0.0 and float(grad[2, 2]) == 1.0
+  # A dropped pixel does not move low_pass_4's block mean either (no dark pixel needed to balance it).
+  assert float(losses.self_regularization_loss(losses.free_missing(refined.at[0, 2, 2, 0].set(-0.5), synthetic, 0.5),
+                                               synthetic, psi=losses.low_pass_4)) == 0.0
+  # At the threshold counts as dropped; None is off; a synthetic pixel at 1.0 left at 1.0 costs 0 either way.
+  assert float(loss(synthetic.at[0, 0, 0, 0].set(0.5))) == 0.0
+  assert losses.free_missing(refined, synthetic, None) is refined
+
+
 @pytest.mark.parametrize("psi,k", [(losses.low_pass_2, 2), (losses.low_pass_4, 4)])
 def test_low_pass_psi_ignores_zero_mean_detail_and_charges_coarse_changes(psi, k):
   synthetic = jax.random.uniform(jax.random.PRNGKey(0), (2, 35, 55, 1), minval=-1, maxval=1)

@@ -303,3 +303,5 @@ def test_settings_line_names_separate_learning_rates_and_every_stabiliser_that_i
   assert report.training_text(c.simgan) == (
       "adam lr 0.0001 (refiner) / 0.0004 (discriminator), lambda 1.0, psi `band_pass`; refiner EMA decay 0.99, "
       "R1 gamma 1.0, DiffAugment `translation,cutout`, task consistency 0.5")
+  c = reproduce_config.apply_overrides(c, ["simgan.loss.self_regularization_free_above=0.5"])
+  assert "psi `band_pass` (pixels >= 0.5 free); refiner EMA" in report.training_text(c.simgan)

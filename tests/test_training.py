@@ -127,6 +127,23 @@ def test_pretraining_uses_pretrain_psi_and_the_adversarial_phase_psi(tiny_config
     training.make_setup(tiny_config, *array_sources, 1)
 
 
+def test_free_above_frees_dropped_pixels_in_the_adversarial_phase_only(tiny_config, array_sources):
+  """loss.self_regularization_free_above reaches the train step: with a threshold below
+  every pixel ([-1, 1] images) each refined pixel counts as dropped, so the adversarial
+  phase's self-regularisation is exactly 0, while refiner pretraining still charges the
+  same refiner (identity psi); a threshold above every pixel changes nothing."""
+  schedule = ["refiner_pretrain", "adversarial"]
+  _, off = run_steps(tiny_config, array_sources, 1, schedule)
+  tiny_config.loss.self_regularization_free_above = 1.5
+  _, above_all = run_steps(tiny_config, array_sources, 1, schedule)
+  tiny_config.loss.self_regularization_free_above = -1.5
+  _, all_free = run_steps(tiny_config, array_sources, 1, schedule)
+  assert off[1]["self_regularization_loss"] > 0
+  assert above_all == off
+  assert all_free[0]["self_regularization_loss"] == off[0]["self_regularization_loss"] > 0
+  assert all_free[1]["self_regularization_loss"] == 0.0
+
+
 @pytest.mark.parametrize("name", ["sgd", "adam"])
 def test_optimizers_from_config_follow_the_lr_schedule(tiny_config, name):
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top

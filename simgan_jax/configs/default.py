@@ -119,6 +119,11 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   # and the L1 term is a sum over 1925 pixels; 0.5 keeps refined pixels within a
   # few grey levels of their input where the adversarial gradient is weak.
   c.loss.self_regularization_weight = 0.5
+  # Refined pixels at or above this value are not self-regularised (None: off): a
+  # depth sensor's "no measurement" (1.0 in the hand images) carries no label, so the
+  # refiner may drop pixels to it for free, as the target's sensor does at grazing
+  # angles (losses.free_missing). Adversarial phase only.
+  c.loss.self_regularization_free_above = ml_collections.config_dict.placeholder(float)
   # Task consistency (issue 11; off at 0): the refiner is also penalised by the squared
   # change of the frozen synthetic-trained task network's predictions (config.drift),
   # in drift units squared (degrees^2 for gaze, KL nats for a classifier).

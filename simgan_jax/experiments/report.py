@@ -165,6 +165,8 @@ def training_text(simgan) -> str:
     lr = (f"{o.name} lr {o.learning_rate if lr_r is None else lr_r} (refiner) / "
           f"{o.learning_rate if lr_d is None else lr_d} (discriminator)")
   text = f"{lr}, lambda {simgan.loss.self_regularization_weight}, psi `{simgan.loss.psi}`"
+  if simgan.loss.get("self_regularization_free_above") is not None:
+    text += f" (pixels >= {simgan.loss.self_regularization_free_above} free)"
   on = []
   if simgan.get("refiner_ema") and simgan.refiner_ema.decay:
     on.append(f"refiner EMA decay {simgan.refiner_ema.decay}")
