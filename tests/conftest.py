@@ -122,6 +122,7 @@ SLOW_TESTS = {
     "test_image_folder_experiment.py::test_train_launcher_trains_on_two_folders_at_their_own_size",
     "test_hand_oracle.py::test_hand_oracle_is_the_synthetic_hands_through_the_target_sensor",
     "test_seeds.py::test_two_simgan_seeds_smoke",
+    "test_reproduce.py::test_diagnose_realism_scores_the_perfect_refiner_with_factor_groups_off",
     "test_layers.py::test_bfloat16_training_stays_close_to_float32",
     "test_layers.py::test_matmul_conv_equals_xla_conv",
     "test_layers.py::test_networks_get_flax_conv_parameters_and_match_across_impls",

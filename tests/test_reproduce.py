@@ -149,6 +149,15 @@ def test_oracle_pool_renders_the_synthetic_scenes_with_the_target_appearance():
   moved = dict(labels, gaze=labels["gaze"][::-1])
   with pytest.raises(DataError, match="oracle: the simulator scenes do not match"):
     reproduce.oracle_pool(config, moved)
+  # launch/diagnose_realism.py's rows: all factors off is the simulator's own image; one
+  # factor off changes some pixels, less than all off; unknown names are refused.
+  from simgan_jax.simulators import target
+  plain = reproduce.oracle_pool(config, labels, target.APPEARANCE_FACTORS)
+  assert np.abs(plain.astype(float) - sources_lib.from_unit_range(synthetic).astype(float)).max() <= 1
+  no_blocking = reproduce.oracle_pool(config, None, ("blocking",))
+  assert 0 < np.abs(no_blocking.astype(int) - oracle).mean() < np.abs(plain.astype(int) - oracle).mean()
+  with pytest.raises(ConfigError, match="factors_off: unknown appearance factor.*'jpeg'"):
+    reproduce.oracle_pool(config, labels, ("jpeg",))
   with pytest.raises(ConfigError, match="'oracle' .* needs a built-in simulator"):
     reproduce.validate_config(reproduce_config.apply_overrides(
         reproduce_config.get_config("unityeyes_mpiigaze:smoke"), ["training_sets=synthetic,oracle"]))
@@ -305,3 +314,27 @@ def test_settings_line_names_separate_learning_rates_and_every_stabiliser_that_i
       "R1 gamma 1.0, DiffAugment `translation,cutout`, task consistency 0.5")
   c = reproduce_config.apply_overrides(c, ["simgan.loss.self_regularization_free_above=0.5"])
   assert "psi `band_pass` (pixels >= 0.5 free); refiner EMA" in report.training_text(c.simgan)
+
+
+def test_diagnose_realism_scores_the_perfect_refiner_with_factor_groups_off(tmp_path):
+  """launch/diagnose_realism.py at smoke size: a row for the perfect refiner, each group
+  asked for and the raw simulator, in the markdown it writes; one-line errors for an
+  unknown group and a non-eye experiment."""
+  script = os.path.join(REPO, "launch", "diagnose_realism.py")
+  out = tmp_path / "d.md"
+  result = subprocess.run([sys.executable, script, "--experiment=eyesim_gaze:smoke",
+                           "--groups=JPEG-like 8x8 blocking", f"--out={out}"],
+                          capture_output=True, text=True, cwd=REPO, timeout=300)
+  assert result.returncode == 0, result.stderr[-2000:]
+  rows = [line.split("|") for line in out.read_text().splitlines() if line.startswith("| ") and "points" in line]
+  assert [r[1].strip() for r in rows] == ["none (the perfect refiner)", "JPEG-like 8x8 blocking (`blocking`)",
+                                          "all (the raw simulator images)"]
+  assert rows[0][4].strip() == "+0.0 points"
+  assert all(0 <= float(r[2].strip().rstrip("%")) <= 100 for r in rows)
+  assert "--groups=JPEG-like 8x8 blocking" in out.read_text()
+  bad = subprocess.run([sys.executable, script, "--experiment=eyesim_gaze:smoke", "--groups=jpeg"],
+                       capture_output=True, text=True, cwd=REPO, timeout=300)
+  assert bad.returncode != 0 and "--groups: unknown group(s) 'jpeg'" in bad.stderr
+  bad = subprocess.run([sys.executable, script, "--experiment=handsim_pose:smoke"],
+                       capture_output=True, text=True, cwd=REPO, timeout=300)
+  assert bad.returncode != 0 and "this diagnosis needs the eye target eyesim_target" in bad.stderr

@@ -123,11 +123,13 @@ def load_or_refine(config, workdir: str, simgan_dir: str, step: int, log) -> dic
   return {"synthetic": synthetic, "refined": refined, "labels": labels}
 
 
-def oracle_pool(config, labels) -> np.ndarray:
+def oracle_pool(config, labels, factors_off: tuple[str, ...] = ()) -> np.ndarray:
   """The first ``num_synthetic`` synthetic images' scenes through the target domain's
   appearance model (``target.simulator_scene_params``): uint8 images that a perfect
   refiner would make, with the same labels. Their rows show what refinement can reach
-  on this benchmark at best, and what a perfect refiner's drift and pupil shift are."""
+  on this benchmark at best, and what a perfect refiner's drift and pupil shift are.
+  ``factors_off``: target.APPEARANCE_FACTORS switched off (launch/diagnose_realism.py);
+  ``labels`` None skips the check that the scenes are the synthetic pool's."""
 
   g = config.gaze
   shape = data_lib.image_shape(g)
@@ -138,7 +140,11 @@ def oracle_pool(config, labels) -> np.ndarray:
     raise ConfigError(f"config.training_sets: 'oracle' needs the eye simulator as synthetic_data, "
                       f"got {config.synthetic_data!r}")
   appearance = eye_sources.dataset_config(config.simgan.real_data, shape).target
-  appearance = dataclasses.replace(appearance, scene=scene)
+  unknown = [f for f in factors_off if f not in target.APPEARANCE_FACTORS]
+  if unknown:
+    raise ConfigError(f"factors_off: unknown appearance factor(s) {', '.join(map(repr, unknown))}; "
+                      f"expected names from {', '.join(target.APPEARANCE_FACTORS)}")
+  appearance = dataclasses.replace(appearance, scene=scene, **{f: 0.0 for f in factors_off})
   n = config.num_synthetic
   key = jax.random.PRNGKey(config.synthetic_seed)
   images = []
@@ -146,7 +152,8 @@ def oracle_pool(config, labels) -> np.ndarray:
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(start + np.arange(min(1000, n - start)))
     out, out_labels = target.render_batch_staged(keys, appearance, simulator_scenes=True)
     # The scenes must be the synthetic pool's: same keys, same labels.
-    if not np.allclose(np.asarray(out_labels["gaze"]), labels["gaze"][start:start + len(keys)], atol=1e-5):
+    if labels is not None and not np.allclose(np.asarray(out_labels["gaze"]), labels["gaze"][start:start + len(keys)],
+                                              atol=1e-5):
       raise DataError("oracle: the simulator scenes do not match the synthetic pool's labels "
                       f"(images {start}-{start + len(keys)}); was the pool rendered with another "
                       "synthetic_seed or simulator config?")
@@ -293,6 +300,20 @@ def final_two_sample(config, pools, workdir: str) -> dict[str, Any] | None:
   if cached is not None and ("oracle" in cached or "oracle" not in pools):
     return cached
 
+  tester, n = final_two_sample_tester(config, len(pools["refined"]))
+  out = {"num_images": n, "num_test": tester.num_test, "features": list(t.features), "steps": t.steps,
+         "refined": tester.score(pools["refined"][:n]), "synthetic": tester.score(pools["synthetic"][:n])}
+  if "oracle" in pools:
+    out["oracle"] = tester.score(pools["oracle"][:n])
+  _write_json(path, out)
+  return out
+
+
+def final_two_sample_tester(config, num_fake: int):
+  """(``two_sample.TwoSampleTest`` on ``final_two_sample.num_images`` real-pool images, the
+  number of images per side): the final test of ``final_two_sample``, for ``num_fake``
+  images to score (fewer than configured: all of them, the same share held out)."""
+  t = config.final_two_sample
   n = t.num_images
   section = config.simgan.real_data
   shape = (config.simgan.image_height, config.simgan.image_width, config.simgan.channels)
@@ -303,7 +324,7 @@ def final_two_sample(config, pools, workdir: str) -> dict[str, Any] | None:
                       "image pool; set final_two_sample.enabled=false")
   # Fewer images than configured (a small user set): all of them, the same share held out;
   # the counts used are in the result and the report.
-  n = min(n, len(real_pool), len(pools["refined"]))
+  n = min(n, len(real_pool), num_fake)
   num_test = max(1, min(t.num_test, round(n * t.num_test / t.num_images)))
   if n - num_test < 1:
     raise ConfigError(f"final_two_sample: {n} refined/real images are too few for a two-sample test; "
@@ -315,12 +336,7 @@ def final_two_sample(config, pools, workdir: str) -> dict[str, Any] | None:
   tester = two_sample.TwoSampleTest(real, num_test, steps=t.steps, batch_size=t.batch_size,
                                     features=tuple(t.features), learning_rate=t.learning_rate,
                                     seed=t.seed)
-  out = {"num_images": n, "num_test": num_test, "features": list(t.features), "steps": t.steps,
-         "refined": tester.score(pools["refined"][:n]), "synthetic": tester.score(pools["synthetic"][:n])}
-  if "oracle" in pools:
-    out["oracle"] = tester.score(pools["oracle"][:n])
-  _write_json(path, out)
-  return out
+  return tester, n
 
 
 # ----------------------------------------------------------------------------- estimator stages
