@@ -58,6 +58,12 @@ class Refiner(nn.Module):
   dtype: Any = jnp.float32
   # Extra input channels of standard normal noise (0: the paper's deterministic R).
   noise_channels: int = 0
+  # Drop-out head (not in the paper; None = off): R also outputs a per-pixel probability
+  # p of "no measurement" and sets each pixel to this value where a uniform draw u < p
+  # (a depth sensor's missing pixels, 1.0 in the hand images). The drop is binary in
+  # the forward pass, so D sees only states a sensor makes; p learns by the
+  # straight-through gradient (drop_value - value) * dp. p starts at sigmoid(-5) = 0.7%.
+  dropout_value: float | None = None
 
   @nn.compact
   def __call__(self, images_BHWC, noise_BHWN=None):
@@ -67,27 +73,55 @@ class Refiner(nn.Module):
     inputs_BHWC = images_BHWC
     if self.padding not in ("SAME", "REFLECT"):
       raise ValueError(f"config.refiner.padding: {self.padding!r} is not 'SAME' or 'REFLECT'")
-    if self.noise_channels:
-      if noise_BHWN is None or noise_BHWN.shape != (*images_BHWC.shape[:3], self.noise_channels):
-        raise ValueError(f"Refiner: noise_channels={self.noise_channels} needs noise of shape "
-                         f"{(*images_BHWC.shape[:3], self.noise_channels)} (see refiner_noise), "
+    num_noise = noise_input_channels(self)
+    if num_noise:
+      if noise_BHWN is None or noise_BHWN.shape != (*images_BHWC.shape[:3], num_noise):
+        drop = "" if self.dropout_value is None else f" with dropout_value={self.dropout_value} (+1 uniform channel)"
+        raise ValueError(f"Refiner: noise_channels={self.noise_channels}{drop} needs noise of shape "
+                         f"{(*images_BHWC.shape[:3], num_noise)} (see refiner_noise), "
                          f"got {None if noise_BHWN is None else noise_BHWN.shape}")
-      images_BHWC = jnp.concatenate([images_BHWC, noise_BHWN.astype(images_BHWC.dtype)], axis=-1)
+    if self.noise_channels:
+      normal = noise_BHWN[..., :self.noise_channels]
+      images_BHWC = jnp.concatenate([images_BHWC, normal.astype(images_BHWC.dtype)], axis=-1)
     x = layers.Conv(self.features, self.kernel_size, padding=self.padding, impl=self.conv_impl,
                     dtype=self.dtype, relu=True, name="conv_in")(images_BHWC)
     for i in range(self.num_blocks):
       x = ResnetBlock(self.features, self.kernel_size, self.padding, self.conv_impl, self.dtype,
                       name=f"block{i}")(x)
     residual = self.output_activation == "residual"
+    features = x
     x = layers.Conv(self.channels, 1, impl=self.conv_impl, dtype=self.dtype, zero_init=residual,
-                    name="conv_out")(x)
+                    name="conv_out")(features)
     x = x.astype(jnp.float32)
     if residual:  # not in the paper: R starts as the identity and learns a change, clipped to [-1, 1]
-      return jnp.clip(inputs_BHWC.astype(jnp.float32) + x, -1.0, 1.0)
-    # Our choice (SIMGAN.md): tanh keeps the output in the input's [-1, 1] range.
-    if self.output_activation == "tanh":
-      return jnp.tanh(x)
-    return x
+      out = jnp.clip(inputs_BHWC.astype(jnp.float32) + x, -1.0, 1.0)
+    elif self.output_activation == "tanh":  # our choice (SIMGAN.md): the input's [-1, 1] range
+      out = jnp.tanh(x)
+    else:
+      out = x
+    if self.dropout_value is None:
+      return out
+    logit = layers.Conv(1, 1, impl=self.conv_impl, dtype=self.dtype, zero_init=True,
+                        name="conv_drop")(features).astype(jnp.float32) + DROP_LOGIT_INIT
+    return drop_pixels(out, jax.nn.sigmoid(logit), noise_BHWN[..., -1:], self.dropout_value)
+
+
+DROP_LOGIT_INIT = -5.0  # the drop-out head's logit at initialisation: p = 0.7%
+
+
+def drop_pixels(values, p, uniform, drop_value: float):
+  """``values`` [B, H, W, C] with each pixel set to ``drop_value`` where ``uniform`` < ``p``
+  ([B, H, W, 1] each; all channels of a pixel drop together). Forward: exactly that
+  binary choice. Backward (straight-through): d out / d p = drop_value - value, and
+  a dropped pixel passes no gradient to its value."""
+  hard = (uniform < p).astype(values.dtype)
+  m = hard + (p - jax.lax.stop_gradient(p))  # == hard in the forward pass, exactly
+  return values * (1.0 - m) + drop_value * m
+
+
+def noise_input_channels(refiner: "Refiner") -> int:
+  """Channels of the refiner's noise input: its normal ones, + 1 uniform for the drop-out head."""
+  return refiner.noise_channels + (refiner.dropout_value is not None)
 
 
 # (kind, kernel, stride, features); "pool" rows are max pooling with no features.
@@ -151,19 +185,33 @@ def make_refiner(config) -> Refiner:
       conv_impl=layers.resolve_impl(config.get("conv_impl", "auto")),
       dtype=layers.resolve_dtype(config.get("compute_dtype", "float32")),
       noise_channels=config.refiner.get("noise_channels", 0),
+      dropout_value=config.refiner.get("dropout_value"),
   )
 
 
 def refiner_noise(refiner: Refiner, keys, image_hw):
-  """The refiner's noise input for one key per example [B], or None without noise.
+  """The refiner's noise input for one key per example [B], or None without noise:
+  ``noise_channels`` standard normal channels, then one uniform [0, 1) channel for the
+  drop-out head (``dropout_value``).
 
   Noise is a pure function of the example's key, so a batch refines the same on 1
   or N devices and a refined dataset is reproducible (refine.py keys it by index).
   """
-  if not refiner.noise_channels:
+  if not noise_input_channels(refiner):
     return None
-  shape = (*image_hw, refiner.noise_channels)
-  return jax.vmap(lambda k: jax.random.normal(k, shape, jnp.float32))(keys)
+
+  def one(k):
+    normal = jax.random.normal(k, (*image_hw, refiner.noise_channels), jnp.float32)
+    if refiner.dropout_value is None:
+      return normal
+    # The drop-out head's uniform draws, from their own stream of the example's key.
+    uniform = jax.random.uniform(jax.random.fold_in(k, _DROP_STREAM), (*image_hw, 1), jnp.float32)
+    return jnp.concatenate([normal, uniform], axis=-1)
+
+  return jax.vmap(one)(keys)
+
+
+_DROP_STREAM = 0x0D50  # fold_in tag of the drop-out head's uniform noise
 
 
 def make_discriminator(config) -> LocalDiscriminator:

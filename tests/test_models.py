@@ -136,3 +136,36 @@ def test_residual_refiner_starts_as_the_identity_and_learns_a_clipped_change():
   config.refiner.output_activation = "sigmoid"
   with pytest.raises(ValueError, match="output_activation: 'sigmoid' is not one of"):
     models.make_refiner(config).apply({"params": params}, x, noise)
+
+
+def test_dropout_head_drops_binary_pixels_and_learns_by_the_straight_through_gradient():
+  config = default.get_config("smoke")
+  config.refiner.output_activation = "residual"
+  config.refiner.dropout_value = 1.0
+  refiner = models.make_refiner(config)
+  x = jax.random.uniform(jax.random.PRNGKey(1), (4, 64, 64, 1), minval=-1.0, maxval=0.0)
+  keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(0), i))(jnp.arange(4))
+  noise = models.refiner_noise(refiner, keys, (64, 64))
+  assert noise.shape == (4, 64, 64, 1) and 0.0 <= float(noise.min()) and float(noise.max()) < 1.0
+  np.testing.assert_array_equal(models.refiner_noise(refiner, keys, (64, 64)), noise)  # keyed
+  params = refiner.init(jax.random.PRNGKey(0), x, noise)["params"]
+  out = refiner.apply({"params": params}, x, noise)
+  # At initialisation: the identity, except where u < sigmoid(-5) = 0.67%, set to 1.0 exactly.
+  dropped = np.asarray(noise < jax.nn.sigmoid(models.DROP_LOGIT_INIT))
+  assert 40 < dropped.sum() < 180  # of 16,384 pixels: 110 expected
+  np.testing.assert_array_equal(np.asarray(out)[dropped], 1.0)
+  np.testing.assert_array_equal(np.asarray(out)[~dropped], np.asarray(x)[~dropped])
+  # Straight-through: d sum(out) / d (drop bias) = sum (1.0 - value) p (1 - p), every pixel,
+  # dropped or not; a dropped pixel passes no gradient to the image.
+  p = jax.nn.sigmoid(models.DROP_LOGIT_INIT)
+  grad = jax.grad(lambda q: jnp.sum(refiner.apply({"params": q}, x, noise)))(params)
+  np.testing.assert_allclose(float(grad["conv_drop"]["bias"][0]), float(jnp.sum((1.0 - x) * p * (1 - p))),
+                             rtol=1e-4)
+  dx = jax.grad(lambda im: jnp.sum(refiner.apply({"params": params}, im, noise)))(x)
+  np.testing.assert_array_equal(np.asarray(dx), 1.0 - dropped)
+  # A certain drop sets every pixel; the uniform channel is not a network input.
+  params["conv_drop"]["bias"] = jnp.full_like(params["conv_drop"]["bias"], 50.0)
+  np.testing.assert_array_equal(refiner.apply({"params": params}, x, noise), 1.0)
+  assert params["conv_in"]["kernel"].shape[2] == 1
+  with pytest.raises(ValueError, match=r"noise_channels=0 with dropout_value=1.0 \(\+1 uniform channel\) needs noise"):
+    refiner.apply({"params": params}, x)

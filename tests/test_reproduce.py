@@ -312,8 +312,9 @@ def test_settings_line_names_separate_learning_rates_and_every_stabiliser_that_i
   assert report.training_text(c.simgan) == (
       "adam lr 0.0001 (refiner) / 0.0004 (discriminator), lambda 1.0, psi `band_pass`; refiner EMA decay 0.99, "
       "R1 gamma 1.0, DiffAugment `translation,cutout`, task consistency 0.5")
-  c = reproduce_config.apply_overrides(c, ["simgan.loss.self_regularization_free_above=0.5"])
-  assert "psi `band_pass` (pixels >= 0.5 free); refiner EMA" in report.training_text(c.simgan)
+  c = reproduce_config.apply_overrides(c, ["simgan.loss.self_regularization_free_above=0.5",
+                                           "simgan.refiner.dropout_value=1.0"])
+  assert "psi `band_pass` (pixels >= 0.5 free); drop-out head to 1.0, refiner EMA" in report.training_text(c.simgan)
 
 
 def test_diagnose_realism_scores_the_perfect_refiner_with_factor_groups_off(tmp_path):

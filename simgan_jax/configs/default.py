@@ -74,6 +74,12 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   # A deterministic R can add texture to flat regions only from the image border or
   # nearby edges; noise gives it a source of grain (one key per example).
   c.refiner.noise_channels = 0
+  # Drop-out head (not in the paper; None = off): R also learns where to set pixels to
+  # this "no measurement" value (1.0 for the hand depth images), binary in the forward
+  # pass, straight-through gradients (models.drop_pixels). For depth sensors, whose
+  # missing pixels a refiner cannot reach by small changes: a pixel halfway to 1.0 is a
+  # surface no sensor reports. Pair with loss.self_regularization_free_above.
+  c.refiner.dropout_value = ml_collections.config_dict.placeholder(float)
   # Discriminator: layer table by preset ("eye" or "hand"), widths scaled by
   # width_multiplier, optional batch norm (the article credits it for faster D).
   c.discriminator = ml_collections.ConfigDict()
