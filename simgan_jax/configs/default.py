@@ -34,7 +34,9 @@ probes, sample grids, refine and export), ``discriminator.r1_gamma`` (R1 penalty
 ``augment.policy`` (DiffAugment), ``optimizer.refiner_learning_rate`` /
 ``optimizer.discriminator_learning_rate`` (TTUR), and the brightness-free
 self-regularisation maps ``loss.psi=gradients|band_pass|contrast_normalized|normalized_low_pass_4``
-(the last is ``cpu``'s).
+(the last is ``cpu``'s). For depth images: ``refiner.dropout_value`` (a drop-out head
+that sets pixels to "no measurement") and ``loss.self_regularization_free_above``
+(such pixels skip self-regularisation).
 
 Every field can be overridden on the command line: ``--config.batch_size=64``.
 """
