@@ -140,6 +140,16 @@ DISCRIMINATOR_PRESETS = {
         ("conv", 3, 2, 32),
         ("conv", 1, 1, 32),
     ),
+    # Not in the paper: 9x9-pixel patches every 2 pixels (the eye preset's are 23 px every
+    # 4). D can judge local texture (edges, drop-outs, noise) but not scene structure
+    # (a forearm or clutter behind the hand), which a refiner cannot add without
+    # drawing phantom surfaces.
+    "patch9": (
+        ("conv", 3, 1, 32),
+        ("conv", 3, 2, 64),
+        ("conv", 3, 1, 64),
+        ("conv", 1, 1, 32),
+    ),
 }
 
 

@@ -43,6 +43,27 @@ def test_hand_preset_patch_map_and_refiner_shape():
   assert count(params) == conv(7, 1, 64) + 10 * 2 * conv(7, 64, 64) + conv(1, 64, 1)
 
 
+def test_patch9_preset_sees_9x9_pixel_patches():
+  """One changed pixel moves exactly the patch logits whose 9x9 window holds it (3x3
+  convolutions at strides 1, 2, 1, then 1x1: 9 px every 2 px), and no other."""
+  c = default.get_config()
+  c.discriminator.preset = "patch9"
+  d = models.make_discriminator(c)
+  assert models.patch_map_shape(d, (64, 64, 1)) == (32, 32)
+  x = jax.random.uniform(jax.random.PRNGKey(0), (1, 64, 64, 1), minval=-1.0, maxval=1.0)
+  params = d.init(jax.random.PRNGKey(1), x, train=False)["params"]
+  # Patch j covers pixels 2j - 3 .. 2j + 5 (SAME padding at stride 2 pads after): the
+  # logits a pixel p moves are those with 2j - 3 <= p <= 2j + 5, i.e. 4 or 5 per axis.
+  apply = jax.jit(lambda im: d.apply({"params": params}, im, train=False)[0, ..., 0])
+  base = np.asarray(apply(x))
+  for r, col in ((30, 41), (31, 40), (10, 10)):
+    g = np.asarray(apply(x.at[0, r, col, 0].add(0.5))) - base
+    expected = [np.array([j for j in range(32) if 2 * j - 3 <= p <= 2 * j + 5]) for p in (r, col)]
+    rows, cols = np.nonzero(np.abs(g) > 0)
+    np.testing.assert_array_equal(np.unique(rows), expected[0])
+    np.testing.assert_array_equal(np.unique(cols), expected[1])
+
+
 def test_colour_refiner_keeps_range_and_channels():
   c = default.get_config()
   c.channels = 3

@@ -82,7 +82,7 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   # missing pixels a refiner cannot reach by small changes: a pixel halfway to 1.0 is a
   # surface no sensor reports. Pair with loss.self_regularization_free_above.
   c.refiner.dropout_value = ml_collections.config_dict.placeholder(float)
-  # Discriminator: layer table by preset ("eye" or "hand"), widths scaled by
+  # Discriminator: layer table by preset ("eye", "hand" or "patch9": 9 px patches), widths scaled by
   # width_multiplier, optional batch norm (the article credits it for faster D).
   c.discriminator = ml_collections.ConfigDict()
   c.discriminator.preset = "eye"
