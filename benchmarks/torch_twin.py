@@ -136,6 +136,8 @@ def make_refiner(config) -> Refiner:
   padding = config.refiner.get("padding", "SAME")
   if padding not in ("SAME", "REFLECT"):
     raise ValueError(f"config.refiner.padding: {padding!r} is not 'SAME' or 'REFLECT'")
+  if config.refiner.get("grid_phase_period", 0):
+    raise ValueError("config.refiner.grid_phase_period: the torch twin has no grid-phase input; set it to 0")
   if config.refiner.get("dropout_value") is not None:
     raise ValueError("config.refiner.dropout_value: the torch twin has no drop-out head; set it to None")
   return Refiner(config.channels, config.refiner.features, config.refiner.num_blocks, config.refiner.kernel_size,

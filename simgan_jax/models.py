@@ -64,6 +64,12 @@ class Refiner(nn.Module):
   # the forward pass, so D sees only states a sensor makes; p learns by the
   # straight-through gradient (drop_value - value) * dp. p starts at sigmoid(-5) = 0.7%.
   dropout_value: float | None = None
+  # Grid-phase input (not in the paper; 0 = off): sin and cos of 2 pi y / P and 2 pi x / P
+  # as 4 more input channels, so a translation-equivariant R can draw artefacts locked
+  # to a P-pixel grid, e.g. the 8x8 blocks of JPEG-compressed real images (without
+  # them the eye benchmark's final two-sample test scores the perfect refiner 97%
+  # instead of 63%, launch/diagnose_realism.py).
+  grid_phase_period: int = 0
 
   @nn.compact
   def __call__(self, images_BHWC, noise_BHWN=None):
@@ -83,6 +89,10 @@ class Refiner(nn.Module):
     if self.noise_channels:
       normal = noise_BHWN[..., :self.noise_channels]
       images_BHWC = jnp.concatenate([images_BHWC, normal.astype(images_BHWC.dtype)], axis=-1)
+    if self.grid_phase_period:
+      phase = grid_phase(images_BHWC.shape[1:3], self.grid_phase_period)
+      phase = jnp.broadcast_to(phase, (images_BHWC.shape[0], *phase.shape)).astype(images_BHWC.dtype)
+      images_BHWC = jnp.concatenate([images_BHWC, phase], axis=-1)
     x = layers.Conv(self.features, self.kernel_size, padding=self.padding, impl=self.conv_impl,
                     dtype=self.dtype, relu=True, name="conv_in")(images_BHWC)
     for i in range(self.num_blocks):
@@ -117,6 +127,14 @@ def drop_pixels(values, p, uniform, drop_value: float):
   hard = (uniform < p).astype(values.dtype)
   m = hard + (p - jax.lax.stop_gradient(p))  # == hard in the forward pass, exactly
   return values * (1.0 - m) + drop_value * m
+
+
+def grid_phase(image_hw, period: int) -> jax.Array:
+  """[H, W, 4]: sin, cos of 2 pi y / period and of 2 pi x / period (pixel (0, 0) at phase 0)."""
+  y = 2 * jnp.pi * jnp.arange(image_hw[0], dtype=jnp.float32) / period
+  x = 2 * jnp.pi * jnp.arange(image_hw[1], dtype=jnp.float32) / period
+  yy, xx = jnp.meshgrid(y, x, indexing="ij")
+  return jnp.stack([jnp.sin(yy), jnp.cos(yy), jnp.sin(xx), jnp.cos(xx)], axis=-1)
 
 
 def noise_input_channels(refiner: "Refiner") -> int:
@@ -196,6 +214,7 @@ def make_refiner(config) -> Refiner:
       dtype=layers.resolve_dtype(config.get("compute_dtype", "float32")),
       noise_channels=config.refiner.get("noise_channels", 0),
       dropout_value=config.refiner.get("dropout_value"),
+      grid_phase_period=config.refiner.get("grid_phase_period", 0),
   )
 
 

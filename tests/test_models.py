@@ -190,3 +190,29 @@ def test_dropout_head_drops_binary_pixels_and_learns_by_the_straight_through_gra
   assert params["conv_in"]["kernel"].shape[2] == 1
   with pytest.raises(ValueError, match=r"noise_channels=0 with dropout_value=1.0 \(\+1 uniform channel\) needs noise"):
     refiner.apply({"params": params}, x)
+
+
+def test_grid_phase_input_places_a_change_on_the_grid():
+  """With grid_phase_period=8 the refiner's first layer sees 4 phase channels; its output
+  then depends on where in the 8-pixel grid an image sits: a flat image gets a change
+  that repeats every 8 pixels and not every 1 or 4 (without the input: the same everywhere)."""
+  config = default.get_config("smoke")
+  config.refiner.output_activation = "linear"
+  config.refiner.grid_phase_period = 8
+  refiner = models.make_refiner(config)
+  x = jnp.zeros((1, 32, 48, 1))
+  params = refiner.init(jax.random.PRNGKey(0), x)["params"]
+  assert params["conv_in"]["kernel"].shape[2] == 5  # image + sin/cos of y and x
+  out = np.asarray(refiner.apply({"params": params}, x))[0, 8:24, 8:40, 0]  # away from the border
+  np.testing.assert_allclose(out, np.roll(out, 8, axis=1), atol=1e-5)
+  np.testing.assert_allclose(out, np.roll(out, 8, axis=0), atol=1e-5)
+  assert np.abs(out - np.roll(out, 1, axis=1)).max() > 1e-3
+  assert np.abs(out - np.roll(out, 4, axis=0)).max() > 1e-3
+  phase = np.asarray(models.grid_phase((16, 16), 8))
+  np.testing.assert_allclose(phase[0, 0], [0, 1, 0, 1], atol=1e-6)
+  np.testing.assert_allclose(phase[2, 4], [1, 0, 0, -1], atol=1e-6)
+  config.refiner.grid_phase_period = 0
+  flat = models.make_refiner(config)
+  p0 = flat.init(jax.random.PRNGKey(0), x)["params"]
+  out0 = np.asarray(flat.apply({"params": p0}, x))[0, 8:24, 8:40, 0]
+  np.testing.assert_allclose(out0, out0[0, 0], atol=1e-5)

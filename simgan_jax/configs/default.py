@@ -82,6 +82,11 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   # missing pixels a refiner cannot reach by small changes: a pixel halfway to 1.0 is a
   # surface no sensor reports. Pair with loss.self_regularization_free_above.
   c.refiner.dropout_value = ml_collections.config_dict.placeholder(float)
+  # Grid-phase input (not in the paper; 0 = off): sin/cos of the pixel's phase in a
+  # P-pixel grid as 4 more input channels (models.grid_phase), so R can draw artefacts
+  # locked to the real camera's 8x8 JPEG blocks (P = 8), which a translation-equivariant
+  # network otherwise cannot place. Not measured yet.
+  c.refiner.grid_phase_period = 0
   # Discriminator: layer table by preset ("eye", "hand" or "patch9": 9 px patches), widths scaled by
   # width_multiplier, optional batch norm (the article credits it for faster D).
   c.discriminator = ml_collections.ConfigDict()

@@ -168,6 +168,8 @@ def training_text(simgan) -> str:
   if simgan.loss.get("self_regularization_free_above") is not None:
     text += f" (pixels >= {simgan.loss.self_regularization_free_above} free)"
   on = []
+  if simgan.refiner.get("grid_phase_period", 0):
+    on.append(f"grid-phase input (period {simgan.refiner.grid_phase_period})")
   if simgan.refiner.get("dropout_value") is not None:
     on.append(f"drop-out head to {simgan.refiner.dropout_value}")
   if simgan.get("refiner_ema") and simgan.refiner_ema.decay:
