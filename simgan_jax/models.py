@@ -66,9 +66,9 @@ class Refiner(nn.Module):
   dropout_value: float | None = None
   # Grid-phase input (not in the paper; 0 = off): sin and cos of 2 pi y / P and 2 pi x / P
   # as 4 more input channels, so a translation-equivariant R can draw artefacts locked
-  # to a P-pixel grid, e.g. the 8x8 blocks of JPEG-compressed real images (without
-  # them the eye benchmark's final two-sample test scores the perfect refiner 97%
-  # instead of 63%, launch/diagnose_realism.py).
+  # to a P-pixel grid, e.g. the 8x8 blocks of JPEG-compressed real images (with the
+  # eye target's blocks switched off, the final two-sample test scores the perfect
+  # refiner 97% instead of 63%: docs/diagnosis_eye_realism.md).
   grid_phase_period: int = 0
 
   @nn.compact

@@ -116,6 +116,12 @@ def validate_config(config, num_devices: int) -> None:
   if free_above is not None and not (isinstance(free_above, (int, float)) and math.isfinite(free_above)):
     raise ConfigError(f"config.loss.self_regularization_free_above: {free_above!r} is not a finite number "
                       "or None (off)")
+  drop = config.refiner.get("dropout_value")
+  if drop is not None and not (isinstance(drop, (int, float)) and math.isfinite(drop)):
+    raise ConfigError(f"config.refiner.dropout_value: {drop!r} is not a finite number or None (off)")
+  period = config.refiner.get("grid_phase_period", 0)
+  if not isinstance(period, int) or period < 0:
+    raise ConfigError(f"config.refiner.grid_phase_period: must be an integer >= 0 (0: off), got {period!r}")
   two_sample = config.get("two_sample")
   if not (two_sample is not None and two_sample.enabled):
     selection.require_measured(config, "two_sample_accuracy", "config.two_sample.enabled is false")

@@ -197,3 +197,21 @@ def test_phases_follow_the_schedule():
   config = default.get_config("smoke")
   assert [train.phase_at(s, config) for s in range(10)] == (
       ["refiner_pretrain"] * 3 + ["discriminator_pretrain"] * 2 + ["adversarial"] * 4 + ["done"])
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("loss.self_regularization_free_above", float("nan"), "config.loss.self_regularization_free_above: nan is not"),
+    ("refiner.dropout_value", float("inf"), "config.refiner.dropout_value: inf is not a finite number"),
+    ("refiner.grid_phase_period", -8, "config.refiner.grid_phase_period: must be an integer >= 0 (0: off), got -8"),
+])
+def test_depth_and_grid_fields_are_checked_at_start(field, value, message):
+  from simgan_jax import train
+  from simgan_jax.configs import default
+  from simgan_jax.errors import ConfigError
+
+  config = default.get_config("smoke")
+  train.validate_config(config, 1)  # the defaults pass
+  section, name = field.split(".")
+  config[section][name] = value
+  with pytest.raises(ConfigError, match=re.escape(message)):
+    train.validate_config(config, 1)
