@@ -202,6 +202,17 @@ class LocalDiscriminator(nn.Module):
     return logits.astype(jnp.float32)
 
 
+def refiner_extras(refiner_config) -> list[str]:
+  """The refiner fields beyond the paper's network that are on, in words (the reports'
+  settings line and exported model cards)."""
+  extras = []
+  if refiner_config.get("grid_phase_period", 0):
+    extras.append(f"grid-phase input (period {refiner_config.grid_phase_period})")
+  if refiner_config.get("dropout_value") is not None:
+    extras.append(f"drop-out head to {refiner_config.dropout_value}")
+  return extras
+
+
 def make_refiner(config) -> Refiner:
   return Refiner(
       channels=config.channels,

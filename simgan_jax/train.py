@@ -112,13 +112,10 @@ def validate_config(config, num_devices: int) -> None:
     raise ConfigError(f"config.loss.reduction: {config.loss.reduction!r} is not 'sum' or 'mean'")
   if not math.isfinite(config.loss.self_regularization_weight) or config.loss.self_regularization_weight < 0:
     raise ConfigError("config.loss.self_regularization_weight: must be a finite number >= 0")
-  free_above = config.loss.get("self_regularization_free_above")
-  if free_above is not None and not (isinstance(free_above, (int, float)) and math.isfinite(free_above)):
-    raise ConfigError(f"config.loss.self_regularization_free_above: {free_above!r} is not a finite number "
-                      "or None (off)")
-  drop = config.refiner.get("dropout_value")
-  if drop is not None and not (isinstance(drop, (int, float)) and math.isfinite(drop)):
-    raise ConfigError(f"config.refiner.dropout_value: {drop!r} is not a finite number or None (off)")
+  for section, name in (("loss", "self_regularization_free_above"), ("refiner", "dropout_value")):
+    value = config[section].get(name)
+    if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value)):
+      raise ConfigError(f"config.{section}.{name}: {value!r} is not a finite number or None (off)")
   period = config.refiner.get("grid_phase_period", 0)
   if not isinstance(period, int) or period < 0:
     raise ConfigError(f"config.refiner.grid_phase_period: must be an integer >= 0 (0: off), got {period!r}")

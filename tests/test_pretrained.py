@@ -94,6 +94,10 @@ def test_model_card_use_line_refines_the_refiners_own_data():
   folder = default.get_config("smoke")
   folder.synthetic_data.name = "image_folder"
   assert "--data=YOUR_DATA_SPEC " in export.model_card("f", folder, info, "", "note")
+  # A card names the refiner's extras beyond the paper (models.refiner_extras), or none.
+  assert "output tanh; input" in export.model_card("f", folder, info, "", "note")
+  folder.refiner.dropout_value = 1.0
+  assert "output tanh, drop-out head to 1.0; input" in export.model_card("f", folder, info, "", "note")
   for name in pretrained.available():  # the shipped cards as committed
     folder_path = os.path.join(os.path.dirname(pretrained.__file__), "pretrained", name)
     with open(os.path.join(folder_path, "config.json")) as f:

@@ -17,6 +17,7 @@ import jax
 import numpy as np
 
 from simgan_jax import images as images_lib
+from simgan_jax import models
 from simgan_jax.data import sources as sources_lib
 from simgan_jax.tasks import gaze_net as gaze
 from simgan_jax.experiments import caveats
@@ -167,11 +168,7 @@ def training_text(simgan) -> str:
   text = f"{lr}, lambda {simgan.loss.self_regularization_weight}, psi `{simgan.loss.psi}`"
   if simgan.loss.get("self_regularization_free_above") is not None:
     text += f" (pixels >= {simgan.loss.self_regularization_free_above} free)"
-  on = []
-  if simgan.refiner.get("grid_phase_period", 0):
-    on.append(f"grid-phase input (period {simgan.refiner.grid_phase_period})")
-  if simgan.refiner.get("dropout_value") is not None:
-    on.append(f"drop-out head to {simgan.refiner.dropout_value}")
+  on = models.refiner_extras(simgan.refiner)
   if simgan.get("refiner_ema") and simgan.refiner_ema.decay:
     on.append(f"refiner EMA decay {simgan.refiner_ema.decay}")
   if simgan.discriminator.get("r1_gamma"):

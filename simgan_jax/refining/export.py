@@ -12,6 +12,7 @@ import flax.serialization
 import jax
 import numpy as np
 
+from simgan_jax import models
 from simgan_jax.refining import pretrained
 from simgan_jax.refining import refine
 from simgan_jax.probe import selection
@@ -74,7 +75,7 @@ def model_card(name: str, config, info: dict, command: str, note: str) -> str:
 
 - Date exported: {info['date']}; checkpoint step {info['step']} of `{info['workdir']}`; {info['num_parameters']:,} parameters.
 - Trained by: `{command or '(not given)'}`
-- Refiner: {config.refiner.num_blocks} ResNet blocks x {config.refiner.features} features, {config.refiner.kernel_size}x{config.refiner.kernel_size} kernels, padding {config.refiner.get('padding', 'SAME')}, {config.refiner.get('noise_channels', 0)} noise channel(s), output {config.refiner.output_activation}{'' if config.refiner.get('dropout_value') is None else f", drop-out head to {config.refiner.dropout_value}"}{f", grid-phase input (period {config.refiner.grid_phase_period})" if config.refiner.get('grid_phase_period', 0) else ''}; input {config.image_height}x{config.image_width}x{config.channels} in [-1, 1].
+- Refiner: {config.refiner.num_blocks} ResNet blocks x {config.refiner.features} features, {config.refiner.kernel_size}x{config.refiner.kernel_size} kernels, padding {config.refiner.get('padding', 'SAME')}, {config.refiner.get('noise_channels', 0)} noise channel(s), output {config.refiner.output_activation}{''.join(', ' + e for e in models.refiner_extras(config.refiner))}; input {config.image_height}x{config.image_width}x{config.channels} in [-1, 1].
 - Data: `{config.synthetic_data.name}` refined towards `{config.real_data.name}`; batch {config.batch_size}, lambda {config.loss.self_regularization_weight}, {config.optimizer.name} lr {config.optimizer.learning_rate}, Kg {config.kg}, Kd {config.kd}.
 
 Scores logged at that checkpoint (`metrics.jsonl`, label-free; simgan_jax/probe):
