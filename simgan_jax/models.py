@@ -41,8 +41,9 @@ class ResnetBlock(nn.Module):
 
 
 # "tanh" (our default), "linear" (the paper's text) or "residual": input + a zero-initialised
-# change, clipped to [-1, 1] (R is the identity before any training step).
-OUTPUT_ACTIVATIONS = ("tanh", "linear", "residual")
+# change, clipped to [-1, 1] (R is the identity before any training step); "identity": the
+# input unchanged, no ResNet trunk (only with a drop-out head: R then only drops pixels).
+OUTPUT_ACTIVATIONS = ("tanh", "linear", "residual", "identity")
 
 
 class Refiner(nn.Module):
@@ -70,6 +71,11 @@ class Refiner(nn.Module):
   # eye target's blocks switched off, the final two-sample test scores the perfect
   # refiner 97% instead of 63%: docs/diagnosis_eye_realism.md).
   grid_phase_period: int = 0
+  # The drop-out head's view (0: the trunk's features, as above). K > 0: the head reads
+  # only a K x K neighbourhood of the input image (DROP_HEAD_FEATURES ReLU features, then
+  # a 1x1 logit), so p can depend on local depth and slope, where a sensor drops pixels,
+  # and cannot draw structure from the rest of the scene.
+  dropout_head_kernel: int = 0
 
   @nn.compact
   def __call__(self, images_BHWC, noise_BHWN=None):
@@ -93,6 +99,13 @@ class Refiner(nn.Module):
       phase = grid_phase(images_BHWC.shape[1:3], self.grid_phase_period)
       phase = jnp.broadcast_to(phase, (images_BHWC.shape[0], *phase.shape)).astype(images_BHWC.dtype)
       images_BHWC = jnp.concatenate([images_BHWC, phase], axis=-1)
+    if self.output_activation == "identity":
+      if self.dropout_value is None or not self.dropout_head_kernel:
+        raise ValueError("config.refiner.output_activation: 'identity' changes nothing without a local drop-out "
+                         "head (refiner.dropout_value and refiner.dropout_head_kernel > 0)")
+      out = inputs_BHWC.astype(jnp.float32)
+      return drop_pixels(out, jax.nn.sigmoid(self._local_head()(inputs_BHWC)), noise_BHWN[..., -1:],
+                         self.dropout_value)
     x = layers.Conv(self.features, self.kernel_size, padding=self.padding, impl=self.conv_impl,
                     dtype=self.dtype, relu=True, name="conv_in")(images_BHWC)
     for i in range(self.num_blocks):
@@ -111,12 +124,37 @@ class Refiner(nn.Module):
       out = x
     if self.dropout_value is None:
       return out
-    logit = layers.Conv(1, 1, impl=self.conv_impl, dtype=self.dtype, zero_init=True,
-                        name="conv_drop")(features).astype(jnp.float32) + DROP_LOGIT_INIT
+    if self.dropout_head_kernel:
+      logit = self._local_head()(inputs_BHWC)
+    else:
+      logit = layers.Conv(1, 1, impl=self.conv_impl, dtype=self.dtype, zero_init=True,
+                          name="conv_drop")(features).astype(jnp.float32) + DROP_LOGIT_INIT
     return drop_pixels(out, jax.nn.sigmoid(logit), noise_BHWN[..., -1:], self.dropout_value)
+
+  def _local_head(self) -> "LocalDropHead":
+    return LocalDropHead(self.dropout_head_kernel, self.padding, self.conv_impl, self.dtype, name="drop_head")
+
+
+class LocalDropHead(nn.Module):
+  """The drop-out logit [B, H, W, 1] from a ``kernel_size``-square neighbourhood of the
+  input image alone: DROP_HEAD_FEATURES ReLU features, then a zero-initialised 1x1 layer
+  (+ DROP_LOGIT_INIT)."""
+
+  kernel_size: int
+  padding: str = "SAME"
+  conv_impl: str = "matmul"
+  dtype: Any = jnp.float32
+
+  @nn.compact
+  def __call__(self, images_BHWC):
+    h = layers.Conv(DROP_HEAD_FEATURES, self.kernel_size, padding=self.padding, impl=self.conv_impl,
+                    dtype=self.dtype, relu=True, name="hidden")(images_BHWC)
+    return layers.Conv(1, 1, impl=self.conv_impl, dtype=self.dtype, zero_init=True,
+                       name="logit")(h).astype(jnp.float32) + DROP_LOGIT_INIT
 
 
 DROP_LOGIT_INIT = -5.0  # the drop-out head's logit at initialisation: p = 0.7%
+DROP_HEAD_FEATURES = 16  # hidden features of the local drop-out head (dropout_head_kernel > 0)
 
 
 def drop_pixels(values, p, uniform, drop_value: float):
@@ -209,7 +247,9 @@ def refiner_extras(refiner_config) -> list[str]:
   if refiner_config.get("grid_phase_period", 0):
     extras.append(f"grid-phase input (period {refiner_config.grid_phase_period})")
   if refiner_config.get("dropout_value") is not None:
-    extras.append(f"drop-out head to {refiner_config.dropout_value}")
+    kernel = refiner_config.get("dropout_head_kernel", 0)
+    view = f" from a {kernel}x{kernel} input neighbourhood" if kernel else ""
+    extras.append(f"drop-out head to {refiner_config.dropout_value}{view}")
   return extras
 
 
@@ -226,6 +266,7 @@ def make_refiner(config) -> Refiner:
       noise_channels=config.refiner.get("noise_channels", 0),
       dropout_value=config.refiner.get("dropout_value"),
       grid_phase_period=config.refiner.get("grid_phase_period", 0),
+      dropout_head_kernel=config.refiner.get("dropout_head_kernel", 0),
   )
 
 

@@ -116,9 +116,14 @@ def validate_config(config, num_devices: int) -> None:
     value = config[section].get(name)
     if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value)):
       raise ConfigError(f"config.{section}.{name}: {value!r} is not a finite number or None (off)")
-  period = config.refiner.get("grid_phase_period", 0)
-  if not isinstance(period, int) or period < 0:
-    raise ConfigError(f"config.refiner.grid_phase_period: must be an integer >= 0 (0: off), got {period!r}")
+  for name in ("grid_phase_period", "dropout_head_kernel"):
+    value = config.refiner.get(name, 0)
+    if not isinstance(value, int) or value < 0:
+      raise ConfigError(f"config.refiner.{name}: must be an integer >= 0 (0: off), got {value!r}")
+  if config.refiner.output_activation == "identity" and (
+      config.refiner.get("dropout_value") is None or not config.refiner.get("dropout_head_kernel", 0)):
+    raise ConfigError("config.refiner.output_activation: 'identity' changes nothing without a local drop-out "
+                      "head (refiner.dropout_value and refiner.dropout_head_kernel > 0)")
   two_sample = config.get("two_sample")
   if not (two_sample is not None and two_sample.enabled):
     selection.require_measured(config, "two_sample_accuracy", "config.two_sample.enabled is false")

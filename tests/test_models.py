@@ -192,6 +192,47 @@ def test_dropout_head_drops_binary_pixels_and_learns_by_the_straight_through_gra
     refiner.apply({"params": params}, x)
 
 
+def test_local_dropout_head_sees_only_its_neighbourhood_and_identity_only_drops():
+  """dropout_head_kernel=5: the drop logit at a pixel depends on the input's 5x5 block
+  around it and nothing else; with output_activation="identity" R has no trunk and
+  returns the input except for dropped pixels."""
+  config = default.get_config("smoke")
+  config.refiner.output_activation = "identity"
+  config.refiner.dropout_value = 1.0
+  config.refiner.dropout_head_kernel = 5
+  refiner = models.make_refiner(config)
+  x = jax.random.uniform(jax.random.PRNGKey(1), (2, 32, 32, 1), minval=-1.0, maxval=0.0)
+  keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(0), i))(jnp.arange(2))
+  noise = models.refiner_noise(refiner, keys, (32, 32))
+  params = refiner.init(jax.random.PRNGKey(0), x, noise)["params"]
+  assert set(params) == {"drop_head"}  # no trunk
+  out = np.asarray(refiner.apply({"params": params}, x, noise))
+  dropped = np.asarray(noise < jax.nn.sigmoid(models.DROP_LOGIT_INIT))
+  assert dropped.any() and not dropped.all()
+  np.testing.assert_array_equal(out[dropped], 1.0)
+  np.testing.assert_array_equal(out[~dropped], np.asarray(x)[~dropped])
+  # Give the zero-initialised logit layer weights, then move one input pixel: exactly the
+  # logits within 2 pixels of it move (a wider or a trunk-fed head moves more).
+  head = params["drop_head"]
+  head["logit"]["kernel"] = jax.random.normal(jax.random.PRNGKey(2), head["logit"]["kernel"].shape)
+  logit = lambda im: np.asarray(models.LocalDropHead(5).apply({"params": head}, im))  # noqa: E731
+  moved = np.abs(logit(x.at[0, 16, 16, 0].add(0.7)) - logit(x))[0, :, :, 0] > 0
+  expected = np.zeros((32, 32), bool)
+  expected[14:19, 14:19] = True
+  np.testing.assert_array_equal(moved, expected)
+  # The head learns: the straight-through gradient reaches the local layer.
+  grad = jax.grad(lambda q: jnp.sum(refiner.apply({"params": q}, x, noise)))(params)
+  assert float(jnp.abs(grad["drop_head"]["hidden"]["kernel"]).sum()) > 0
+  # With the trunk (residual output) the local head is the same sub-network.
+  config.refiner.output_activation = "residual"
+  assert {"drop_head", "conv_in"} <= set(
+      models.make_refiner(config).init(jax.random.PRNGKey(0), x, noise)["params"])
+  config.refiner.output_activation = "identity"
+  config.refiner.dropout_head_kernel = 0
+  with pytest.raises(ValueError, match="'identity' changes nothing without a local drop-out head"):
+    models.make_refiner(config).init(jax.random.PRNGKey(0), x, noise)
+
+
 def test_grid_phase_input_places_a_change_on_the_grid():
   """With grid_phase_period=8 the refiner's first layer sees 4 phase channels; its output
   then depends on where in the 8-pixel grid an image sits: a flat image gets a change

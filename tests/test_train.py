@@ -203,6 +203,8 @@ def test_phases_follow_the_schedule():
     ("loss.self_regularization_free_above", float("nan"), "config.loss.self_regularization_free_above: nan is not"),
     ("refiner.dropout_value", float("inf"), "config.refiner.dropout_value: inf is not a finite number"),
     ("refiner.grid_phase_period", -8, "config.refiner.grid_phase_period: must be an integer >= 0 (0: off), got -8"),
+    ("refiner.dropout_head_kernel", -3, "config.refiner.dropout_head_kernel: must be an integer >= 0 (0: off), got -3"),
+    ("refiner.output_activation", "identity", "config.refiner.output_activation: 'identity' changes nothing without"),
 ])
 def test_depth_and_grid_fields_are_checked_at_start(field, value, message):
   from simgan_jax import train

@@ -64,8 +64,9 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c.refiner.features = 64
   c.refiner.num_blocks = 4
   c.refiner.kernel_size = 3
-  # "tanh", "linear" (the paper's text) or "residual" (not in the paper): input + a
-  # zero-initialised change, clipped to [-1, 1], so R is the identity from step 0; a
+  # "tanh", "linear" (the paper's text), "residual" (not in the paper): input + a
+  # zero-initialised change, clipped to [-1, 1], so R is the identity from step 0, or
+  # "identity" (only with a local drop-out head, below: R only drops pixels); a
   # tanh R learns it slowly on depth (hands :cpu: realism KID 83 after 200 identity
   # steps, 30 after 1,000, against 21 for the unrefined images).
   c.refiner.output_activation = "tanh"
@@ -82,6 +83,10 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   # missing pixels a refiner cannot reach by small changes: a pixel halfway to 1.0 is a
   # surface no sensor reports. Pair with loss.self_regularization_free_above.
   c.refiner.dropout_value = ml_collections.config_dict.placeholder(float)
+  # The drop-out head's view: 0 reads the refiner's features; K > 0 only a K x K
+  # neighbourhood of the input (local depth and slope, where a sensor drops pixels).
+  # With output_activation="identity" R does nothing but drop pixels.
+  c.refiner.dropout_head_kernel = 0
   # Grid-phase input (not in the paper; 0 = off): sin/cos of the pixel's phase in a
   # P-pixel grid as 4 more input channels (models.grid_phase), so R can draw artefacts
   # locked to the real camera's 8x8 JPEG blocks (P = 8), which a translation-equivariant
