@@ -13,6 +13,7 @@ tells refined images apart. One classifier seed per row: the interval is the Wil
 row on 2 CPU cores.
 """
 
+import datetime
 import os
 import sys
 import time
@@ -73,7 +74,7 @@ def main(argv):
       f"Made by `python launch/diagnose_realism.py --experiment={_EXPERIMENT.value}"
       + "".join(f" --set {s}" for s in _SET.value)
       + (f" --groups={','.join(_GROUPS.value)}" if _GROUPS.value != list(GROUPS) else "")
-      + f"` in {(time.time() - start) / 60:.1f} min.", "",
+      + f"` on {datetime.date.today().isoformat()} in {(time.time() - start) / 60:.1f} min.", "",
       f"The synthetic scenes through the target's appearance model with a group of factors off, "
       f"scored by the reproduction's final two-sample test ({n} images per side, {tester.num_test} of them "
       f"held out; classifier widths {tuple(t.features)}, {t.steps} steps, seed {t.seed}): the held-out "

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -333,6 +334,7 @@ def test_diagnose_realism_scores_the_perfect_refiner_with_factor_groups_off(tmp_
   assert rows[0][4].strip() == "+0.0 points"
   assert all(0 <= float(r[2].strip().rstrip("%")) <= 100 for r in rows)
   assert "--groups=JPEG-like 8x8 blocking" in out.read_text()
+  assert re.search(r"` on \d{4}-\d{2}-\d{2} in \d+\.\d min\.", out.read_text())  # when it was made
   bad = subprocess.run([sys.executable, script, "--experiment=eyesim_gaze:smoke", "--groups=jpeg"],
                        capture_output=True, text=True, cwd=REPO, timeout=300)
   assert bad.returncode != 0 and "--groups: unknown group(s) 'jpeg'" in bad.stderr
