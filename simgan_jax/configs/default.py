@@ -90,7 +90,10 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   # Grid-phase input (not in the paper; 0 = off): sin/cos of the pixel's phase in a
   # P-pixel grid as 4 more input channels (models.grid_phase), so R can draw artefacts
   # locked to the real camera's 8x8 JPEG blocks (P = 8), which a translation-equivariant
-  # network otherwise cannot place. Not measured yet.
+  # network otherwise cannot place. Eye validation split, 3 SimGAN x 2 estimator seeds, on
+  # :cpu: 8.88 +- 0.81 deg (35% of the perfect refiner's gain) against 7.66 +- 0.13 (86%)
+  # without; realism KID 1.3-1.5 against 0.65-0.77, final two-sample 100% on every seed
+  # (docs/ablation_val_grid_phase8.md): R tiles one fixed 8-px motif over every image. Off.
   c.refiner.grid_phase_period = 0
   # Discriminator: layer table by preset ("eye", "hand" or "patch9": 9 px patches), widths scaled by
   # width_multiplier, optional batch norm (the article credits it for faster D).
