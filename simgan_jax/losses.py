@@ -11,6 +11,7 @@ training), and set e.g. ``--config.loss.adversarial=my_loss``.
 
 from __future__ import annotations
 
+import math
 from typing import Callable
 
 import jax
@@ -227,3 +228,36 @@ def normalized_low_pass_4(images_BHWC):
 def patch_accuracy(logits_BHW2: jax.Array, label: int) -> jax.Array:
   """Share of patches D assigns to ``label``."""
   return jnp.mean((jnp.argmax(logits_BHW2, axis=-1) == label).astype(jnp.float32))
+
+
+# normalized_band's band: Gaussian sigmas (pixels) of its fine and its coarse blur.
+BAND_FINE_SIGMA = 2.0
+BAND_SIGMA = 6.0
+
+
+def _gaussian_blur(images_BHWC, sigma: float):
+  """A separable Gaussian blur, channel by channel; the image is continued past its edges
+  by odd reflection (2 * edge - mirror image), so a linear ramp is kept exactly."""
+  r = int(math.ceil(3 * sigma))
+  t = jnp.arange(-r, r + 1, dtype=jnp.float32)
+  k = jnp.exp(-0.5 * (t / sigma)**2)
+  k = k / jnp.sum(k)
+  c = images_BHWC.shape[-1]
+  x = jnp.pad(images_BHWC, ((0, 0), (r, r), (r, r), (0, 0)), mode="reflect", reflect_type="odd")
+  for kernel in (k.reshape(-1, 1, 1, 1), k.reshape(1, -1, 1, 1)):
+    x = jax.lax.conv_general_dilated(x, jnp.tile(kernel, (1, 1, 1, c)).astype(x.dtype), (1, 1), "VALID",
+                                     dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=c)
+  return x
+
+
+@register_psi("normalized_band")
+def normalized_band(images_BHWC):
+  """A difference of Gaussians (sigma BAND_FINE_SIGMA minus sigma BAND_SIGMA) at zero
+  mean and unit std. Free: brightness, contrast, detail finer than about 2 sigma_fine
+  (grain, blur, 8x8 blocks partly) and changes slower than about 2 sigma (uneven
+  illumination, a soft cast shadow: the target's, which normalized_low_pass_4 charges);
+  held: the structure in between (pupil, iris, lids). Smooth blurs, not block means: a
+  block mean turns a smooth light gradient into a staircase, which a band keeps.
+  Units of the band's std."""
+  band = _gaussian_blur(images_BHWC, BAND_FINE_SIGMA) - _gaussian_blur(images_BHWC, BAND_SIGMA)
+  return contrast_normalized(band)

@@ -105,7 +105,7 @@ def test_a_registered_loss_is_found_by_name():
   assert float(hinge(LOGITS)) == pytest.approx(0.5)
 
 
-BRIGHTNESS_FREE = ("gradients", "band_pass", "contrast_normalized", "normalized_low_pass_4")
+BRIGHTNESS_FREE = ("gradients", "band_pass", "contrast_normalized", "normalized_low_pass_4", "normalized_band")
 
 
 @pytest.mark.parametrize("psi", ("identity", *BRIGHTNESS_FREE))
@@ -152,3 +152,25 @@ def test_normalized_low_pass_4_frees_contrast_and_detail_and_keeps_the_layout():
   detail = jnp.asarray(np.tile([[1.0, -1.0], [-1.0, 1.0]], (18, 28))[:35, :55, None] * 0.1, jnp.float32)
   assert loss(x + detail) < 0.1 * float(losses.self_regularization_loss(x + detail, x, psi=losses.identity))
   assert loss(x[:, ::-1]) > 100.0 and loss(-x) > 100.0  # moved or inverted content is charged
+
+
+def test_normalized_band_frees_slow_illumination_and_keeps_the_eye():
+  """A smooth gain across the image (uneven light, as the eye target draws it) is nearly
+  free under normalized_band and charged by normalized_low_pass_4 (whose block means
+  turn it into a staircase); a pupil moved by 2 px is charged by both; the blur is a
+  normalised Gaussian that keeps constants and ramps."""
+  yy, xx = np.mgrid[:35, :55].astype(np.float32)
+  eye = 0.6 - 1.2 * np.exp(-((yy - 17)**2 + (xx - 27)**2) / (2 * 3.0**2))  # a dark pupil on light skin
+  moved = 0.6 - 1.2 * np.exp(-((yy - 17)**2 + (xx - 29)**2) / (2 * 3.0**2))
+  gain = np.exp(0.35 * (xx / 55 * 2 - 1) + 0.2 * (yy / 35 * 2 - 1))  # the target's tilt, x and y
+  lit = (eye + 1.0) * gain - 1.0
+  as_batch = lambda a: jnp.asarray(a[None, :, :, None], jnp.float32)  # noqa: E731
+  band, lp4 = losses.get_psi("normalized_band"), losses.get_psi("normalized_low_pass_4")
+  loss = lambda psi, refined: float(losses.self_regularization_loss(as_batch(refined), as_batch(eye), psi=psi))  # noqa: E731
+  assert loss(band, lit) < 0.1 * loss(lp4, lit)  # measured: 56 vs 1716
+  assert loss(band, moved) > 3 * loss(band, lit)  # 356
+  assert loss(band, moved) > 0.5 * loss(lp4, moved)  # lp4: 249
+  flat = jnp.full((1, 35, 55, 1), 0.3, jnp.float32)
+  np.testing.assert_allclose(losses._gaussian_blur(flat, losses.BAND_SIGMA), flat, rtol=1e-6)  # pylint: disable=protected-access
+  ramp = as_batch(xx)
+  np.testing.assert_allclose(losses._gaussian_blur(ramp, losses.BAND_SIGMA), ramp, rtol=1e-4, atol=1e-3)  # pylint: disable=protected-access
