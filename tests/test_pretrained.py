@@ -98,6 +98,11 @@ def test_model_card_use_line_refines_the_refiners_own_data():
   assert "output tanh; input" in export.model_card("f", folder, info, "", "note")
   folder.refiner.dropout_value = 1.0
   assert "output tanh, drop-out head to 1.0; input" in export.model_card("f", folder, info, "", "note")
+  assert "- Refiner: 1 ResNet blocks x 8 features, 3x3 kernels, padding" in export.model_card("f", folder, info, "", "note")
+  folder.refiner.output_activation, folder.refiner.dropout_head_kernel = "identity", 5
+  card = export.model_card("f", folder, info, "", "note")
+  assert "- Refiner: no ResNet trunk, padding" in card  # a drop-only refiner has no blocks to name
+  assert "output identity, drop-out head to 1.0 from a 5x5 input neighbourhood; input" in card
   for name in pretrained.available():  # the shipped cards as committed
     folder_path = os.path.join(os.path.dirname(pretrained.__file__), "pretrained", name)
     with open(os.path.join(folder_path, "config.json")) as f:

@@ -62,6 +62,14 @@ CARD_SCORES = (("realism_kid", "realism KID (lower is more real)"),
 SIMULATOR_SPECS = ("eyesim", "handsim")
 
 
+def _trunk(refiner_config) -> str:
+  """The card's words for the refiner's ResNet trunk (none with the identity output)."""
+  if refiner_config.output_activation == "identity":
+    return "no ResNet trunk, "
+  k = refiner_config.kernel_size
+  return f"{refiner_config.num_blocks} ResNet blocks x {refiner_config.features} features, {k}x{k} kernels, "
+
+
 def model_card(name: str, config, info: dict, command: str, note: str) -> str:
   scores = info.get("scores", {})
   data = config.synthetic_data.name if config.synthetic_data.name in SIMULATOR_SPECS else "YOUR_DATA_SPEC"
@@ -75,7 +83,7 @@ def model_card(name: str, config, info: dict, command: str, note: str) -> str:
 
 - Date exported: {info['date']}; checkpoint step {info['step']} of `{info['workdir']}`; {info['num_parameters']:,} parameters.
 - Trained by: `{command or '(not given)'}`
-- Refiner: {config.refiner.num_blocks} ResNet blocks x {config.refiner.features} features, {config.refiner.kernel_size}x{config.refiner.kernel_size} kernels, padding {config.refiner.get('padding', 'SAME')}, {config.refiner.get('noise_channels', 0)} noise channel(s), output {config.refiner.output_activation}{''.join(', ' + e for e in models.refiner_extras(config.refiner))}; input {config.image_height}x{config.image_width}x{config.channels} in [-1, 1].
+- Refiner: {_trunk(config.refiner)}padding {config.refiner.get('padding', 'SAME')}, {config.refiner.get('noise_channels', 0)} noise channel(s), output {config.refiner.output_activation}{''.join(', ' + e for e in models.refiner_extras(config.refiner))}; input {config.image_height}x{config.image_width}x{config.channels} in [-1, 1].
 - Data: `{config.synthetic_data.name}` refined towards `{config.real_data.name}`; batch {config.batch_size}, lambda {config.loss.self_regularization_weight}, {config.optimizer.name} lr {config.optimizer.learning_rate}, Kg {config.kg}, Kd {config.kd}.
 
 Scores logged at that checkpoint (`metrics.jsonl`, label-free; simgan_jax/probe):
