@@ -92,47 +92,41 @@ class Refiner(nn.Module):
         raise ValueError(f"Refiner: noise_channels={self.noise_channels}{drop} needs noise of shape "
                          f"{(*images_BHWC.shape[:3], num_noise)} (see refiner_noise), "
                          f"got {None if noise_BHWN is None else noise_BHWN.shape}")
-    if self.noise_channels:
-      normal = noise_BHWN[..., :self.noise_channels]
-      images_BHWC = jnp.concatenate([images_BHWC, normal.astype(images_BHWC.dtype)], axis=-1)
-    if self.grid_phase_period:
-      phase = grid_phase(images_BHWC.shape[1:3], self.grid_phase_period)
-      phase = jnp.broadcast_to(phase, (images_BHWC.shape[0], *phase.shape)).astype(images_BHWC.dtype)
-      images_BHWC = jnp.concatenate([images_BHWC, phase], axis=-1)
-    if self.output_activation == "identity":
-      if self.dropout_value is None or not self.dropout_head_kernel:
-        raise ValueError("config.refiner.output_activation: 'identity' changes nothing without a local drop-out "
-                         "head (refiner.dropout_value and refiner.dropout_head_kernel > 0)")
-      out = inputs_BHWC.astype(jnp.float32)
-      return drop_pixels(out, jax.nn.sigmoid(self._local_head()(inputs_BHWC)), noise_BHWN[..., -1:],
-                         self.dropout_value)
-    x = layers.Conv(self.features, self.kernel_size, padding=self.padding, impl=self.conv_impl,
-                    dtype=self.dtype, relu=True, name="conv_in")(images_BHWC)
-    for i in range(self.num_blocks):
-      x = ResnetBlock(self.features, self.kernel_size, self.padding, self.conv_impl, self.dtype,
-                      name=f"block{i}")(x)
-    residual = self.output_activation == "residual"
-    features = x
-    x = layers.Conv(self.channels, 1, impl=self.conv_impl, dtype=self.dtype, zero_init=residual,
-                    name="conv_out")(features)
-    x = x.astype(jnp.float32)
-    if residual:  # not in the paper: R starts as the identity and learns a change, clipped to [-1, 1]
-      out = jnp.clip(inputs_BHWC.astype(jnp.float32) + x, -1.0, 1.0)
-    elif self.output_activation == "tanh":  # our choice (SIMGAN.md): the input's [-1, 1] range
-      out = jnp.tanh(x)
+    if self.output_activation == "identity":  # no trunk: R only drops pixels
+      check_identity_output(self.output_activation, self.dropout_value, self.dropout_head_kernel)
+      out, features = inputs_BHWC.astype(jnp.float32), None
     else:
-      out = x
+      if self.noise_channels:
+        normal = noise_BHWN[..., :self.noise_channels]
+        images_BHWC = jnp.concatenate([images_BHWC, normal.astype(images_BHWC.dtype)], axis=-1)
+      if self.grid_phase_period:
+        phase = grid_phase(images_BHWC.shape[1:3], self.grid_phase_period)
+        phase = jnp.broadcast_to(phase, (images_BHWC.shape[0], *phase.shape)).astype(images_BHWC.dtype)
+        images_BHWC = jnp.concatenate([images_BHWC, phase], axis=-1)
+      x = layers.Conv(self.features, self.kernel_size, padding=self.padding, impl=self.conv_impl,
+                      dtype=self.dtype, relu=True, name="conv_in")(images_BHWC)
+      for i in range(self.num_blocks):
+        x = ResnetBlock(self.features, self.kernel_size, self.padding, self.conv_impl, self.dtype,
+                        name=f"block{i}")(x)
+      residual = self.output_activation == "residual"
+      features = x
+      x = layers.Conv(self.channels, 1, impl=self.conv_impl, dtype=self.dtype, zero_init=residual,
+                      name="conv_out")(features).astype(jnp.float32)
+      if residual:  # not in the paper: R starts as the identity and learns a change, clipped to [-1, 1]
+        out = jnp.clip(inputs_BHWC.astype(jnp.float32) + x, -1.0, 1.0)
+      elif self.output_activation == "tanh":  # our choice (SIMGAN.md): the input's [-1, 1] range
+        out = jnp.tanh(x)
+      else:
+        out = x
     if self.dropout_value is None:
       return out
     if self.dropout_head_kernel:
-      logit = self._local_head()(inputs_BHWC)
+      logit = LocalDropHead(self.dropout_head_kernel, self.padding, self.conv_impl, self.dtype,
+                            name="drop_head")(inputs_BHWC)
     else:
       logit = layers.Conv(1, 1, impl=self.conv_impl, dtype=self.dtype, zero_init=True,
                           name="conv_drop")(features).astype(jnp.float32) + DROP_LOGIT_INIT
     return drop_pixels(out, jax.nn.sigmoid(logit), noise_BHWN[..., -1:], self.dropout_value)
-
-  def _local_head(self) -> "LocalDropHead":
-    return LocalDropHead(self.dropout_head_kernel, self.padding, self.conv_impl, self.dtype, name="drop_head")
 
 
 class LocalDropHead(nn.Module):
@@ -155,6 +149,14 @@ class LocalDropHead(nn.Module):
 
 DROP_LOGIT_INIT = -5.0  # the drop-out head's logit at initialisation: p = 0.7%
 DROP_HEAD_FEATURES = 16  # hidden features of the local drop-out head (dropout_head_kernel > 0)
+
+
+def check_identity_output(output_activation: str, dropout_value, dropout_head_kernel: int) -> None:
+  """The identity output changes nothing without a local drop-out head: one message for
+  the network and train.validate_config."""
+  if output_activation == "identity" and (dropout_value is None or not dropout_head_kernel):
+    raise ValueError("config.refiner.output_activation: 'identity' changes nothing without a local drop-out "
+                     "head (refiner.dropout_value and refiner.dropout_head_kernel > 0)")
 
 
 def drop_pixels(values, p, uniform, drop_value: float):

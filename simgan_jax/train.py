@@ -44,6 +44,7 @@ from simgan_jax import checkpoint_mismatch
 from simgan_jax import checkpoints
 from simgan_jax import images as images_lib
 from simgan_jax import metric_writer
+from simgan_jax import models
 from simgan_jax import parallel
 from simgan_jax import preemption
 from simgan_jax import training
@@ -120,10 +121,11 @@ def validate_config(config, num_devices: int) -> None:
     value = config.refiner.get(name, 0)
     if not isinstance(value, int) or value < 0:
       raise ConfigError(f"config.refiner.{name}: must be an integer >= 0 (0: off), got {value!r}")
-  if config.refiner.output_activation == "identity" and (
-      config.refiner.get("dropout_value") is None or not config.refiner.get("dropout_head_kernel", 0)):
-    raise ConfigError("config.refiner.output_activation: 'identity' changes nothing without a local drop-out "
-                      "head (refiner.dropout_value and refiner.dropout_head_kernel > 0)")
+  try:
+    models.check_identity_output(config.refiner.output_activation, config.refiner.get("dropout_value"),
+                                 config.refiner.get("dropout_head_kernel", 0))
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
   two_sample = config.get("two_sample")
   if not (two_sample is not None and two_sample.enabled):
     selection.require_measured(config, "two_sample_accuracy", "config.two_sample.enabled is false")
