@@ -117,10 +117,13 @@ def validate_config(config, num_devices: int) -> None:
     value = config[section].get(name)
     if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value)):
       raise ConfigError(f"config.{section}.{name}: {value!r} is not a finite number or None (off)")
-  for name in ("grid_phase_period", "dropout_head_kernel"):
+  for name in ("grid_phase_period", "dropout_head_kernel", "block_quantizer"):
     value = config.refiner.get(name, 0)
     if not isinstance(value, int) or value < 0:
       raise ConfigError(f"config.refiner.{name}: must be an integer >= 0 (0: off), got {value!r}")
+  if config.refiner.get("block_quantizer", 0) and config.refiner.output_activation == "identity":
+    raise ConfigError("config.refiner.block_quantizer: quantises the trunk's output, and "
+                      "output_activation='identity' has no trunk")
   try:
     models.check_identity_output(config.refiner.output_activation, config.refiner.get("dropout_value"),
                                  config.refiner.get("dropout_head_kernel", 0))

@@ -257,3 +257,72 @@ def test_grid_phase_input_places_a_change_on_the_grid():
   p0 = flat.init(jax.random.PRNGKey(0), x)["params"]
   out0 = np.asarray(flat.apply({"params": p0}, x))[0, 8:24, 8:40, 0]
   np.testing.assert_allclose(out0, out0[0, 0], atol=1e-5)
+
+
+def _jpeg_reference(image_HW, step_64, n=8):
+  """JPEG-like rounding written independently: scipy's orthonormal DCT-II per edge-padded
+  block, coefficients rounded to multiples of their step, inverse DCT, crop, clip."""
+  from scipy import fft
+  h, w = image_HW.shape
+  v = np.pad(image_HW, ((0, -h % n), (0, -w % n)), mode="edge").astype(np.float64)
+  out = np.empty_like(v)
+  q = step_64.reshape(n, n)
+  for y in range(0, v.shape[0], n):
+    for x in range(0, v.shape[1], n):
+      c = fft.dctn(v[y:y + n, x:x + n], norm="ortho")
+      out[y:y + n, x:x + n] = fft.idctn(np.round(c / q) * q, norm="ortho")
+  return np.clip(out[:h, :w], -1, 1)
+
+
+def test_block_quantizer_is_jpeg_rounding_on_the_absolute_grid():
+  """The stage equals per-block DCT rounding by an independent implementation (scipy), on
+  an image whose size is not a multiple of 8 (edge-padded partial blocks); it starts near
+  the identity; the image's gradient passes straight through; the steps learn by the
+  learned-step-size rule."""
+  rng = np.random.default_rng(0)
+  image = rng.uniform(-0.9, 0.9, (1, 19, 27, 1)).astype(np.float32)
+  stage = models.BlockQuantizer(8)
+  params = stage.init(jax.random.PRNGKey(0), image)["params"]
+  assert params["log_step"].shape == (64,)
+  start = np.asarray(stage.apply({"params": params}, image))
+  assert np.abs(start - image).max() < 0.002  # q = 0.002 at start: far below a grey level
+  # Coarse steps, different per coefficient (a transposed DCT or a shifted grid differs).
+  p = jnp.asarray(rng.uniform(0.35, 0.55, 64), jnp.float32)
+  coarse = {"log_step": p}
+  step = np.exp(models.BLOCK_LOG_STEP_INIT + models.BLOCK_LOG_STEP_RATE * np.asarray(p))
+  out = np.asarray(stage.apply({"params": coarse}, image))
+  np.testing.assert_allclose(out[0, ..., 0], _jpeg_reference(image[0, ..., 0], step), atol=2e-5)
+  assert np.abs(out - image).max() > 0.05  # the steps are coarse enough to show
+  # Straight-through: the stage is the identity map for the image's gradient.
+  g = rng.normal(size=image.shape).astype(np.float32)
+  grad = jax.grad(lambda x: jnp.sum(stage.apply({"params": coarse}, x) * g))(jnp.asarray(image))
+  inside = np.abs(out) < 1.0
+  np.testing.assert_allclose(np.asarray(grad)[inside], g[inside], atol=1e-5)
+  # The step's gradient: sum over that coefficient's instances of (round(c/q) - c/q) * dL/dout_coef.
+  image_one = np.zeros((1, 8, 8, 1), np.float32) + 0.3  # one block, a DC coefficient of 2.4
+  loss = lambda pp: jnp.sum(stage.apply({"params": pp}, jnp.asarray(image_one)))  # noqa: E731
+  dp = np.asarray(jax.grad(loss)(coarse)["log_step"])
+  c = 0.3 * 8
+  r = c / step[0]
+  # d out_pixels / d coef_DC = 1/8 each, 64 pixels: dL/dcoef_DC = 8; dq/dp = rate * q.
+  expected = (np.round(r) - r) * 8 * models.BLOCK_LOG_STEP_RATE * step[0]
+  np.testing.assert_allclose(dp[0], expected, rtol=1e-4)
+  np.testing.assert_allclose(dp[1:], 0.0, atol=1e-6)  # a flat block has no other coefficient
+
+
+def test_refiner_block_quantizer_follows_the_trunk():
+  """refiner.block_quantizer=8 adds the stage's 64 steps after the trunk's output."""
+  config = default.get_config("smoke")
+  config.refiner.output_activation = "residual"
+  config.refiner.block_quantizer = 8
+  refiner = models.make_refiner(config)
+  x = jnp.asarray(np.random.default_rng(1).uniform(-0.5, 0.5, (2, 16, 24, 1)), jnp.float32)
+  params = refiner.init(jax.random.PRNGKey(0), x)["params"]
+  assert params["block_quantizer"]["log_step"].shape == (64,)
+  params["block_quantizer"]["log_step"] = jnp.full((64,), 0.35)  # q = 0.066
+  out = np.asarray(refiner.apply({"params": params}, x))
+  q = float(np.exp(models.BLOCK_LOG_STEP_INIT + models.BLOCK_LOG_STEP_RATE * 0.35))
+  # The residual trunk is the identity at start, so the output is the quantised input.
+  for i in range(2):
+    np.testing.assert_allclose(out[i, ..., 0], _jpeg_reference(np.asarray(x[i, ..., 0]), np.full(64, q)), atol=2e-5)
+  assert "learned 8x8 block quantiser" in models.refiner_extras(config.refiner)

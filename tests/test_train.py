@@ -205,6 +205,7 @@ def test_phases_follow_the_schedule():
     ("refiner.grid_phase_period", -8, "config.refiner.grid_phase_period: must be an integer >= 0 (0: off), got -8"),
     ("refiner.dropout_head_kernel", -3, "config.refiner.dropout_head_kernel: must be an integer >= 0 (0: off), got -3"),
     ("refiner.output_activation", "identity", "config.refiner.output_activation: 'identity' changes nothing without"),
+    ("refiner.block_quantizer", -8, "config.refiner.block_quantizer: must be an integer >= 0 (0: off), got -8"),
 ])
 def test_depth_and_grid_fields_are_checked_at_start(field, value, message):
   from simgan_jax import train
@@ -216,4 +217,17 @@ def test_depth_and_grid_fields_are_checked_at_start(field, value, message):
   section, name = field.split(".")
   config[section][name] = value
   with pytest.raises(ConfigError, match=re.escape(message)):
+    train.validate_config(config, 1)
+
+
+def test_block_quantizer_needs_a_trunk():
+  from simgan_jax import train
+  from simgan_jax.errors import ConfigError
+
+  config = default.get_config("smoke")
+  config.refiner.output_activation, config.refiner.dropout_value = "identity", 1.0
+  config.refiner.dropout_head_kernel = 5
+  train.validate_config(config, 1)  # drop-only is allowed
+  config.refiner.block_quantizer = 8
+  with pytest.raises(ConfigError, match="config.refiner.block_quantizer: quantises the trunk's output"):
     train.validate_config(config, 1)

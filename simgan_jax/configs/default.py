@@ -97,6 +97,11 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   # without; realism KID 1.3-1.5 against 0.65-0.77, final two-sample 100% on every seed
   # (docs/ablation_val_grid_phase8.md): R tiles one fixed 8-px motif over every image. Off.
   c.refiner.grid_phase_period = 0
+  # Block quantiser (not in the paper; 0 = off): R's output through a learned JPEG-like
+  # stage on the absolute B x B grid (models.BlockQuantizer: block DCT, each coefficient
+  # rounded to a learned step, inverse DCT), so R can compress as the real camera does
+  # (B = 8) with blocks that follow the content. Not measured yet.
+  c.refiner.block_quantizer = 0
   # Discriminator: layer table by preset ("eye", "hand" or "patch9": 9 px patches), widths scaled by
   # width_multiplier, optional batch norm (the article credits it for faster D).
   c.discriminator = ml_collections.ConfigDict()
