@@ -234,7 +234,40 @@ def test_rule_text_names_the_kid_window_only_when_there_is_one():
   """The rule in words (train.py's closing summary and the reports): a KID window is named
   only when it applies. Catches the folder report's old "within 0x the lowest KID"."""
   config = default.get_config("cpu")
+  assert selection.rule_text(config) == (
+      "lowest two_sample_accuracy (config.selection.metric; collapsed or over config.drift.max_drift: never; "
+      "unchanged to KID (config.selection.unchanged_kid_stds 2): only if all are)")
+  config.selection.unchanged_kid_stds = 0.0
   assert selection.rule_text(config) == ("lowest two_sample_accuracy (config.selection.metric; collapsed or "
                                          "over config.drift.max_drift: never)")
   config.selection.metric, config.selection.realism_ratio = "label_drift", 2.0
   assert selection.rule_text(config).startswith("lowest label_drift among checkpoints with realism_kid within 2x")
+
+
+def test_a_refiner_that_has_not_started_competes_only_when_none_has(tmp_path):
+  """The grid-phase run's seeds 1 and 2 (docs/ablation_val_grid_phase8.md): the probe
+  scored the near-identity checkpoint (KID 10.36 +- 0.12, unrefined 10.49) better than
+  every changed one. The guard skips it (picks 700); catches: no guard (400), a guard that
+  asks for a KID *below* the unrefined one (refuses 700, whose KID is worse but changed:
+  picks 500), and no fallback when every checkpoint is unchanged (raises)."""
+  spread = {"refined_std_ratio": 1.0, "refined_spread_ratio": 1.0, "label_drift": 1.0,
+            "realism_kid_unrefined": 10.49}
+  rows = [(400, 10.36, 0.12, 0.74), (500, 1.4, 0.05, 0.785), (600, 1.3, 0.05, 0.79), (700, 14.0, 0.3, 0.77)]
+  _made_up_run(tmp_path, [{"step": s, "realism_kid": k, "realism_kid_std": sd, "two_sample_accuracy": t, **spread}
+                          for s, k, sd, t in rows], on_disk=(300, 400, 500, 600, 700))
+  config = default.get_config("cpu")
+  config.drift.max_drift = 12.0
+  best = selection.best_checkpoint(config, str(tmp_path))
+  assert best["step"] == 700 and best["selection_scores"]["400"] == math.inf
+  config.selection.unchanged_kid_stds = 0.0
+  assert selection.best_checkpoint(config, str(tmp_path))["step"] == 400
+  # Every checkpoint unchanged: the guard steps aside and the probe decides.
+  config.selection.unchanged_kid_stds = 2.0
+  still = tmp_path / "still"
+  still.mkdir()
+  _made_up_run(still, [{"step": s, "realism_kid": 10.4 + d, "realism_kid_std": 0.12, "two_sample_accuracy": t, **spread}
+                       for s, d, t in ((400, 0.0, 0.79), (500, 0.1, 0.78), (600, -0.1, 0.8))],
+               on_disk=(400, 500, 600))
+  assert selection.best_checkpoint(config, str(still))["step"] == 500
+  # Runs logged without the KID std are not touched.
+  assert not selection.unchanged({"realism_kid": 10.4, "realism_kid_unrefined": 10.49}, 2.0)
