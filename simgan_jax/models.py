@@ -77,6 +77,11 @@ class Refiner(nn.Module):
   # a 1x1 logit), so p can depend on local depth and slope, where a sensor drops pixels,
   # and cannot draw structure from the rest of the scene.
   dropout_head_kernel: int = 0
+  # The drop-out head as a function of the input's local slope alone (not in the paper;
+  # False = off): logit = w . (|dy|, |dx|, gradient magnitude, value) + b (SlopeDropHead,
+  # 5 parameters), so p can rise on steep surfaces and along silhouettes, where a
+  # structured-light sensor loses depth, and can follow nothing else.
+  dropout_slope_head: bool = False
   # Block quantiser (not in the paper; 0 = off): the trunk's output passes through a
   # learned JPEG-like stage on the absolute B x B grid (BlockQuantizer): the DCT of each
   # block, each of the B*B coefficients rounded to a learned step, the inverse DCT. Real
@@ -100,7 +105,8 @@ class Refiner(nn.Module):
                          f"{(*images_BHWC.shape[:3], num_noise)} (see refiner_noise), "
                          f"got {None if noise_BHWN is None else noise_BHWN.shape}")
     if self.output_activation == "identity":  # no trunk: R only drops pixels
-      check_identity_output(self.output_activation, self.dropout_value, self.dropout_head_kernel)
+      check_identity_output(self.output_activation, self.dropout_value,
+                            self.dropout_head_kernel or self.dropout_slope_head)
       out, features = inputs_BHWC.astype(jnp.float32), None
     else:
       if self.noise_channels:
@@ -129,7 +135,9 @@ class Refiner(nn.Module):
         out = BlockQuantizer(self.block_quantizer, name="block_quantizer")(out)
     if self.dropout_value is None:
       return out
-    if self.dropout_head_kernel:
+    if self.dropout_slope_head:
+      logit = SlopeDropHead(name="drop_head")(inputs_BHWC)
+    elif self.dropout_head_kernel:
       logit = LocalDropHead(self.dropout_head_kernel, self.padding, self.conv_impl, self.dtype,
                             name="drop_head")(inputs_BHWC)
     else:
@@ -203,16 +211,39 @@ def block_dct_matrix(n: int) -> jax.Array:
   return jnp.kron(d, d)
 
 
+def slope_features(images_BHWC):
+  """[B, H, W, 4]: |d/dy|, |d/dx| (central differences, edges continued), the gradient
+  magnitude, and the value itself, of the first channel."""
+  x = images_BHWC[..., :1].astype(jnp.float32)
+  p = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), mode="edge")
+  dy = (p[:, 2:, 1:-1] - p[:, :-2, 1:-1]) / 2
+  dx = (p[:, 1:-1, 2:] - p[:, 1:-1, :-2]) / 2
+  return jnp.concatenate([jnp.abs(dy), jnp.abs(dx), jnp.sqrt(dy * dy + dx * dx + 1e-12), x], axis=-1)
+
+
+class SlopeDropHead(nn.Module):
+  """The drop-out logit [B, H, W, 1] as one zero-initialised linear function of
+  ``slope_features`` (+ DROP_LOGIT_INIT): 5 parameters."""
+
+  @nn.compact
+  def __call__(self, images_BHWC):
+    f = slope_features(images_BHWC)
+    w = self.param("kernel", nn.initializers.zeros, (f.shape[-1], 1), jnp.float32)
+    b = self.param("bias", nn.initializers.zeros, (1,), jnp.float32)
+    return f @ w + b + DROP_LOGIT_INIT
+
+
 DROP_LOGIT_INIT = -5.0  # the drop-out head's logit at initialisation: p = 0.7%
 DROP_HEAD_FEATURES = 16  # hidden features of the local drop-out head (dropout_head_kernel > 0)
 
 
-def check_identity_output(output_activation: str, dropout_value, dropout_head_kernel: int) -> None:
-  """The identity output changes nothing without a local drop-out head: one message for
-  the network and train.validate_config."""
-  if output_activation == "identity" and (dropout_value is None or not dropout_head_kernel):
+def check_identity_output(output_activation: str, dropout_value, local_head) -> None:
+  """The identity output changes nothing without a local drop-out head (``local_head``:
+  dropout_head_kernel > 0 or dropout_slope_head): one message for the network and
+  train.validate_config."""
+  if output_activation == "identity" and (dropout_value is None or not local_head):
     raise ValueError("config.refiner.output_activation: 'identity' changes nothing without a local drop-out "
-                     "head (refiner.dropout_value and refiner.dropout_head_kernel > 0)")
+                     "head (refiner.dropout_value, and refiner.dropout_head_kernel > 0 or dropout_slope_head)")
 
 
 def drop_pixels(values, p, uniform, drop_value: float):
@@ -310,6 +341,8 @@ def refiner_extras(refiner_config) -> list[str]:
   if refiner_config.get("dropout_value") is not None:
     kernel = refiner_config.get("dropout_head_kernel", 0)
     view = f" from a {kernel}x{kernel} input neighbourhood" if kernel else ""
+    if refiner_config.get("dropout_slope_head", False):
+      view = " from the input's local slope"
     extras.append(f"drop-out head to {refiner_config.dropout_value}{view}")
   return extras
 
@@ -329,6 +362,7 @@ def make_refiner(config) -> Refiner:
       grid_phase_period=config.refiner.get("grid_phase_period", 0),
       dropout_head_kernel=config.refiner.get("dropout_head_kernel", 0),
       block_quantizer=config.refiner.get("block_quantizer", 0),
+      dropout_slope_head=config.refiner.get("dropout_slope_head", False),
   )
 
 

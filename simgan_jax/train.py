@@ -121,12 +121,16 @@ def validate_config(config, num_devices: int) -> None:
     value = config.refiner.get(name, 0)
     if not isinstance(value, int) or value < 0:
       raise ConfigError(f"config.refiner.{name}: must be an integer >= 0 (0: off), got {value!r}")
+  if config.refiner.get("dropout_slope_head", False) and config.refiner.get("dropout_head_kernel", 0):
+    raise ConfigError("config.refiner.dropout_slope_head: the drop-out head reads either the slope or a "
+                      "KxK neighbourhood (refiner.dropout_head_kernel), not both")
   if config.refiner.get("block_quantizer", 0) and config.refiner.output_activation == "identity":
     raise ConfigError("config.refiner.block_quantizer: quantises the trunk's output, and "
                       "output_activation='identity' has no trunk")
   try:
     models.check_identity_output(config.refiner.output_activation, config.refiner.get("dropout_value"),
-                                 config.refiner.get("dropout_head_kernel", 0))
+                                 config.refiner.get("dropout_head_kernel", 0)
+                                 or config.refiner.get("dropout_slope_head", False))
   except ValueError as e:
     raise ConfigError(str(e)) from None
   two_sample = config.get("two_sample")

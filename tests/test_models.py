@@ -326,3 +326,34 @@ def test_refiner_block_quantizer_follows_the_trunk():
   for i in range(2):
     np.testing.assert_allclose(out[i, ..., 0], _jpeg_reference(np.asarray(x[i, ..., 0]), np.full(64, q)), atol=2e-5)
   assert "learned 8x8 block quantiser" in models.refiner_extras(config.refiner)
+
+
+def test_slope_dropout_head_follows_the_slope_only():
+  """dropout_slope_head: the drop logit is w . (|dy|, |dx|, |grad|, value) + b + init, 5
+  parameters; on a made-up depth image (a flat plate, a ramp, a step to the background)
+  a positive weight on the gradient magnitude raises p on the ramp and the step only."""
+  config = default.get_config("smoke")
+  config.refiner.output_activation = "identity"
+  config.refiner.dropout_value = 1.0
+  config.refiner.dropout_slope_head = True
+  refiner = models.make_refiner(config)
+  x = np.full((1, 16, 24, 1), -0.5, np.float32)
+  x[0, :, 8:16, 0] = -0.5 + 0.05 * np.arange(8)  # a ramp of slope 0.05 per pixel
+  x[0, :, 16:, 0] = 1.0  # background: a step of 1.15
+  keys = jax.random.PRNGKey(0)[None]
+  noise = models.refiner_noise(refiner, keys, (16, 24))
+  params = refiner.init(jax.random.PRNGKey(0), jnp.asarray(x), noise)["params"]
+  assert jax.tree.map(jnp.shape, params) == {"drop_head": {"kernel": (4, 1), "bias": (1,)}}
+  f = np.asarray(models.slope_features(jnp.asarray(x)))[0]
+  np.testing.assert_allclose(f[5, 3], [0, 0, 0, -0.5], atol=1e-5)  # flat
+  np.testing.assert_allclose(f[5, 11], [0, 0.05, 0.05, -0.5 + 0.15], atol=1e-5)  # on the ramp
+  np.testing.assert_allclose(f[5, 15, :3], [0, (1.0 - (-0.5 + 0.3)) / 2, (1.0 - (-0.5 + 0.3)) / 2], atol=1e-5)
+  head = {"kernel": jnp.asarray([[0.0], [0.0], [40.0], [0.0]]), "bias": jnp.zeros(1)}
+  logit = np.asarray(models.SlopeDropHead().apply({"params": head}, jnp.asarray(x)))[0, :, :, 0]
+  np.testing.assert_allclose(logit[:, 2:7], models.DROP_LOGIT_INIT, atol=1e-4)  # flat: unchanged
+  np.testing.assert_allclose(logit[:, 9:15], models.DROP_LOGIT_INIT + 2.0, atol=1e-4)  # ramp: +40 * 0.05
+  assert logit[5, 15] > models.DROP_LOGIT_INIT + 10  # the silhouette's step
+  # The head learns through the straight-through gradient.
+  grad = jax.grad(lambda q: jnp.sum(refiner.apply({"params": q}, jnp.asarray(x), noise)))(params)
+  assert float(jnp.abs(grad["drop_head"]["kernel"]).sum()) > 0
+  assert "drop-out head to 1.0 from the input's local slope" in models.refiner_extras(config.refiner)

@@ -231,3 +231,18 @@ def test_block_quantizer_needs_a_trunk():
   config.refiner.block_quantizer = 8
   with pytest.raises(ConfigError, match="config.refiner.block_quantizer: quantises the trunk's output"):
     train.validate_config(config, 1)
+
+
+def test_slope_head_is_a_local_head_and_excludes_the_kxk_one():
+  from simgan_jax import train
+  from simgan_jax.errors import ConfigError
+
+  config = default.get_config("smoke")
+  config.refiner.output_activation, config.refiner.dropout_value = "identity", 1.0
+  with pytest.raises(ConfigError, match="'identity' changes nothing without a local drop-out head"):
+    train.validate_config(config, 1)
+  config.refiner.dropout_slope_head = True
+  train.validate_config(config, 1)
+  config.refiner.dropout_head_kernel = 5
+  with pytest.raises(ConfigError, match="config.refiner.dropout_slope_head: the drop-out head reads either"):
+    train.validate_config(config, 1)

@@ -89,6 +89,10 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   # split, 3 SimGAN x 2 estimator seeds (identity, K = 5): 32.97 +- 0.74 px against 32.03
   # +- 0.73 for synthetic, scattered single drops (docs/ablation_val_hand_localdrop.md).
   c.refiner.dropout_head_kernel = 0
+  # Or the drop-out head as a linear function of the input's local slope and value only
+  # (models.SlopeDropHead, 5 parameters): drop-out on steep surfaces and silhouettes, as
+  # a structured-light sensor's. Not measured yet.
+  c.refiner.dropout_slope_head = False
   # Grid-phase input (not in the paper; 0 = off): sin/cos of the pixel's phase in a
   # P-pixel grid as 4 more input channels (models.grid_phase), so R can draw artefacts
   # locked to the real camera's 8x8 JPEG blocks (P = 8), which a translation-equivariant
