@@ -223,14 +223,20 @@ def slope_features(images_BHWC):
 
 class SlopeDropHead(nn.Module):
   """The drop-out logit [B, H, W, 1] as one zero-initialised linear function of
-  ``slope_features`` (+ DROP_LOGIT_INIT): 5 parameters."""
+  ``slope_features`` (+ DROP_LOGIT_INIT): 5 parameters, each used times
+  SLOPE_HEAD_RATE. Depth slopes are ~0.05 per pixel in [-1, 1] images, so a logit that
+  follows them needs weights near 100; Adam moves a parameter by about its learning
+  rate per update (2e-4), so unscaled they could not get there in a :cpu schedule."""
 
   @nn.compact
   def __call__(self, images_BHWC):
     f = slope_features(images_BHWC)
     w = self.param("kernel", nn.initializers.zeros, (f.shape[-1], 1), jnp.float32)
     b = self.param("bias", nn.initializers.zeros, (1,), jnp.float32)
-    return f @ w + b + DROP_LOGIT_INIT
+    return SLOPE_HEAD_RATE * (f @ w + b) + DROP_LOGIT_INIT
+
+
+SLOPE_HEAD_RATE = 100.0  # SlopeDropHead's parameters are used times this
 
 
 DROP_LOGIT_INIT = -5.0  # the drop-out head's logit at initialisation: p = 0.7%

@@ -348,7 +348,7 @@ def test_slope_dropout_head_follows_the_slope_only():
   np.testing.assert_allclose(f[5, 3], [0, 0, 0, -0.5], atol=1e-5)  # flat
   np.testing.assert_allclose(f[5, 11], [0, 0.05, 0.05, -0.5 + 0.15], atol=1e-5)  # on the ramp
   np.testing.assert_allclose(f[5, 15, :3], [0, (1.0 - (-0.5 + 0.3)) / 2, (1.0 - (-0.5 + 0.3)) / 2], atol=1e-5)
-  head = {"kernel": jnp.asarray([[0.0], [0.0], [40.0], [0.0]]), "bias": jnp.zeros(1)}
+  head = {"kernel": jnp.asarray([[0.0], [0.0], [40.0 / models.SLOPE_HEAD_RATE], [0.0]]), "bias": jnp.zeros(1)}
   logit = np.asarray(models.SlopeDropHead().apply({"params": head}, jnp.asarray(x)))[0, :, :, 0]
   np.testing.assert_allclose(logit[:, 2:7], models.DROP_LOGIT_INIT, atol=1e-4)  # flat: unchanged
   np.testing.assert_allclose(logit[:, 9:15], models.DROP_LOGIT_INIT + 2.0, atol=1e-4)  # ramp: +40 * 0.05
