@@ -87,7 +87,9 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   # neighbourhood of the input (local depth and slope, where a sensor drops pixels).
   # With output_activation="identity" R does nothing but drop pixels. Hands :cpu, validation
   # split, 3 SimGAN x 2 estimator seeds (identity, K = 5): 32.97 +- 0.74 px against 32.03
-  # +- 0.73 for synthetic, scattered single drops (docs/ablation_val_hand_localdrop.md).
+  # +- 0.73 for synthetic, scattered single drops (docs/ablation_val_hand_localdrop.md);
+  # with 4x the iterations 41.29 +- 8.44: dense speckle, then most of the hand dropped
+  # (docs/ablation_val_hand_localdrop_long.md).
   c.refiner.dropout_head_kernel = 0
   # Or the drop-out head as a linear function of the input's local slope and value only
   # (models.SlopeDropHead, 5 parameters): drop-out on steep surfaces and silhouettes, as
