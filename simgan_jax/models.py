@@ -171,12 +171,16 @@ class BlockQuantizer(nn.Module):
   its step q_k, and the inverse DCT is cropped back and clipped to [-1, 1].
 
   q_k = exp(BLOCK_LOG_STEP_INIT + BLOCK_LOG_STEP_RATE * p_k), p_k a parameter
-  (``log_step``, zero-initialised: q = 0.002 at start, a rounding error far below one
-  grey level, so R starts as it would without the stage). Rounding passes gradients
-  straight through (the stage is the identity map for the image's gradient, since the
-  DCT is orthonormal) and q learns by the learned-step-size rule (Esser et al. 2020):
-  d out / d q = round(c / q) - c / q per coefficient. BLOCK_LOG_STEP_RATE scales Adam's
-  step on p so that q can grow 50x within a :cpu schedule.
+  (``log_step``, zero-initialised). Rounding passes gradients straight through (the
+  stage is the identity map for the image's gradient, since the DCT is orthonormal) and
+  q learns by the learned-step-size rule (Esser et al. 2020): d out / d q = round(c / q)
+  - c / q per coefficient. BLOCK_LOG_STEP_RATE scales Adam's step on p so that q can
+  move 50x within a :cpu schedule.
+
+  q starts at 0.05 (mild blocking: about half the eye target's DC step, 0.09, and a
+  tenth of its high-frequency ones), not near zero: started at 0.002 (a rounding error
+  below a grey level) on eyes it only shrank, to 0.001 by step 1200 of a :cpu run, as
+  the rounding error of a tiny step is noise and gives q no direction to grow.
   """
 
   block: int = 8
@@ -199,7 +203,7 @@ class BlockQuantizer(nn.Module):
     return jnp.clip(v[:, :h, :w], -1.0, 1.0)
 
 
-BLOCK_LOG_STEP_INIT = math.log(0.002)  # the block quantiser's step at initialisation ([-1, 1] images)
+BLOCK_LOG_STEP_INIT = math.log(0.05)  # the block quantiser's step at initialisation ([-1, 1] images)
 BLOCK_LOG_STEP_RATE = 10.0  # its log-step moves this much per unit of the parameter
 
 

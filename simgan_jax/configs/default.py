@@ -106,7 +106,8 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   # Block quantiser (not in the paper; 0 = off): R's output through a learned JPEG-like
   # stage on the absolute B x B grid (models.BlockQuantizer: block DCT, each coefficient
   # rounded to a learned step, inverse DCT), so R can compress as the real camera does
-  # (B = 8) with blocks that follow the content. Not measured yet.
+  # (B = 8) with blocks that follow the content; starts at step 0.05 (mild blocking).
+  # Not measured yet.
   c.refiner.block_quantizer = 0
   # Discriminator: layer table by preset ("eye", "hand" or "patch9": 9 px patches), widths scaled by
   # width_multiplier, optional batch norm (the article credits it for faster D).
