@@ -107,7 +107,10 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   # stage on the absolute B x B grid (models.BlockQuantizer: block DCT, each coefficient
   # rounded to a learned step, inverse DCT), so R can compress as the real camera does
   # (B = 8) with blocks that follow the content; starts at step 0.05 (mild blocking).
-  # Not measured yet.
+  # Eye validation split, 3 SimGAN x 2 estimator seeds, on :cpu: 8.07 +- 0.16 deg (69%
+  # of the perfect refiner's gain) against 7.66 +- 0.13 (86%) without; final two-sample
+  # 97.2/100/99.4% (docs/ablation_val_block_quantizer.md): R learns large steps on
+  # mid frequencies, not a JPEG table, and its eyes lose the sclera. Off.
   c.refiner.block_quantizer = 0
   # Discriminator: layer table by preset ("eye", "hand" or "patch9": 9 px patches), widths scaled by
   # width_multiplier, optional batch norm (the article credits it for faster D).
