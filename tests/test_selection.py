@@ -236,38 +236,44 @@ def test_rule_text_names_the_kid_window_only_when_there_is_one():
   config = default.get_config("cpu")
   assert selection.rule_text(config) == (
       "lowest two_sample_accuracy (config.selection.metric; collapsed or over config.drift.max_drift: never; "
-      "unchanged to KID (config.selection.unchanged_kid_stds 2): only if all are)")
-  config.selection.unchanged_kid_stds = 0.0
+      "KID less than 0.25 of the way from the unrefined images' to 0: only if all are (config.selection.min_kid_gain))")
+  config.selection.min_kid_gain = 0.0
   assert selection.rule_text(config) == ("lowest two_sample_accuracy (config.selection.metric; collapsed or "
                                          "over config.drift.max_drift: never)")
   config.selection.metric, config.selection.realism_ratio = "label_drift", 2.0
   assert selection.rule_text(config).startswith("lowest label_drift among checkpoints with realism_kid within 2x")
 
 
-def test_a_refiner_that_has_not_started_competes_only_when_none_has(tmp_path):
-  """The grid-phase run's seeds 1 and 2 (docs/ablation_val_grid_phase8.md): the probe
-  scored the near-identity checkpoint (KID 10.36 +- 0.12, unrefined 10.49) better than
-  every changed one. The guard skips it (picks 700); catches: no guard (400), a guard that
-  asks for a KID *below* the unrefined one (refuses 700, whose KID is worse but changed:
-  picks 500), and no fallback when every checkpoint is unchanged (raises)."""
+def test_a_refiner_that_has_barely_started_competes_only_when_none_has(tmp_path):
+  """The grid-phase run's SimGAN seed 1 (docs/ablation_val_grid_phase8.md; its logged
+  KIDs and probe accuracies): the probe scored step 1000 (KID 9.63, unrefined 10.49) better
+  than every later checkpoint. The guard skips it (picks 1300); catches: no guard (1000),
+  a guard that only refuses KIDs within noise of the unrefined one (9.63 is 8 stds away:
+  1000), one that lets a checkpoint whose KID is worse than the unrefined images' compete
+  (1400, probe 80%, would win), and no fallback when every checkpoint has barely started
+  (raises)."""
   spread = {"refined_std_ratio": 1.0, "refined_spread_ratio": 1.0, "label_drift": 1.0,
             "realism_kid_unrefined": 10.49}
-  rows = [(400, 10.36, 0.12, 0.74), (500, 1.4, 0.05, 0.785), (600, 1.3, 0.05, 0.79), (700, 14.0, 0.3, 0.77)]
+  rows = [(1000, 9.628, 0.101, 0.741), (1100, 25.03, 0.885, 0.999), (1200, 11.47, 0.313, 0.971),
+          (1300, 3.67, 0.1, 0.991), (1400, 13.0, 0.3, 0.80)]
   _made_up_run(tmp_path, [{"step": s, "realism_kid": k, "realism_kid_std": sd, "two_sample_accuracy": t, **spread}
-                          for s, k, sd, t in rows], on_disk=(300, 400, 500, 600, 700))
+                          for s, k, sd, t in rows], on_disk=(300, 1000, 1100, 1200, 1300, 1400))
   config = default.get_config("cpu")
   config.drift.max_drift = 12.0
   best = selection.best_checkpoint(config, str(tmp_path))
-  assert best["step"] == 700 and best["selection_scores"]["400"] == math.inf
-  config.selection.unchanged_kid_stds = 0.0
-  assert selection.best_checkpoint(config, str(tmp_path))["step"] == 400
-  # Every checkpoint unchanged: the guard steps aside and the probe decides.
-  config.selection.unchanged_kid_stds = 2.0
+  assert best["step"] == 1300
+  assert best["selection_scores"]["1000"] == best["selection_scores"]["1400"] == math.inf
+  config.selection.min_kid_gain = 0.0
+  assert selection.best_checkpoint(config, str(tmp_path))["step"] == 1000
+  # Every checkpoint barely started: the guard steps aside and the probe decides.
+  config.selection.min_kid_gain = 0.25
   still = tmp_path / "still"
   still.mkdir()
-  _made_up_run(still, [{"step": s, "realism_kid": 10.4 + d, "realism_kid_std": 0.12, "two_sample_accuracy": t, **spread}
-                       for s, d, t in ((400, 0.0, 0.79), (500, 0.1, 0.78), (600, -0.1, 0.8))],
+  _made_up_run(still, [{"step": s, "realism_kid": k, "two_sample_accuracy": t, **spread}
+                       for s, k, t in ((400, 10.4, 0.79), (500, 9.0, 0.78), (600, 8.2, 0.8))],
                on_disk=(400, 500, 600))
   assert selection.best_checkpoint(config, str(still))["step"] == 500
-  # Runs logged without the KID std are not touched.
-  assert not selection.unchanged({"realism_kid": 10.4, "realism_kid_unrefined": 10.49}, 2.0)
+  # The boundary: 0.75 x 10.49 = 7.87; runs logged without the unrefined KID are not touched.
+  assert selection.barely_refined({"realism_kid": 7.9, "realism_kid_unrefined": 10.49}, 0.25)
+  assert not selection.barely_refined({"realism_kid": 7.8, "realism_kid_unrefined": 10.49}, 0.25)
+  assert not selection.barely_refined({"realism_kid": 10.4}, 0.25)
