@@ -288,8 +288,8 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   # Checkpoints whose realism_kid is above (1 - min_kid_gain) x the unrefined images'
   # (refiners that have barely started, or made images less real) compete only when every
   # candidate is so (0: off). On the eye validation split the two-sample probe preferred
-  # such a refiner (KID 9.6, unrefined 10.5; probe 74%) to every later one (KID 1.3-3.7,
-  # 78.5%+) on 2 of 3 seeds of the grid-phase run (docs/ablation_val_grid_phase8.md).
+  # such a refiner (KID 9.6, unrefined 10.5; probe 74%) to every later one (probe 78.5%
+  # and up) on 2 of 3 seeds of the grid-phase run (docs/ablation_val_grid_phase8.md).
   # Where selection ranks by KID (hands, folders, the full-size default) it cannot change
   # the pick; of the committed eye reports (ranked by the probe) it changes only those two.
   c.selection.min_kid_gain = 0.25

@@ -165,10 +165,7 @@ def _rank(config, workdir: str) -> dict[str, Any]:
     # run's most realistic one compete; early, barely refined ones drift little.
     kid = {s: float(entries[s].get("realism_kid", math.inf)) for s in qualified}
     bound = kid_window(min(kid.values()), ratio)
-    for s in qualified:
-      if not kid[s] <= bound:
-        totals[s] = math.inf
-    qualified = [s for s in qualified if math.isfinite(totals[s])]
+    qualified = _refuse(qualified, totals, [s for s in qualified if kid[s] <= bound])
   gain = float(config.selection.get("min_kid_gain", 0.0))
   if gain > 0 and qualified:
     # A refiner that has barely left the unrefined images competes only when no candidate
@@ -176,12 +173,17 @@ def _rank(config, workdir: str) -> dict[str, Any]:
     # unrefined 10.5, 74%) to every later one (78.5%+) on 2 of 3 seeds.
     started = [s for s in qualified if not barely_refined(entries[s], gain)]
     if started:
-      for s in qualified:
-        if s not in started:
-          totals[s] = math.inf
-      qualified = started
+      qualified = _refuse(qualified, totals, started)
   return {"entries": entries, "on_disk": on_disk, "saved": saved, "candidates": candidates,
           "totals": totals, "ranked": sorted(qualified, key=lambda s: (totals[s], s))}
+
+
+def _refuse(qualified: list[int], totals: dict[int, float], kept: list[int]) -> list[int]:
+  """``kept``; every other qualified step's total becomes +inf (refused)."""
+  for s in qualified:
+    if s not in kept:
+      totals[s] = math.inf
+  return kept
 
 
 def barely_refined(entry: dict[str, float], gain: float) -> bool:
