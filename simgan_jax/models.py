@@ -88,6 +88,14 @@ class Refiner(nn.Module):
   # cameras compress so (with the eye target's blocking off, the final two-sample test
   # scores the perfect refiner 97% instead of 63%); a convolutional R cannot place blocks.
   block_quantizer: int = 0
+  # Smooth noise inputs (not in the paper; () = off): one more input channel per entry c,
+  # standard normal values on a grid of c cells along the height (and as many as keep
+  # the cells square along the width), smoothly upsampled to the image (smooth_noise);
+  # c = 1 is one value per image. The target's light, contrast and brightness vary from
+  # image to image and over tens of pixels, independently of the scene: a refiner whose
+  # only randomness is per-pixel noise, seen through a receptive field of ~19 px, has
+  # nothing to draw them from.
+  smooth_noise_cells: tuple[int, ...] = ()
 
   @nn.compact
   def __call__(self, images_BHWC, noise_BHWN=None):
@@ -101,7 +109,8 @@ class Refiner(nn.Module):
     if num_noise:
       if noise_BHWN is None or noise_BHWN.shape != (*images_BHWC.shape[:3], num_noise):
         drop = "" if self.dropout_value is None else f" with dropout_value={self.dropout_value} (+1 uniform channel)"
-        raise ValueError(f"Refiner: noise_channels={self.noise_channels}{drop} needs noise of shape "
+        smooth = f" and smooth_noise_cells={self.smooth_noise_cells}" if self.smooth_noise_cells else ""
+        raise ValueError(f"Refiner: noise_channels={self.noise_channels}{smooth}{drop} needs noise of shape "
                          f"{(*images_BHWC.shape[:3], num_noise)} (see refiner_noise), "
                          f"got {None if noise_BHWN is None else noise_BHWN.shape}")
     if self.output_activation == "identity":  # no trunk: R only drops pixels
@@ -109,8 +118,9 @@ class Refiner(nn.Module):
                             self.dropout_head_kernel or self.dropout_slope_head)
       out, features = inputs_BHWC.astype(jnp.float32), None
     else:
-      if self.noise_channels:
-        normal = noise_BHWN[..., :self.noise_channels]
+      num_input_noise = self.noise_channels + len(self.smooth_noise_cells)
+      if num_input_noise:  # normal, then smooth channels (refiner_noise's layout)
+        normal = noise_BHWN[..., :num_input_noise]
         images_BHWC = jnp.concatenate([images_BHWC, normal.astype(images_BHWC.dtype)], axis=-1)
       if self.grid_phase_period:
         phase = grid_phase(images_BHWC.shape[1:3], self.grid_phase_period)
@@ -275,8 +285,9 @@ def grid_phase(image_hw, period: int) -> jax.Array:
 
 
 def noise_input_channels(refiner: "Refiner") -> int:
-  """Channels of the refiner's noise input: its normal ones, + 1 uniform for the drop-out head."""
-  return refiner.noise_channels + (refiner.dropout_value is not None)
+  """Channels of the refiner's noise input: its normal ones, its smooth ones, + 1 uniform
+  for the drop-out head."""
+  return refiner.noise_channels + len(refiner.smooth_noise_cells) + (refiner.dropout_value is not None)
 
 
 # (kind, kernel, stride, features); "pool" rows are max pooling with no features.
@@ -345,6 +356,9 @@ def refiner_extras(refiner_config) -> list[str]:
   extras = []
   if refiner_config.get("grid_phase_period", 0):
     extras.append(f"grid-phase input (period {refiner_config.grid_phase_period})")
+  if refiner_config.get("smooth_noise_cells", ()):
+    cells = ", ".join(map(str, refiner_config.smooth_noise_cells))
+    extras.append(f"smooth noise input ({cells} cells)")
   if refiner_config.get("block_quantizer", 0):
     n = refiner_config.block_quantizer
     extras.append(f"learned {n}x{n} block quantiser")
@@ -373,13 +387,15 @@ def make_refiner(config) -> Refiner:
       dropout_head_kernel=config.refiner.get("dropout_head_kernel", 0),
       block_quantizer=config.refiner.get("block_quantizer", 0),
       dropout_slope_head=config.refiner.get("dropout_slope_head", False),
+      smooth_noise_cells=tuple(config.refiner.get("smooth_noise_cells", ())),
   )
 
 
 def refiner_noise(refiner: Refiner, keys, image_hw):
   """The refiner's noise input for one key per example [B], or None without noise:
-  ``noise_channels`` standard normal channels, then one uniform [0, 1) channel for the
-  drop-out head (``dropout_value``).
+  ``noise_channels`` standard normal channels, one ``smooth_noise`` channel per
+  ``smooth_noise_cells`` entry, then one uniform [0, 1) channel for the drop-out head
+  (``dropout_value``).
 
   Noise is a pure function of the example's key, so a batch refines the same on 1
   or N devices and a refined dataset is reproducible (refine.py keys it by index).
@@ -389,6 +405,9 @@ def refiner_noise(refiner: Refiner, keys, image_hw):
 
   def one(k):
     normal = jax.random.normal(k, (*image_hw, refiner.noise_channels), jnp.float32)
+    if refiner.smooth_noise_cells:  # their own stream: the normal channels stay as they were
+      smooth = smooth_noise(jax.random.fold_in(k, _SMOOTH_STREAM), image_hw, refiner.smooth_noise_cells)
+      normal = jnp.concatenate([normal, smooth], axis=-1)
     if refiner.dropout_value is None:
       return normal
     # The drop-out head's uniform draws, from their own stream of the example's key.
@@ -399,6 +418,29 @@ def refiner_noise(refiner: Refiner, keys, image_hw):
 
 
 _DROP_STREAM = 0x0D50  # fold_in tag of the drop-out head's uniform noise
+_SMOOTH_STREAM = 0x5300  # fold_in tag of the smooth noise channels
+
+
+def smooth_noise_grid(cells: int, image_hw) -> tuple[int, int]:
+  """(rows, columns) of the grid of a ``smooth_noise_cells`` entry: ``cells`` rows and
+  as many columns as keep the cells about square; 1 is a single value per image."""
+  if cells == 1:
+    return 1, 1
+  h, w = image_hw
+  return cells, max(1, int(round(cells * w / h)))
+
+
+def smooth_noise(key, image_hw, cells_list) -> jax.Array:
+  """[H, W, len(cells_list)]: per entry, standard normal values on its grid
+  (``smooth_noise_grid``) upsampled bilinearly with the grid's points at the cells'
+  centres (edges continued), so the field varies over about H / cells pixels."""
+  h, w = image_hw
+  channels = []
+  for i, cells in enumerate(cells_list):
+    gh, gw = smooth_noise_grid(cells, image_hw)
+    grid = jax.random.normal(jax.random.fold_in(key, i), (gh, gw), jnp.float32)
+    channels.append(jax.image.resize(grid, (h, w), method="linear", antialias=False))
+  return jnp.stack(channels, axis=-1)
 
 
 def make_discriminator(config) -> LocalDiscriminator:

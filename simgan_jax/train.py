@@ -124,6 +124,13 @@ def validate_config(config, num_devices: int) -> None:
   if config.refiner.get("dropout_slope_head", False) and config.refiner.get("dropout_head_kernel", 0):
     raise ConfigError("config.refiner.dropout_slope_head: the drop-out head reads either the slope or a "
                       "KxK neighbourhood (refiner.dropout_head_kernel), not both")
+  cells = tuple(config.refiner.get("smooth_noise_cells", ()))
+  if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in cells):
+    raise ConfigError(f"config.refiner.smooth_noise_cells: must be integers >= 1 (cells along the "
+                      f"height; () = off), got {cells!r}")
+  if cells and config.refiner.output_activation == "identity":
+    raise ConfigError("config.refiner.smooth_noise_cells: feeds the trunk, and "
+                      "output_activation='identity' has no trunk")
   if config.refiner.get("block_quantizer", 0) and config.refiner.output_activation == "identity":
     raise ConfigError("config.refiner.block_quantizer: quantises the trunk's output, and "
                       "output_activation='identity' has no trunk")

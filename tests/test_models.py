@@ -124,6 +124,54 @@ def test_refiner_noise_input_is_used_keyed_per_example_and_required():
   assert models.refiner_noise(models.make_refiner(config), keys, (35, 55)) is None
 
 
+def _bilinear_reference(grid, h, w):
+  """Upsampling with the grid's points at the cells' centres, edges continued (numpy)."""
+  gh, gw = grid.shape
+
+  def taps(n, g):
+    pos = np.clip((np.arange(n) + 0.5) * g / n - 0.5, 0, g - 1)
+    lo = np.minimum(np.floor(pos).astype(int), g - 1)
+    hi = np.minimum(lo + 1, g - 1)
+    return lo, hi, pos - lo
+
+  ylo, yhi, fy = taps(h, gh)
+  xlo, xhi, fx = taps(w, gw)
+  top = grid[ylo][:, xlo] * (1 - fx) + grid[ylo][:, xhi] * fx
+  bottom = grid[yhi][:, xlo] * (1 - fx) + grid[yhi][:, xhi] * fx
+  return top * (1 - fy[:, None]) + bottom * fy[:, None]
+
+
+def test_smooth_noise_is_a_grid_of_normals_upsampled_per_example():
+  """refiner.smooth_noise_cells=(1, 4): a constant per image and a 4x6 grid (35x55) upsampled
+  with points at the cells' centres; the normal channels are the same as without it."""
+  key = jax.random.PRNGKey(3)
+  field = np.asarray(models.smooth_noise(key, (35, 55), (1, 4)))
+  assert field.shape == (35, 55, 2)
+  assert models.smooth_noise_grid(1, (35, 55)) == (1, 1)
+  assert models.smooth_noise_grid(4, (35, 55)) == (4, 6)
+  np.testing.assert_allclose(field[..., 0], field[0, 0, 0])  # one value per image
+  grid = np.asarray(jax.random.normal(jax.random.fold_in(key, 1), (4, 6)))
+  np.testing.assert_allclose(field[..., 1], _bilinear_reference(grid, 35, 55), atol=1e-5)
+
+  config = default.get_config("smoke")
+  config.refiner.noise_channels, config.refiner.dropout_value = 1, 1.0
+  keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(0), i))(jnp.arange(2))
+  plain = models.refiner_noise(models.make_refiner(config), keys, (35, 55))
+  config.refiner.smooth_noise_cells = (1, 4)
+  refiner = models.make_refiner(config)
+  noise = models.refiner_noise(refiner, keys, (35, 55))
+  assert noise.shape == (2, 35, 55, 4)  # normal, 2 smooth, the drop-out head's uniform
+  np.testing.assert_array_equal(noise[..., :1], plain[..., :1])
+  np.testing.assert_array_equal(noise[..., -1:], plain[..., -1:])
+  assert float(jnp.abs(noise[0, ..., 1:3] - noise[1, ..., 1:3]).max()) > 0.1  # per example
+  # The trunk reads image + normal + smooth channels, not the uniform one.
+  x = jnp.zeros((2, 35, 55, 1))
+  params = refiner.init(jax.random.PRNGKey(0), x, noise)["params"]
+  assert params["conv_in"]["kernel"].shape[2] == 4
+  with pytest.raises(ValueError, match=r"smooth_noise_cells=\(1, 4\).*needs noise of shape"):
+    refiner.apply({"params": params}, x, plain)
+
+
 def test_residual_refiner_starts_as_the_identity_and_learns_a_clipped_change():
   import optax
 

@@ -206,6 +206,7 @@ def test_phases_follow_the_schedule():
     ("refiner.dropout_head_kernel", -3, "config.refiner.dropout_head_kernel: must be an integer >= 0 (0: off), got -3"),
     ("refiner.output_activation", "identity", "config.refiner.output_activation: 'identity' changes nothing without"),
     ("refiner.block_quantizer", -8, "config.refiner.block_quantizer: must be an integer >= 0 (0: off), got -8"),
+    ("refiner.smooth_noise_cells", (1, 0), "config.refiner.smooth_noise_cells: must be integers >= 1"),
 ])
 def test_depth_and_grid_fields_are_checked_at_start(field, value, message):
   from simgan_jax import train
@@ -230,6 +231,9 @@ def test_block_quantizer_needs_a_trunk():
   train.validate_config(config, 1)  # drop-only is allowed
   config.refiner.block_quantizer = 8
   with pytest.raises(ConfigError, match="config.refiner.block_quantizer: quantises the trunk's output"):
+    train.validate_config(config, 1)
+  config.refiner.block_quantizer, config.refiner.smooth_noise_cells = 0, (1, 4)
+  with pytest.raises(ConfigError, match="config.refiner.smooth_noise_cells: feeds the trunk"):
     train.validate_config(config, 1)
 
 

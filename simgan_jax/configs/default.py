@@ -114,6 +114,12 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   # 97.2/100/99.4% (docs/ablation_val_block_quantizer.md): R learns large steps on
   # mid frequencies, not a JPEG table, and its eyes lose the sclera. Off.
   c.refiner.block_quantizer = 0
+  # Smooth noise inputs (not in the paper; () = off): per entry c one more input channel of
+  # standard normal values on a c-row grid (square cells), bilinearly upsampled; c = 1 is
+  # one value per image (models.smooth_noise). A random source for what varies per image
+  # and over tens of pixels in the target (light, contrast, brightness), which per-pixel
+  # noise_channels through R's ~19 px receptive field cannot supply. E.g. 1,2,4.
+  c.refiner.smooth_noise_cells = ()
   # Discriminator: layer table by preset ("eye", "hand" or "patch9": 9 px patches), widths scaled by
   # width_multiplier, optional batch norm (the article credits it for faster D).
   c.discriminator = ml_collections.ConfigDict()
