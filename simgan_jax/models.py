@@ -96,6 +96,10 @@ class Refiner(nn.Module):
   # only randomness is per-pixel noise, seen through a receptive field of ~19 px, has
   # nothing to draw them from.
   smooth_noise_cells: tuple[int, ...] = ()
+  # JPEG stage (not in the paper; False = off): the trunk's output through JpegQuantizer,
+  # the standard luminance table times a quality scale drawn per image (learned mean and
+  # spread over images; one more noise channel carries each image's draw).
+  jpeg_quantizer: bool = False
 
   @nn.compact
   def __call__(self, images_BHWC, noise_BHWN=None):
@@ -110,6 +114,7 @@ class Refiner(nn.Module):
       if noise_BHWN is None or noise_BHWN.shape != (*images_BHWC.shape[:3], num_noise):
         drop = "" if self.dropout_value is None else f" with dropout_value={self.dropout_value} (+1 uniform channel)"
         smooth = f" and smooth_noise_cells={self.smooth_noise_cells}" if self.smooth_noise_cells else ""
+        smooth += " and jpeg_quantizer=True (+1 channel)" if self.jpeg_quantizer else ""
         raise ValueError(f"Refiner: noise_channels={self.noise_channels}{smooth}{drop} needs noise of shape "
                          f"{(*images_BHWC.shape[:3], num_noise)} (see refiner_noise), "
                          f"got {None if noise_BHWN is None else noise_BHWN.shape}")
@@ -143,6 +148,8 @@ class Refiner(nn.Module):
         out = x
       if self.block_quantizer:
         out = BlockQuantizer(self.block_quantizer, name="block_quantizer")(out)
+      if self.jpeg_quantizer:
+        out = JpegQuantizer(name="jpeg_quantizer")(out, noise_BHWN[:, 0, 0, num_input_noise])
     if self.dropout_value is None:
       return out
     if self.dropout_slope_head:
@@ -200,17 +207,63 @@ class BlockQuantizer(nn.Module):
     n = self.block
     b, h, w, c = images_BHWC.shape
     p = self.param("log_step", nn.initializers.zeros, (n * n,), jnp.float32)
-    q = jnp.exp(BLOCK_LOG_STEP_INIT + BLOCK_LOG_STEP_RATE * p)
-    ph, pw = -h % n, -w % n
-    v = jnp.pad(images_BHWC.astype(jnp.float32), ((0, 0), (0, ph), (0, pw), (0, 0)), mode="edge")
-    nh, nw = (h + ph) // n, (w + pw) // n
-    # [B, nh, nw, C, n*n] blocks, then coefficients through the [n*n, n*n] 2-D DCT.
-    blocks = v.reshape(b, nh, n, nw, n, c).transpose(0, 1, 3, 5, 2, 4).reshape(b, nh, nw, c, n * n)
-    dct2 = block_dct_matrix(n)
-    r = (blocks @ dct2.T) / q
-    r = r + jax.lax.stop_gradient(jnp.round(r) - r)
-    v = ((r * q) @ dct2).reshape(b, nh, nw, c, n, n).transpose(0, 1, 4, 2, 5, 3).reshape(b, h + ph, w + pw, c)
-    return jnp.clip(v[:, :h, :w], -1.0, 1.0)
+    return quantize_blocks(images_BHWC, jnp.exp(BLOCK_LOG_STEP_INIT + BLOCK_LOG_STEP_RATE * p), n)
+
+
+def quantize_blocks(images_BHWC, q, n: int = 8, level_shift: float = 0.0):
+  """Each n x n block (edge-padded, absolute grid) of each image through the orthonormal
+  2-D DCT, coefficient k rounded to a multiple of q[..., k], the inverse DCT, clipped to
+  [-1, 1]. q: [n*n] (one table) or [B, 1, 1, 1, n*n] (one per image). ``level_shift`` is
+  subtracted before the DCT and added back after (JPEG's: 128 of 0-255 is 1/255 here).
+  Rounding is straight-through for the image; q gets the learned-step-size gradient
+  round(c/q) - c/q."""
+  b, h, w, c = images_BHWC.shape
+  ph, pw = -h % n, -w % n
+  v = jnp.pad(images_BHWC.astype(jnp.float32), ((0, 0), (0, ph), (0, pw), (0, 0)), mode="edge")
+  nh, nw = (h + ph) // n, (w + pw) // n
+  # [B, nh, nw, C, n*n] blocks, then coefficients through the [n*n, n*n] 2-D DCT.
+  blocks = v.reshape(b, nh, n, nw, n, c).transpose(0, 1, 3, 5, 2, 4).reshape(b, nh, nw, c, n * n)
+  dct2 = block_dct_matrix(n)
+  r = ((blocks - level_shift) @ dct2.T) / q
+  r = r + jax.lax.stop_gradient(jnp.round(r) - r)
+  v = ((r * q) @ dct2 + level_shift).reshape(b, nh, nw, c, n, n).transpose(0, 1, 4, 2, 5, 3)
+  return jnp.clip(v.reshape(b, h + ph, w + pw, c)[:, :h, :w], -1.0, 1.0)
+
+
+# JPEG's standard luminance quantisation table (ITU-T T.81 Annex K, Table K.1; quality 50),
+# in grey levels of 0-255 images.
+JPEG_LUMINANCE_TABLE = (
+    (16, 11, 10, 16, 24, 40, 51, 61), (12, 12, 14, 19, 26, 58, 60, 55),
+    (14, 13, 16, 24, 40, 57, 69, 56), (14, 17, 22, 29, 51, 87, 80, 62),
+    (18, 22, 37, 56, 68, 109, 103, 77), (24, 35, 55, 64, 81, 104, 113, 92),
+    (49, 64, 78, 87, 103, 121, 120, 101), (72, 92, 95, 98, 112, 100, 103, 99))
+
+
+class JpegQuantizer(nn.Module):
+  """A JPEG stage with the standard luminance table [B, H, W, C] -> same: 8x8 blocks on the
+  absolute grid, coefficient k rounded to q_k = table_k * 2/255 * s (the table in [-1, 1]
+  units) with a quality scale s drawn per image, log s = mu + sigma * z, z the image's
+  standard normal draw (``z_B``), mu and sigma learned (``log_scale``, ``log_spread``, each
+  used times BLOCK_LOG_STEP_RATE). One shape of table, as real cameras' encoders use,
+  instead of BlockQuantizer's 64 free steps (which learned large mid-frequency steps and
+  a tiny DC one). s starts at JPEG_SCALE_INIT (quality ~75), sigma at JPEG_SPREAD_INIT.
+  Blocks are level-shifted by JPEG's 128 grey levels before the DCT."""
+
+  @nn.compact
+  def __call__(self, images_BHWC, z_B):
+    mu = self.param("log_scale", nn.initializers.zeros, (), jnp.float32)
+    sigma = self.param("log_spread", nn.initializers.zeros, (), jnp.float32)
+    log_s = (math.log(JPEG_SCALE_INIT) + BLOCK_LOG_STEP_RATE * mu
+             + jnp.exp(math.log(JPEG_SPREAD_INIT) + BLOCK_LOG_STEP_RATE * sigma) * z_B)
+    table = jnp.asarray(JPEG_LUMINANCE_TABLE, jnp.float32).reshape(64) * (2.0 / 255.0)
+    return quantize_blocks(images_BHWC, table * jnp.exp(log_s)[:, None, None, None, None], 8,
+                           level_shift=1.0 / 255.0)
+
+
+JPEG_SCALE_INIT = 0.5  # the JPEG stage's quality scale at initialisation (1.0: quality 50)
+JPEG_SPREAD_INIT = 0.2  # the std of its log over images at initialisation
+
+
 
 
 BLOCK_LOG_STEP_INIT = math.log(0.05)  # the block quantiser's step at initialisation ([-1, 1] images)
@@ -285,9 +338,10 @@ def grid_phase(image_hw, period: int) -> jax.Array:
 
 
 def noise_input_channels(refiner: "Refiner") -> int:
-  """Channels of the refiner's noise input: its normal ones, its smooth ones, + 1 uniform
-  for the drop-out head."""
-  return refiner.noise_channels + len(refiner.smooth_noise_cells) + (refiner.dropout_value is not None)
+  """Channels of the refiner's noise input: its normal ones, its smooth ones, + 1 per-image
+  normal for the JPEG stage, + 1 uniform for the drop-out head."""
+  return (refiner.noise_channels + len(refiner.smooth_noise_cells) + refiner.jpeg_quantizer
+          + (refiner.dropout_value is not None))
 
 
 # (kind, kernel, stride, features); "pool" rows are max pooling with no features.
@@ -359,6 +413,8 @@ def refiner_extras(refiner_config) -> list[str]:
   if refiner_config.get("smooth_noise_cells", ()):
     cells = ", ".join(map(str, refiner_config.smooth_noise_cells))
     extras.append(f"smooth noise input ({cells} cells)")
+  if refiner_config.get("jpeg_quantizer", False):
+    extras.append("JPEG stage (standard table, learned quality per image)")
   if refiner_config.get("block_quantizer", 0):
     n = refiner_config.block_quantizer
     extras.append(f"learned {n}x{n} block quantiser")
@@ -388,14 +444,16 @@ def make_refiner(config) -> Refiner:
       block_quantizer=config.refiner.get("block_quantizer", 0),
       dropout_slope_head=config.refiner.get("dropout_slope_head", False),
       smooth_noise_cells=tuple(config.refiner.get("smooth_noise_cells", ())),
+      jpeg_quantizer=bool(config.refiner.get("jpeg_quantizer", False)),
   )
 
 
 def refiner_noise(refiner: Refiner, keys, image_hw):
   """The refiner's noise input for one key per example [B], or None without noise:
   ``noise_channels`` standard normal channels, one ``smooth_noise`` channel per
-  ``smooth_noise_cells`` entry, then one uniform [0, 1) channel for the drop-out head
-  (``dropout_value``).
+  ``smooth_noise_cells`` entry, one standard normal value per image for the JPEG stage
+  (``jpeg_quantizer``, repeated over the image), then one uniform [0, 1) channel for the
+  drop-out head (``dropout_value``).
 
   Noise is a pure function of the example's key, so a batch refines the same on 1
   or N devices and a refined dataset is reproducible (refine.py keys it by index).
@@ -408,6 +466,9 @@ def refiner_noise(refiner: Refiner, keys, image_hw):
     if refiner.smooth_noise_cells:  # their own stream: the normal channels stay as they were
       smooth = smooth_noise(jax.random.fold_in(k, _SMOOTH_STREAM), image_hw, refiner.smooth_noise_cells)
       normal = jnp.concatenate([normal, smooth], axis=-1)
+    if refiner.jpeg_quantizer:
+      z = jax.random.normal(jax.random.fold_in(k, _JPEG_STREAM), (), jnp.float32)
+      normal = jnp.concatenate([normal, jnp.full((*image_hw, 1), z)], axis=-1)
     if refiner.dropout_value is None:
       return normal
     # The drop-out head's uniform draws, from their own stream of the example's key.
@@ -419,6 +480,7 @@ def refiner_noise(refiner: Refiner, keys, image_hw):
 
 _DROP_STREAM = 0x0D50  # fold_in tag of the drop-out head's uniform noise
 _SMOOTH_STREAM = 0x5300  # fold_in tag of the smooth noise channels
+_JPEG_STREAM = 0x1F60  # fold_in tag of the JPEG stage's per-image draw
 
 
 def smooth_noise_grid(cells: int, image_hw) -> tuple[int, int]:

@@ -131,6 +131,13 @@ def validate_config(config, num_devices: int) -> None:
   if cells and config.refiner.output_activation == "identity":
     raise ConfigError("config.refiner.smooth_noise_cells: feeds the trunk, and "
                       "output_activation='identity' has no trunk")
+  if config.refiner.get("jpeg_quantizer", False):
+    if config.refiner.output_activation == "identity":
+      raise ConfigError("config.refiner.jpeg_quantizer: compresses the trunk's output, and "
+                        "output_activation='identity' has no trunk")
+    if config.refiner.get("block_quantizer", 0):
+      raise ConfigError("config.refiner.jpeg_quantizer: R's output is quantised either with the "
+                        "standard table (jpeg_quantizer) or with learned steps (block_quantizer), not both")
   if config.refiner.get("block_quantizer", 0) and config.refiner.output_activation == "identity":
     raise ConfigError("config.refiner.block_quantizer: quantises the trunk's output, and "
                       "output_activation='identity' has no trunk")

@@ -376,6 +376,77 @@ def test_refiner_block_quantizer_follows_the_trunk():
   assert "learned 8x8 block quantiser" in models.refiner_extras(config.refiner)
 
 
+def test_jpeg_quantizer_is_the_eye_targets_jpeg_at_a_per_image_quality():
+  """The stage at quality scale s equals the eye target's own JPEG-like blocking
+  (simulators/target.py: 0-255 levels shifted by 128, the standard table times s), an
+  independent implementation; s = exp(mu + sigma z) per image; the image gradient passes
+  straight through and the mean log-scale learns by the learned-step-size rule."""
+  from simgan_jax.simulators import target
+
+  assert np.array_equal(np.asarray(models.JPEG_LUMINANCE_TABLE), np.asarray(target._JPEG_TABLE))
+  rng = np.random.default_rng(0)
+  colour = rng.uniform(0.2, 0.8, (2, 19, 27, 1)).astype(np.float32)  # [0, 1], as the target's
+  image = jnp.asarray(colour * 2 - 1)
+  z = jnp.asarray([0.0, 1.5], jnp.float32)
+  stage = models.JpegQuantizer()
+  params = stage.init(jax.random.PRNGKey(0), image, z)["params"]
+  params = {"log_scale": jnp.asarray(0.03), "log_spread": jnp.asarray(0.05)}
+  r = models.BLOCK_LOG_STEP_RATE
+  scale = np.exp(np.log(models.JPEG_SCALE_INIT) + r * 0.03
+                 + np.exp(np.log(models.JPEG_SPREAD_INIT) + r * 0.05) * np.asarray(z))
+  out = np.asarray(stage.apply({"params": params}, image, z))
+  cfg = target.TargetConfig()
+  for i in range(2):
+    # target: q = table * blocking * (0.25 + blocking_scale)
+    ref = target._blocking(jnp.asarray(colour[i]), {"appearance": {"blocking_scale": scale[i] - 0.25}}, cfg)
+    np.testing.assert_allclose(out[i], np.clip(np.asarray(ref) * 2 - 1, -1, 1), atol=3e-5)
+  assert np.abs(out[1] - np.asarray(image[1])).max() > 0.1  # quality ~30: visible blocks
+  # Straight-through for the image.
+  g = rng.normal(size=image.shape).astype(np.float32)
+  grad = jax.grad(lambda x: jnp.sum(stage.apply({"params": params}, x, z) * g))(image)
+  inside = np.abs(out) < 1.0
+  np.testing.assert_allclose(np.asarray(grad)[inside], g[inside], atol=1e-5)
+  # d loss / d mu on one flat block (z = 0): (round(c/q) - c/q) * dL/dc_DC * dq/dmu.
+  flat = jnp.full((1, 8, 8, 1), 0.3)
+  loss = lambda pp: jnp.sum(stage.apply({"params": pp}, flat, jnp.zeros(1)))  # noqa: E731
+  grads = jax.grad(loss)(params)
+  q = 16 * 2 / 255 * np.exp(np.log(models.JPEG_SCALE_INIT) + r * 0.03)
+  c = (0.3 - 1 / 255) * 8
+  expected = (np.round(c / q) - c / q) * 8 * r * q
+  np.testing.assert_allclose(float(grads["log_scale"]), expected, rtol=1e-3)
+  assert float(grads["log_spread"]) == 0.0  # z = 0: the spread does not act
+
+
+def test_refiner_jpeg_quantizer_reads_its_own_noise_channel():
+  """refiner.jpeg_quantizer: one per-image normal channel after the normal and smooth ones;
+  the drop-out head's uniform channel stays last; two images with the same input but
+  different draws are compressed at different qualities."""
+  config = default.get_config("smoke")
+  config.refiner.output_activation = "residual"
+  config.refiner.noise_channels, config.refiner.smooth_noise_cells = 1, (1,)
+  config.refiner.jpeg_quantizer, config.refiner.dropout_value = True, 1.0
+  refiner = models.make_refiner(config)
+  keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(0), i))(jnp.arange(2))
+  noise = models.refiner_noise(refiner, keys, (16, 24))
+  assert noise.shape == (2, 16, 24, 4)
+  np.testing.assert_allclose(noise[..., 2], noise[:, :1, :1, 2] * jnp.ones((2, 16, 24)))  # per image
+  assert abs(float(noise[0, 0, 0, 2] - noise[1, 0, 0, 2])) > 1e-3
+  x = jnp.asarray(np.random.default_rng(1).uniform(-0.5, 0.5, (1, 16, 24, 1)).repeat(2, 0), jnp.float32)
+  params = refiner.init(jax.random.PRNGKey(0), x, noise)["params"]
+  assert params["conv_in"]["kernel"].shape[2] == 3  # image, normal, smooth: not the JPEG draw
+  params["jpeg_quantizer"]["log_spread"] = jnp.asarray(0.2)  # sigma = 1.5
+  params["drop_head" if "drop_head" in params else "conv_drop"] = jax.tree.map(
+      jnp.zeros_like, params["drop_head" if "drop_head" in params else "conv_drop"])
+  out = np.asarray(refiner.apply({"params": params}, x, noise))
+  z = np.asarray(noise[:, 0, 0, 2])
+  for i in range(2):
+    expected = models.JpegQuantizer().apply({"params": params["jpeg_quantizer"]}, x[i:i + 1], z[i:i + 1])
+    kept = out[i] != 1.0  # pixels the drop-out head left (p = 0.7%)
+    np.testing.assert_allclose(out[i][kept], np.asarray(expected[0])[kept], atol=1e-5)
+  assert np.abs(out[0] - out[1]).max() > 0.01
+  assert "JPEG stage" in " ".join(models.refiner_extras(config.refiner))
+
+
 def test_slope_dropout_head_follows_the_slope_only():
   """dropout_slope_head: the drop logit is w . (|dy|, |dx|, |grad|, value) + b + init, 5
   parameters; on a made-up depth image (a flat plate, a ramp, a step to the background)

@@ -235,6 +235,12 @@ def test_block_quantizer_needs_a_trunk():
   config.refiner.block_quantizer, config.refiner.smooth_noise_cells = 0, (1, 4)
   with pytest.raises(ConfigError, match="config.refiner.smooth_noise_cells: feeds the trunk"):
     train.validate_config(config, 1)
+  config.refiner.smooth_noise_cells, config.refiner.jpeg_quantizer = (), True
+  with pytest.raises(ConfigError, match="config.refiner.jpeg_quantizer: compresses the trunk's output"):
+    train.validate_config(config, 1)
+  config.refiner.output_activation, config.refiner.block_quantizer = "residual", 8
+  with pytest.raises(ConfigError, match="config.refiner.jpeg_quantizer: R's output is quantised either"):
+    train.validate_config(config, 1)
 
 
 def test_slope_head_is_a_local_head_and_excludes_the_kxk_one():

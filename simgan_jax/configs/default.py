@@ -120,6 +120,12 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   # and over tens of pixels in the target (light, contrast, brightness), which per-pixel
   # noise_channels through R's ~19 px receptive field cannot supply. E.g. 1,2,4.
   c.refiner.smooth_noise_cells = ()
+  # JPEG stage (not in the paper; False = off): R's output through 8x8 block-DCT rounding
+  # with JPEG's standard luminance table times a quality scale drawn per image, its mean
+  # and spread over images learned (models.JpegQuantizer): blocks on the camera's grid
+  # with one table shape, where block_quantizer learns 64 free steps. Assumes the real
+  # images are JPEG-compressed with a scaled standard table (the eye target's are).
+  c.refiner.jpeg_quantizer = False
   # Discriminator: layer table by preset ("eye", "hand" or "patch9": 9 px patches), widths scaled by
   # width_multiplier, optional batch norm (the article credits it for faster D).
   c.discriminator = ml_collections.ConfigDict()
