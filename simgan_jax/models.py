@@ -100,6 +100,10 @@ class Refiner(nn.Module):
   # the standard luminance table times a quality scale drawn per image (learned mean and
   # spread over images; one more noise channel carries each image's draw).
   jpeg_quantizer: bool = False
+  # Light stage (not in the paper; False = off): before any JPEG stage, R's output gets a
+  # random light and tone per image (LightStage: a smooth gain field, gamma, contrast and
+  # brightness, each a fixed random draw times a learned magnitude; 5 more noise channels).
+  light_stage: bool = False
 
   @nn.compact
   def __call__(self, images_BHWC, noise_BHWN=None):
@@ -115,6 +119,7 @@ class Refiner(nn.Module):
         drop = "" if self.dropout_value is None else f" with dropout_value={self.dropout_value} (+1 uniform channel)"
         smooth = f" and smooth_noise_cells={self.smooth_noise_cells}" if self.smooth_noise_cells else ""
         smooth += " and jpeg_quantizer=True (+1 channel)" if self.jpeg_quantizer else ""
+        smooth += f" and light_stage=True (+{LIGHT_NOISE_CHANNELS} channels)" if self.light_stage else ""
         raise ValueError(f"Refiner: noise_channels={self.noise_channels}{smooth}{drop} needs noise of shape "
                          f"{(*images_BHWC.shape[:3], num_noise)} (see refiner_noise), "
                          f"got {None if noise_BHWN is None else noise_BHWN.shape}")
@@ -123,9 +128,9 @@ class Refiner(nn.Module):
                             self.dropout_head_kernel or self.dropout_slope_head)
       out, features = inputs_BHWC.astype(jnp.float32), None
     else:
-      num_input_noise = self.noise_channels + len(self.smooth_noise_cells)
-      if num_input_noise:  # normal, then smooth channels (refiner_noise's layout)
-        normal = noise_BHWN[..., :num_input_noise]
+      slices = noise_slices(self)
+      if slices["trunk"].stop:  # normal, then smooth channels (refiner_noise's layout)
+        normal = noise_BHWN[..., slices["trunk"]]
         images_BHWC = jnp.concatenate([images_BHWC, normal.astype(images_BHWC.dtype)], axis=-1)
       if self.grid_phase_period:
         phase = grid_phase(images_BHWC.shape[1:3], self.grid_phase_period)
@@ -148,8 +153,10 @@ class Refiner(nn.Module):
         out = x
       if self.block_quantizer:
         out = BlockQuantizer(self.block_quantizer, name="block_quantizer")(out)
+      if self.light_stage:
+        out = LightStage(name="light_stage")(out, noise_BHWN[..., slices["light"]])
       if self.jpeg_quantizer:
-        out = JpegQuantizer(name="jpeg_quantizer")(out, noise_BHWN[:, 0, 0, num_input_noise])
+        out = JpegQuantizer(name="jpeg_quantizer")(out, noise_BHWN[:, 0, 0, slices["jpeg"].start])
     if self.dropout_value is None:
       return out
     if self.dropout_slope_head:
@@ -339,9 +346,23 @@ def grid_phase(image_hw, period: int) -> jax.Array:
 
 def noise_input_channels(refiner: "Refiner") -> int:
   """Channels of the refiner's noise input: its normal ones, its smooth ones, + 1 per-image
-  normal for the JPEG stage, + 1 uniform for the drop-out head."""
-  return (refiner.noise_channels + len(refiner.smooth_noise_cells) + refiner.jpeg_quantizer
-          + (refiner.dropout_value is not None))
+  normal for the JPEG stage, + LIGHT_NOISE_CHANNELS for the light stage, + 1 uniform for
+  the drop-out head."""
+  return noise_slices(refiner)["drop"].stop
+
+
+def noise_slices(refiner: "Refiner") -> dict[str, slice]:
+  """Where each part of the refiner's noise input lies along its channel axis: "trunk"
+  (normal, then smooth channels: the trunk's extra inputs), "jpeg", "light", "drop"
+  (each empty when off), in refiner_noise's order."""
+  sizes = (("trunk", refiner.noise_channels + len(refiner.smooth_noise_cells)),
+           ("jpeg", int(refiner.jpeg_quantizer)), ("light", LIGHT_NOISE_CHANNELS * refiner.light_stage),
+           ("drop", int(refiner.dropout_value is not None)))
+  out, start = {}, 0
+  for name, size in sizes:
+    out[name] = slice(start, start + size)
+    start += size
+  return out
 
 
 # (kind, kernel, stride, features); "pool" rows are max pooling with no features.
@@ -413,6 +434,8 @@ def refiner_extras(refiner_config) -> list[str]:
   if refiner_config.get("smooth_noise_cells", ()):
     cells = ", ".join(map(str, refiner_config.smooth_noise_cells))
     extras.append(f"smooth noise input ({cells} cells)")
+  if refiner_config.get("light_stage", False):
+    extras.append("light stage (random light and tone, learned magnitudes)")
   if refiner_config.get("jpeg_quantizer", False):
     extras.append("JPEG stage (standard table, learned quality per image)")
   if refiner_config.get("block_quantizer", 0):
@@ -445,6 +468,7 @@ def make_refiner(config) -> Refiner:
       dropout_slope_head=config.refiner.get("dropout_slope_head", False),
       smooth_noise_cells=tuple(config.refiner.get("smooth_noise_cells", ())),
       jpeg_quantizer=bool(config.refiner.get("jpeg_quantizer", False)),
+      light_stage=bool(config.refiner.get("light_stage", False)),
   )
 
 
@@ -452,8 +476,9 @@ def refiner_noise(refiner: Refiner, keys, image_hw):
   """The refiner's noise input for one key per example [B], or None without noise:
   ``noise_channels`` standard normal channels, one ``smooth_noise`` channel per
   ``smooth_noise_cells`` entry, one standard normal value per image for the JPEG stage
-  (``jpeg_quantizer``, repeated over the image), then one uniform [0, 1) channel for the
-  drop-out head (``dropout_value``).
+  (``jpeg_quantizer``, repeated over the image), the light stage's draws
+  (``light_noise``), then one uniform [0, 1) channel for the drop-out head
+  (``dropout_value``); ``noise_slices`` says where each lies.
 
   Noise is a pure function of the example's key, so a batch refines the same on 1
   or N devices and a refined dataset is reproducible (refine.py keys it by index).
@@ -469,6 +494,8 @@ def refiner_noise(refiner: Refiner, keys, image_hw):
     if refiner.jpeg_quantizer:
       z = jax.random.normal(jax.random.fold_in(k, _JPEG_STREAM), (), jnp.float32)
       normal = jnp.concatenate([normal, jnp.full((*image_hw, 1), z)], axis=-1)
+    if refiner.light_stage:
+      normal = jnp.concatenate([normal, light_noise(jax.random.fold_in(k, _LIGHT_STREAM), image_hw)], axis=-1)
     if refiner.dropout_value is None:
       return normal
     # The drop-out head's uniform draws, from their own stream of the example's key.
@@ -481,6 +508,48 @@ def refiner_noise(refiner: Refiner, keys, image_hw):
 _DROP_STREAM = 0x0D50  # fold_in tag of the drop-out head's uniform noise
 _SMOOTH_STREAM = 0x5300  # fold_in tag of the smooth noise channels
 _JPEG_STREAM = 0x1F60  # fold_in tag of the JPEG stage's per-image draw
+_LIGHT_STREAM = 0x7160  # fold_in tag of the light stage's draws
+LIGHT_FIELD_CELLS = (2, 4)  # the light stage's gain fields: smooth_noise grids of 2 and 4 rows
+LIGHT_NOISE_CHANNELS = len(LIGHT_FIELD_CELLS) + 3  # + gamma, contrast, brightness draws
+
+
+def light_noise(key, image_hw) -> jax.Array:
+  """[H, W, LIGHT_NOISE_CHANNELS]: the light stage's draws for one image: smooth normal
+  fields on LIGHT_FIELD_CELLS grids, then three standard normal values repeated over the
+  image (gamma, contrast, brightness)."""
+  fields = smooth_noise(key, image_hw, LIGHT_FIELD_CELLS)
+  z = jax.random.normal(jax.random.fold_in(key, 0x70E), (3,), jnp.float32)
+  return jnp.concatenate([fields, jnp.broadcast_to(z, (*image_hw, 3))], axis=-1)
+
+
+class LightStage(nn.Module):
+  """Random light and tone per image with learned magnitudes [B, H, W, C] -> same, in
+  linear [0, 1] values c = (x + 1) / 2: c * exp(a1 f1 + a2 f2) (f: smooth normal fields,
+  LIGHT_FIELD_CELLS), then c ** exp(b z1), (c - 1/2) exp(d z2) + 1/2, c + e z3 (z:
+  per-image normals), clipped back to [-1, 1]. The draws come from the noise input
+  (light_noise); the five magnitudes are learned, each LIGHT_AMP_INIT + LIGHT_AMP_RATE
+  * parameter, so the GAN only has to learn how much light and tone vary over images,
+  which a trunk fed noise_channels or smooth_noise_cells did not learn to draw (eyes
+  :cpu: refined images stay evenly lit). A tone change carries no label, so the
+  self-regularisation should leave it free (loss.psi normalized_band or
+  normalized_low_pass_4)."""
+
+  @nn.compact
+  def __call__(self, images_BHWC, draws_BHWN):
+    p = self.param("magnitude", nn.initializers.zeros, (5,), jnp.float32)
+    a = LIGHT_AMP_INIT + LIGHT_AMP_RATE * p
+    nf = len(LIGHT_FIELD_CELLS)
+    f, z = draws_BHWN[..., :nf], draws_BHWN[:, :1, :1, nf:]
+    c = (images_BHWC.astype(jnp.float32) + 1.0) / 2.0
+    c = c * jnp.exp(jnp.sum(f * a[:nf], axis=-1, keepdims=True))
+    c = jnp.clip(c, 1e-4, 1.0) ** jnp.exp(a[nf] * z[..., :1])
+    c = (c - 0.5) * jnp.exp(a[nf + 1] * z[..., 1:2]) + 0.5
+    c = c + a[nf + 2] * z[..., 2:3]
+    return jnp.clip(2.0 * c - 1.0, -1.0, 1.0)
+
+
+LIGHT_AMP_INIT = 0.05  # the light stage's magnitudes at initialisation (not 0: a saddle)
+LIGHT_AMP_RATE = 10.0  # each magnitude moves this much per unit of its parameter
 
 
 def smooth_noise_grid(cells: int, image_hw) -> tuple[int, int]:

@@ -131,6 +131,9 @@ def validate_config(config, num_devices: int) -> None:
   if cells and config.refiner.output_activation == "identity":
     raise ConfigError("config.refiner.smooth_noise_cells: feeds the trunk, and "
                       "output_activation='identity' has no trunk")
+  if config.refiner.get("light_stage", False) and config.refiner.output_activation == "identity":
+    raise ConfigError("config.refiner.light_stage: changes the trunk's output, and "
+                      "output_activation='identity' has no trunk")
   if config.refiner.get("jpeg_quantizer", False):
     if config.refiner.output_activation == "identity":
       raise ConfigError("config.refiner.jpeg_quantizer: compresses the trunk's output, and "

@@ -447,6 +447,52 @@ def test_refiner_jpeg_quantizer_reads_its_own_noise_channel():
   assert "JPEG stage" in " ".join(models.refiner_extras(config.refiner))
 
 
+def test_light_stage_is_random_light_and_tone_with_learned_magnitudes():
+  """LightStage equals the formula (numpy) for given draws and magnitudes; the magnitudes
+  get gradients (they start at 0.05, not at the zero saddle); refiner_noise puts its draws
+  (smooth fields on 2- and 4-row grids, then three per-image normals) after the JPEG
+  draw and before the drop-out head's uniform channel."""
+  rng = np.random.default_rng(0)
+  x = rng.uniform(-0.8, 0.8, (2, 16, 24, 1)).astype(np.float32)
+  key = jax.random.PRNGKey(5)
+  draws = jnp.stack([models.light_noise(jax.random.fold_in(key, i), (16, 24)) for i in range(2)])
+  assert draws.shape == (2, 16, 24, models.LIGHT_NOISE_CHANNELS)
+  np.testing.assert_array_equal(draws[..., :2], jnp.stack(
+      [models.smooth_noise(jax.random.fold_in(key, i), (16, 24), (2, 4)) for i in range(2)]))
+  np.testing.assert_allclose(draws[..., 2:], jnp.broadcast_to(draws[:, :1, :1, 2:], draws[..., 2:].shape))
+  stage = models.LightStage()
+  params = stage.init(jax.random.PRNGKey(0), x, draws)["params"]
+  np.testing.assert_allclose(np.asarray(params["magnitude"]), 0.0)
+  params = {"magnitude": jnp.asarray([0.03, -0.02, 0.01, 0.02, -0.01])}
+  a = models.LIGHT_AMP_INIT + models.LIGHT_AMP_RATE * np.asarray(params["magnitude"])
+  d = np.asarray(draws)
+  c = (x + 1) / 2 * np.exp(a[0] * d[..., :1] + a[1] * d[..., 1:2])
+  c = np.clip(c, 1e-4, 1) ** np.exp(a[2] * d[..., 2:3])
+  c = (c - 0.5) * np.exp(a[3] * d[..., 3:4]) + 0.5
+  c = c + a[4] * d[..., 4:5]
+  out = np.asarray(stage.apply({"params": params}, x, draws))
+  np.testing.assert_allclose(out, np.clip(2 * c - 1, -1, 1), atol=2e-5)
+  assert np.abs(out[0] - out[1]).max() > 0.1  # different draws, different light
+  g = jax.grad(lambda pp: jnp.sum(stage.apply({"params": pp}, x, draws) * jnp.asarray(x)))(params)
+  assert np.all(np.abs(np.asarray(g["magnitude"])) > 1e-3)
+
+  config = default.get_config("smoke")
+  config.refiner.output_activation, config.refiner.noise_channels = "residual", 1
+  config.refiner.jpeg_quantizer, config.refiner.light_stage, config.refiner.dropout_value = True, True, 1.0
+  refiner = models.make_refiner(config)
+  slices = models.noise_slices(refiner)
+  assert (slices["trunk"], slices["jpeg"], slices["light"], slices["drop"]) == (
+      slice(0, 1), slice(1, 2), slice(2, 7), slice(7, 8))
+  keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(0), i))(jnp.arange(2))
+  noise = models.refiner_noise(refiner, keys, (16, 24))
+  assert noise.shape == (2, 16, 24, 8)
+  np.testing.assert_array_equal(noise[0, ..., 2:7], models.light_noise(jax.random.fold_in(keys[0], 0x7160), (16, 24)))
+  params = refiner.init(jax.random.PRNGKey(0), jnp.asarray(x), noise)["params"]
+  assert params["conv_in"]["kernel"].shape[2] == 2  # image + the normal channel only
+  assert params["light_stage"]["magnitude"].shape == (5,)
+  assert "light stage" in " ".join(models.refiner_extras(config.refiner))
+
+
 def test_slope_dropout_head_follows_the_slope_only():
   """dropout_slope_head: the drop logit is w . (|dy|, |dx|, |grad|, value) + b + init, 5
   parameters; on a made-up depth image (a flat plate, a ramp, a step to the background)

@@ -235,7 +235,10 @@ def test_block_quantizer_needs_a_trunk():
   config.refiner.block_quantizer, config.refiner.smooth_noise_cells = 0, (1, 4)
   with pytest.raises(ConfigError, match="config.refiner.smooth_noise_cells: feeds the trunk"):
     train.validate_config(config, 1)
-  config.refiner.smooth_noise_cells, config.refiner.jpeg_quantizer = (), True
+  config.refiner.smooth_noise_cells, config.refiner.light_stage = (), True
+  with pytest.raises(ConfigError, match="config.refiner.light_stage: changes the trunk's output"):
+    train.validate_config(config, 1)
+  config.refiner.light_stage, config.refiner.jpeg_quantizer = False, True
   with pytest.raises(ConfigError, match="config.refiner.jpeg_quantizer: compresses the trunk's output"):
     train.validate_config(config, 1)
   config.refiner.output_activation, config.refiner.block_quantizer = "residual", 8

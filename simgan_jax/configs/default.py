@@ -126,6 +126,11 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   # with one table shape, where block_quantizer learns 64 free steps. Assumes the real
   # images are JPEG-compressed with a scaled standard table (the eye target's are).
   c.refiner.jpeg_quantizer = False
+  # Light stage (not in the paper; False = off): after the trunk (before the JPEG stage), a
+  # random light and tone per image: a smooth gain field (2- and 4-row grids), gamma,
+  # contrast and brightness, each a random draw times a learned magnitude
+  # (models.LightStage). For targets whose light and exposure vary from image to image.
+  c.refiner.light_stage = False
   # Discriminator: layer table by preset ("eye", "hand" or "patch9": 9 px patches), widths scaled by
   # width_multiplier, optional batch norm (the article credits it for faster D).
   c.discriminator = ml_collections.ConfigDict()
