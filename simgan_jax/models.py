@@ -153,6 +153,8 @@ class Refiner(nn.Module):
         out = x
       if self.block_quantizer:
         out = BlockQuantizer(self.block_quantizer, name="block_quantizer")(out)
+      if has_camera_stages(self):  # the self-regularisation reads this (training._refine_both)
+        self.sow("intermediates", "before_camera", out)
       if self.light_stage:
         out = LightStage(name="light_stage")(out, noise_BHWN[..., slices["light"]])
       if self.jpeg_quantizer:
@@ -349,6 +351,15 @@ def noise_input_channels(refiner: "Refiner") -> int:
   normal for the JPEG stage, + LIGHT_NOISE_CHANNELS for the light stage, + 1 uniform for
   the drop-out head."""
   return noise_slices(refiner)["drop"].stop
+
+
+def has_camera_stages(refiner: "Refiner") -> bool:
+  """Whether R ends in label-free camera stages (light_stage, jpeg_quantizer): then the
+  self-regularisation compares the trunk's output, before them, with the input (the
+  stages' random light and compression carry no label, and an L1 on them would only
+  teach their magnitudes to shrink: a JPEG stage's quality scale fell from 0.5 to 0.07
+  in 800 steps of an eye :cpu run with self-regularisation after it)."""
+  return bool(refiner.light_stage or refiner.jpeg_quantizer)
 
 
 def noise_slices(refiner: "Refiner") -> dict[str, slice]:

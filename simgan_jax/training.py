@@ -148,9 +148,19 @@ def _apply_discriminator(s: Setup, state: TrainState, params, images, train: boo
 
 def _refine(s: Setup, params, images, keys):
   """R(images); ``keys`` are the examples' own keys (they seed R's noise input, if any)."""
+  return _refine_both(s, params, images, keys)[0]
+
+
+def _refine_both(s: Setup, params, images, keys):
+  """(R(images), what the self-regularisation compares with the input): R's output, or
+  with camera stages (models.has_camera_stages) its trunk's output before them."""
   noise_keys = jax.vmap(lambda k: jax.random.fold_in(k, NOISE_STREAM))(keys)
-  return s.nets.refiner.apply({"params": params}, images,
-                              models.refiner_noise(s.nets.refiner, noise_keys, images.shape[1:3]))
+  noise = models.refiner_noise(s.nets.refiner, noise_keys, images.shape[1:3])
+  if not models.has_camera_stages(s.nets.refiner):
+    refined = s.nets.refiner.apply({"params": params}, images, noise)
+    return refined, refined
+  refined, sown = s.nets.refiner.apply({"params": params}, images, noise, mutable=["intermediates"])
+  return refined, sown["intermediates"]["before_camera"][0]
 
 
 def _uses_task_consistency(s: Setup) -> bool:
@@ -164,10 +174,10 @@ def _refiner_update(s: Setup, state: TrainState, data, key, adversarial: bool):
   synthetic = s.data.synthetic.sample(data["synthetic"], keys)["image"]
 
   def loss_fn(params):
-    refined = _refine(s, params, synthetic, keys)
+    refined, before_camera = _refine_both(s, params, synthetic, keys)
     # Dropped ("no measurement") pixels are free in the adversarial phase only: pretraining
     # makes R the identity.
-    regularised = losses.free_missing(refined, synthetic, s.loss.free_above) if adversarial else refined
+    regularised = losses.free_missing(before_camera, synthetic, s.loss.free_above) if adversarial else before_camera
     reg = s.loss.self_regularization_loss(regularised, synthetic,
                                           psi=s.loss.psi if adversarial else s.loss.pretrain_psi,
                                           reduction=s.loss.reduction)
