@@ -253,7 +253,7 @@ class JpegQuantizer(nn.Module):
   absolute grid, coefficient k rounded to q_k = table_k * 2/255 * s (the table in [-1, 1]
   units) with a quality scale s drawn per image, log s = mu + sigma * z, z the image's
   standard normal draw (``z_B``), mu and sigma learned (``log_scale``, ``log_spread``, each
-  used times BLOCK_LOG_STEP_RATE). One shape of table, as real cameras' encoders use,
+  used times JPEG_LOG_RATE). One shape of table, as real cameras' encoders use,
   instead of BlockQuantizer's 64 free steps (which learned large mid-frequency steps and
   a tiny DC one). s starts at JPEG_SCALE_INIT (quality ~75), sigma at JPEG_SPREAD_INIT.
   Blocks are level-shifted by JPEG's 128 grey levels before the DCT."""
@@ -262,8 +262,8 @@ class JpegQuantizer(nn.Module):
   def __call__(self, images_BHWC, z_B):
     mu = self.param("log_scale", nn.initializers.zeros, (), jnp.float32)
     sigma = self.param("log_spread", nn.initializers.zeros, (), jnp.float32)
-    log_s = (math.log(JPEG_SCALE_INIT) + BLOCK_LOG_STEP_RATE * mu
-             + jnp.exp(math.log(JPEG_SPREAD_INIT) + BLOCK_LOG_STEP_RATE * sigma) * z_B)
+    log_s = (math.log(JPEG_SCALE_INIT) + JPEG_LOG_RATE * mu
+             + jnp.exp(math.log(JPEG_SPREAD_INIT) + JPEG_LOG_RATE * sigma) * z_B)
     table = jnp.asarray(JPEG_LUMINANCE_TABLE, jnp.float32).reshape(64) * (2.0 / 255.0)
     return quantize_blocks(images_BHWC, table * jnp.exp(log_s)[:, None, None, None, None], 8,
                            level_shift=1.0 / 255.0)
@@ -271,6 +271,10 @@ class JpegQuantizer(nn.Module):
 
 JPEG_SCALE_INIT = 0.5  # the JPEG stage's quality scale at initialisation (1.0: quality 50)
 JPEG_SPREAD_INIT = 0.2  # the std of its log over images at initialisation
+# Its log-scale and log-spread move this much per unit of their parameters. At 10 (as
+# BlockQuantizer's) the eye :cpu run's D pushed the scale from 0.5 to 3.8 in 200
+# adversarial steps and 10.7 by 400 (quality ~5, pupils wiped out) before it could adapt.
+JPEG_LOG_RATE = 2.0
 
 
 
@@ -560,7 +564,9 @@ class LightStage(nn.Module):
 
 
 LIGHT_AMP_INIT = 0.05  # the light stage's magnitudes at initialisation (not 0: a saddle)
-LIGHT_AMP_RATE = 10.0  # each magnitude moves this much per unit of its parameter
+# Each magnitude moves this much per unit of its parameter. At 10 the eye :cpu run's gamma
+# magnitude went from 0.05 to 1.6 within 700 adversarial steps (exp(1.6 z) gammas).
+LIGHT_AMP_RATE = 1.0
 
 
 def smooth_noise_grid(cells: int, image_hw) -> tuple[int, int]:
