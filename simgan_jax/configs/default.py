@@ -129,11 +129,19 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   # and spread over images learned (models.JpegQuantizer): blocks on the camera's grid
   # with one table shape, where block_quantizer learns 64 free steps. Assumes the real
   # images are JPEG-compressed with a scaled standard table (the eye target's are).
+  # Not usable yet: on eyes :cpu (SimGAN seed 0, run stopped; no report) D pushed the
+  # scale from 0.5 to 3.2 by step 500 and 1,879 by step 1,700 (every block flat): the
+  # learned-step-size gradient keeps pushing once all of a block's AC coefficients round
+  # to zero, where the true effect of a larger step is none. With the self-regularisation
+  # after the stage instead, it shrank to 0.07 by step 800. Off.
   c.refiner.jpeg_quantizer = False
   # Light stage (not in the paper; False = off): after the trunk (before the JPEG stage), a
   # random light and tone per image: a smooth gain field (2- and 4-row grids), gamma,
   # contrast and brightness, each a random draw times a learned magnitude
   # (models.LightStage). For targets whose light and exposure vary from image to image.
+  # Not measured alone: with jpeg_quantizer (above) its magnitudes grew to 0.6 and 1.3
+  # (log-gain fields), 2.0 (gamma), 2.1 (brightness) by step 1,400 of that run (the
+  # target's are about 0.2, 0.17 and 0.07): large blotches of light. Off.
   c.refiner.light_stage = False
   # Discriminator: layer table by preset ("eye", "hand" or "patch9": 9 px patches), widths scaled by
   # width_multiplier, optional batch norm (the article credits it for faster D).
