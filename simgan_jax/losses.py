@@ -96,6 +96,18 @@ def self_regularization_loss(refined_BHWC, synthetic_BHWC, *, psi, reduction="su
   return jnp.mean(reduce_per_image(jnp.abs(psi(refined_BHWC) - psi(synthetic_BHWC)), reduction))
 
 
+def score_function_surrogate(per_example_loss_B, log_density_B):
+  """A term worth 0 whose gradient is the score-function (REINFORCE) estimate of the
+  gradient of mean(loss) with respect to the parameters of the distribution the examples'
+  random draws came from: mean_b (L_b - mean L) * grad log p_b (the batch mean as the
+  baseline; the losses carry no gradient here). Add it to a loss that is averaged over the
+  batch. For parameters whose effect passes through a non-differentiable step (a JPEG
+  stage's rounding, models.JpegQuantizer)."""
+  advantage = jax.lax.stop_gradient(per_example_loss_B - jnp.mean(per_example_loss_B))
+  term = jnp.mean(advantage * log_density_B)
+  return term - jax.lax.stop_gradient(term)
+
+
 def free_missing(refined_BHWC, synthetic_BHWC, above: float | None):
   """``refined`` with its pixels at or above ``above`` replaced by the synthetic input's.
 

@@ -152,15 +152,18 @@ def _refine(s: Setup, params, images, keys):
 
 
 def _refine_both(s: Setup, params, images, keys):
-  """(R(images), what the self-regularisation compares with the input): R's output, or
-  with camera stages (models.has_camera_stages) its trunk's output before them."""
+  """(R(images), what the self-regularisation compares with the input, the JPEG stage's
+  per-image log densities or None): R's output, or with camera stages
+  (models.has_camera_stages) its trunk's output before them."""
   noise_keys = jax.vmap(lambda k: jax.random.fold_in(k, NOISE_STREAM))(keys)
   noise = models.refiner_noise(s.nets.refiner, noise_keys, images.shape[1:3])
   if not models.has_camera_stages(s.nets.refiner):
     refined = s.nets.refiner.apply({"params": params}, images, noise)
-    return refined, refined
+    return refined, refined, None
   refined, sown = s.nets.refiner.apply({"params": params}, images, noise, mutable=["intermediates"])
-  return refined, sown["intermediates"]["before_camera"][0]
+  sown = sown["intermediates"]
+  jpeg = sown.get("jpeg_quantizer", {}).get("jpeg_log_density")
+  return refined, sown["before_camera"][0], None if jpeg is None else jpeg[0]
 
 
 def _uses_task_consistency(s: Setup) -> bool:
@@ -174,7 +177,7 @@ def _refiner_update(s: Setup, state: TrainState, data, key, adversarial: bool):
   synthetic = s.data.synthetic.sample(data["synthetic"], keys)["image"]
 
   def loss_fn(params):
-    refined, before_camera = _refine_both(s, params, synthetic, keys)
+    refined, before_camera, jpeg_log_density = _refine_both(s, params, synthetic, keys)
     # Dropped ("no measurement") pixels are free in the adversarial phase only: pretraining
     # makes R the identity.
     regularised = losses.free_missing(before_camera, synthetic, s.loss.free_above) if adversarial else before_camera
@@ -188,6 +191,9 @@ def _refiner_update(s: Setup, state: TrainState, data, key, adversarial: bool):
     logits, _ = _apply_discriminator(s, state, state.discriminator_params, seen, train=False)
     adv = s.loss.adversarial_loss(logits, reduction=s.loss.reduction)
     loss = adv + s.loss.self_regularization_weight * reg
+    if jpeg_log_density is not None:  # the JPEG stage's scale learns by the score function
+      per_image = jax.vmap(lambda l: s.loss.adversarial_loss(l[None], reduction=s.loss.reduction))(logits)
+      loss = loss + losses.score_function_surrogate(per_image, jpeg_log_density)
     metrics = {"refiner_adversarial_loss": adv, "self_regularization_loss": reg}
     if _uses_task_consistency(s):
       task = s.loss.task_consistency_loss(refined, synthetic, s.nets.task_network, reduction=s.loss.reduction)

@@ -174,3 +174,20 @@ def test_normalized_band_frees_slow_illumination_and_keeps_the_eye():
   np.testing.assert_allclose(losses._gaussian_blur(flat, losses.BAND_SIGMA), flat, rtol=1e-6)  # pylint: disable=protected-access
   ramp = as_batch(xx)
   np.testing.assert_allclose(losses._gaussian_blur(ramp, losses.BAND_SIGMA), ramp, rtol=1e-4, atol=1e-3)  # pylint: disable=protected-access
+
+
+def test_score_function_surrogate_is_zero_valued_with_the_reinforce_gradient():
+  """Value 0; gradient mean_b (L_b - mean L) d log p_b / d theta, the losses held fixed:
+  for log p_b = -(x_b - mu)^2 / 2 (unit Gaussian draws x_b), d/dmu = mean (L_b - Lbar)(x_b - mu)."""
+  x = jnp.asarray([0.3, -1.2, 2.0, 0.5])
+  per_example = jnp.asarray([1.0, 4.0, -2.0, 0.5])
+
+  def f(mu, scale):
+    logp = -0.5 * (x - mu)**2
+    return losses.score_function_surrogate(per_example * scale, logp)
+
+  assert float(f(0.1, 1.0)) == 0.0
+  g_mu, g_scale = jax.grad(f, argnums=(0, 1))(0.1, 1.0)
+  expected = np.mean((np.asarray(per_example) - np.mean(per_example)) * (np.asarray(x) - 0.1))
+  np.testing.assert_allclose(float(g_mu), expected, rtol=1e-6)
+  assert float(g_scale) == 0.0  # no gradient through the losses themselves

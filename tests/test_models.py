@@ -380,7 +380,7 @@ def test_jpeg_quantizer_is_the_eye_targets_jpeg_at_a_per_image_quality():
   """The stage at quality scale s equals the eye target's own JPEG-like blocking
   (simulators/target.py: 0-255 levels shifted by 128, the standard table times s), an
   independent implementation; s = exp(mu + sigma z) per image; the image gradient passes
-  straight through and the mean log-scale learns by the learned-step-size rule."""
+  straight through; the scale's parameters learn only through the sown log density."""
   from simgan_jax.simulators import target
 
   assert np.array_equal(np.asarray(models.JPEG_LUMINANCE_TABLE), np.asarray(target._JPEG_TABLE))
@@ -406,15 +406,19 @@ def test_jpeg_quantizer_is_the_eye_targets_jpeg_at_a_per_image_quality():
   grad = jax.grad(lambda x: jnp.sum(stage.apply({"params": params}, x, z) * g))(image)
   inside = np.abs(out) < 1.0
   np.testing.assert_allclose(np.asarray(grad)[inside], g[inside], atol=1e-5)
-  # d loss / d mu on one flat block (z = 0): (round(c/q) - c/q) * dL/dc_DC * dq/dmu.
-  flat = jnp.full((1, 8, 8, 1), 0.3)
-  loss = lambda pp: jnp.sum(stage.apply({"params": pp}, flat, jnp.zeros(1)))  # noqa: E731
-  grads = jax.grad(loss)(params)
-  q = 16 * 2 / 255 * np.exp(np.log(models.JPEG_SCALE_INIT) + r * 0.03)
-  c = (0.3 - 1 / 255) * 8
-  expected = (np.round(c / q) - c / q) * 8 * r * q
-  np.testing.assert_allclose(float(grads["log_scale"]), expected, rtol=1e-3)
-  assert float(grads["log_spread"]) == 0.0  # z = 0: the spread does not act
+  # No gradient reaches mu or sigma through the rounding; the stage sows each image's log
+  # density of its log scale for the score function (training.py).
+  grads = jax.grad(lambda pp: jnp.sum(stage.apply({"params": pp}, image, z) * g))(params)
+  assert float(grads["log_scale"]) == 0.0 and float(grads["log_spread"]) == 0.0
+  _, sown = stage.apply({"params": params}, image, z, mutable=["intermediates"])
+  density = np.asarray(sown["intermediates"]["jpeg_log_density"][0])
+  sigma = np.exp(np.log(models.JPEG_SPREAD_INIT) + r * 0.05)
+  np.testing.assert_allclose(density, -0.5 * np.asarray(z)**2 - np.log(sigma), rtol=1e-5)
+  # Its gradient: d/dmu = z / sigma, d/dsigma-parameter = (z^2 - 1) * rate.
+  dens = lambda pp: stage.apply({"params": pp}, image, z, mutable=["intermediates"])[1]["intermediates"]["jpeg_log_density"][0]  # noqa: E731
+  jac = jax.jacobian(dens)(params)
+  np.testing.assert_allclose(np.asarray(jac["log_scale"]), np.asarray(z) / sigma * r, rtol=1e-5)
+  np.testing.assert_allclose(np.asarray(jac["log_spread"]), (np.asarray(z)**2 - 1) * r, rtol=1e-5, atol=1e-6)
 
 
 def test_refiner_jpeg_quantizer_reads_its_own_noise_channel():

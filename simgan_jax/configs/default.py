@@ -133,7 +133,8 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   # scale from 0.5 to 3.2 by step 500 and 1,879 by step 1,700 (every block flat): the
   # learned-step-size gradient keeps pushing once all of a block's AC coefficients round
   # to zero, where the true effect of a larger step is none. With the self-regularisation
-  # after the stage instead, it shrank to 0.07 by step 800. Off.
+  # after the stage instead, it shrank to 0.07 by step 800. The scale now learns by the
+  # score function of the per-image adversarial losses (not measured yet). Off.
   c.refiner.jpeg_quantizer = False
   # Light stage (not in the paper; False = off): after the trunk (before the JPEG stage), a
   # random light and tone per image: a smooth gain field (2- and 4-row grids), gamma,
