@@ -117,10 +117,10 @@ class Refiner(nn.Module):
     if num_noise:
       if noise_BHWN is None or noise_BHWN.shape != (*images_BHWC.shape[:3], num_noise):
         drop = "" if self.dropout_value is None else f" with dropout_value={self.dropout_value} (+1 uniform channel)"
-        smooth = f" and smooth_noise_cells={self.smooth_noise_cells}" if self.smooth_noise_cells else ""
-        smooth += " and jpeg_quantizer=True (+1 channel)" if self.jpeg_quantizer else ""
-        smooth += f" and light_stage=True (+{LIGHT_NOISE_CHANNELS} channels)" if self.light_stage else ""
-        raise ValueError(f"Refiner: noise_channels={self.noise_channels}{smooth}{drop} needs noise of shape "
+        more = f" and smooth_noise_cells={self.smooth_noise_cells}" if self.smooth_noise_cells else ""
+        more += " and jpeg_quantizer=True (+1 channel)" if self.jpeg_quantizer else ""
+        more += f" and light_stage=True (+{LIGHT_NOISE_CHANNELS} channels)" if self.light_stage else ""
+        raise ValueError(f"Refiner: noise_channels={self.noise_channels}{more}{drop} needs noise of shape "
                          f"{(*images_BHWC.shape[:3], num_noise)} (see refiner_noise), "
                          f"got {None if noise_BHWN is None else noise_BHWN.shape}")
     if self.output_activation == "identity":  # no trunk: R only drops pixels
@@ -224,8 +224,8 @@ def quantize_blocks(images_BHWC, q, n: int = 8, level_shift: float = 0.0):
   2-D DCT, coefficient k rounded to a multiple of q[..., k], the inverse DCT, clipped to
   [-1, 1]. q: [n*n] (one table) or [B, 1, 1, 1, n*n] (one per image). ``level_shift`` is
   subtracted before the DCT and added back after (JPEG's: 128 of 0-255 is 1/255 here).
-  Rounding is straight-through for the image; q gets the learned-step-size gradient
-  round(c/q) - c/q."""
+  Rounding is straight-through for the image; a q that carries gradients gets the
+  learned-step-size gradient round(c/q) - c/q (BlockQuantizer; JpegQuantizer stops it)."""
   b, h, w, c = images_BHWC.shape
   ph, pw = -h % n, -w % n
   v = jnp.pad(images_BHWC.astype(jnp.float32), ((0, 0), (0, ph), (0, pw), (0, 0)), mode="edge")
@@ -554,9 +554,8 @@ class LightStage(nn.Module):
   (light_noise); the five magnitudes are learned, each LIGHT_AMP_INIT + LIGHT_AMP_RATE
   * parameter, so the GAN only has to learn how much light and tone vary over images,
   which a trunk fed noise_channels or smooth_noise_cells did not learn to draw (eyes
-  :cpu: refined images stay evenly lit). A tone change carries no label, so the
-  self-regularisation should leave it free (loss.psi normalized_band or
-  normalized_low_pass_4)."""
+  :cpu: refined images stay evenly lit). A tone change carries no label: the
+  self-regularisation reads R's output before this stage (has_camera_stages)."""
 
   @nn.compact
   def __call__(self, images_BHWC, draws_BHWN):

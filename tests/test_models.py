@@ -439,8 +439,6 @@ def test_refiner_jpeg_quantizer_reads_its_own_noise_channel():
   params = refiner.init(jax.random.PRNGKey(0), x, noise)["params"]
   assert params["conv_in"]["kernel"].shape[2] == 3  # image, normal, smooth: not the JPEG draw
   params["jpeg_quantizer"]["log_spread"] = jnp.asarray(0.5)  # sigma = 0.2 e = 0.54
-  params["drop_head" if "drop_head" in params else "conv_drop"] = jax.tree.map(
-      jnp.zeros_like, params["drop_head" if "drop_head" in params else "conv_drop"])
   out = np.asarray(refiner.apply({"params": params}, x, noise))
   z = np.asarray(noise[:, 0, 0, 2])
   for i in range(2):
