@@ -108,6 +108,34 @@ def score_function_surrogate(per_example_loss_B, log_density_B):
   return term - jax.lax.stop_gradient(term)
 
 
+def local_score_function_surrogate(loss_with_BHW, loss_without_BHW, log_density_BHW, reduction="sum"):
+  """A term worth 0 whose gradient is a local score-function estimate of the gradient of
+  the patch-wise adversarial loss with respect to the parameters of per-pixel binary
+  draws (a drop-out head's, models.Refiner.dropout_gradient="score_function").
+
+  ``loss_with`` [B, h, w]: each patch's loss on the image with the draws applied;
+  ``loss_without``: the same patch on the image without them (a baseline no draw
+  depends on); ``log_density`` [B, H, W]: each pixel's log probability of its draw. Each
+  pixel is credited with the advantage (with - without) of the patch nearest to it
+  (nearest-neighbour upsampling of the [h, w] map to [H, W]); a pixel also moves the
+  patches around that one, which this ignores (less variance, some bias). Per image
+  the credited terms are summed over pixels, then divided by h * w under
+  ``reduction="mean"`` as the loss is, and averaged over the batch."""
+  advantage = jax.lax.stop_gradient(loss_with_BHW - loss_without_BHW).astype(jnp.float32)
+  b, h, w = advantage.shape
+  big_h, big_w = log_density_BHW.shape[1:]
+  rows = (jnp.arange(big_h) * h) // big_h
+  cols = (jnp.arange(big_w) * w) // big_w
+  credited = advantage[:, rows][:, :, cols] * log_density_BHW
+  per_image = jnp.sum(credited, axis=(1, 2))
+  if reduction == "mean":
+    per_image = per_image / (h * w)
+  elif reduction != "sum":
+    raise ValueError(f"config.loss.reduction: {reduction!r} is not 'sum' or 'mean'")
+  term = jnp.mean(per_image)
+  return term - jax.lax.stop_gradient(term)
+
+
 def free_missing(refined_BHWC, synthetic_BHWC, above: float | None):
   """``refined`` with its pixels at or above ``above`` replaced by the synthetic input's.
 

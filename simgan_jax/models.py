@@ -82,6 +82,16 @@ class Refiner(nn.Module):
   # 5 parameters), so p can rise on steep surfaces and along silhouettes, where a
   # structured-light sensor loses depth, and can follow nothing else.
   dropout_slope_head: bool = False
+  # How the drop-out head's probabilities learn (not in the paper): "straight_through"
+  # (above) or "score_function": the same binary drop in the forward pass, no
+  # straight-through gradient, and training.py adds a local score-function (REINFORCE)
+  # estimate instead: each pixel's drop decision is credited with how much the drops
+  # changed the adversarial loss of D's patch nearest to it (the loss with drops minus
+  # the loss of the same image without them, which no decision depends on). The
+  # straight-through gradient asks whether a slightly larger depth would look more real,
+  # not whether a missing pixel would: on hands it learnt dense speckle over the whole
+  # hand (docs/ablations.md), where the target drops silhouettes and steep surfaces.
+  dropout_gradient: str = "straight_through"
   # Block quantiser (not in the paper; 0 = off): the trunk's output passes through a
   # learned JPEG-like stage on the absolute B x B grid (BlockQuantizer): the DCT of each
   # block, each of the B*B coefficients rounded to a learned step, the inverse DCT. Real
@@ -111,6 +121,9 @@ class Refiner(nn.Module):
       raise ValueError(f"config.refiner.output_activation: {self.output_activation!r} is not one of "
                        f"{', '.join(map(repr, OUTPUT_ACTIVATIONS))}")
     inputs_BHWC = images_BHWC
+    if self.dropout_gradient not in DROPOUT_GRADIENTS:
+      raise ValueError(f"config.refiner.dropout_gradient: {self.dropout_gradient!r} is not one of "
+                       f"{', '.join(map(repr, DROPOUT_GRADIENTS))}")
     if self.padding not in ("SAME", "REFLECT"):
       raise ValueError(f"config.refiner.padding: {self.padding!r} is not 'SAME' or 'REFLECT'")
     num_noise = noise_input_channels(self)
@@ -169,7 +182,14 @@ class Refiner(nn.Module):
     else:
       logit = layers.Conv(1, 1, impl=self.conv_impl, dtype=self.dtype, zero_init=True,
                           name="conv_drop")(features).astype(jnp.float32) + DROP_LOGIT_INIT
-    return drop_pixels(out, jax.nn.sigmoid(logit), noise_BHWN[..., -1:], self.dropout_value)
+    uniform = noise_BHWN[..., -1:]
+    if self.dropout_gradient == "score_function":  # training.py reads these (_refine_both)
+      hard = uniform < jax.nn.sigmoid(logit)
+      self.sow("intermediates", "before_drop", out)
+      self.sow("intermediates", "drop_log_density",
+               jnp.where(hard, jax.nn.log_sigmoid(logit), jax.nn.log_sigmoid(-logit))[..., 0])
+      return jnp.where(hard, jnp.asarray(self.dropout_value, out.dtype), out)
+    return drop_pixels(out, jax.nn.sigmoid(logit), uniform, self.dropout_value)
 
 
 class LocalDropHead(nn.Module):
@@ -366,6 +386,16 @@ def noise_input_channels(refiner: "Refiner") -> int:
   return noise_slices(refiner)["drop"].stop
 
 
+DROPOUT_GRADIENTS = ("straight_through", "score_function")
+
+
+def sows_intermediates(refiner: "Refiner") -> bool:
+  """Whether R's training apply must collect what it sows: camera stages
+  (has_camera_stages) or a drop-out head that learns by the score function."""
+  return has_camera_stages(refiner) or (refiner.dropout_value is not None
+                                        and refiner.dropout_gradient == "score_function")
+
+
 def has_camera_stages(refiner: "Refiner") -> bool:
   """Whether R ends in label-free camera stages (light_stage, jpeg_quantizer): then the
   self-regularisation compares the trunk's output, before them, with the input (the
@@ -470,6 +500,8 @@ def refiner_extras(refiner_config) -> list[str]:
     view = f" from a {kernel}x{kernel} input neighbourhood" if kernel else ""
     if refiner_config.get("dropout_slope_head", False):
       view = " from the input's local slope"
+    if refiner_config.get("dropout_gradient", "straight_through") == "score_function":
+      view += ", learnt by the score function"
     extras.append(f"drop-out head to {refiner_config.dropout_value}{view}")
   return extras
 
@@ -493,6 +525,7 @@ def make_refiner(config) -> Refiner:
       smooth_noise_cells=tuple(config.refiner.get("smooth_noise_cells", ())),
       jpeg_quantizer=bool(config.refiner.get("jpeg_quantizer", False)),
       light_stage=bool(config.refiner.get("light_stage", False)),
+      dropout_gradient=config.refiner.get("dropout_gradient", "straight_through"),
   )
 
 

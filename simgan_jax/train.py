@@ -124,6 +124,13 @@ def validate_config(config, num_devices: int) -> None:
   if config.refiner.get("dropout_slope_head", False) and config.refiner.get("dropout_head_kernel", 0):
     raise ConfigError("config.refiner.dropout_slope_head: the drop-out head reads either the slope or a "
                       "KxK neighbourhood (refiner.dropout_head_kernel), not both")
+  gradient = config.refiner.get("dropout_gradient", "straight_through")
+  if gradient not in models.DROPOUT_GRADIENTS:
+    raise ConfigError(f"config.refiner.dropout_gradient: {gradient!r} is not one of "
+                      f"{', '.join(map(repr, models.DROPOUT_GRADIENTS))}")
+  if gradient != "straight_through" and config.refiner.get("dropout_value") is None:
+    raise ConfigError(f"config.refiner.dropout_gradient: {gradient!r} is how a drop-out head learns, "
+                      "and there is none (refiner.dropout_value is None)")
   cells = tuple(config.refiner.get("smooth_noise_cells", ()))
   if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in cells):
     raise ConfigError(f"config.refiner.smooth_noise_cells: must be integers >= 1 (cells along the "

@@ -152,18 +152,29 @@ def _refine(s: Setup, params, images, keys):
 
 
 def _refine_both(s: Setup, params, images, keys):
-  """(R(images), what the self-regularisation compares with the input, the JPEG stage's
-  per-image log densities or None): R's output, or with camera stages
-  (models.has_camera_stages) its trunk's output before them."""
+  """(R(images), what the self-regularisation compares with the input, what R sowed):
+  the second is R's output, or with camera stages (models.has_camera_stages) its trunk's
+  output before them; the third a dict, empty unless models.sows_intermediates, with
+  "jpeg_log_density" [B] (a JPEG stage), and "before_drop" and "drop_log_density"
+  [B, H, W] (a drop-out head that learns by the score function)."""
   noise_keys = jax.vmap(lambda k: jax.random.fold_in(k, NOISE_STREAM))(keys)
   noise = models.refiner_noise(s.nets.refiner, noise_keys, images.shape[1:3])
-  if not models.has_camera_stages(s.nets.refiner):
+  if not models.sows_intermediates(s.nets.refiner):
     refined = s.nets.refiner.apply({"params": params}, images, noise)
-    return refined, refined, None
+    return refined, refined, {}
   refined, sown = s.nets.refiner.apply({"params": params}, images, noise, mutable=["intermediates"])
   sown = sown["intermediates"]
-  jpeg = sown.get("jpeg_quantizer", {}).get("jpeg_log_density")
-  return refined, sown["before_camera"][0], None if jpeg is None else jpeg[0]
+  out = {name: value[0] for name, value in sown.items() if name in ("before_drop", "drop_log_density")}
+  if "jpeg_quantizer" in sown:
+    out["jpeg_log_density"] = sown["jpeg_quantizer"]["jpeg_log_density"][0]
+  return refined, sown["before_camera"][0] if "before_camera" in sown else refined, out
+
+
+def _per_patch(loss_fn, logits_BHW2, reduction):
+  """[B, h, w]: ``loss_fn`` (an adversarial loss) of each patch alone."""
+  b, h, w, k = logits_BHW2.shape
+  flat = logits_BHW2.reshape(b * h * w, 1, 1, 1, k)
+  return jax.vmap(lambda l: loss_fn(l, reduction=reduction))(flat).reshape(b, h, w)
 
 
 def _uses_task_consistency(s: Setup) -> bool:
@@ -177,7 +188,7 @@ def _refiner_update(s: Setup, state: TrainState, data, key, adversarial: bool):
   synthetic = s.data.synthetic.sample(data["synthetic"], keys)["image"]
 
   def loss_fn(params):
-    refined, before_camera, jpeg_log_density = _refine_both(s, params, synthetic, keys)
+    refined, before_camera, sown = _refine_both(s, params, synthetic, keys)
     # Dropped ("no measurement") pixels are free in the adversarial phase only: pretraining
     # makes R the identity.
     regularised = losses.free_missing(before_camera, synthetic, s.loss.free_above) if adversarial else before_camera
@@ -187,13 +198,23 @@ def _refiner_update(s: Setup, state: TrainState, data, key, adversarial: bool):
     if not adversarial:
       return reg, {"self_regularization_loss": reg}
     # D's running statistics (if any) are used, not updated, in the refiner's loss.
-    seen = augment_lib.augment_examples(refined, jax.random.fold_in(key, _AUGMENT_REFINED), s.data.augment_policy)
+    augment_key = jax.random.fold_in(key, _AUGMENT_REFINED)
+    seen = augment_lib.augment_examples(refined, augment_key, s.data.augment_policy)
     logits, _ = _apply_discriminator(s, state, state.discriminator_params, seen, train=False)
     adv = s.loss.adversarial_loss(logits, reduction=s.loss.reduction)
     loss = adv + s.loss.self_regularization_weight * reg
-    if jpeg_log_density is not None:  # the JPEG stage's scale learns by the score function
+    if "jpeg_log_density" in sown:  # the JPEG stage's scale learns by the score function
       per_image = jax.vmap(lambda l: s.loss.adversarial_loss(l[None], reduction=s.loss.reduction))(logits)
-      loss = loss + losses.score_function_surrogate(per_image, jpeg_log_density)
+      loss = loss + losses.score_function_surrogate(per_image, sown["jpeg_log_density"])
+    if "drop_log_density" in sown:  # so does the drop-out head (models.Refiner.dropout_gradient)
+      # The same image without its drops, through the same augmentation, as the baseline.
+      unseen = augment_lib.augment_examples(jax.lax.stop_gradient(sown["before_drop"]), augment_key,
+                                            s.data.augment_policy)
+      baseline, _ = _apply_discriminator(s, state, state.discriminator_params, unseen, train=False)
+      loss = loss + losses.local_score_function_surrogate(
+          _per_patch(s.loss.adversarial_loss, logits, s.loss.reduction),
+          _per_patch(s.loss.adversarial_loss, baseline, s.loss.reduction),
+          sown["drop_log_density"], s.loss.reduction)
     metrics = {"refiner_adversarial_loss": adv, "self_regularization_loss": reg}
     if _uses_task_consistency(s):
       task = s.loss.task_consistency_loss(refined, synthetic, s.nets.task_network, reduction=s.loss.reduction)

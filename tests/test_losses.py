@@ -191,3 +191,27 @@ def test_score_function_surrogate_is_zero_valued_with_the_reinforce_gradient():
   expected = np.mean((np.asarray(per_example) - np.mean(per_example)) * (np.asarray(x) - 0.1))
   np.testing.assert_allclose(float(g_mu), expected, rtol=1e-6)
   assert float(g_scale) == 0.0  # no gradient through the losses themselves
+
+
+def test_local_score_function_surrogate_credits_each_pixel_with_its_patch():
+  """Value 0; gradient sum_pixels (with - without)[nearest patch] d log p_pixel / d theta,
+  averaged over images, / (h * w) under "mean"; no gradient through either loss map."""
+  rng = np.random.default_rng(0)
+  with_map = jnp.asarray(rng.normal(size=(2, 2, 3)), jnp.float32)
+  without = jnp.asarray(rng.normal(size=(2, 2, 3)), jnp.float32)
+  x = jnp.asarray(rng.normal(size=(2, 4, 6)), jnp.float32)
+
+  def f(theta, scale, reduction="sum"):
+    return losses.local_score_function_surrogate(with_map * scale, without * scale, theta * x, reduction)
+
+  assert float(f(0.7, 1.0)) == 0.0
+  g_theta, g_scale = jax.grad(f, argnums=(0, 1))(0.7, 1.0)
+  adv = np.asarray(with_map - without)
+  # Pixel (i, j) of a 4 x 6 image lies in patch (i // 2, j // 2) of the 2 x 3 map.
+  credit = adv.repeat(2, axis=1).repeat(2, axis=2)
+  expected = np.mean(np.sum(credit * np.asarray(x), axis=(1, 2)))
+  np.testing.assert_allclose(float(g_theta), expected, rtol=1e-5)
+  assert float(g_scale) == 0.0
+  np.testing.assert_allclose(float(jax.grad(f)(0.7, 1.0, "mean")), expected / 6, rtol=1e-5)
+  with pytest.raises(ValueError, match="config.loss.reduction: 'max'"):
+    f(0.7, 1.0, "max")

@@ -524,3 +524,44 @@ def test_slope_dropout_head_follows_the_slope_only():
   grad = jax.grad(lambda q: jnp.sum(refiner.apply({"params": q}, jnp.asarray(x), noise)))(params)
   assert float(jnp.abs(grad["drop_head"]["kernel"]).sum()) > 0
   assert "drop-out head to 1.0 from the input's local slope" in models.refiner_extras(config.refiner)
+
+
+def test_score_function_drop_head_draws_as_straight_through_and_sows_its_log_density():
+  """dropout_gradient="score_function": the same binary drops as the straight-through
+  head (same parameters and noise); R sows the image before the drops and each pixel's
+  log probability of its draw; the output passes no gradient to the head (training.py
+  adds the score-function term instead), and the straight-through head's does."""
+  config = default.get_config("smoke")
+  config.refiner.output_activation = "identity"
+  config.refiner.dropout_value = 1.0
+  config.refiner.dropout_slope_head = True
+  straight = models.make_refiner(config)
+  config.refiner.dropout_gradient = "score_function"
+  scored = models.make_refiner(config)
+  rng = np.random.default_rng(0)
+  x = jnp.asarray(rng.uniform(-1, 0.5, (2, 16, 24, 1)), jnp.float32)
+  keys = jax.random.split(jax.random.PRNGKey(1), 2)
+  noise = models.refiner_noise(scored, keys, (16, 24))
+  params = straight.init(jax.random.PRNGKey(0), x, noise)["params"]
+  # A head that drops about a third of the pixels, more where the input is steep.
+  params = {"drop_head": {"kernel": jnp.asarray([[0.0], [0.0], [5.0], [0.0]]) / models.SLOPE_HEAD_RATE,
+                          "bias": jnp.asarray([4.5]) / models.SLOPE_HEAD_RATE}}
+  out_straight = np.asarray(straight.apply({"params": params}, x, noise))
+  out, sown = scored.apply({"params": params}, x, noise, mutable=["intermediates"])
+  np.testing.assert_array_equal(np.asarray(out), out_straight)
+  sown = sown["intermediates"]
+  np.testing.assert_array_equal(np.asarray(sown["before_drop"][0]), np.asarray(x))
+  logit = np.asarray(models.SlopeDropHead().apply({"params": params["drop_head"]}, x))[..., 0]
+  p = 1 / (1 + np.exp(-logit))
+  dropped = np.asarray(noise)[..., -1] < p
+  assert 0.1 < dropped.mean() < 0.9
+  np.testing.assert_array_equal(out_straight[..., 0] == 1.0, dropped | (np.asarray(x)[..., 0] == 1.0))
+  np.testing.assert_allclose(np.asarray(sown["drop_log_density"][0]),
+                             np.where(dropped, np.log(p), np.log(1 - p)), rtol=1e-4, atol=1e-5)
+  total = lambda m: lambda q: jnp.sum(m.apply({"params": q}, x, noise, mutable=["intermediates"])[0])  # noqa: E731
+  assert float(jnp.abs(jax.grad(total(scored))(params)["drop_head"]["kernel"]).sum()) == 0.0
+  assert float(jnp.abs(jax.grad(total(straight))(params)["drop_head"]["kernel"]).sum()) > 0
+  assert "learnt by the score function" in models.refiner_extras(config.refiner)[0]
+  with pytest.raises(ValueError, match="config.refiner.dropout_gradient: 'reinforce' is not one of"):
+    models.Refiner(channels=1, dropout_value=1.0, dropout_gradient="reinforce").init(
+        jax.random.PRNGKey(0), x, noise)

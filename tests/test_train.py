@@ -259,3 +259,13 @@ def test_slope_head_is_a_local_head_and_excludes_the_kxk_one():
   config.refiner.dropout_head_kernel = 5
   with pytest.raises(ConfigError, match="config.refiner.dropout_slope_head: the drop-out head reads either"):
     train.validate_config(config, 1)
+  config.refiner.dropout_head_kernel = 0
+  config.refiner.dropout_gradient = "score_function"
+  train.validate_config(config, 1)
+  config.refiner.dropout_gradient = "reinforce"
+  with pytest.raises(ConfigError, match="config.refiner.dropout_gradient: 'reinforce' is not one of"):
+    train.validate_config(config, 1)
+  config.refiner.dropout_gradient, config.refiner.dropout_value = "score_function", None
+  config.refiner.output_activation, config.refiner.dropout_slope_head = "residual", False
+  with pytest.raises(ConfigError, match="config.refiner.dropout_gradient: 'score_function' is how a drop-out head"):
+    train.validate_config(config, 1)

@@ -166,6 +166,24 @@ def test_camera_stages_are_outside_the_self_regularisation(tiny_config, array_so
     assert all(v > 0 for v in jax.tree.leaves(moved)), (stage, moved)
 
 
+def test_score_function_drop_head_learns_in_the_adversarial_phase_alike_on_eight_devices(tiny_config, array_sources):
+  """refiner.dropout_gradient="score_function" (a slope head, R only drops pixels):
+  refiner pretraining, whose only loss (self-regularisation) has no score-function
+  term, leaves the head where it was; the adversarial phase moves it, by the same
+  SGD updates on 8 devices as on 1 (an 8x or a per-device unaveraged score-function
+  gradient fails here)."""
+  tiny_config.refiner.output_activation, tiny_config.refiner.dropout_value = "identity", 1.0
+  tiny_config.refiner.dropout_slope_head = True
+  tiny_config.refiner.dropout_gradient = "score_function"
+  tiny_config.optimizer.name, tiny_config.optimizer.learning_rate = "sgd", 1e-3
+  init = initial_state(tiny_config, array_sources).refiner_params
+  state, _ = run_steps(tiny_config, array_sources, 1, ["refiner_pretrain"] * 2)
+  jax.tree.map(np.testing.assert_array_equal, state.refiner_params, init)
+  state1, _ = run_steps(tiny_config, array_sources, 1)
+  state8, _ = run_steps(tiny_config, array_sources, 8)
+  assert_same_updates(init, state1.refiner_params, state8.refiner_params)
+
+
 @pytest.mark.parametrize("name", ["sgd", "adam"])
 def test_optimizers_from_config_follow_the_lr_schedule(tiny_config, name):
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top

@@ -97,6 +97,11 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   # seeds (identity output, 1,200 iterations): 33.12 +- 1.22 px against 32.03 +- 0.73 for
   # synthetic; it drops speckle over the whole hand (docs/ablation_val_hand_slopedrop.md).
   c.refiner.dropout_slope_head = False
+  # How the drop-out head learns: "straight_through" (models.drop_pixels) or
+  # "score_function" (a local REINFORCE estimate: each pixel's drop is credited with how
+  # much the drops changed the adversarial loss of D's nearest patch; training.py).
+  # Not yet measured.
+  c.refiner.dropout_gradient = "straight_through"
   # Grid-phase input (not in the paper; 0 = off): sin/cos of the pixel's phase in a
   # P-pixel grid as 4 more input channels (models.grid_phase), so R can draw artefacts
   # locked to the real camera's 8x8 JPEG blocks (P = 8), which a translation-equivariant
