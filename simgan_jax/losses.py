@@ -108,20 +108,28 @@ def score_function_surrogate(per_example_loss_B, log_density_B):
   return term - jax.lax.stop_gradient(term)
 
 
-def local_score_function_surrogate(loss_with_BHW, loss_without_BHW, log_density_BHW, reduction="sum"):
+def local_score_function_surrogate(loss_with_BHW, loss_without_BHW, log_density_BHW, reduction="sum",
+                                   radius: int = 0):
   """A term worth 0 whose gradient is a local score-function estimate of the gradient of
-  the patch-wise adversarial loss with respect to the parameters of per-pixel binary
-  draws (a drop-out head's, models.Refiner.dropout_gradient="score_function").
+  a loss given per location ([B, h, w] cells, e.g. D's patches) with respect to the
+  parameters of per-pixel binary draws (a drop-out head's,
+  models.Refiner.dropout_gradient="score_function").
 
-  ``loss_with`` [B, h, w]: each patch's loss on the image with the draws applied;
-  ``loss_without``: the same patch on the image without them (a baseline no draw
-  depends on); ``log_density`` [B, H, W]: each pixel's log probability of its draw. Each
-  pixel is credited with the advantage (with - without) of the patch nearest to it
-  (nearest-neighbour upsampling of the [h, w] map to [H, W]); a pixel also moves the
-  patches around that one, which this ignores (less variance, some bias). Per image
-  the credited terms are summed over pixels, then divided by h * w under
-  ``reduction="mean"`` as the loss is, and averaged over the batch."""
+  ``loss_with``: each cell's loss on the image with the draws applied; ``loss_without``:
+  the same cell on the image without them (a baseline no draw depends on);
+  ``log_density`` [B, H, W]: each pixel's log probability of its draw. Pixel (i, j)
+  lies in cell (i * h // H, j * w // W) and is credited with the summed advantage
+  (with - without) of the cells within ``radius`` cells of it (a square window: the
+  cells whose loss it can move, e.g. about half D's receptive field in patch strides);
+  the draws of other pixels in that window add variance, not bias, and cells outside
+  it that the pixel moves are ignored. Per image the credited terms are summed over
+  pixels (divided by h * w under ``reduction="mean"``, as the loss is), then averaged
+  over the batch."""
   advantage = jax.lax.stop_gradient(loss_with_BHW - loss_without_BHW).astype(jnp.float32)
+  if radius:
+    size = 2 * radius + 1
+    advantage = jax.lax.reduce_window(advantage, 0.0, jax.lax.add, (1, size, size), (1, 1, 1),
+                                      ((0, 0), (radius, radius), (radius, radius)))
   b, h, w = advantage.shape
   big_h, big_w = log_density_BHW.shape[1:]
   rows = (jnp.arange(big_h) * h) // big_h
@@ -134,6 +142,26 @@ def local_score_function_surrogate(loss_with_BHW, loss_without_BHW, log_density_
     raise ValueError(f"config.loss.reduction: {reduction!r} is not 'sum' or 'mean'")
   term = jnp.mean(per_image)
   return term - jax.lax.stop_gradient(term)
+
+
+def self_regularization_cells(refined_BHWC, synthetic_BHWC, *, psi, reduction, cells_hw):
+  """The L1 self-regularisation of each image split over a [h, w] grid of cells
+  ([B, h, w]; summed over the grid it is ``self_regularization_loss``'s per-image
+  value): for a psi with a per-pixel output (identity, low_pass_k, channel_mean) the
+  per-pixel terms summed over each cell; for any other psi (flat features) one cell,
+  the whole image ([B, 1, 1]). For crediting drop-out draws
+  (local_score_function_surrogate)."""
+  diff = jnp.abs(psi(refined_BHWC) - psi(synthetic_BHWC))
+  b, big_h, big_w = refined_BHWC.shape[:3]
+  h, w = cells_hw
+  if diff.ndim != 4 or diff.shape[1:3] != (big_h, big_w) or big_h % h or big_w % w:
+    return reduce_per_image(diff, reduction)[:, None, None]
+  per_pixel = jnp.sum(diff, axis=-1)
+  if reduction == "mean":
+    per_pixel = per_pixel / diff[0].size
+  elif reduction != "sum":
+    raise ValueError(f"config.loss.reduction: {reduction!r} is not 'sum' or 'mean'")
+  return per_pixel.reshape(b, h, big_h // h, w, big_w // w).sum(axis=(2, 4))
 
 
 def free_missing(refined_BHWC, synthetic_BHWC, above: float | None):

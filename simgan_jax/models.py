@@ -86,8 +86,9 @@ class Refiner(nn.Module):
   # (above) or "score_function": the same binary drop in the forward pass, no
   # straight-through gradient, and training.py adds a local score-function (REINFORCE)
   # estimate instead: each pixel's drop decision is credited with how much the drops
-  # changed the adversarial loss of D's patch nearest to it (the loss with drops minus
-  # the loss of the same image without them, which no decision depends on). The
+  # changed the adversarial loss of D's patches around it and the self-regularisation of
+  # its patch-sized cell (each with drops minus the same image without them, which no
+  # decision depends on; training._drop_head_surrogate). The
   # straight-through gradient asks whether a slightly larger depth would look more real,
   # not whether a missing pixel would: on hands it learnt dense speckle over the whole
   # hand (docs/ablations.md), where the target drops silhouettes and steep surfaces.
@@ -446,6 +447,26 @@ DISCRIMINATOR_PRESETS = {
         ("conv", 1, 1, 32),
     ),
 }
+
+
+def receptive_field(rows) -> tuple[int, int]:
+  """(receptive field in pixels, total stride) of a discriminator preset's rows."""
+  field, stride = 1, 1
+  for _, kernel, step, _ in rows:
+    field += (kernel - 1) * stride
+    stride *= step
+  return field, stride
+
+
+def patch_radius(discriminator) -> int:
+  """How many output cells a pixel's influence reaches from its own cell: half D's
+  receptive field in strides (eye preset: 23 px every 4 -> 2); 0 for a D without
+  preset rows."""
+  rows = getattr(discriminator, "layers", None)
+  if not rows:
+    return 0
+  field, stride = receptive_field(rows)
+  return int((field / 2) // stride)
 
 
 class LocalDiscriminator(nn.Module):

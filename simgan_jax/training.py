@@ -177,6 +177,35 @@ def _per_patch(loss_fn, logits_BHW2, reduction):
   return jax.vmap(lambda l: loss_fn(l, reduction=reduction))(flat).reshape(b, h, w)
 
 
+def _drop_head_surrogate(s: Setup, state: TrainState, logits, sown, synthetic, regularised, augment_key):
+  """The drop-out head's score-function term (models.Refiner.dropout_gradient): its draws
+  are credited with what they changed in the adversarial loss of the patches around each
+  pixel (the baseline: the same images without drops, through the same augmentation
+  and D) and in the self-regularisation of its D-patch-sized cell (the baseline: the
+  same images without drops, free_above applied alike), weighted as in the loss."""
+  before_drop = jax.lax.stop_gradient(sown["before_drop"])
+  unseen = augment_lib.augment_examples(before_drop, augment_key, s.data.augment_policy)
+  baseline, _ = _apply_discriminator(s, state, state.discriminator_params, unseen, train=False)
+  log_density = sown["drop_log_density"]
+  term = losses.local_score_function_surrogate(
+      _per_patch(s.loss.adversarial_loss, logits, s.loss.reduction),
+      _per_patch(s.loss.adversarial_loss, baseline, s.loss.reduction),
+      log_density, s.loss.reduction, radius=models.patch_radius(s.nets.discriminator))
+  if not s.loss.self_regularization_weight or models.has_camera_stages(s.nets.refiner):
+    return term  # with camera stages the self-regularisation reads R before them and the drops
+  undropped = losses.free_missing(before_drop, synthetic, s.loss.free_above)
+  cells = logits.shape[1:3]
+  if s.loss.self_regularization_loss is losses.self_regularization_loss:
+    reg = functools.partial(losses.self_regularization_cells, psi=s.loss.psi, reduction=s.loss.reduction,
+                            cells_hw=cells)
+  else:  # a user's own self-regularisation: credited per image
+    reg = lambda r, x: jax.vmap(lambda a, b: s.loss.self_regularization_loss(  # noqa: E731
+        a[None], b[None], psi=s.loss.psi, reduction=s.loss.reduction))(r, x)[:, None, None]
+  with_drops = reg(jax.lax.stop_gradient(regularised), synthetic)
+  return term + s.loss.self_regularization_weight * losses.local_score_function_surrogate(
+      with_drops, reg(undropped, synthetic), log_density, "sum")
+
+
 def _uses_task_consistency(s: Setup) -> bool:
   if s.loss.task_consistency_weight and s.nets.task_network is None:
     raise ValueError("config.loss.task_consistency_weight: > 0 but no task network was set up")
@@ -207,14 +236,7 @@ def _refiner_update(s: Setup, state: TrainState, data, key, adversarial: bool):
       per_image = jax.vmap(lambda l: s.loss.adversarial_loss(l[None], reduction=s.loss.reduction))(logits)
       loss = loss + losses.score_function_surrogate(per_image, sown["jpeg_log_density"])
     if "drop_log_density" in sown:  # so does the drop-out head (models.Refiner.dropout_gradient)
-      # The same image without its drops, through the same augmentation, as the baseline.
-      unseen = augment_lib.augment_examples(jax.lax.stop_gradient(sown["before_drop"]), augment_key,
-                                            s.data.augment_policy)
-      baseline, _ = _apply_discriminator(s, state, state.discriminator_params, unseen, train=False)
-      loss = loss + losses.local_score_function_surrogate(
-          _per_patch(s.loss.adversarial_loss, logits, s.loss.reduction),
-          _per_patch(s.loss.adversarial_loss, baseline, s.loss.reduction),
-          sown["drop_log_density"], s.loss.reduction)
+      loss = loss + _drop_head_surrogate(s, state, logits, sown, synthetic, regularised, augment_key)
     metrics = {"refiner_adversarial_loss": adv, "self_regularization_loss": reg}
     if _uses_task_consistency(s):
       task = s.loss.task_consistency_loss(refined, synthetic, s.nets.task_network, reduction=s.loss.reduction)

@@ -215,3 +215,33 @@ def test_local_score_function_surrogate_credits_each_pixel_with_its_patch():
   np.testing.assert_allclose(float(jax.grad(f)(0.7, 1.0, "mean")), expected / 6, rtol=1e-5)
   with pytest.raises(ValueError, match="config.loss.reduction: 'max'"):
     f(0.7, 1.0, "max")
+  # radius 1: each pixel's credit is the summed advantage of the 3 x 3 cells around its
+  # own (zero beyond the map's edge).
+  g_radius = jax.grad(lambda t: losses.local_score_function_surrogate(with_map, without, t * x, radius=1))(0.7)
+  padded = np.pad(adv, ((0, 0), (1, 1), (1, 1)))
+  boxed = sum(padded[:, i:i + 2, j:j + 3] for i in range(3) for j in range(3))
+  credit = boxed.repeat(2, axis=1).repeat(2, axis=2)
+  np.testing.assert_allclose(float(g_radius), np.mean(np.sum(credit * np.asarray(x), axis=(1, 2))), rtol=1e-5)
+
+
+def test_self_regularization_cells_split_the_loss_over_cells():
+  """Summed over the cells, the per-image self-regularisation; each cell holds its own
+  pixels' terms (a change in one cell moves only it); a flat psi gives one cell."""
+  rng = np.random.default_rng(1)
+  x = jnp.asarray(rng.uniform(-1, 1, (3, 8, 12, 1)), jnp.float32)
+  r = jnp.asarray(rng.uniform(-1, 1, (3, 8, 12, 1)), jnp.float32)
+  for name in ("identity", "low_pass_4"):
+    for reduction in ("sum", "mean"):
+      psi = losses.get_psi(name)
+      cells = losses.self_regularization_cells(r, x, psi=psi, reduction=reduction, cells_hw=(2, 3))
+      assert cells.shape == (3, 2, 3)
+      per_image = [float(losses.self_regularization_loss(r[i:i + 1], x[i:i + 1], psi=psi, reduction=reduction))
+                   for i in range(3)]
+      np.testing.assert_allclose(np.asarray(cells).sum(axis=(1, 2)), per_image, rtol=1e-5)
+  moved = r.at[1, 4:8, 8:12].add(0.5)  # the cell (1, 2) of image 1 only
+  psi = losses.get_psi("low_pass_4")
+  delta = np.asarray(losses.self_regularization_cells(moved, x, psi=psi, reduction="sum", cells_hw=(2, 3))
+                     - losses.self_regularization_cells(r, x, psi=psi, reduction="sum", cells_hw=(2, 3)))
+  assert delta[1, 1, 2] != 0 and np.count_nonzero(delta) == 1
+  flat = losses.self_regularization_cells(r, x, psi=losses.get_psi("gradients"), reduction="sum", cells_hw=(2, 3))
+  assert flat.shape == (3, 1, 1)

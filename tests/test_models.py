@@ -565,3 +565,12 @@ def test_score_function_drop_head_draws_as_straight_through_and_sows_its_log_den
   with pytest.raises(ValueError, match="config.refiner.dropout_gradient: 'reinforce' is not one of"):
     models.Refiner(channels=1, dropout_value=1.0, dropout_gradient="reinforce").init(
         jax.random.PRNGKey(0), x, noise)
+
+
+def test_receptive_field_and_patch_radius_of_the_presets():
+  """The eye preset's patches are 23 px every 4 (the configs' docstrings say so), the
+  hand preset's 71 every 32; a pixel moves the cells within 2 (eye) or 1 (hand) of its own."""
+  assert models.receptive_field(models.DISCRIMINATOR_PRESETS["eye"]) == (23, 4)
+  assert models.receptive_field(models.DISCRIMINATOR_PRESETS["hand"]) == (71, 32)
+  assert models.patch_radius(models.LocalDiscriminator(layers=models.DISCRIMINATOR_PRESETS["eye"])) == 2
+  assert models.patch_radius(models.LocalDiscriminator(layers=models.DISCRIMINATOR_PRESETS["hand"])) == 1

@@ -184,6 +184,35 @@ def test_score_function_drop_head_learns_in_the_adversarial_phase_alike_on_eight
   assert_same_updates(init, state1.refiner_params, state8.refiner_params)
 
 
+def test_score_function_drop_head_pays_for_drops_in_self_regularisation(tiny_config, array_sources):
+  """With a D that cannot tell anything (all-zero parameters: the same logits for every
+  image, so the adversarial credit is 0), the adversarial phase's refiner updates still
+  teach the head to drop less (its bias falls): drops cost self-regularisation. Without
+  that credit the head would not move at all (a run on hands then dropped whole hands,
+  which D took for the target's background)."""
+  tiny_config.refiner.output_activation, tiny_config.refiner.dropout_value = "identity", 1.0
+  tiny_config.refiner.dropout_slope_head = True
+  tiny_config.refiner.dropout_gradient = "score_function"
+  tiny_config.optimizer.name, tiny_config.optimizer.learning_rate = "sgd", 1e-3
+  mesh = parallel.make_mesh(1)
+  data = parallel.put_replicated({"synthetic": array_sources[0].device_data(),
+                                  "real": array_sources[1].device_data()}, mesh)
+
+  def one_adversarial_step():  # from a fresh state (the step donates its input)
+    s = training.make_setup(tiny_config, *array_sources, 1)
+    state = training.create_state(s, mesh)
+    state = state.replace(discriminator_params=jax.tree.map(jnp.zeros_like, state.discriminator_params))
+    init = jax.device_get(state.refiner_params)
+    step = training.compile_step(training.PHASES["adversarial"], s, mesh, training.state_specs(state))
+    return init, jax.device_get(step(state, data)[0].refiner_params)
+
+  init, after = one_adversarial_step()
+  assert float(after["drop_head"]["bias"][0]) < float(init["drop_head"]["bias"][0])
+  tiny_config.loss.self_regularization_weight = 0.0
+  init, after = one_adversarial_step()
+  jax.tree.map(np.testing.assert_array_equal, after, init)
+
+
 @pytest.mark.parametrize("name", ["sgd", "adam"])
 def test_optimizers_from_config_follow_the_lr_schedule(tiny_config, name):
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top

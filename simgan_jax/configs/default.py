@@ -99,8 +99,8 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   c.refiner.dropout_slope_head = False
   # How the drop-out head learns: "straight_through" (models.drop_pixels) or
   # "score_function" (a local REINFORCE estimate: each pixel's drop is credited with how
-  # much the drops changed the adversarial loss of D's nearest patch; training.py).
-  # Not yet measured.
+  # much the drops changed the adversarial loss of D's patches around it and the
+  # self-regularisation of its cell; training._drop_head_surrogate). Not yet measured.
   c.refiner.dropout_gradient = "straight_through"
   # Grid-phase input (not in the paper; 0 = off): sin/cos of the pixel's phase in a
   # P-pixel grid as 4 more input channels (models.grid_phase), so R can draw artefacts
