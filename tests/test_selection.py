@@ -236,8 +236,10 @@ def test_rule_text_names_the_kid_window_only_when_there_is_one():
   config = default.get_config("cpu")
   assert selection.rule_text(config) == (
       "lowest two_sample_accuracy (config.selection.metric; collapsed or over config.drift.max_drift: never; "
-      "KID less than 0.25 of the way from the unrefined images' to 0: only if all are (config.selection.min_kid_gain))")
-  config.selection.min_kid_gain = 0.0
+      "KID less than 0.25 of the way from the unrefined images' to 0: only if all are (config.selection.min_kid_gain)"
+      "; KID above the unrefined images': never, the last pretraining checkpoint if no other qualifies "
+      "(config.selection.refuse_kid_above_unrefined))")
+  config.selection.min_kid_gain, config.selection.refuse_kid_above_unrefined = 0.0, False
   assert selection.rule_text(config) == ("lowest two_sample_accuracy (config.selection.metric; collapsed or "
                                          "over config.drift.max_drift: never)")
   config.selection.metric, config.selection.realism_ratio = "label_drift", 2.0
@@ -277,3 +279,37 @@ def test_a_refiner_that_has_barely_started_competes_only_when_none_has(tmp_path)
   assert selection.barely_refined({"realism_kid": 7.9, "realism_kid_unrefined": 10.49}, 0.25)
   assert not selection.barely_refined({"realism_kid": 7.8, "realism_kid_unrefined": 10.49}, 0.25)
   assert not selection.barely_refined({"realism_kid": 10.4}, 0.25)
+
+
+def test_a_refiner_less_real_than_no_refiner_is_never_picked(tmp_path):
+  """The score-function hand run's SimGAN seed 1 (docs/ablation_val_hand_sfdrop_free.md;
+  its logged KIDs): step 400 erased most of each hand (KID 63.74 against the unrefined
+  20.65), every later step collapsed. The guard picks the last pretraining checkpoint
+  (300); catches: no guard (400), a fallback to the first pretraining checkpoint (100)
+  or to none (raises). Off, the old pick; without a pretraining checkpoint on disk, the
+  one-line error; a less-real checkpoint beside a better one simply loses."""
+  spread = {"refined_std_ratio": 1.0, "refined_spread_ratio": 1.0, "realism_kid_unrefined": 20.65}
+  collapsed = {"refined_std_ratio": 0.05, "refined_spread_ratio": 0.05, "realism_kid_unrefined": 20.65}
+  rows = ([{"step": s, "realism_kid": 14.84, **spread} for s in (100, 200, 300)]
+          + [{"step": 400, "realism_kid": 63.74, **spread}]
+          + [{"step": s, "realism_kid": 2104.0 + s, **collapsed} for s in (500, 600)])
+  _made_up_run(tmp_path, rows, on_disk=(100, 200, 300, 400, 500, 600))
+  config = default.get_config("cpu")
+  config.selection.metric, config.selection.realism_ratio = "realism_kid", 0.0
+  config.refiner_pretrain_steps, config.discriminator_pretrain_steps = 200, 100
+  best = selection.best_checkpoint(config, str(tmp_path))
+  assert best["step"] == 300
+  assert best["selection_scores"]["400"] == math.inf
+  config.selection.refuse_kid_above_unrefined = False
+  assert selection.best_checkpoint(config, str(tmp_path))["step"] == 400
+  config.selection.refuse_kid_above_unrefined = True
+  bare = tmp_path / "bare"
+  bare.mkdir()
+  _made_up_run(bare, rows, on_disk=(400, 500, 600))
+  with pytest.raises(ConfigError, match="no checkpoint qualifies for selection"):
+    selection.best_checkpoint(config, str(bare))
+  mixed = tmp_path / "mixed"
+  mixed.mkdir()
+  _made_up_run(mixed, rows[:3] + [{"step": 400, "realism_kid": 25.0, **spread},
+                                  {"step": 500, "realism_kid": 18.0, **spread}], on_disk=(300, 400, 500))
+  assert selection.best_checkpoint(config, str(mixed))["step"] == 500

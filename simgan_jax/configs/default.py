@@ -332,6 +332,14 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   # Where selection ranks by KID (hands, folders, the full-size default) it cannot change
   # the pick; of the committed eye reports (ranked by the probe) it changes only those two.
   c.selection.min_kid_gain = 0.25
+  # A checkpoint whose realism_kid is above the unrefined images' (refining made them
+  # less real) is never selected; when no other candidate qualifies, the last
+  # pretraining checkpoint (R about the identity) is. On the hand validation split a
+  # score-function drop-out head erased most of each hand on SimGAN seed 1 by step 400
+  # (KID 63.7 against the unrefined 20.7, every later checkpoint collapsed) and that
+  # pick's estimators erred by 52 px against synthetic's 32
+  # (docs/ablation_val_hand_sfdrop_free.md).
+  c.selection.refuse_kid_above_unrefined = True
 
   if variant:
     for name in variant.split(","):

@@ -166,6 +166,18 @@ def _rank(config, workdir: str) -> dict[str, Any]:
     kid = {s: float(entries[s].get("realism_kid", math.inf)) for s in qualified}
     bound = kid_window(min(kid.values()), ratio)
     qualified = _refuse(qualified, totals, [s for s in qualified if kid[s] <= bound])
+  if config.selection.get("refuse_kid_above_unrefined", False):
+    # A refiner that made the images less real than not refining at all is never picked;
+    # when that leaves no candidate, the last pretraining checkpoint (R about the
+    # identity) is: on a hand run whose drop-out head erased nine tenths of each hand by
+    # step 400 (KID 63.7, unrefined 20.7; every later checkpoint collapsed) the old rule
+    # picked step 400 and its estimators erred by 52 px (synthetic's: 32).
+    worse = [s for s in qualified if less_real_than_unrefined(entries[s])]
+    if worse:
+      qualified = _refuse(qualified, totals, [s for s in qualified if s not in worse])
+      pretrained = [s for s in saved if s <= pretrain and math.isfinite(totals[s])]
+      if not qualified and pretrained and candidates != saved:
+        qualified = [max(pretrained)]
   gain = float(config.selection.get("min_kid_gain", 0.0))
   if gain > 0 and qualified:
     # A refiner that has barely left the unrefined images competes only when no candidate
@@ -198,6 +210,15 @@ def barely_refined(entry: dict[str, float], gain: float) -> bool:
   return before > 0 and kid > (1.0 - gain) * before
 
 
+def less_real_than_unrefined(entry: dict[str, float]) -> bool:
+  """Whether a checkpoint's realism KID is above the unrefined images' (False when the
+  entry lacks either)."""
+  try:
+    return float(entry["realism_kid"]) > float(entry["realism_kid_unrefined"])
+  except KeyError:
+    return False
+
+
 def kid_window(lowest_kid: float, ratio: float) -> float:
   """The largest KID that counts as "about as realistic as the run's best": ``ratio``
   times the lowest, where the lowest is floored at ``KID_NOISE``. KID is unbiased, so a
@@ -217,6 +238,9 @@ def rule_text(config) -> str:
   if gain > 0:
     never += (f"; KID less than {gain:g} of the way from the unrefined images' to 0: only if all are "
               f"(config.selection.min_kid_gain)")
+  if config.selection.get("refuse_kid_above_unrefined", False):
+    never += ("; KID above the unrefined images': never, the last pretraining checkpoint if no other "
+              "qualifies (config.selection.refuse_kid_above_unrefined)")
   if metric != "realism_kid" and ratio > 0:
     return (f"lowest {metric} among checkpoints with realism_kid within {ratio:g}x the run's lowest "
             f"(floored at {KID_NOISE:g}; config.selection.metric, realism_ratio; {never})")
