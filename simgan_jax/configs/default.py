@@ -100,7 +100,13 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   # How the drop-out head learns: "straight_through" (models.drop_pixels) or
   # "score_function" (a local REINFORCE estimate: each pixel's drop is credited with how
   # much the drops changed the adversarial loss of D's patches around it and the
-  # self-regularisation of its cell; training._drop_head_surrogate). Not yet measured.
+  # self-regularisation of its cell; training._drop_head_surrogate). Hands :cpu,
+  # validation split, 3 SimGAN x 2 estimator seeds, with the slope head, drops free
+  # (loss.self_regularization_free_above=0.5) and refiner lr 5e-5: 30.02 +- 1.80 px
+  # against 32.03 +- 0.73 for synthetic (13% of the perfect refiner's gain), but the
+  # picked refiners speckle the whole hand (docs/ablation_val_hand_sfdrop_slow.md); at
+  # refiner lr 2e-4 one seed erased the hands (docs/ablation_val_hand_sfdrop_free.md);
+  # charged with the self-regularisation the drops die out (docs/ablations.md). Off.
   c.refiner.dropout_gradient = "straight_through"
   # Grid-phase input (not in the paper; 0 = off): sin/cos of the pixel's phase in a
   # P-pixel grid as 4 more input channels (models.grid_phase), so R can draw artefacts
