@@ -506,9 +506,11 @@ def _smoke(c):
   c.real_data.num_train = 256
   c.realism.num_images = 0
   # Sizes for when a test turns the probe on (realism.num_images > 32). A 20-step task
-  # network and a 3-step refiner give meaningless drifts: no bound, so selection works.
+  # network and a 3-step refiner give meaningless drifts: no bound, so selection works;
+  # likewise such a refiner's KIDs, often above the unrefined images': no KID guard.
   c.drift.train_steps = 20
   c.drift.max_drift = float("inf")
+  c.selection.refuse_kid_above_unrefined = False
   c.drift.batch_size = 16
   c.two_sample.num_test = 16
   c.two_sample.steps = 20
