@@ -37,9 +37,7 @@ def test_selected_checkpoint_is_best_checkpoints_with_the_runner_up_and_the_rule
       "selected checkpoint: step 15 (selection_score 0.4, realism_kid 0.4)",
       "  runner-up: step 10 (selection_score 0.7, realism_kid 0.7)",
       "  rule: lowest realism_kid (config.selection.metric; collapsed or over config.drift.max_drift: never; "
-      "KID less than 0.25 of the way from the unrefined images' to 0: only if all are (config.selection.min_kid_gain)"
-      "; KID above the unrefined images': never, the last pretraining checkpoint if no other qualifies "
-      "(config.selection.refuse_kid_above_unrefined))",
+      "KID less than 0.25 of the way from the unrefined images' to 0: only if all are (config.selection.min_kid_gain))",
       "  drift numbers are only as good as the drift network's own error of 4.25 deg on synthetic images"]
 
   facts = summary.train_summary(config, workdir, seconds=65.0)
