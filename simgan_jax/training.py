@@ -192,7 +192,7 @@ def _drop_head_surrogate(s: Setup, state: TrainState, logits, sown, synthetic, r
       _per_patch(s.loss.adversarial_loss, baseline, s.loss.reduction),
       log_density, s.loss.reduction, radius=models.patch_radius(s.nets.discriminator))
   if not s.loss.self_regularization_weight or models.has_camera_stages(s.nets.refiner):
-    return term  # with camera stages the self-regularisation reads R before them and the drops
+    return term  # with camera stages the self-regularisation reads R before them and its drops
   undropped = losses.free_missing(before_drop, synthetic, s.loss.free_above)
   cells = logits.shape[1:3]
   if s.loss.self_regularization_loss is losses.self_regularization_loss:
