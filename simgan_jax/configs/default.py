@@ -103,8 +103,9 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   # self-regularisation of its cell; training._drop_head_surrogate). Hands :cpu,
   # validation split, 3 SimGAN x 2 estimator seeds, with the slope head, drops free
   # (loss.self_regularization_free_above=0.5) and refiner lr 5e-5: 30.02 +- 1.80 px
-  # against 32.03 +- 0.73 for synthetic (13% of the perfect refiner's gain), but the
-  # picked refiners speckle the whole hand (docs/ablation_val_hand_sfdrop_slow.md); at
+  # against 32.03 +- 0.73 for synthetic (13% of the perfect refiner's gain; SimGAN seeds
+  # 3-5: 29.97 +- 1.33), but the picked refiners speckle the whole hand
+  # (docs/ablation_val_hand_sfdrop_slow.md, _seeds345.md); at
   # refiner lr 2e-4 one seed erased the hands (docs/ablation_val_hand_sfdrop_free.md);
   # charged with the self-regularisation the drops die out (docs/ablations.md). Off.
   c.refiner.dropout_gradient = "straight_through"
