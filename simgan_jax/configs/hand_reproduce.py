@@ -27,8 +27,8 @@ Variants:
 
 * ``handsim_pose``: configs/handsim.py (the paper's hand networks at 224x224)
   and the paper's hourglass (2 stacks, 256 features, 64x64 heatmaps); not timed.
-* ``handsim_pose:cpu``: 64x64 depth. SimGAN: configs/handsim.py:cpu (16-feature
-  refiner). Pose: configs/pose.py:cpu (2 hourglasses of depth 2, 64 features,
+* ``handsim_pose:cpu``: 64x64 depth. SimGAN: configs/handsim.py:cpu (a refiner that
+  only drops pixels, by a learned score-function drop-out head; 1,200 iterations). Pose: configs/pose.py:cpu (2 hourglasses of depth 2, 64 features,
   16x16 heatmaps) for 300 steps at batch 32, 2 seeds per row, 4,000 synthetic
   images (12,000 for the 3x rows). The headline threshold is 20 px
   (``within_px``): a 16x16 heatmap pixel is 14 px of a 224 crop, below which the
