@@ -22,6 +22,7 @@ from simgan_jax.experiments import report
 from simgan_jax.experiments import rows
 from simgan_jax.tasks import pose_data
 from simgan_jax.experiments import seeds as seeds_lib
+from simgan_jax.probe import dropout
 
 TITLES = {
     "synthetic": "synthetic",
@@ -156,7 +157,7 @@ def write_report(config, workdir: str, selection, summary, preservation, pools, 
   if "oracle_joint_drift_px" in p:
     lines += [row("predicted-joint drift, synthetic → oracle (a perfect refiner)", p["oracle_joint_drift_px"], "px"),
               row("that estimator's joint error on oracle images (same labels)", p["joint_error_oracle_px"], "px")]
-  lines += [""] + report.texture_lines(p) + report.two_sample_lines(p)
+  lines += [""] + dropout.report_lines(p) + report.texture_lines(p) + report.two_sample_lines(p)
   lines += ["## Samples", "", "Columns: synthetic | refined (selected refiner) | target test depth.", "",
             "![samples](samples.png)", "", "## Settings", "",
             f"- SimGAN: {config.simgan.image_height}x{config.simgan.image_width}, batch {config.simgan.batch_size}, "

@@ -7,7 +7,7 @@ Label preservation (no hand-fitted labels exist for refined depth): on
 absolute depth change on the common foreground (mm), and the joints the
 ``target``-trained estimator (first seed) predicts on each image of a pair: their
 drift (224-crop px) and their error against the simulator's labels on synthetic and
-on refined images.
+on refined images; and where refined and oracle images drop pixels (probe/dropout.py).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import numpy as np
 from simgan_jax import parallel
 from simgan_jax.data import sources as sources_lib
 from simgan_jax.experiments import rows
+from simgan_jax.probe import dropout
 from simgan_jax.probe import texture
 from simgan_jax.tasks import pose_net as pose
 from simgan_jax.tasks import pose_data
@@ -37,7 +38,7 @@ from simgan_jax.simulators import hand_sources
 from simgan_jax.simulators import hands_target
 
 # uint8 levels: the NYU builder's foreground is 0..127 (150 mm = 63.5 levels), background 255.
-_FOREGROUND_BELOW = 191
+_FOREGROUND_BELOW = dropout.FOREGROUND_BELOW
 _MM_PER_LEVEL = 150.0 / 63.5
 
 
@@ -153,6 +154,7 @@ def label_preservation(config, pools, workdir: str) -> dict[str, Any]:
           [change[i][both[i]].mean() if both[i].any() else 0.0 for i in range(n)]),
   }
   out.update(texture.pool_entries(pools, n))  # oriented streaks, beside the simulator's and the perfect refiner's
+  out.update(dropout.pool_entries(pools, n))  # where pixels are dropped: silhouette, bands or speckle
   if "target" in reproduce.training_set_names(config):
     seed = config.seeds[0]
     p = _pose_config(config, seed)
