@@ -500,6 +500,16 @@ class LocalDiscriminator(nn.Module):
     return logits.astype(jnp.float32)
 
 
+def trunk_text(refiner_config) -> str:
+  """The refiner's ResNet trunk in words (reports, model cards): ``"4 ResNet blocks x 16
+  features, 3x3 kernels"``, or ``"no ResNet trunk"`` with the identity output, which
+  passes the input through (only a drop-out head then changes it)."""
+  if refiner_config.output_activation == "identity":
+    return "no ResNet trunk"
+  k = refiner_config.kernel_size
+  return f"{refiner_config.num_blocks} ResNet blocks x {refiner_config.features} features, {k}x{k} kernels"
+
+
 def refiner_extras(refiner_config) -> list[str]:
   """The refiner fields beyond the paper's network that are on, in words (the reports'
   settings line and exported model cards)."""

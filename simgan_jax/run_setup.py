@@ -123,6 +123,17 @@ def make_optimizer(config, network: str = "") -> optax.GradientTransformation:
   raise ValueError(f"config.optimizer.name: unknown optimiser {o.name!r}; known: adam, sgd")
 
 
+def learning_rate_text(config) -> str:
+  """``"adam lr 0.0002"``, or each network's own rate where one is set (TTUR):
+  ``"adam lr 5e-05 (refiner) / 0.0002 (discriminator)"`` (reports, model cards)."""
+  o = config.optimizer
+  lr_r, lr_d = o.get("refiner_learning_rate"), o.get("discriminator_learning_rate")
+  if lr_r is None and lr_d is None:
+    return f"{o.name} lr {o.learning_rate}"
+  return (f"{o.name} lr {o.learning_rate if lr_r is None else lr_r} (refiner) / "
+          f"{o.learning_rate if lr_d is None else lr_d} (discriminator)")
+
+
 def make_setup(config, synthetic, real, num_devices: int) -> Setup:
   return Setup(
       nets=Networks(

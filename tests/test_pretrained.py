@@ -98,7 +98,14 @@ def test_model_card_use_line_refines_the_refiners_own_data():
   assert "output tanh; input" in export.model_card("f", folder, info, "", "note")
   folder.refiner.dropout_value = 1.0
   assert "output tanh, drop-out head to 1.0; input" in export.model_card("f", folder, info, "", "note")
+  # The refiner's own learning rate (TTUR) is the one the card states (the hand card once said 2e-4 for 5e-5).
+  folder.optimizer.learning_rate = 2e-4
+  assert "adam lr 0.0002, Kg" in export.model_card("f", folder, info, "", "note")
+  folder.optimizer.refiner_learning_rate = 5e-5
+  assert "adam lr 5e-05 (refiner) / 0.0002 (discriminator), Kg" in export.model_card("f", folder, info, "", "note")
   assert "- Refiner: 1 ResNet blocks x 8 features, 3x3 kernels, padding" in export.model_card("f", folder, info, "", "note")
+  folder.refiner.output_activation = "identity"  # R passes its input through: no trunk to describe
+  assert "- Refiner: no ResNet trunk, padding" in export.model_card("f", folder, info, "", "note")
   folder.refiner.output_activation, folder.refiner.dropout_head_kernel = "identity", 5
   card = export.model_card("f", folder, info, "", "note")
   assert "- Refiner: no ResNet trunk, padding" in card  # a drop-only refiner has no blocks to name

@@ -13,6 +13,7 @@ import jax
 import numpy as np
 
 from simgan_jax import images as images_lib
+from simgan_jax import models
 from simgan_jax.data import sources as sources_lib
 from simgan_jax.probe import drift as drift_lib
 from simgan_jax.probe import selection as selection_lib
@@ -155,8 +156,8 @@ def write_report(config, workdir: str, selection, summary, preservation, pools, 
   t = config.task_net
   lines += ["## Settings", "",
             f"- SimGAN: {config.simgan.image_height}x{config.simgan.image_width}x{config.simgan.channels}, batch "
-            f"{config.simgan.batch_size}, refiner {config.simgan.refiner.features} features x "
-            f"{config.simgan.refiner.num_blocks} blocks, {config.simgan.refiner_pretrain_steps} + "
+            f"{config.simgan.batch_size}, refiner: {models.trunk_text(config.simgan.refiner)}, "
+            f"{config.simgan.refiner_pretrain_steps} + "
             f"{config.simgan.discriminator_pretrain_steps} pretraining steps, {config.simgan.num_iterations} "
             f"iterations, {report.training_text(config.simgan)}.",
             f"- Task network ({kind}): conv widths {tuple(t.model.conv_features)}, FC {t.model.hidden_features}, "

@@ -15,6 +15,7 @@ import jax
 import numpy as np
 
 from simgan_jax import images as images_lib
+from simgan_jax import models
 from simgan_jax.data import sources as sources_lib
 from simgan_jax.tasks import pose_net as pose
 from simgan_jax.experiments import caveats
@@ -161,8 +162,7 @@ def write_report(config, workdir: str, selection, summary, preservation, pools, 
   lines += ["## Samples", "", "Columns: synthetic | refined (selected refiner) | target test depth.", "",
             "![samples](samples.png)", "", "## Settings", "",
             f"- SimGAN: {config.simgan.image_height}x{config.simgan.image_width}, batch {config.simgan.batch_size}, "
-            f"refiner {config.simgan.refiner.features} features x {config.simgan.refiner.num_blocks} blocks "
-            f"({config.simgan.refiner.kernel_size}x{config.simgan.refiner.kernel_size}), discriminator "
+            f"refiner: {models.trunk_text(config.simgan.refiner)}, discriminator "
             f"`{config.simgan.discriminator.preset}`, {config.simgan.refiner_pretrain_steps} + "
             f"{config.simgan.discriminator_pretrain_steps} pretraining steps, {config.simgan.num_iterations} "
             f"iterations (Kg {config.simgan.kg}, Kd {config.simgan.kd}), {report.training_text(config.simgan)}, "

@@ -18,6 +18,7 @@ import numpy as np
 
 from simgan_jax import images as images_lib
 from simgan_jax import models
+from simgan_jax import run_setup
 from simgan_jax.data import sources as sources_lib
 from simgan_jax.tasks import gaze_net as gaze
 from simgan_jax.experiments import caveats
@@ -158,14 +159,7 @@ def _minutes(seconds) -> str:
 def training_text(simgan) -> str:
   """The SimGAN optimiser, self-regularisation and every stabiliser that is on, for a
   report's Settings line: a TTUR or R1 run must not read as the default."""
-  o = simgan.optimizer
-  lr_r, lr_d = o.get("refiner_learning_rate"), o.get("discriminator_learning_rate")
-  if lr_r is None and lr_d is None:
-    lr = f"{o.name} lr {o.learning_rate}"
-  else:
-    lr = (f"{o.name} lr {o.learning_rate if lr_r is None else lr_r} (refiner) / "
-          f"{o.learning_rate if lr_d is None else lr_d} (discriminator)")
-  text = f"{lr}, lambda {simgan.loss.self_regularization_weight}, psi `{simgan.loss.psi}`"
+  text = f"{run_setup.learning_rate_text(simgan)}, lambda {simgan.loss.self_regularization_weight}, psi `{simgan.loss.psi}`"
   if simgan.loss.get("self_regularization_free_above") is not None:
     text += f" (pixels >= {simgan.loss.self_regularization_free_above} free)"
   on = models.refiner_extras(simgan.refiner)
@@ -399,8 +393,8 @@ def write_report(config, workdir: str, selection, summary, preservation, pools, 
   lines += two_sample_lines(p)
   lines += ["## Samples", "", "Columns: synthetic | refined (selected refiner) | target test "
             "images.", "", "![samples](samples.png)", "", "## Settings", "",
-            f"- SimGAN: batch {config.simgan.batch_size}, refiner {config.simgan.refiner.features} features x "
-            f"{config.simgan.refiner.num_blocks} blocks, {config.simgan.refiner_pretrain_steps} + "
+            f"- SimGAN: batch {config.simgan.batch_size}, refiner: {models.trunk_text(config.simgan.refiner)}, "
+            f"{config.simgan.refiner_pretrain_steps} + "
             f"{config.simgan.discriminator_pretrain_steps} pretraining steps, {config.simgan.num_iterations} "
             f"iterations (Kg {config.simgan.kg}, Kd {config.simgan.kd}), {training_text(config.simgan)}, "
             f"SimGAN seed(s) {', '.join(map(str, seeds_lib.simgan_seeds(config)))}.",

@@ -13,6 +13,7 @@ import jax
 import numpy as np
 
 from simgan_jax import models
+from simgan_jax import run_setup
 from simgan_jax.refining import pretrained
 from simgan_jax.refining import refine
 from simgan_jax.probe import selection
@@ -62,14 +63,6 @@ CARD_SCORES = (("realism_kid", "realism KID (lower is more real)"),
 SIMULATOR_SPECS = ("eyesim", "handsim")
 
 
-def _trunk(refiner_config) -> str:
-  """The card's words for the refiner's ResNet trunk (none with the identity output)."""
-  if refiner_config.output_activation == "identity":
-    return "no ResNet trunk, "
-  k = refiner_config.kernel_size
-  return f"{refiner_config.num_blocks} ResNet blocks x {refiner_config.features} features, {k}x{k} kernels, "
-
-
 def model_card(name: str, config, info: dict, command: str, note: str) -> str:
   scores = info.get("scores", {})
   data = config.synthetic_data.name if config.synthetic_data.name in SIMULATOR_SPECS else "YOUR_DATA_SPEC"
@@ -83,8 +76,8 @@ def model_card(name: str, config, info: dict, command: str, note: str) -> str:
 
 - Date exported: {info['date']}; checkpoint step {info['step']} of `{info['workdir']}`; {info['num_parameters']:,} parameters.
 - Trained by: `{command or '(not given)'}`
-- Refiner: {_trunk(config.refiner)}padding {config.refiner.get('padding', 'SAME')}, {config.refiner.get('noise_channels', 0)} noise channel(s), output {config.refiner.output_activation}{''.join(', ' + e for e in models.refiner_extras(config.refiner))}; input {config.image_height}x{config.image_width}x{config.channels} in [-1, 1].
-- Data: `{config.synthetic_data.name}` refined towards `{config.real_data.name}`; batch {config.batch_size}, lambda {config.loss.self_regularization_weight}, {config.optimizer.name} lr {config.optimizer.learning_rate}, Kg {config.kg}, Kd {config.kd}.
+- Refiner: {models.trunk_text(config.refiner)}, padding {config.refiner.get('padding', 'SAME')}, {config.refiner.get('noise_channels', 0)} noise channel(s), output {config.refiner.output_activation}{''.join(', ' + e for e in models.refiner_extras(config.refiner))}; input {config.image_height}x{config.image_width}x{config.channels} in [-1, 1].
+- Data: `{config.synthetic_data.name}` refined towards `{config.real_data.name}`; batch {config.batch_size}, lambda {config.loss.self_regularization_weight}, {run_setup.learning_rate_text(config)}, Kg {config.kg}, Kd {config.kd}.
 
 Scores logged at that checkpoint (`metrics.jsonl`, label-free; simgan_jax/probe):
 
