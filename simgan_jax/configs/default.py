@@ -107,7 +107,8 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   # 3-5: 29.97 +- 1.33), but the picked refiners speckle the whole hand
   # (docs/ablation_val_hand_sfdrop_slow.md, _seeds345.md); at
   # refiner lr 2e-4 one seed erased the hands (docs/ablation_val_hand_sfdrop_free.md);
-  # charged with the self-regularisation the drops die out (docs/ablations.md). Off.
+  # charged with the self-regularisation the drops die out (docs/ablations.md). Off here;
+  # the hands' :cpu default (configs/handsim.py; test split: docs/results_handsim.md).
   c.refiner.dropout_gradient = "straight_through"
   # Grid-phase input (not in the paper; 0 = off): sin/cos of the pixel's phase in a
   # P-pixel grid as 4 more input channels (models.grid_phase), so R can draw artefacts

@@ -9,15 +9,14 @@ Variants:
 * (none) the paper's hand networks (configs/nyu_hand.py's preset: 224x224, 7x7
   refiner with 10 ResNet blocks, the hand discriminator, Kg=2, Kd=1, 500 + 200
   pretraining steps, lr 2e-4), batch 32; for an accelerator.
-* ``cpu``: 64x64 depth, a 3x3 refiner of 16 features and 4 blocks, the eye
-  discriminator (the hand one's total stride 32 leaves 2x2 patches at 64x64; the
-  eye one gives 16x16 patches of 23 px), 200 + 100 pretraining steps and 1,200
-  iterations at batch 32; R's output is its input with pixels dropped by a learned
-  score-function drop-out head (the setting and its measurement: get_config). Measured on the 2 shared cores (load average ~10):
-  with a 32-feature refiner an adversarial iteration took 6.95 s (139 GFLOP,
-  20 GFLOP/s achieved), hence 16 features: 2.4 s per iteration measured at the
-  same load (benchmarks/simulator.py hands: 33 refined images/s; the simulator
-  renders 431 images/s at 64x64, the target 292).
+* ``cpu``: 64x64 depth, the eye discriminator (the hand one's total stride 32 leaves
+  2x2 patches at 64x64; the eye one gives 16x16 patches of 23 px), 200 + 100
+  pretraining steps and 1,200 iterations at batch 32. R's output is its input with
+  pixels dropped by a learned score-function drop-out head (no ResNet trunk; the
+  setting and its measurement: get_config); its 3x3, 16-feature, 4-block trunk fields
+  apply when ``refiner.output_activation`` is set back to a trunk output ("tanh",
+  "residual"). reproduce's three SimGAN seeds took 4.6-4.7 min each on the 2 shared
+  cores (docs/results_handsim.md).
 * ``smoke``: 32x32, tiny networks, a few steps; for tests.
 """
 
