@@ -48,6 +48,10 @@ def test_hand_report_prints_the_share_of_the_perfect_refiners_gain():
   assert any(line.startswith("- `oracle` (the simulator's hands") and "closes 25% of the gap" in line
              for line in lines)
   assert "- `refined` gets 25% of the perfect refiner's gain over `synthetic` (1.00 px of 4.00 px less mean error)." in lines
+  # The mean error's change is judged against its own spread (the shares within 20 px are noise here).
+  assert "goes from 32.00 to 31.00 px (down 1.00 px, more than the larger seed spread of the two, 0.50 px)" in lines[0]
+  summary["refined"] = dict(row(32.4), error_std=0.6)
+  assert "(up 0.40 px, not more than the larger seed spread of the two, 0.60 px)" in hand_report.comparison_lines(summary)[0]
   del summary["oracle"]
   assert not any("perfect refiner" in line for line in hand_report.comparison_lines(summary))
 
