@@ -115,6 +115,10 @@ class Refiner(nn.Module):
   # random light and tone per image (LightStage: a smooth gain field, gamma, contrast and
   # brightness, each a fixed random draw times a learned magnitude; 5 more noise channels).
   light_stage: bool = False
+  # Sensor stage (not in the paper; False = off): after any light stage and before any JPEG
+  # stage, a Gaussian blur of random width and signal-dependent sensor noise per image,
+  # with learned magnitudes (SensorStage; SENSOR_NOISE_CHANNELS more noise channels).
+  sensor_stage: bool = False
 
   @nn.compact
   def __call__(self, images_BHWC, noise_BHWN=None):
@@ -134,6 +138,7 @@ class Refiner(nn.Module):
         more = f" and smooth_noise_cells={self.smooth_noise_cells}" if self.smooth_noise_cells else ""
         more += " and jpeg_quantizer=True (+1 channel)" if self.jpeg_quantizer else ""
         more += f" and light_stage=True (+{LIGHT_NOISE_CHANNELS} channels)" if self.light_stage else ""
+        more += f" and sensor_stage=True (+{SENSOR_NOISE_CHANNELS} channels)" if self.sensor_stage else ""
         raise ValueError(f"Refiner: noise_channels={self.noise_channels}{more}{drop} needs noise of shape "
                          f"{(*images_BHWC.shape[:3], num_noise)} (see refiner_noise), "
                          f"got {None if noise_BHWN is None else noise_BHWN.shape}")
@@ -171,6 +176,8 @@ class Refiner(nn.Module):
         self.sow("intermediates", "before_camera", out)
       if self.light_stage:
         out = LightStage(name="light_stage")(out, noise_BHWN[..., slices["light"]])
+      if self.sensor_stage:
+        out = SensorStage(name="sensor_stage")(out, noise_BHWN[..., slices["sensor"]])
       if self.jpeg_quantizer:
         out = JpegQuantizer(name="jpeg_quantizer")(out, noise_BHWN[:, 0, 0, slices["jpeg"].start])
     if self.dropout_value is None:
@@ -382,8 +389,8 @@ def grid_phase(image_hw, period: int) -> jax.Array:
 
 def noise_input_channels(refiner: "Refiner") -> int:
   """Channels of the refiner's noise input: its normal ones, its smooth ones, + 1 per-image
-  normal for the JPEG stage, + LIGHT_NOISE_CHANNELS for the light stage, + 1 uniform for
-  the drop-out head."""
+  normal for the JPEG stage, + LIGHT_NOISE_CHANNELS for the light stage, +
+  SENSOR_NOISE_CHANNELS for the sensor stage, + 1 uniform for the drop-out head."""
   return noise_slices(refiner)["drop"].stop
 
 
@@ -398,20 +405,21 @@ def sows_intermediates(refiner: "Refiner") -> bool:
 
 
 def has_camera_stages(refiner: "Refiner") -> bool:
-  """Whether R ends in label-free camera stages (light_stage, jpeg_quantizer): then the
+  """Whether R ends in label-free camera stages (light_stage, sensor_stage, jpeg_quantizer): then the
   self-regularisation compares the trunk's output, before them, with the input (the
   stages' random light and compression carry no label, and an L1 on them would only
   teach their magnitudes to shrink: a JPEG stage's quality scale fell from 0.5 to 0.07
   in 800 steps of an eye :cpu run with self-regularisation after it)."""
-  return bool(refiner.light_stage or refiner.jpeg_quantizer)
+  return bool(refiner.light_stage or refiner.sensor_stage or refiner.jpeg_quantizer)
 
 
 def noise_slices(refiner: "Refiner") -> dict[str, slice]:
   """Where each part of the refiner's noise input lies along its channel axis: "trunk"
-  (normal, then smooth channels: the trunk's extra inputs), "jpeg", "light", "drop"
-  (each empty when off), in refiner_noise's order."""
+  (normal, then smooth channels: the trunk's extra inputs), "jpeg", "light", "sensor",
+  "drop" (each empty when off), in refiner_noise's order."""
   sizes = (("trunk", refiner.noise_channels + len(refiner.smooth_noise_cells)),
            ("jpeg", int(refiner.jpeg_quantizer)), ("light", LIGHT_NOISE_CHANNELS * refiner.light_stage),
+           ("sensor", SENSOR_NOISE_CHANNELS * refiner.sensor_stage),
            ("drop", int(refiner.dropout_value is not None)))
   out, start = {}, 0
   for name, size in sizes:
@@ -521,6 +529,8 @@ def refiner_extras(refiner_config) -> list[str]:
     extras.append(f"smooth noise input ({cells} cells)")
   if refiner_config.get("light_stage", False):
     extras.append("light stage (random light and tone, learned magnitudes)")
+  if refiner_config.get("sensor_stage", False):
+    extras.append("sensor stage (random blur and sensor noise, learned magnitudes)")
   if refiner_config.get("jpeg_quantizer", False):
     extras.append("JPEG stage (standard table, learned quality per image)")
   if refiner_config.get("block_quantizer", 0):
@@ -556,6 +566,7 @@ def make_refiner(config) -> Refiner:
       smooth_noise_cells=tuple(config.refiner.get("smooth_noise_cells", ())),
       jpeg_quantizer=bool(config.refiner.get("jpeg_quantizer", False)),
       light_stage=bool(config.refiner.get("light_stage", False)),
+      sensor_stage=bool(config.refiner.get("sensor_stage", False)),
       dropout_gradient=config.refiner.get("dropout_gradient", "straight_through"),
   )
 
@@ -565,7 +576,7 @@ def refiner_noise(refiner: Refiner, keys, image_hw):
   ``noise_channels`` standard normal channels, one ``smooth_noise`` channel per
   ``smooth_noise_cells`` entry, one standard normal value per image for the JPEG stage
   (``jpeg_quantizer``, repeated over the image), the light stage's draws
-  (``light_noise``), then one uniform [0, 1) channel for the drop-out head
+  (``light_noise``), the sensor stage's (``sensor_noise``), then one uniform [0, 1) channel for the drop-out head
   (``dropout_value``); ``noise_slices`` says where each lies.
 
   Noise is a pure function of the example's key, so a batch refines the same on 1
@@ -584,6 +595,8 @@ def refiner_noise(refiner: Refiner, keys, image_hw):
       normal = jnp.concatenate([normal, jnp.full((*image_hw, 1), z)], axis=-1)
     if refiner.light_stage:
       normal = jnp.concatenate([normal, light_noise(jax.random.fold_in(k, _LIGHT_STREAM), image_hw)], axis=-1)
+    if refiner.sensor_stage:
+      normal = jnp.concatenate([normal, sensor_noise(jax.random.fold_in(k, _SENSOR_STREAM), image_hw)], axis=-1)
     if refiner.dropout_value is None:
       return normal
     # The drop-out head's uniform draws, from their own stream of the example's key.
@@ -597,6 +610,7 @@ _DROP_STREAM = 0x0D50  # fold_in tag of the drop-out head's uniform noise
 _SMOOTH_STREAM = 0x5300  # fold_in tag of the smooth noise channels
 _JPEG_STREAM = 0x1F60  # fold_in tag of the JPEG stage's per-image draw
 _LIGHT_STREAM = 0x7160  # fold_in tag of the light stage's draws
+_SENSOR_STREAM = 0x5E50  # fold_in tag of the sensor stage's draws
 LIGHT_FIELD_CELLS = (2, 4)  # the light stage's gain fields: smooth_noise grids of 2 and 4 rows
 LIGHT_NOISE_CHANNELS = len(LIGHT_FIELD_CELLS) + 3  # + gamma, contrast, brightness draws
 
@@ -639,6 +653,59 @@ LIGHT_AMP_INIT = 0.05  # the light stage's magnitudes at initialisation (not 0: 
 # Each magnitude moves this much per unit of its parameter. At 10 the eye :cpu run's gamma
 # magnitude went from 0.05 to 1.6 within 700 adversarial steps (exp(1.6 z) gammas).
 LIGHT_AMP_RATE = 1.0
+
+
+SENSOR_NOISE_CHANNELS = 3  # the sensor stage's draws: blur width, noise level (per image), noise (per pixel)
+SENSOR_BLUR_RADIUS = 3  # its blur kernel is 7 x 7 (separable)
+
+
+def sensor_noise(key, image_hw) -> jax.Array:
+  """[H, W, SENSOR_NOISE_CHANNELS]: the sensor stage's draws for one image: a blur width
+  u ~ U(0, 1) and a noise level l ~ U(0.3, 1) repeated over the image (as the eye
+  target's defocus and noise level), then standard normal noise per pixel."""
+  u, level = jax.random.uniform(key, (2,), jnp.float32) * jnp.asarray([1.0, 0.7]) + jnp.asarray([0.0, 0.3])
+  z = jax.random.normal(jax.random.fold_in(key, 0x5E), (*image_hw, 1), jnp.float32)
+  return jnp.concatenate([jnp.broadcast_to(jnp.stack([u, level]), (*image_hw, 2)), z], axis=-1)
+
+
+class SensorStage(nn.Module):
+  """Random blur and sensor noise per image with learned magnitudes [B, H, W, C] -> same,
+  in linear [0, 1] values c = (x + 1) / 2: a separable Gaussian blur of sigma = s u pixels
+  (a 7 x 7 kernel, edges continued; u the image's U(0, 1) draw), then noise of std
+  sqrt((r l)^2 + k l c) times the pixel's standard normal draw (l the image's U(0.3, 1)
+  noise level), clipped back to [-1, 1]: the eye target's defocus and signal-dependent
+  noise (simulators/target.py), which the perfect refiner's images need to pass the
+  final two-sample test (without blur it scores 87.9%, without noise 96.8%, against
+  63.2%: docs/diagnosis_eye_realism.md). s, r and k are learned, each exp(init + rate *
+  parameter) (SENSOR_*), so they stay positive and start small; the draws come from the
+  noise input (sensor_noise), so gradients reach s, r, k through the blur and the noise
+  (reparameterised). A blur and noise carry no label: the self-regularisation reads R's
+  output before this stage (has_camera_stages)."""
+
+  @nn.compact
+  def __call__(self, images_BHWC, draws_BHWN):
+    p = self.param("log_magnitude", nn.initializers.zeros, (3,), jnp.float32)
+    s, r, k = jnp.exp(jnp.asarray(SENSOR_LOG_INIT, jnp.float32) + SENSOR_LOG_RATE * p)
+    u, level, z = draws_BHWN[:, :1, :1, 0:1], draws_BHWN[:, :1, :1, 1:2], draws_BHWN[..., 2:3]
+    c = (images_BHWC.astype(jnp.float32) + 1.0) / 2.0
+    sigma_B = jnp.maximum(s * u[:, 0, 0, 0], 1e-3)
+    t = jnp.arange(-SENSOR_BLUR_RADIUS, SENSOR_BLUR_RADIUS + 1, dtype=jnp.float32)
+    g = jnp.exp(-0.5 * (t[None, :] / sigma_B[:, None])**2)
+    g = g / g.sum(-1, keepdims=True)  # [B, 7]
+    r_ = SENSOR_BLUR_RADIUS
+    padded = jnp.pad(c, ((0, 0), (r_, r_), (0, 0), (0, 0)), mode="edge")
+    c = sum(g[:, i, None, None, None] * padded[:, i:i + c.shape[1]] for i in range(2 * r_ + 1))
+    padded = jnp.pad(c, ((0, 0), (0, 0), (r_, r_), (0, 0)), mode="edge")
+    c = sum(g[:, i, None, None, None] * padded[:, :, i:i + c.shape[2]] for i in range(2 * r_ + 1))
+    std = jnp.sqrt((r * level)**2 + k * level * jnp.clip(c, 0.0, 1.0) + 1e-12)
+    return jnp.clip(2.0 * (c + std * z) - 1.0, -1.0, 1.0)
+
+
+# The sensor stage's blur width s (pixels), read-noise r and shot-noise k at initialisation
+# (log; s below about 0.3 px would leave the 7-tap kernel a delta with no gradient), small against the eye target's (defocus sigma 0.3-1.04 px plus motion blur up to
+# 2.5 px, r 0.03, k 0.004; simulators/target.py).
+SENSOR_LOG_INIT = (math.log(0.6), math.log(0.005), math.log(0.0005))
+SENSOR_LOG_RATE = 1.0  # each log magnitude moves this much per unit of its parameter
 
 
 def smooth_noise_grid(cells: int, image_hw) -> tuple[int, int]:

@@ -141,6 +141,9 @@ def validate_config(config, num_devices: int) -> None:
   if config.refiner.get("light_stage", False) and config.refiner.output_activation == "identity":
     raise ConfigError("config.refiner.light_stage: changes the trunk's output, and "
                       "output_activation='identity' has no trunk")
+  if config.refiner.get("sensor_stage", False) and config.refiner.output_activation == "identity":
+    raise ConfigError("config.refiner.sensor_stage: blurs the trunk's output and adds noise to it, and "
+                      "output_activation='identity' has no trunk")
   if config.refiner.get("jpeg_quantizer", False):
     if config.refiner.output_activation == "identity":
       raise ConfigError("config.refiner.jpeg_quantizer: compresses the trunk's output, and "

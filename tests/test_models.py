@@ -495,6 +495,63 @@ def test_light_stage_is_random_light_and_tone_with_learned_magnitudes():
   assert "light stage" in " ".join(models.refiner_extras(config.refiner))
 
 
+def test_sensor_stage_is_random_blur_and_noise_with_learned_magnitudes():
+  """SensorStage equals the formula (numpy: a separable 7-tap Gaussian of sigma s u with
+  edges continued, then noise of std sqrt((r l)^2 + k l c)) for given draws and
+  magnitudes; each magnitude gets a gradient; refiner_noise puts its draws (two
+  per-image uniforms, then per-pixel normals) after the light stage's and before the
+  drop-out head's uniform channel."""
+  rng = np.random.default_rng(1)
+  x = rng.uniform(-0.8, 0.8, (2, 12, 16, 1)).astype(np.float32)
+  key = jax.random.PRNGKey(3)
+  draws = jnp.stack([models.sensor_noise(jax.random.fold_in(key, i), (12, 16)) for i in range(2)])
+  d = np.asarray(draws)
+  assert d.shape == (2, 12, 16, models.SENSOR_NOISE_CHANNELS)
+  # (This key draws blur widths near 0, a delta kernel with no gradient: widen them for the check below.)
+  draws = draws.at[..., 0].set(jnp.asarray([0.6, 0.9])[:, None, None])
+  np.testing.assert_array_equal(d[..., :2], np.broadcast_to(d[:, :1, :1, :2], d[..., :2].shape))
+  assert np.all((d[:, 0, 0, 0] >= 0) & (d[:, 0, 0, 0] < 1)) and np.all((d[:, 0, 0, 1] >= 0.3) & (d[:, 0, 0, 1] < 1))
+  assert abs(d[..., 2].std() - 1) < 0.15 and d[0, ..., 2].std() > 0.5  # per-pixel normals
+  d = np.asarray(draws)
+  stage = models.SensorStage()
+  params = stage.init(jax.random.PRNGKey(0), x, draws)["params"]
+  np.testing.assert_allclose(np.asarray(params["log_magnitude"]), 0.0)
+  params = {"log_magnitude": jnp.asarray([0.8, 2.0, 1.0])}  # s ~ 1.34 px, r ~ 0.037, k ~ 0.0014
+  s, r, k = np.exp(np.asarray(models.SENSOR_LOG_INIT) + models.SENSOR_LOG_RATE * np.asarray(params["log_magnitude"]))
+  c = (x + 1) / 2
+  blurred = np.empty_like(c)
+  t = np.arange(-3, 4)
+  for b in range(2):
+    g = np.exp(-0.5 * (t / max(s * d[b, 0, 0, 0], 1e-3))**2)
+    g /= g.sum()
+    img = np.pad(c[b, ..., 0], 3, mode="edge")
+    rows = sum(g[i] * img[i:i + 12, :] for i in range(7))
+    blurred[b, ..., 0] = sum(g[i] * rows[:, i:i + 16] for i in range(7))
+  level = d[:, :1, :1, 1:2]
+  std = np.sqrt((r * level)**2 + k * level * np.clip(blurred, 0, 1))
+  expected = np.clip(2 * (blurred + std * d[..., 2:3]) - 1, -1, 1)
+  out = np.asarray(stage.apply({"params": params}, x, draws))
+  np.testing.assert_allclose(out, expected, atol=2e-5)
+  assert np.abs(out - x).max() > 0.05  # it did blur and add noise
+  g = jax.grad(lambda pp: jnp.sum(stage.apply({"params": pp}, x, draws) * jnp.asarray(x)))(params)
+  assert np.all(np.abs(np.asarray(g["log_magnitude"])) > 1e-4), g
+
+  config = default.get_config("smoke")
+  config.refiner.output_activation, config.refiner.noise_channels = "residual", 1
+  config.refiner.light_stage, config.refiner.sensor_stage, config.refiner.dropout_value = True, True, 1.0
+  refiner = models.make_refiner(config)
+  slices = models.noise_slices(refiner)
+  assert (slices["light"], slices["sensor"], slices["drop"]) == (slice(1, 6), slice(6, 9), slice(9, 10))
+  keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(0), i))(jnp.arange(2))
+  noise = models.refiner_noise(refiner, keys, (12, 16))
+  assert noise.shape == (2, 12, 16, 10)
+  np.testing.assert_array_equal(noise[1, ..., 6:9], models.sensor_noise(jax.random.fold_in(keys[1], 0x5E50), (12, 16)))
+  params = refiner.init(jax.random.PRNGKey(0), jnp.asarray(x), noise)["params"]
+  assert params["sensor_stage"]["log_magnitude"].shape == (3,)
+  assert "sensor stage" in " ".join(models.refiner_extras(config.refiner))
+  assert models.has_camera_stages(refiner)
+
+
 def test_slope_dropout_head_follows_the_slope_only():
   """dropout_slope_head: the drop logit is w . (|dy|, |dx|, |grad|, value) + b + init, 5
   parameters; on a made-up depth image (a flat plate, a ramp, a step to the background)

@@ -238,6 +238,10 @@ def test_block_quantizer_needs_a_trunk():
   config.refiner.smooth_noise_cells, config.refiner.light_stage = (), True
   with pytest.raises(ConfigError, match="config.refiner.light_stage: changes the trunk's output"):
     train.validate_config(config, 1)
+  config.refiner.light_stage, config.refiner.sensor_stage = False, True
+  with pytest.raises(ConfigError, match="config.refiner.sensor_stage: blurs the trunk's output"):
+    train.validate_config(config, 1)
+  config.refiner.sensor_stage = False
   config.refiner.light_stage, config.refiner.jpeg_quantizer = False, True
   with pytest.raises(ConfigError, match="config.refiner.jpeg_quantizer: compresses the trunk's output"):
     train.validate_config(config, 1)

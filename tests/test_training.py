@@ -145,23 +145,24 @@ def test_free_above_frees_dropped_pixels_in_the_adversarial_phase_only(tiny_conf
 
 
 def test_camera_stages_are_outside_the_self_regularisation(tiny_config, array_sources):
-  """With a JPEG and a light stage the self-regularisation compares the trunk's output
+  """With JPEG, light and sensor stages the self-regularisation compares the trunk's output
   (before them) with the input: refiner pretraining, which has no other loss, leaves the
   stages' parameters exactly where they started while it moves the trunk, and the
   reported loss equals the plain refiner's on the same trunk (identity at step 0);
   the adversarial phase moves them."""
   tiny_config.refiner.output_activation = "residual"
   tiny_config.refiner.jpeg_quantizer, tiny_config.refiner.light_stage = True, True
+  tiny_config.refiner.sensor_stage = True
   init = initial_state(tiny_config, array_sources).refiner_params
   state, curve = run_steps(tiny_config, array_sources, 1, ["refiner_pretrain"] * 2)
-  for stage in ("jpeg_quantizer", "light_stage"):
+  for stage in ("jpeg_quantizer", "light_stage", "sensor_stage"):
     jax.tree.map(np.testing.assert_array_equal, state.refiner_params[stage], init[stage])
   assert np.abs(state.refiner_params["conv_in"]["kernel"] - init["conv_in"]["kernel"]).max() > 0
   # The residual trunk is the identity at step 0: nothing to charge before the stages,
   # while the stages alone change every image (JPEG at scale 0.5, light at 0.05).
   assert curve[0]["self_regularization_loss"] < 1e-3
   state, _ = run_steps(tiny_config, array_sources, 1, ["refiner_pretrain", "discriminator_pretrain", "adversarial"])
-  for stage in ("jpeg_quantizer", "light_stage"):
+  for stage in ("jpeg_quantizer", "light_stage", "sensor_stage"):
     moved = jax.tree.map(lambda a, b: float(np.abs(a - b).max()), state.refiner_params[stage], init[stage])
     assert all(v > 0 for v in jax.tree.leaves(moved)), (stage, moved)
 

@@ -161,6 +161,13 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   # they stay moderate, 7.76 +- 0.13 deg (82%), final two-sample 99.2%
   # (docs/ablation_val_light_stage_seed0.md). Off until measured over 3 SimGAN seeds.
   c.refiner.light_stage = False
+  # Sensor stage (not in the paper; False = off): after any light stage, before any JPEG
+  # stage, a Gaussian blur of random width and signal-dependent sensor noise per image,
+  # each a random draw times a learned magnitude (models.SensorStage): the two camera
+  # effects besides light and JPEG blocking without which even the perfect refiner's
+  # eyes are told from target eyes (87.9% without blur, 96.8% without noise, against
+  # 63.2%; docs/diagnosis_eye_realism.md). Not measured yet.
+  c.refiner.sensor_stage = False
   # Discriminator: layer table by preset ("eye", "hand" or "patch9": 9 px patches), widths scaled by
   # width_multiplier, optional batch norm (the article credits it for faster D).
   c.discriminator = ml_collections.ConfigDict()
