@@ -149,8 +149,9 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   # after the stage instead, it shrank to 0.07 by step 800. The scale now learns by the
   # score function of the per-image adversarial losses: with light_stage, one SimGAN seed
   # (a probe, not a decision), it stayed at 0.57-0.59; 7.61 +- 0.16 deg (88% of the perfect
-  # refiner's gain), final two-sample 94.4% (docs/ablation_val_light_jpeg_seed0.md). Off
-  # until measured over 3 SimGAN seeds.
+  # refiner's gain), final two-sample 94.4% (docs/ablation_val_light_jpeg_seed0.md). With
+  # light_stage over 3 SimGAN seeds: 7.73 +- 0.18 deg (83%, within :cpu's spread), final
+  # two-sample 94-98%, pupil shift 3.5-4.7 px (docs/ablation_val_light_jpeg.md). Off.
   c.refiner.jpeg_quantizer = False
   # Light stage (not in the paper; False = off): after the trunk (before the JPEG stage), a
   # random light and tone per image: a smooth gain field (2- and 4-row grids), gamma,
@@ -159,7 +160,8 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   # With the first JPEG stage (above) its magnitudes grew to 0.6 and 1.3 (log-gain
   # fields), 2.0 (gamma), 2.1 (brightness) by step 1,400. Alone, one SimGAN seed (a probe):
   # they stay moderate, 7.76 +- 0.13 deg (82%), final two-sample 99.2%
-  # (docs/ablation_val_light_stage_seed0.md). Off until measured over 3 SimGAN seeds.
+  # (docs/ablation_val_light_stage_seed0.md); with jpeg_quantizer over 3 SimGAN seeds, as
+  # :cpu's downstream (docs/ablation_val_light_jpeg.md, above). Off.
   c.refiner.light_stage = False
   # Sensor stage (not in the paper; False = off): after any light stage, before any JPEG
   # stage, a Gaussian blur of random width and signal-dependent sensor noise per image,
