@@ -80,6 +80,13 @@ def phase_at(step: int, config) -> str:
   return "done"
 
 
+# Refiner fields that act on the ResNet trunk's input or output (what each does, for the error).
+_TRUNK_ONLY_FIELDS = (("smooth_noise_cells", "feeds the trunk"), ("light_stage", "changes the trunk's output"),
+                      ("sensor_stage", "blurs the trunk's output and adds noise to it"),
+                      ("jpeg_quantizer", "compresses the trunk's output"),
+                      ("block_quantizer", "quantises the trunk's output"))
+
+
 def validate_config(config, num_devices: int) -> None:
   """Raises ConfigError naming the first bad field."""
   for field in ("refiner_pretrain_steps", "discriminator_pretrain_steps", "num_iterations"):
@@ -135,25 +142,13 @@ def validate_config(config, num_devices: int) -> None:
   if not all(isinstance(c, int) and not isinstance(c, bool) and c >= 1 for c in cells):
     raise ConfigError(f"config.refiner.smooth_noise_cells: must be integers >= 1 (cells along the "
                       f"height; () = off), got {cells!r}")
-  if cells and config.refiner.output_activation == "identity":
-    raise ConfigError("config.refiner.smooth_noise_cells: feeds the trunk, and "
-                      "output_activation='identity' has no trunk")
-  if config.refiner.get("light_stage", False) and config.refiner.output_activation == "identity":
-    raise ConfigError("config.refiner.light_stage: changes the trunk's output, and "
-                      "output_activation='identity' has no trunk")
-  if config.refiner.get("sensor_stage", False) and config.refiner.output_activation == "identity":
-    raise ConfigError("config.refiner.sensor_stage: blurs the trunk's output and adds noise to it, and "
-                      "output_activation='identity' has no trunk")
-  if config.refiner.get("jpeg_quantizer", False):
-    if config.refiner.output_activation == "identity":
-      raise ConfigError("config.refiner.jpeg_quantizer: compresses the trunk's output, and "
-                        "output_activation='identity' has no trunk")
-    if config.refiner.get("block_quantizer", 0):
-      raise ConfigError("config.refiner.jpeg_quantizer: R's output is quantised either with the "
-                        "standard table (jpeg_quantizer) or with learned steps (block_quantizer), not both")
-  if config.refiner.get("block_quantizer", 0) and config.refiner.output_activation == "identity":
-    raise ConfigError("config.refiner.block_quantizer: quantises the trunk's output, and "
-                      "output_activation='identity' has no trunk")
+  if config.refiner.output_activation == "identity":  # no trunk: nothing for these to act on
+    for field, what in _TRUNK_ONLY_FIELDS:
+      if config.refiner.get(field):
+        raise ConfigError(f"config.refiner.{field}: {what}, and output_activation='identity' has no trunk")
+  if config.refiner.get("jpeg_quantizer", False) and config.refiner.get("block_quantizer", 0):
+    raise ConfigError("config.refiner.jpeg_quantizer: R's output is quantised either with the "
+                      "standard table (jpeg_quantizer) or with learned steps (block_quantizer), not both")
   try:
     models.check_identity_output(config.refiner.output_activation, config.refiner.get("dropout_value"),
                                  config.refiner.get("dropout_head_kernel", 0)

@@ -507,11 +507,11 @@ def test_sensor_stage_is_random_blur_and_noise_with_learned_magnitudes():
   draws = jnp.stack([models.sensor_noise(jax.random.fold_in(key, i), (12, 16)) for i in range(2)])
   d = np.asarray(draws)
   assert d.shape == (2, 12, 16, models.SENSOR_NOISE_CHANNELS)
-  # (This key draws blur widths near 0, a delta kernel with no gradient: widen them for the check below.)
-  draws = draws.at[..., 0].set(jnp.asarray([0.6, 0.9])[:, None, None])
   np.testing.assert_array_equal(d[..., :2], np.broadcast_to(d[:, :1, :1, :2], d[..., :2].shape))
   assert np.all((d[:, 0, 0, 0] >= 0) & (d[:, 0, 0, 0] < 1)) and np.all((d[:, 0, 0, 1] >= 0.3) & (d[:, 0, 0, 1] < 1))
   assert abs(d[..., 2].std() - 1) < 0.15 and d[0, ..., 2].std() > 0.5  # per-pixel normals
+  # This key draws blur widths near 0 (a delta kernel, no gradient): widen them for the checks below.
+  draws = draws.at[..., 0].set(jnp.asarray([0.6, 0.9])[:, None, None])
   d = np.asarray(draws)
   stage = models.SensorStage()
   params = stage.init(jax.random.PRNGKey(0), x, draws)["params"]

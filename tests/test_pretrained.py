@@ -104,8 +104,6 @@ def test_model_card_use_line_refines_the_refiners_own_data():
   folder.optimizer.refiner_learning_rate = 5e-5
   assert "adam lr 5e-05 (refiner) / 0.0002 (discriminator), Kg" in export.model_card("f", folder, info, "", "note")
   assert "- Refiner: 1 ResNet blocks x 8 features, 3x3 kernels, padding" in export.model_card("f", folder, info, "", "note")
-  folder.refiner.output_activation = "identity"  # R passes its input through: no trunk to describe
-  assert "- Refiner: no ResNet trunk, padding" in export.model_card("f", folder, info, "", "note")
   folder.refiner.output_activation, folder.refiner.dropout_head_kernel = "identity", 5
   card = export.model_card("f", folder, info, "", "note")
   assert "- Refiner: no ResNet trunk, padding" in card  # a drop-only refiner has no blocks to name
