@@ -103,6 +103,22 @@ def test_summary_and_gap_closed_arithmetic():
   assert reproduce.gap_closed(summary, "refined", "synthetic") is None
 
 
+def test_error_change_sign_spread_and_verdict():
+  from simgan_jax.experiments import rows
+
+  def row(mean, std):
+    return {"error_mean": mean, "error_std": std}
+
+  # A rise is a negative drop; its size, not its sign, is judged against the larger spread.
+  assert rows.error_change({"synthetic": row(9.0, 0.2), "refined": row(10.0, 0.5)}, "refined", "synthetic") \
+      == (pytest.approx(-1.0), 0.5, "more than")
+  # The spread is the larger of the two rows', from either side; equal to it is not beyond it.
+  assert rows.error_change({"synthetic": row(10.0, 0.1), "refined": row(9.0, 1.0)}, "refined", "synthetic") \
+      == (pytest.approx(1.0), 1.0, "not more than")
+  assert rows.error_change({"synthetic": row(10.0, 0.9), "refined": row(9.0, 0.3)}, "refined", "synthetic") \
+      == (pytest.approx(1.0), 0.9, "more than")
+
+
 def test_training_sets_pick_the_rows():
   from simgan_jax.configs import reproduce as reproduce_config
   from simgan_jax.errors import ConfigError

@@ -57,11 +57,10 @@ def comparison_lines(summary, oracle_off=()) -> list[str]:
     trend = "rises" if delta >= 0 else "falls"
     line = (f"- `{refined}` vs `{synthetic}`: the share within {r['within_px']} px {trend} by {abs(delta):.1f} points, {verdict} the larger seed spread of the two ({spread:.1f}); the mean "
             f"joint error goes from {s['error_mean']:.2f} to {r['error_mean']:.2f} px")
-    drop = s["error_mean"] - r["error_mean"]  # the measure to read where the shares are noise
-    error_spread = max(r["error_std"], s["error_std"])
-    line += (f" ({'down' if drop >= 0 else 'up'} {abs(drop):.2f} px, "
-             f"{'more than' if abs(drop) > error_spread else 'not more than'} the larger seed spread of the two, "
-             f"{error_spread:.2f} px)")
+    # The mean joint error: the measure to read where the shares are noise.
+    drop, error_spread, error_verdict = rows.error_change(summary, refined, synthetic)
+    line += (f" ({'down' if drop >= 0 else 'up'} {abs(drop):.2f} px, {error_verdict} the larger seed "
+             f"spread of the two, {error_spread:.2f} px)")
     share = rows.gap_closed(summary, refined, synthetic)
     if share is not None:
       line += f"; refinement closes {100 * share:.0f}% of the synthetic-to-target error gap"

@@ -181,9 +181,7 @@ def comparison_lines(summary) -> list[str]:
   for refined, synthetic in (("refined", "synthetic"), ("refined_4x", "synthetic_4x")):
     if refined not in summary or synthetic not in summary:
       continue
-    delta = summary[synthetic]["error_mean"] - summary[refined]["error_mean"]
-    spread = max(summary[synthetic]["error_std"], summary[refined]["error_std"])
-    verdict = "more than" if abs(delta) > spread else "not more than"
+    delta, spread, verdict = rows.error_change(summary, refined, synthetic)
     line = (f"- `{refined}` vs `{synthetic}`: the mean error {'drops' if delta >= 0 else 'rises'} by "
             f"{abs(delta):.2f}°, {verdict} the larger seed spread of the two ({spread:.2f}°)")
     share = rows.gap_closed(summary, refined, synthetic)

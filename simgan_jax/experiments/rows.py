@@ -36,6 +36,16 @@ def gap_closed(summary, refined: str, synthetic: str) -> float | None:
   return (summary[synthetic]["error_mean"] - summary[refined]["error_mean"]) / gap
 
 
+def error_change(summary, refined: str, synthetic: str) -> tuple[float, float, str]:
+  """(drop in mean error from ``synthetic`` to ``refined``, the larger seed spread of the
+  two, "more than" / "not more than"): the comparison every report prints for a pair of
+  rows (a rise is a negative drop; the verdict compares its size with the spread)."""
+  r, s = summary[refined], summary[synthetic]
+  drop = s["error_mean"] - r["error_mean"]
+  spread = max(r["error_std"], s["error_std"])
+  return drop, spread, "more than" if abs(drop) > spread else "not more than"
+
+
 def oracle_share(summary, refined: str = "refined", synthetic: str = "synthetic") -> float | None:
   """Share of the perfect refiner's gain (``oracle`` over ``synthetic``, in mean error)
   that ``refined`` gets (None without the three rows or when the oracle gains nothing)."""
