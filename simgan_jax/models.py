@@ -142,12 +142,12 @@ class Refiner(nn.Module):
         raise ValueError(f"Refiner: noise_channels={self.noise_channels}{more}{drop} needs noise of shape "
                          f"{(*images_BHWC.shape[:3], num_noise)} (see refiner_noise), "
                          f"got {None if noise_BHWN is None else noise_BHWN.shape}")
-    if self.output_activation == "identity":  # no trunk: R only drops pixels
+    slices = noise_slices(self)
+    if self.output_activation == "identity":  # no trunk: R only drops pixels and/or runs camera stages
       check_identity_output(self.output_activation, self.dropout_value,
-                            self.dropout_head_kernel or self.dropout_slope_head)
+                            self.dropout_head_kernel or self.dropout_slope_head, has_camera_stages(self))
       out, features = inputs_BHWC.astype(jnp.float32), None
     else:
-      slices = noise_slices(self)
       if slices["trunk"].stop:  # normal, then smooth channels (refiner_noise's layout)
         normal = noise_BHWN[..., slices["trunk"]]
         images_BHWC = jnp.concatenate([images_BHWC, normal.astype(images_BHWC.dtype)], axis=-1)
@@ -172,14 +172,16 @@ class Refiner(nn.Module):
         out = x
       if self.block_quantizer:
         out = BlockQuantizer(self.block_quantizer, name="block_quantizer")(out)
-      if has_camera_stages(self):  # the self-regularisation reads this (training._refine_both)
-        self.sow("intermediates", "before_camera", out)
-      if self.light_stage:
-        out = LightStage(name="light_stage")(out, noise_BHWN[..., slices["light"]])
-      if self.sensor_stage:
-        out = SensorStage(name="sensor_stage")(out, noise_BHWN[..., slices["sensor"]])
-      if self.jpeg_quantizer:
-        out = JpegQuantizer(name="jpeg_quantizer")(out, noise_BHWN[:, 0, 0, slices["jpeg"].start])
+    # The camera stages follow the trunk, or the input itself with the identity output (a
+    # camera-only refiner: a few learned magnitudes, no trunk).
+    if has_camera_stages(self):  # the self-regularisation reads this (training._refine_both)
+      self.sow("intermediates", "before_camera", out)
+    if self.light_stage:
+      out = LightStage(name="light_stage")(out, noise_BHWN[..., slices["light"]])
+    if self.sensor_stage:
+      out = SensorStage(name="sensor_stage")(out, noise_BHWN[..., slices["sensor"]])
+    if self.jpeg_quantizer:
+      out = JpegQuantizer(name="jpeg_quantizer")(out, noise_BHWN[:, 0, 0, slices["jpeg"].start])
     if self.dropout_value is None:
       return out
     if self.dropout_slope_head:
@@ -360,13 +362,20 @@ DROP_LOGIT_INIT = -5.0  # the drop-out head's logit at initialisation: p = 0.7%
 DROP_HEAD_FEATURES = 16  # hidden features of the local drop-out head (dropout_head_kernel > 0)
 
 
-def check_identity_output(output_activation: str, dropout_value, local_head) -> None:
+def check_identity_output(output_activation: str, dropout_value, local_head, camera_stages: bool = False) -> None:
   """The identity output changes nothing without a local drop-out head (``local_head``:
-  dropout_head_kernel > 0 or dropout_slope_head): one message for the network and
+  dropout_head_kernel > 0 or dropout_slope_head) or a camera stage (``camera_stages``:
+  light_stage, sensor_stage or jpeg_quantizer): one message for the network and
   train.validate_config."""
-  if output_activation == "identity" and (dropout_value is None or not local_head):
+  if output_activation != "identity":
+    return
+  if dropout_value is not None and not local_head:
+    raise ValueError("config.refiner.output_activation: 'identity' has no trunk for the 1x1 drop-out head to "
+                     "read; set refiner.dropout_head_kernel > 0 or dropout_slope_head")
+  if not camera_stages and dropout_value is None:
     raise ValueError("config.refiner.output_activation: 'identity' changes nothing without a local drop-out "
-                     "head (refiner.dropout_value, and refiner.dropout_head_kernel > 0 or dropout_slope_head)")
+                     "head (refiner.dropout_value, and refiner.dropout_head_kernel > 0 or dropout_slope_head) "
+                     "or a camera stage (refiner.light_stage, sensor_stage, jpeg_quantizer)")
 
 
 def drop_pixels(values, p, uniform, drop_value: float):

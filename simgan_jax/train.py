@@ -81,10 +81,8 @@ def phase_at(step: int, config) -> str:
 
 
 # Refiner fields that act on the ResNet trunk's input or output (what each does, for the error).
-_TRUNK_ONLY_FIELDS = (("smooth_noise_cells", "feeds the trunk"), ("light_stage", "changes the trunk's output"),
-                      ("sensor_stage", "blurs the trunk's output and adds noise to it"),
-                      ("jpeg_quantizer", "compresses the trunk's output"),
-                      ("block_quantizer", "quantises the trunk's output"))
+# (The camera stages are not here: with the identity output they act on the input itself.)
+_TRUNK_ONLY_FIELDS = (("smooth_noise_cells", "feeds the trunk"), ("block_quantizer", "quantises the trunk's output"))
 
 
 def validate_config(config, num_devices: int) -> None:
@@ -152,7 +150,9 @@ def validate_config(config, num_devices: int) -> None:
   try:
     models.check_identity_output(config.refiner.output_activation, config.refiner.get("dropout_value"),
                                  config.refiner.get("dropout_head_kernel", 0)
-                                 or config.refiner.get("dropout_slope_head", False))
+                                 or config.refiner.get("dropout_slope_head", False),
+                                 any(config.refiner.get(f, False) for f in ("light_stage", "sensor_stage",
+                                                                           "jpeg_quantizer")))
   except ValueError as e:
     raise ConfigError(str(e)) from None
   two_sample = config.get("two_sample")

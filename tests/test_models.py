@@ -277,7 +277,7 @@ def test_local_dropout_head_sees_only_its_neighbourhood_and_identity_only_drops(
       models.make_refiner(config).init(jax.random.PRNGKey(0), x, noise)["params"])
   config.refiner.output_activation = "identity"
   config.refiner.dropout_head_kernel = 0
-  with pytest.raises(ValueError, match="'identity' changes nothing without a local drop-out head"):
+  with pytest.raises(ValueError, match="'identity' has no trunk for the 1x1 drop-out head"):
     models.make_refiner(config).init(jax.random.PRNGKey(0), x, noise)
 
 
@@ -631,3 +631,37 @@ def test_receptive_field_and_patch_radius_of_the_presets():
   assert models.receptive_field(models.DISCRIMINATOR_PRESETS["hand"]) == (71, 32)
   assert models.patch_radius(models.LocalDiscriminator(layers=models.DISCRIMINATOR_PRESETS["eye"])) == 2
   assert models.patch_radius(models.LocalDiscriminator(layers=models.DISCRIMINATOR_PRESETS["hand"])) == 1
+
+
+def test_camera_only_refiner_runs_its_stages_on_the_input():
+  """output_activation="identity" with camera stages and no drop-out head: R is the
+  stages applied to the input itself, exactly what they make of a residual refiner's
+  output at initialisation (its zero-initialised change leaves the input); its only
+  parameters are the stages', and each gets a gradient."""
+  config = default.get_config("smoke")
+  config.refiner.noise_channels = 0
+  config.refiner.light_stage = config.refiner.sensor_stage = config.refiner.jpeg_quantizer = True
+  x = jax.random.uniform(jax.random.PRNGKey(1), (2, 16, 24, 1), minval=-0.9, maxval=0.9)
+  keys = jax.vmap(lambda i: jax.random.fold_in(jax.random.PRNGKey(0), i))(jnp.arange(2))
+  config.refiner.output_activation = "residual"
+  residual = models.make_refiner(config)
+  noise = models.refiner_noise(residual, keys, (16, 24))
+  residual_params = residual.init(jax.random.PRNGKey(0), x, noise)["params"]
+  config.refiner.output_activation = "identity"
+  camera = models.make_refiner(config)
+  np.testing.assert_array_equal(np.asarray(models.refiner_noise(camera, keys, (16, 24))), np.asarray(noise))
+  params = camera.init(jax.random.PRNGKey(0), x, noise)["params"]
+  assert set(params) == {"light_stage", "sensor_stage", "jpeg_quantizer"}
+  # Moved magnitudes, the same in both, so the stages visibly act.
+  params = jax.tree.map(lambda p: p + 0.5, params)
+  residual_params = {**residual_params, **params}
+  out = np.asarray(camera.apply({"params": params}, x, noise))
+  np.testing.assert_allclose(out, np.asarray(residual.apply({"params": residual_params}, x, noise)), atol=1e-6)
+  assert np.abs(out - np.asarray(x)).max() > 0.05
+  g = jax.grad(lambda p: jnp.sum(camera.apply({"params": p}, x, noise) * x))(params)
+  for name in ("light_stage", "sensor_stage"):
+    assert all(np.all(np.abs(np.asarray(v)) > 0) for v in jax.tree.leaves(g[name])), name
+  config.refiner.light_stage = config.refiner.sensor_stage = config.refiner.jpeg_quantizer = False
+  with pytest.raises(ValueError, match="'identity' changes nothing without a local drop-out head"):
+    models.make_refiner(config).init(jax.random.PRNGKey(0), x, models.refiner_noise(
+        models.make_refiner(config), keys, (16, 24)))

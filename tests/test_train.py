@@ -221,7 +221,7 @@ def test_depth_and_grid_fields_are_checked_at_start(field, value, message):
     train.validate_config(config, 1)
 
 
-def test_block_quantizer_needs_a_trunk():
+def test_block_quantizer_needs_a_trunk_and_camera_stages_do_not():
   from simgan_jax import train
   from simgan_jax.errors import ConfigError
 
@@ -235,16 +235,17 @@ def test_block_quantizer_needs_a_trunk():
   config.refiner.block_quantizer, config.refiner.smooth_noise_cells = 0, (1, 4)
   with pytest.raises(ConfigError, match="config.refiner.smooth_noise_cells: feeds the trunk"):
     train.validate_config(config, 1)
-  config.refiner.smooth_noise_cells, config.refiner.light_stage = (), True
-  with pytest.raises(ConfigError, match="config.refiner.light_stage: changes the trunk's output"):
+  config.refiner.smooth_noise_cells = ()
+  # The camera stages act on the input itself without a trunk (a camera-only refiner),
+  # with or without the drop-out head.
+  for stage in ("light_stage", "sensor_stage", "jpeg_quantizer"):
+    config.refiner[stage] = True
     train.validate_config(config, 1)
-  config.refiner.light_stage, config.refiner.sensor_stage = False, True
-  with pytest.raises(ConfigError, match="config.refiner.sensor_stage: blurs the trunk's output"):
+    config.refiner.dropout_value, config.refiner.dropout_head_kernel = None, 0
     train.validate_config(config, 1)
-  config.refiner.sensor_stage = False
-  config.refiner.light_stage, config.refiner.jpeg_quantizer = False, True
-  with pytest.raises(ConfigError, match="config.refiner.jpeg_quantizer: compresses the trunk's output"):
-    train.validate_config(config, 1)
+    config.refiner.dropout_value, config.refiner.dropout_head_kernel = 1.0, 5
+    config.refiner[stage] = False
+  config.refiner.jpeg_quantizer = True
   config.refiner.output_activation, config.refiner.block_quantizer = "residual", 8
   with pytest.raises(ConfigError, match="config.refiner.jpeg_quantizer: R's output is quantised either"):
     train.validate_config(config, 1)
@@ -256,8 +257,12 @@ def test_slope_head_is_a_local_head_and_excludes_the_kxk_one():
 
   config = default.get_config("smoke")
   config.refiner.output_activation, config.refiner.dropout_value = "identity", 1.0
-  with pytest.raises(ConfigError, match="'identity' changes nothing without a local drop-out head"):
+  with pytest.raises(ConfigError, match="'identity' has no trunk for the 1x1 drop-out head"):
     train.validate_config(config, 1)
+  config.refiner.sensor_stage = True  # a camera stage does not give the 1x1 head a trunk
+  with pytest.raises(ConfigError, match="'identity' has no trunk for the 1x1 drop-out head"):
+    train.validate_config(config, 1)
+  config.refiner.sensor_stage = False
   config.refiner.dropout_slope_head = True
   train.validate_config(config, 1)
   config.refiner.dropout_head_kernel = 5
