@@ -119,6 +119,8 @@ class Refiner(nn.Module):
   # stage, a Gaussian blur of random width and signal-dependent sensor noise per image,
   # with learned magnitudes (SensorStage; SENSOR_NOISE_CHANNELS more noise channels).
   sensor_stage: bool = False
+  # The light stage also learns a mean tone (LightStage.tone); needs light_stage.
+  light_stage_tone: bool = False
 
   @nn.compact
   def __call__(self, images_BHWC, noise_BHWN=None):
@@ -177,7 +179,7 @@ class Refiner(nn.Module):
     if has_camera_stages(self):  # the self-regularisation reads this (training._refine_both)
       self.sow("intermediates", "before_camera", out)
     if self.light_stage:
-      out = LightStage(name="light_stage")(out, noise_BHWN[..., slices["light"]])
+      out = LightStage(tone=self.light_stage_tone, name="light_stage")(out, noise_BHWN[..., slices["light"]])
     if self.sensor_stage:
       out = SensorStage(name="sensor_stage")(out, noise_BHWN[..., slices["sensor"]])
     if self.jpeg_quantizer:
@@ -537,7 +539,8 @@ def refiner_extras(refiner_config) -> list[str]:
     cells = ", ".join(map(str, refiner_config.smooth_noise_cells))
     extras.append(f"smooth noise input ({cells} cells)")
   if refiner_config.get("light_stage", False):
-    extras.append("light stage (random light and tone, learned magnitudes)")
+    tone = ", learned mean tone" if refiner_config.get("light_stage_tone", False) else ""
+    extras.append(f"light stage (random light and tone, learned magnitudes{tone})")
   if refiner_config.get("sensor_stage", False):
     extras.append("sensor stage (random blur and sensor noise, learned magnitudes)")
   if refiner_config.get("jpeg_quantizer", False):
@@ -575,6 +578,7 @@ def make_refiner(config) -> Refiner:
       smooth_noise_cells=tuple(config.refiner.get("smooth_noise_cells", ())),
       jpeg_quantizer=bool(config.refiner.get("jpeg_quantizer", False)),
       light_stage=bool(config.refiner.get("light_stage", False)),
+      light_stage_tone=bool(config.refiner.get("light_stage_tone", False)),
       sensor_stage=bool(config.refiner.get("sensor_stage", False)),
       dropout_gradient=config.refiner.get("dropout_gradient", "straight_through"),
   )
@@ -644,17 +648,25 @@ class LightStage(nn.Module):
   :cpu: refined images stay evenly lit). A tone change carries no label: the
   self-regularisation reads R's output before this stage (has_camera_stages)."""
 
+  # With ``tone``, three more learned parameters m (zero at initialisation): the mean
+  # log-gamma, log-contrast and brightness over images, so the stage can also move every
+  # image's tone one way (c ** exp(m1 + b z1), (c - 1/2) exp(m2 + d z2) + 1/2, c + m3 + e
+  # z3), which zero-mean draws cannot: with no trunk (a camera-only refiner) nothing else
+  # can darken a simulator that renders brighter than the camera.
+  tone: bool = False
+
   @nn.compact
   def __call__(self, images_BHWC, draws_BHWN):
     p = self.param("magnitude", nn.initializers.zeros, (5,), jnp.float32)
+    m = self.param("tone", nn.initializers.zeros, (3,), jnp.float32) if self.tone else jnp.zeros((3,))
     a = LIGHT_AMP_INIT + LIGHT_AMP_RATE * p
     nf = len(LIGHT_FIELD_CELLS)
     f, z = draws_BHWN[..., :nf], draws_BHWN[:, :1, :1, nf:]
     c = (images_BHWC.astype(jnp.float32) + 1.0) / 2.0
     c = c * jnp.exp(jnp.sum(f * a[:nf], axis=-1, keepdims=True))
-    c = jnp.clip(c, 1e-4, 1.0) ** jnp.exp(a[nf] * z[..., :1])
-    c = (c - 0.5) * jnp.exp(a[nf + 1] * z[..., 1:2]) + 0.5
-    c = c + a[nf + 2] * z[..., 2:3]
+    c = jnp.clip(c, 1e-4, 1.0) ** jnp.exp(m[0] + a[nf] * z[..., :1])
+    c = (c - 0.5) * jnp.exp(m[1] + a[nf + 1] * z[..., 1:2]) + 0.5
+    c = c + m[2] + a[nf + 2] * z[..., 2:3]
     return jnp.clip(2.0 * c - 1.0, -1.0, 1.0)
 
 

@@ -633,6 +633,38 @@ def test_receptive_field_and_patch_radius_of_the_presets():
   assert models.patch_radius(models.LocalDiscriminator(layers=models.DISCRIMINATOR_PRESETS["hand"])) == 1
 
 
+def test_light_stage_tone_moves_every_image_the_same_way():
+  """LightStage(tone=True): the formula with learned means m added to the log-gamma and
+  log-contrast draws and to the brightness draw; zero at initialisation (the stage
+  without tone, exactly); each mean gets a gradient; with zero magnitudes and a positive
+  brightness mean, every image is brighter by the same amount."""
+  rng = np.random.default_rng(0)
+  x = rng.uniform(-0.8, 0.8, (2, 16, 24, 1)).astype(np.float32)
+  key = jax.random.PRNGKey(5)
+  draws = jnp.stack([models.light_noise(jax.random.fold_in(key, i), (16, 24)) for i in range(2)])
+  stage, plain = models.LightStage(tone=True), models.LightStage()
+  params = stage.init(jax.random.PRNGKey(0), x, draws)["params"]
+  np.testing.assert_allclose(np.asarray(params["tone"]), 0.0)
+  np.testing.assert_array_equal(np.asarray(stage.apply({"params": params}, x, draws)),
+                                np.asarray(plain.apply({"params": {"magnitude": params["magnitude"]}}, x, draws)))
+  params = {"magnitude": jnp.asarray([0.03, -0.02, 0.01, 0.02, -0.01]), "tone": jnp.asarray([0.3, -0.2, -0.1])}
+  a = models.LIGHT_AMP_INIT + models.LIGHT_AMP_RATE * np.asarray(params["magnitude"])
+  m = np.asarray(params["tone"])
+  d = np.asarray(draws)
+  c = (x + 1) / 2 * np.exp(a[0] * d[..., :1] + a[1] * d[..., 1:2])
+  c = np.clip(c, 1e-4, 1) ** np.exp(m[0] + a[2] * d[..., 2:3])
+  c = (c - 0.5) * np.exp(m[1] + a[3] * d[..., 3:4]) + 0.5
+  c = c + m[2] + a[4] * d[..., 4:5]
+  np.testing.assert_allclose(np.asarray(stage.apply({"params": params}, x, draws)), np.clip(2 * c - 1, -1, 1),
+                             atol=2e-5)
+  g = jax.grad(lambda pp: jnp.sum(stage.apply({"params": pp}, x, draws) * jnp.asarray(x)))(params)
+  assert np.all(np.abs(np.asarray(g["tone"])) > 1e-3)
+  flat = {"magnitude": jnp.full((5,), -models.LIGHT_AMP_INIT / models.LIGHT_AMP_RATE),
+          "tone": jnp.asarray([0.0, 0.0, 0.05])}
+  y = np.asarray(stage.apply({"params": flat}, x, draws))
+  np.testing.assert_allclose(y - x, 0.1, atol=1e-5)
+
+
 def test_camera_only_refiner_runs_its_stages_on_the_input():
   """output_activation="identity" with camera stages and no drop-out head: R is the
   stages applied to the input itself, exactly what they make of a residual refiner's

@@ -245,6 +245,12 @@ def test_block_quantizer_needs_a_trunk_and_camera_stages_do_not():
     train.validate_config(config, 1)
     config.refiner.dropout_value, config.refiner.dropout_head_kernel = 1.0, 5
     config.refiner[stage] = False
+  config.refiner.light_stage_tone = True  # the light stage's mean tone needs the light stage
+  with pytest.raises(ConfigError, match="config.refiner.light_stage_tone: the mean tone is the light stage's"):
+    train.validate_config(config, 1)
+  config.refiner.light_stage = True
+  train.validate_config(config, 1)
+  config.refiner.light_stage = config.refiner.light_stage_tone = False
   config.refiner.jpeg_quantizer = True
   config.refiner.output_activation, config.refiner.block_quantizer = "residual", 8
   with pytest.raises(ConfigError, match="config.refiner.jpeg_quantizer: R's output is quantised either"):

@@ -163,6 +163,10 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   # (docs/ablation_val_light_stage_seed0.md); with jpeg_quantizer over 3 SimGAN seeds, as
   # :cpu's downstream (docs/ablation_val_light_jpeg.md, above). Off.
   c.refiner.light_stage = False
+  # The light stage also learns the mean of its tone draws (models.LightStage.tone: mean
+  # gamma, contrast and brightness over images, zero at the start), so it can make every
+  # image darker or flatter, not only vary them. Needs light_stage. Off.
+  c.refiner.light_stage_tone = False
   # Sensor stage (not in the paper; False = off): after any light stage, before any JPEG
   # stage, a Gaussian blur of random width and signal-dependent sensor noise per image,
   # each a random draw times a learned magnitude (models.SensorStage): the two camera
