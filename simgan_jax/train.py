@@ -161,6 +161,10 @@ def validate_config(config, num_devices: int) -> None:
   two_sample = config.get("two_sample")
   if not (two_sample is not None and two_sample.enabled):
     selection.require_measured(config, "two_sample_accuracy", "config.two_sample.enabled is false")
+  min_step = config.selection.get("min_step", 0) if config.get("selection") is not None else 0
+  if isinstance(min_step, bool) or not isinstance(min_step, int) or min_step < 0:
+    raise ConfigError(f"config.selection.min_step: must be an integer >= 0 (0: every adversarial checkpoint), "
+                      f"got {min_step!r}")
 
 
 def check_image_shapes(config, synthetic, real) -> None:

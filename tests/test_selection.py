@@ -162,6 +162,30 @@ def test_cpu_default_selects_lowest_two_sample_accuracy_without_kid_window(tmp_p
   assert selection.best_checkpoint(config, str(tmp_path))["step"] == 600
 
 
+def test_min_step_keeps_earlier_checkpoints_out(tmp_path):
+  """selection.min_step: the best-scored checkpoint at or after it, not an earlier one the
+  probe prefers (catches a filter on > instead of >=, and one applied only to the rule
+  text); none on disk at or after it is a one-line error naming the field."""
+  spread = {"refined_std_ratio": 1.0, "refined_spread_ratio": 1.0}
+  _made_up_run(tmp_path, [
+      {"step": 400, "realism_kid": 0.5, "label_drift": 1.0, "two_sample_accuracy": 0.6, **spread},
+      {"step": 500, "realism_kid": 0.5, "label_drift": 1.0, "two_sample_accuracy": 0.8, **spread},
+      {"step": 600, "realism_kid": 0.5, "label_drift": 1.0, "two_sample_accuracy": 0.7, **spread},
+      {"step": 700, "realism_kid": 0.5, "label_drift": 1.0, "two_sample_accuracy": 0.75, **spread},
+  ], on_disk=(400, 500, 600, 700))
+  config = default.get_config("cpu")
+  config.drift.max_drift = 12.0
+  assert selection.best_checkpoint(config, str(tmp_path))["step"] == 400
+  config.selection.min_step = 500
+  assert selection.best_checkpoint(config, str(tmp_path))["step"] == 600
+  assert selection.best_checkpoint(config, str(tmp_path))["candidates"] == [500, 600, 700]
+  assert "lowest two_sample_accuracy from step 500 on (config.selection.min_step)" in selection.rule_text(config)
+  config.selection.min_step = 701
+  with pytest.raises(ConfigError) as e:
+    selection.best_checkpoint(config, str(tmp_path))
+  assert "\n" not in str(e.value) and "config.selection.min_step=701" in str(e.value)
+
+
 def test_no_qualifying_checkpoint_is_one_line(tmp_path):
   inf = float("inf")
   _made_up_run(tmp_path, [{"step": 6, "realism_kid": 0.2, "selection_score": inf, "collapsed": 1.0},

@@ -207,6 +207,7 @@ def test_phases_follow_the_schedule():
     ("refiner.output_activation", "identity", "config.refiner.output_activation: 'identity' changes nothing without"),
     ("refiner.block_quantizer", -8, "config.refiner.block_quantizer: must be an integer >= 0 (0: off), got -8"),
     ("refiner.smooth_noise_cells", (1, 0), "config.refiner.smooth_noise_cells: must be integers >= 1"),
+    ("selection.min_step", -100, "config.selection.min_step: must be an integer >= 0 (0: every adversarial"),
 ])
 def test_depth_and_grid_fields_are_checked_at_start(field, value, message):
   from simgan_jax import train

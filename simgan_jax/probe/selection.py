@@ -156,6 +156,9 @@ def _rank(config, workdir: str) -> dict[str, Any]:
   saved = [s for s in on_disk if s in entries]
   pretrain = config.refiner_pretrain_steps + config.discriminator_pretrain_steps
   candidates = [s for s in saved if s > pretrain] or saved
+  min_step = int(config.selection.get("min_step", 0))
+  if min_step > 0:
+    candidates = [s for s in candidates if s >= min_step]
   max_drift = run_max_drift(config, workdir) if saved else None
   totals = {s: _entry_score(config, entries[s], max_drift) for s in saved}
   qualified = [s for s in candidates if math.isfinite(totals[s])]
@@ -241,10 +244,12 @@ def rule_text(config) -> str:
   if config.selection.get("refuse_kid_above_unrefined", False):
     never += ("; KID above the unrefined images': never, the last pretraining checkpoint if no other "
               "qualifies (config.selection.refuse_kid_above_unrefined)")
+  min_step = int(config.selection.get("min_step", 0))
+  among = f" from step {min_step} on (config.selection.min_step)" if min_step > 0 else ""
   if metric != "realism_kid" and ratio > 0:
-    return (f"lowest {metric} among checkpoints with realism_kid within {ratio:g}x the run's lowest "
+    return (f"lowest {metric}{among} among checkpoints with realism_kid within {ratio:g}x the run's lowest "
             f"(floored at {KID_NOISE:g}; config.selection.metric, realism_ratio; {never})")
-  return f"lowest {metric} (config.selection.metric; {never})"
+  return f"lowest {metric}{among} (config.selection.metric; {never})"
 
 
 def selection_scores(config, workdir: str) -> dict[int, float]:
@@ -267,6 +272,10 @@ def best_checkpoint(config, workdir: str) -> dict[str, Any]:
   if not r["saved"]:
     raise DataError(f"{workdir}: no checkpoint on disk has a score in metrics.jsonl "
                     f"(checkpoints: {r['on_disk'] or 'none'}; scored steps: {sorted(r['entries']) or 'none'})")
+  min_step = int(config.selection.get("min_step", 0))
+  if not r["candidates"] and min_step > 0:
+    raise ConfigError(f"{workdir}: no scored checkpoint on disk is at or after config.selection.min_step="
+                      f"{min_step} (scored on disk: {', '.join(map(str, r['saved']))}); lower it or train longer")
   if not r["ranked"]:
     candidates = r["candidates"]
     collapsed = sum(1 for s in candidates if r["entries"][s].get("collapsed"))
