@@ -180,6 +180,10 @@ def test_min_step_keeps_earlier_checkpoints_out(tmp_path):
   assert selection.best_checkpoint(config, str(tmp_path))["step"] == 600
   assert selection.best_checkpoint(config, str(tmp_path))["candidates"] == [500, 600, 700]
   assert "lowest two_sample_accuracy from step 500 on (config.selection.min_step)" in selection.rule_text(config)
+  # The reports' words: a checkpoint kept out by min_step is not called pretraining.
+  picked = selection.best_checkpoint(config, str(tmp_path))
+  assert [selection.checkpoint_mark(config, picked, s) for s in (300, 400, 500, 600)] == [
+      "pretraining", "before selection.min_step", "", "selected"]
   config.selection.min_step = 701
   with pytest.raises(ConfigError) as e:
     selection.best_checkpoint(config, str(tmp_path))

@@ -81,8 +81,7 @@ def _probe_table(config, workdir: str, selection) -> list[str]:
            "|---|---|---|---|---|---|"]
   for step, kid in sorted(selection["scores"].items(), key=lambda kv: int(kv[0])):
     e = metrics.get(int(step), {})
-    mark = "selected" if int(step) == selection["step"] else ("" if int(step) in selection["candidates"]
-                                                              else "pretraining")
+    mark = selection_lib.checkpoint_mark(config.simgan, selection, int(step))
     if e.get("collapsed"):
       mark = (mark + ", collapsed").lstrip(", ")
     two = (f"{100 * e['two_sample_accuracy']:.1f}% [{100 * e['two_sample_low']:.1f}, "

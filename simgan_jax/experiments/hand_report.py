@@ -24,6 +24,7 @@ from simgan_jax.experiments import rows
 from simgan_jax.tasks import pose_data
 from simgan_jax.experiments import seeds as seeds_lib
 from simgan_jax.probe import dropout
+from simgan_jax.probe import selection as selection_lib
 
 TITLES = {
     "synthetic": "synthetic",
@@ -135,8 +136,7 @@ def write_report(config, workdir: str, selection, summary, preservation, pools, 
   lines += ["![share within d px](within_d.png)", "", "## Refiner selection (no target labels)", "",
             "| checkpoint step | realism KID | |", "|---|---|---|"]
   for step, score in sorted(selection["scores"].items(), key=lambda kv: int(kv[0])):
-    mark = "selected" if int(step) == selection["step"] else (
-        "" if int(step) in selection["candidates"] else "pretraining")
+    mark = selection_lib.checkpoint_mark(config.simgan, selection, int(step))
     lines.append(f"| {step} | {score:.4g} | {mark} |")
   lines += ["", *seeds_lib.selection_lines(preservation, {"joint_drift_px": "joint drift (px)",
                                                           "foreground_iou": "foreground IoU",

@@ -340,8 +340,7 @@ def write_report(config, workdir: str, selection, summary, preservation, pools, 
 
   for step, score in sorted(selection["scores"].items(), key=lambda kv: int(kv[0])):
     entry = metrics.get(int(step), {})
-    mark = "selected" if int(step) == selection["step"] else (
-        "" if int(step) in selection["candidates"] else "pretraining")
+    mark = selection_lib.checkpoint_mark(config.simgan, selection, int(step))
     if entry.get("collapsed"):
       mark = (mark + ", collapsed").lstrip(", ")
     two = cell(entry, "two_sample_accuracy", lambda e: f"{100 * e['two_sample_accuracy']:.1f}% "

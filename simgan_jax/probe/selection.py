@@ -290,6 +290,19 @@ def best_checkpoint(config, workdir: str) -> dict[str, Any]:
           "selection_scores": {str(s): r["totals"][s] for s in saved}}
 
 
+def checkpoint_mark(config, selection: dict[str, Any], step: int) -> str:
+  """The reports' word for a scored checkpoint of ``best_checkpoint``'s result
+  ``selection`` under ``config`` (the SimGAN config): "selected", "" (a candidate),
+  "pretraining", or "before selection.min_step" (adversarial, kept out by min_step)."""
+  if step == selection["step"]:
+    return "selected"
+  if step in selection["candidates"]:
+    return ""
+  if step <= config.refiner_pretrain_steps + config.discriminator_pretrain_steps:
+    return "pretraining"
+  return "before selection.min_step" if int(config.selection.get("min_step", 0)) > step else "not a candidate"
+
+
 def resolve_step(config, workdir: str, step) -> int | None:
   """``step`` as an int: None (newest), an integer, or ``"best"`` (``best_checkpoint``)."""
   if step is None or isinstance(step, int):
