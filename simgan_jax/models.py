@@ -421,7 +421,11 @@ def has_camera_stages(refiner: "Refiner") -> bool:
   stages' random light and compression carry no label, and an L1 on them would only
   teach their magnitudes to shrink: a JPEG stage's quality scale fell from 0.5 to 0.07
   in 800 steps of an eye :cpu run with self-regularisation after it)."""
-  return bool(refiner.light_stage or refiner.sensor_stage or refiner.jpeg_quantizer)
+  return any(getattr(refiner, field) for field in CAMERA_STAGE_FIELDS)
+
+
+# The refiner fields (config.refiner and Refiner alike) that switch on a camera stage.
+CAMERA_STAGE_FIELDS = ("light_stage", "sensor_stage", "jpeg_quantizer")
 
 
 def noise_slices(refiner: "Refiner") -> dict[str, slice]:

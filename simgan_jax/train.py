@@ -154,8 +154,7 @@ def validate_config(config, num_devices: int) -> None:
     models.check_identity_output(config.refiner.output_activation, config.refiner.get("dropout_value"),
                                  config.refiner.get("dropout_head_kernel", 0)
                                  or config.refiner.get("dropout_slope_head", False),
-                                 any(config.refiner.get(f, False) for f in ("light_stage", "sensor_stage",
-                                                                           "jpeg_quantizer")))
+                                 any(config.refiner.get(f, False) for f in models.CAMERA_STAGE_FIELDS))
   except ValueError as e:
     raise ConfigError(str(e)) from None
   two_sample = config.get("two_sample")

@@ -156,9 +156,8 @@ def _rank(config, workdir: str) -> dict[str, Any]:
   saved = [s for s in on_disk if s in entries]
   pretrain = config.refiner_pretrain_steps + config.discriminator_pretrain_steps
   candidates = [s for s in saved if s > pretrain] or saved
-  min_step = int(config.selection.get("min_step", 0))
-  if min_step > 0:
-    candidates = [s for s in candidates if s >= min_step]
+  if _min_step(config):
+    candidates = [s for s in candidates if s >= _min_step(config)]
   max_drift = run_max_drift(config, workdir) if saved else None
   totals = {s: _entry_score(config, entries[s], max_drift) for s in saved}
   qualified = [s for s in candidates if math.isfinite(totals[s])]
@@ -244,8 +243,8 @@ def rule_text(config) -> str:
   if config.selection.get("refuse_kid_above_unrefined", False):
     never += ("; KID above the unrefined images': never, the last pretraining checkpoint if no other "
               "qualifies (config.selection.refuse_kid_above_unrefined)")
-  min_step = int(config.selection.get("min_step", 0))
-  among = f" from step {min_step} on (config.selection.min_step)" if min_step > 0 else ""
+  min_step = _min_step(config)
+  among = f" from step {min_step} on (config.selection.min_step)" if min_step else ""
   if metric != "realism_kid" and ratio > 0:
     return (f"lowest {metric}{among} among checkpoints with realism_kid within {ratio:g}x the run's lowest "
             f"(floored at {KID_NOISE:g}; config.selection.metric, realism_ratio; {never})")
@@ -272,10 +271,9 @@ def best_checkpoint(config, workdir: str) -> dict[str, Any]:
   if not r["saved"]:
     raise DataError(f"{workdir}: no checkpoint on disk has a score in metrics.jsonl "
                     f"(checkpoints: {r['on_disk'] or 'none'}; scored steps: {sorted(r['entries']) or 'none'})")
-  min_step = int(config.selection.get("min_step", 0))
-  if not r["candidates"] and min_step > 0:
+  if not r["candidates"] and _min_step(config):
     raise ConfigError(f"{workdir}: no scored checkpoint on disk is at or after config.selection.min_step="
-                      f"{min_step} (scored on disk: {', '.join(map(str, r['saved']))}); lower it or train longer")
+                      f"{_min_step(config)} (scored on disk: {', '.join(map(str, r['saved']))}); lower it or train longer")
   if not r["ranked"]:
     candidates = r["candidates"]
     collapsed = sum(1 for s in candidates if r["entries"][s].get("collapsed"))
@@ -298,9 +296,14 @@ def checkpoint_mark(config, selection: dict[str, Any], step: int) -> str:
     return "selected"
   if step in selection["candidates"]:
     return ""
-  if step <= config.refiner_pretrain_steps + config.discriminator_pretrain_steps:
-    return "pretraining"
-  return "before selection.min_step" if int(config.selection.get("min_step", 0)) > step else "not a candidate"
+  # _rank makes every adversarial checkpoint a candidate unless min_step keeps it out.
+  pretraining = step <= config.refiner_pretrain_steps + config.discriminator_pretrain_steps
+  return "pretraining" if pretraining else "before selection.min_step"
+
+
+def _min_step(config) -> int:
+  """``config.selection.min_step`` (0 when absent: runs from before the field)."""
+  return int(config.selection.get("min_step", 0))
 
 
 def resolve_step(config, workdir: str, step) -> int | None:
