@@ -66,7 +66,9 @@ Variants (``--experiment=NAME:VARIANT``):
 * ``eyesim_gaze`` (no variant): the paper's networks and schedule on the
   built-in simulator and target domain, for an accelerator; not timed at full
   size (a shortened run on one H200 is in docs/results_eyesim_gpu.md).
-* ``eyesim_gaze:cpu``: SimGAN's ``cpu`` variant and a narrower gaze estimator
+* ``eyesim_gaze:cpu``: SimGAN's ``cpu,camera`` variant (a camera-only refiner: the
+  simulator's eyes through learned light, sensor and JPEG stages; default.py ``_camera``
+  says why) and a narrower gaze estimator
   (conv widths 16, 16, 32, 40, 96; FC 256; 600 steps at batch 64) for 2 CPU
   cores; three SimGAN seeds (``simgan_seeds``), the refined rows with two
   estimator seeds each (``refined_seeds``). Its results, stage times and caveats:
@@ -110,7 +112,8 @@ def get_config(experiment: str = "eyesim_gaze") -> ml_collections.ConfigDict:
   c = ml_collections.ConfigDict()
   c.experiment = experiment
   if name == "eyesim_gaze":
-    c.simgan = default.get_config(variant)
+    # The eye benchmark's 2-core refiner is camera-only (default.py _camera).
+    c.simgan = default.get_config("cpu,camera" if variant == "cpu" else variant)
     c.synthetic_data = "eyesim"  # what gets refined: a tasks.data spec
     c.target_train_data = "eyesim_target:validation"  # labelled target eyes ('' = no target row)
     c.test_data = "eyesim_target:test"
@@ -157,9 +160,9 @@ def get_config(experiment: str = "eyesim_gaze") -> ml_collections.ConfigDict:
   c.overrides = ()  # the --set assignments applied (apply_overrides), quoted in report.md
 
   if variant == "cpu":
-    # SimGAN's cpu variant (32-wide refiner, 2,300 steps at batch 32) as it is, with
-    # its checkpoint (and selection candidate) every 100 steps: launch/train.py with
-    # default.py:cpu scores the same checkpoints and selects the same one.
+    # SimGAN's cpu,camera variant (a camera-only refiner, 6,300 steps at batch 32) as it
+    # is, with its checkpoint (and selection candidate) every 100 steps: launch/train.py
+    # with default.py:cpu,camera scores the same checkpoints and selects the same one.
     c.num_synthetic = 5000
     c.gaze.model.conv_features = (16, 16, 32, 40, 96)
     c.gaze.model.hidden_features = 256
