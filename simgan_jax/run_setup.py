@@ -134,6 +134,15 @@ def learning_rate_text(config) -> str:
           f"{o.learning_rate if lr_d is None else lr_d} (discriminator)")
 
 
+def self_regularization_text(config) -> str:
+  """``"lambda 1.0, psi `low_pass_4`"``, or that there is none: with the identity output
+  and no drop-out head the term compares the input with itself (training._refiner_update
+  takes it before the camera stages), so lambda and psi do nothing (reports, model cards)."""
+  if config.refiner.output_activation == "identity" and config.refiner.get("dropout_value") is None:
+    return "no self-regularisation (its term is 0 without a trunk)"
+  return f"lambda {config.loss.self_regularization_weight}, psi `{config.loss.psi}`"
+
+
 def make_setup(config, synthetic, real, num_devices: int) -> Setup:
   return Setup(
       nets=Networks(

@@ -108,6 +108,11 @@ def test_model_card_use_line_refines_the_refiners_own_data():
   card = export.model_card("f", folder, info, "", "note")
   assert "- Refiner: no ResNet trunk, padding" in card  # a drop-only refiner has no blocks to name
   assert "output identity, drop-out head to 1.0 from a 5x5 input neighbourhood; input" in card
+  assert ", lambda 0.5, psi `identity`, adam" in card  # drops are self-regularised
+  # A camera-only refiner has no self-regularisation: a card must not claim lambda or psi.
+  folder.refiner.dropout_value, folder.refiner.dropout_head_kernel, folder.refiner.sensor_stage = None, 0, True
+  card = export.model_card("f", folder, info, "", "note")
+  assert "batch 16, no self-regularisation (its term is 0 without a trunk), adam" in card and "lambda" not in card
   for name in pretrained.available():  # the shipped cards as committed
     folder_path = os.path.join(os.path.dirname(pretrained.__file__), "pretrained", name)
     with open(os.path.join(folder_path, "config.json")) as f:

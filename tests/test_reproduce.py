@@ -315,10 +315,16 @@ def test_report_states_the_oracle_floor_from_its_inputs():
 
 def test_settings_line_names_separate_learning_rates_and_every_stabiliser_that_is_on():
   """A TTUR, R1, EMA, DiffAugment or task-consistency run must not read as the default in its report."""
+  from simgan_jax.configs import default
   from simgan_jax.configs import reproduce as reproduce_config
   from simgan_jax.experiments import report
 
-  c = reproduce_config.get_config("eyesim_gaze:cpu")
+  c = reproduce_config.get_config("eyesim_gaze:cpu")  # camera-only: no trunk, so no self-regularisation
+  assert report.training_text(c.simgan) == (
+      "adam lr 0.0002, no self-regularisation (its term is 0 without a trunk); light stage (random light "
+      "and tone, learned magnitudes, learned mean tone), sensor stage (random blur and sensor noise, "
+      "learned magnitudes), JPEG stage (standard table, learned quality per image)")
+  c.simgan = default.get_config("cpu")
   assert report.training_text(c.simgan) == "adam lr 0.0002, lambda 1.0, psi `normalized_low_pass_4`"
   c = reproduce_config.apply_overrides(c, ["simgan.optimizer.discriminator_learning_rate=4e-4"])
   assert report.training_text(c.simgan).startswith("adam lr 0.0002 (refiner) / 0.0004 (discriminator), ")

@@ -199,6 +199,27 @@ def test_phases_follow_the_schedule():
       ["refiner_pretrain"] * 3 + ["discriminator_pretrain"] * 2 + ["adversarial"] * 4 + ["done"])
 
 
+def test_camera_variant_is_the_eye_benchmarks_refiner_and_only_after_cpu_or_smoke():
+  from simgan_jax import models, train
+  from simgan_jax.configs import reproduce
+
+  config = default.get_config("cpu,camera")
+  train.validate_config(config, 1)
+  assert config.refiner.output_activation == "identity" and config.refiner.noise_channels == 0
+  assert all(config.refiner[f] for f in models.CAMERA_STAGE_FIELDS) and config.refiner.light_stage_tone
+  # selection.min_step leaves candidates: adversarial checkpoints at or after it up to the last step.
+  last = config.refiner_pretrain_steps + config.discriminator_pretrain_steps + config.num_iterations
+  assert train.phase_at(config.selection.min_step, config) == "adversarial"
+  assert last - config.selection.min_step >= 5 * config.checkpoint_every
+  # eyesim_gaze:cpu trains exactly this SimGAN (reproduce.py keeps every checkpoint on top).
+  simgan = reproduce.get_config("eyesim_gaze:cpu").simgan
+  simgan.max_checkpoints_to_keep = config.max_checkpoints_to_keep
+  assert simgan.to_dict() == config.to_dict()
+  assert default.get_config("smoke,camera").refiner.light_stage  # composes with smoke too
+  with pytest.raises(ValueError, match=r"^--config variant 'camera,cpu': camera must come after cpu and smoke"):
+    default.get_config("camera,cpu")
+
+
 @pytest.mark.parametrize("field, value, message", [
     ("loss.self_regularization_free_above", float("nan"), "config.loss.self_regularization_free_above: nan is not"),
     ("refiner.dropout_value", float("inf"), "config.refiner.dropout_value: inf is not a finite number"),

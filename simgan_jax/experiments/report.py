@@ -159,7 +159,7 @@ def _minutes(seconds) -> str:
 def training_text(simgan) -> str:
   """The SimGAN optimiser, self-regularisation and every stabiliser that is on, for a
   report's Settings line: a TTUR or R1 run must not read as the default."""
-  text = f"{run_setup.learning_rate_text(simgan)}, lambda {simgan.loss.self_regularization_weight}, psi `{simgan.loss.psi}`"
+  text = f"{run_setup.learning_rate_text(simgan)}, {run_setup.self_regularization_text(simgan)}"
   if simgan.loss.get("self_regularization_free_above") is not None:
     text += f" (pixels >= {simgan.loss.self_regularization_free_above} free)"
   on = models.refiner_extras(simgan.refiner)

@@ -108,7 +108,7 @@ def train_refiners(config, workdir: str, timed: Callable, log: Callable, refine_
     log(f"[1/6] SimGAN training in {simgan_dir}{which}")
     caveats.stamp_origin(simgan_dir)
     timed("simgan" + suffix, lambda: train.train_and_evaluate(c, simgan_dir))  # pylint: disable=cell-var-from-loop
-    log("[2/6] refiner selection by realism score")
+    log(f"[2/6] refiner selection by {config.simgan.selection.metric} (no target labels)")
     selection = selection_lib.best_checkpoint(c, simgan_dir)
     _write_json(os.path.join(root, "selection.json"), selection)
     step = str(selection["step"])

@@ -77,7 +77,7 @@ def model_card(name: str, config, info: dict, command: str, note: str) -> str:
 - Date exported: {info['date']}; checkpoint step {info['step']} of `{info['workdir']}`; {info['num_parameters']:,} parameters.
 - Trained by: `{command or '(not given)'}`
 - Refiner: {models.trunk_text(config.refiner)}, padding {config.refiner.get('padding', 'SAME')}, {config.refiner.get('noise_channels', 0)} noise channel(s), output {config.refiner.output_activation}{''.join(', ' + e for e in models.refiner_extras(config.refiner))}; input {config.image_height}x{config.image_width}x{config.channels} in [-1, 1].
-- Data: `{config.synthetic_data.name}` refined towards `{config.real_data.name}`; batch {config.batch_size}, lambda {config.loss.self_regularization_weight}, {run_setup.learning_rate_text(config)}, Kg {config.kg}, Kd {config.kd}.
+- Data: `{config.synthetic_data.name}` refined towards `{config.real_data.name}`; batch {config.batch_size}, {run_setup.self_regularization_text(config)}, {run_setup.learning_rate_text(config)}, Kg {config.kg}, Kd {config.kd}.
 
 Scores logged at that checkpoint (`metrics.jsonl`, label-free; simgan_jax/probe):
 
