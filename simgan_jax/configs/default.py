@@ -3,10 +3,11 @@
 Commands (from the repository root):
 
   python launch/train.py --workdir=runs/eyesim                       # this config
-  python launch/train.py --config=simgan_jax/configs/default.py:cpu --workdir=runs/cpu
+  python launch/train.py --config=simgan_jax/configs/default.py:cpu,camera --workdir=runs/cpu
+  python launch/train.py --config=simgan_jax/configs/default.py:cpu --workdir=runs/cpu_trunk
   python launch/train.py --config=simgan_jax/configs/default.py:smoke --workdir=/tmp/s
 
-Variants (``--config=...default.py:VARIANT``):
+Variants (``--config=...default.py:VARIANT``; several separated by commas, applied in order):
 
 * (none) the paper's eye setup (35x55 grey, 64-wide 4-block refiner, local
   discriminator) on the built-in simulator, batch 512, Adam 1e-4 as the article
@@ -16,14 +17,23 @@ Variants (``--config=...default.py:VARIANT``):
   and a shortened run (500 + 200 pretraining steps, 2,000 iterations) took 3.9
   minutes wall, compilation and the target cache build included; its realism
   KID fell from 10.2 (unrefined) to 0.55 (docs/results_eyesim_gpu.md).
-* ``cpu``: batch 32, a 32-wide refiner with mirror (REFLECT) padding and one
-  noise channel, self-regularisation on 4x4 block means of each image at zero mean and
-  unit std (``normalized_low_pass_4``, lambda 1.0; identity during pretraining; the hand
-  and folder configs keep ``low_pass_4`` at 0.5), 200 + 100 pretraining steps and 1,000
-  iterations; the checkpoint to use is the one a two-sample classifier tells from real
-  images least often (``selection``). Its times:
-  docs/benchmarks.md; what its refiner gives downstream, with the sample grid:
-  docs/results_eyesim.md (``launch/reproduce.py --experiment=eyesim_gaze:cpu``).
+* ``cpu``: batch 32, a 32-wide residual refiner (the input plus a learned change) with
+  mirror (REFLECT) padding and one noise channel, self-regularisation on 4x4 block means
+  of each image at zero mean and unit std (``normalized_low_pass_4``, lambda 1.0; identity
+  during pretraining; the hand and folder configs keep ``low_pass_4`` at 0.5), 200 + 100
+  pretraining steps and 2,000 iterations; the checkpoint to use is the one a two-sample
+  classifier tells from real images least often (``selection``). The general-purpose
+  2-core refiner (your own data starts from it). Its times: docs/benchmarks.md; on eyes
+  (test split) it got 88% (1x) and 101% (4x) of the perfect refiner's gain, but a
+  classifier told its eyes from target eyes 94-100% of the time (docs/history.md, "The eye
+  reproduction with the residual trunk"); ``cpu,camera`` below is the eye benchmark's.
+* ``camera`` (after ``cpu`` or ``smoke``): a camera-only refiner, the eye benchmark's
+  (``cpu,camera`` is what ``reproduce.py --experiment=eyesim_gaze:cpu`` trains): no
+  network, the simulator's image through learned light, sensor and JPEG stages (13
+  numbers), 6,000 iterations of which the checkpoints from step 5,000 compete; about 10
+  minutes on 2 CPU cores with the probes (SimGAN seeds 1 and 2 of
+  docs/ablation_val_camera_only.md: 9.8 and 10.0 min). For targets that differ from the
+  simulator by their camera; ``_camera`` below gives its validation results.
 * ``smoke``: a few steps of every phase with tiny batches; for tests (seconds).
 * ``paper``: the paper's optimiser, SGD with constant lr 0.001 at batch 512.
 * ``article``: the ML-journal article's advice, SGD lr 0.0001, adaptive Kg.

@@ -57,6 +57,19 @@ def oracle_share(summary, refined: str = "refined", synthetic: str = "synthetic"
   return (summary[synthetic]["error_mean"] - summary[refined]["error_mean"]) / gain
 
 
+def oracle_bar(summary, refined: str, share: float, synthetic: str = "synthetic") -> tuple[float, float, str] | None:
+  """(the mean error that gets ``share`` of the perfect refiner's gain, how far ``refined``'s
+  mean error is below it, "beyond" / "within" / "short of"): "beyond" when it is below by
+  more than ``refined``'s seed spread, "short of" when above it (None as ``oracle_share``)."""
+  if oracle_share(summary, refined, synthetic) is None:
+    return None
+  s = summary[synthetic]["error_mean"]
+  bar = s - share * (s - summary["oracle"]["error_mean"])
+  margin = bar - summary[refined]["error_mean"]
+  verdict = "short of" if margin < 0 else ("beyond" if margin > summary[refined]["error_std"] else "within")
+  return bar, margin, verdict
+
+
 def eval_record(spec: str, section) -> dict[str, Any]:
   """What an estimator stage's test set is made from (``train_rows``' ``eval_data``): the
   data spec and the size caps of the estimator config ``section`` that shape it."""
