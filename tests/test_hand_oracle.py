@@ -130,3 +130,18 @@ def test_hand_oracle_factors_off_leave_those_target_factors_out():
   lines = hand_report.comparison_lines({"synthetic": row(32.0), "oracle": row(24.0)}, ("forearm", "clutter"))
   assert any("is a diagnostic, not the perfect refiner" in line and "forearm, clutter" in line for line in lines)
   assert not any("the most refinement can close" in line for line in lines)
+
+
+def test_loss_panel_says_when_a_loss_is_zero_throughout():
+  """A camera-only refiner's self-regularisation is 0 at every step: a log axis drops it
+  silently, so its legend entry must say so; a positive one is drawn times lambda."""
+  from simgan_jax.experiments import report
+
+  metrics = {s: {"refiner_adversarial_loss": 2.0, "self_regularization_loss": 0.0, "discriminator_loss": 1.0}
+             for s in (10, 20)}
+  curves = {label: (xs, ys) for xs, ys, label in report.loss_curves(metrics, 0.5)}
+  assert curves["refiner: self-regularisation (x lambda): 0 throughout, not drawn"] == ([], [])
+  assert curves["refiner: adversarial"] == ([10, 20], [2.0, 2.0])
+  metrics[20]["self_regularization_loss"] = 4.0
+  curves = {label: (xs, ys) for xs, ys, label in report.loss_curves(metrics, 0.5)}
+  assert curves["refiner: self-regularisation (x lambda)"] == ([10, 20], [0.0, 2.0])

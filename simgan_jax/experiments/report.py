@@ -99,7 +99,23 @@ def _plot_probes(ax, metrics, steps, selected_step: int, drift_unit: str) -> Non
     right.set_ylabel(f"label drift ({drift_unit})")
     h2, l2 = right.get_legend_handles_labels()
     handles, labels = handles + h2, labels + l2
-  ax.legend(handles, labels, fontsize=8)
+  # Above the panel, not on it: the curves fill the whole width.
+  ax.legend(handles, labels, fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=3, frameon=False)
+
+
+def loss_curves(metrics: dict[int, dict], weight: float) -> list[tuple[list, list, str]]:
+  """(steps, values, label) of each logged loss for the log-scale panel, the
+  self-regularisation times ``weight``; a loss that is 0 throughout (no trunk: no
+  self-regularisation) cannot be drawn there, so it is an empty curve whose label says so."""
+  curves = []
+  for key, label in _LOSS_CURVES:
+    xs = [s for s in sorted(metrics) if key in metrics[s]]
+    ys = [metrics[s][key] * (weight if key == "self_regularization_loss" else 1.0) for s in xs]
+    if xs and not any(y > 0 for y in ys):
+      curves.append(([], [], f"{label}: 0 throughout, not drawn"))
+    elif xs:
+      curves.append((xs, ys, label))
+  return curves
 
 
 def plot_losses(simgan_config, simgan_dir: str, selected_step: int, path: str, drift_unit: str = "") -> None:
@@ -109,19 +125,15 @@ def plot_losses(simgan_config, simgan_dir: str, selected_step: int, path: str, d
   probed = [s for s in steps if "label_drift" in metrics[s] or "two_sample_accuracy" in metrics[s]]
   fig, axes = plt.subplots(3 if probed else 2, 1, figsize=(7, 8.5 if probed else 6), dpi=110, sharex=True)
   ax, ax2 = axes[0], axes[1]
-  weight = simgan_config.loss.self_regularization_weight
-  for key, label in _LOSS_CURVES:
-    xs = [s for s in steps if key in metrics[s]]
-    ys = [metrics[s][key] * (weight if key == "self_regularization_loss" else 1.0) for s in xs]
-    if xs:
-      ax.plot(xs, ys, label=label)
+  for xs, ys, label in loss_curves(metrics, simgan_config.loss.self_regularization_weight):
+    ax.plot(xs, ys, label=label, **({} if xs else {"ls": "none"}))
   pretrain = simgan_config.refiner_pretrain_steps
   for boundary in (pretrain, pretrain + simgan_config.discriminator_pretrain_steps):
     ax.axvline(boundary, color="grey", ls=":", lw=1)
     ax2.axvline(boundary, color="grey", ls=":", lw=1)
   ax.set_yscale("log")
   ax.set_ylabel("loss per image")
-  ax.legend(fontsize=8)
+  ax.legend(fontsize=7, loc="lower center", bbox_to_anchor=(0.5, 1.0), ncol=2, frameon=False)  # off the curves
   ax.grid(alpha=0.3)
   xs = [s for s in steps if "realism_kid" in metrics[s]]
   if xs:
