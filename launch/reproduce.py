@@ -13,7 +13,9 @@ synthetic 4x, refined, refined 4x and target-labelled data (several seeds each),
 measures label preservation and writes WORKDIR/report.md with its figures. A rerun
 with the same flags resumes. ``--set FIELD=VALUE`` changes any config field
 (simgan_jax/configs/reproduce.py); ``--publish=docs/results_eyesim.md`` copies the
-report and its figures into the repository.
+report and its figures into the repository. After looking at WORKDIR/samples.png, rerun
+with ``--samples_note="what you saw"``: the report prints it under the grid, and drops
+it if a later run draws a different grid.
 
 At the end a closing block says what was done (wall time), the refiner checkpoint
 selected with its scores, the runner-up and the rule, where the report, figures and
@@ -43,6 +45,9 @@ _REAL_TEST = flags.DEFINE_string("real_test", None, "image_folder: labelled real
 _WORKDIR = flags.DEFINE_string("workdir", None, "Directory for every stage's outputs and report.md.")
 _SET = flags.DEFINE_multi_string("set", [], "FIELD=VALUE config override, e.g. seeds=0,1,2.")
 _PUBLISH = flags.DEFINE_string("publish", None, "Also copy report.md (and figures) to this .md path.")
+_SAMPLES_NOTE = flags.DEFINE_string(
+    "samples_note", None, "What you saw in WORKDIR/samples.png (after a first run): printed in the report's "
+    "Samples section for as long as the grid stays the one you looked at.")
 _ALLOW_MISMATCH = flags.DEFINE_bool(
     "allow_domain_mismatch", False, "Refine a synthetic_data set of another subject than SimGAN "
     "trains on (hands for an eye SimGAN) on purpose; the mismatch is then a warning.")
@@ -72,6 +77,9 @@ def main(argv):
       config.simgan, config.simgan, config.synthetic_data, allow=_ALLOW_MISMATCH.value,
       where="--set synthetic_data"):
     print(f"warning: {line}", flush=True)
+  if _SAMPLES_NOTE.value is not None:
+    from simgan_jax.experiments import caveats  # pylint: disable=g-import-not-at-top
+    caveats.write_samples_note(_WORKDIR.value, _SAMPLES_NOTE.value)
   start = time.time()
   result = run(config, _WORKDIR.value)
   for name, s in result["summary"].items():

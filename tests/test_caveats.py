@@ -4,6 +4,8 @@ import json
 import os
 import shutil
 
+import pytest
+
 
 def test_copied_simgan_stage_is_named(tmp_path, monkeypatch):
   from simgan_jax.experiments import caveats
@@ -122,3 +124,23 @@ def test_an_estimator_stage_that_reused_finished_estimators_says_so(tmp_path):
                       "resumed run, or rows copied from another workdir) and reused them. The 3 estimators' "
                       "own training took 4.8 min in all (`train_seconds` in their results.json; evaluation "
                       "not included).")
+
+
+def test_samples_note_is_printed_only_for_the_grid_it_describes(tmp_path):
+  """A person's words on samples.png must not outlive the grid: a redrawn grid withholds them."""
+  from simgan_jax.errors import DataError
+  from simgan_jax.experiments import caveats
+
+  with pytest.raises(DataError, match=r"--samples_note: .*samples.png does not exist yet; run once and look"):
+    caveats.write_samples_note(str(tmp_path), "sharp eyes")
+  grid = tmp_path / "samples.png"
+  grid.write_bytes(b"grid one")
+  assert caveats.samples_note_lines(str(tmp_path)) == []  # no note: nothing
+  with pytest.raises(DataError, match="--samples_note: empty"):
+    caveats.write_samples_note(str(tmp_path), "  ")
+  caveats.write_samples_note(str(tmp_path), " blurred eyes, no frame ")
+  lines = caveats.samples_note_lines(str(tmp_path))
+  assert lines[0].startswith("What a person saw in this grid (") and lines[0].endswith("`--samples_note`): blurred eyes, no frame")
+  grid.write_bytes(b"grid two")  # a rerun drew another refiner's grid
+  lines = caveats.samples_note_lines(str(tmp_path))
+  assert "blurred eyes" not in " ".join(lines) and "described an earlier samples.png; it is not shown" in lines[0]

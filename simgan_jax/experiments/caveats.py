@@ -12,16 +12,23 @@
   resumed run, or rows copied from another workdir) and trained only the rest: its wall
   time is this run's part, not the stage's cost; the estimators' own training times
   (``train_seconds`` in their ``results.json``) are summed beside it.
+* ``samples_note_lines``: what a person saw in ``samples.png``, given with
+  ``launch/reproduce.py --samples_note`` after looking at it (``write_samples_note``), and
+  printed only while the grid is the one they looked at (its SHA-256 is kept with the note).
 * ``share_noise_lines``: every synthetic- or refined-trained row's share within the threshold is
   too small to separate rows (the hand run at ``:cpu`` size); read the mean error.
 """
 
 from __future__ import annotations
 
+import datetime
 import glob
+import hashlib
 import json
 import os
 import time
+
+from simgan_jax.errors import DataError
 
 ORIGIN_FILE = "origin.json"
 CPU_TIMINGS_FILE = "timings_cpu.json"
@@ -152,6 +159,39 @@ def reuse_lines(workdir: str, timings: dict[str, float], stage: str) -> list[str
           f"finished earlier (a resumed run, or rows copied from another workdir) and reused them. The "
           f"{len(trained)} estimators' own training took {sum(trained) / 60:.1f} min in all "
           "(`train_seconds` in their results.json; evaluation not included).", ""]
+
+
+SAMPLES_NOTE_FILE = "samples_note.json"
+
+
+def _sha256(path: str) -> str:
+  with open(path, "rb") as f:
+    return hashlib.sha256(f.read()).hexdigest()
+
+
+def write_samples_note(workdir: str, text: str) -> None:
+  """Keeps ``text`` (what a person saw in ``WORKDIR/samples.png``) with the grid's hash and
+  today's date, for the report's Samples section."""
+  grid = os.path.join(workdir, "samples.png")
+  if not os.path.isfile(grid):
+    raise DataError(f"--samples_note: {grid} does not exist yet; run once and look at the grid first")
+  if not text.strip():
+    raise DataError("--samples_note: empty; say what you saw in the grid")
+  with open(os.path.join(workdir, SAMPLES_NOTE_FILE), "w") as f:
+    json.dump({"text": text.strip(), "date": datetime.date.today().isoformat(), "sha256": _sha256(grid)}, f, indent=1)
+
+
+def samples_note_lines(workdir: str) -> list[str]:
+  """The note on ``samples.png`` (``write_samples_note``) if it describes this very grid;
+  a line saying it was withheld if the grid has been redrawn differently since; else []."""
+  note = read_json(os.path.join(workdir, SAMPLES_NOTE_FILE))
+  grid = os.path.join(workdir, "samples.png")
+  if note is None or not os.path.isfile(grid):
+    return []
+  if note.get("sha256") != _sha256(grid):
+    return [f"(A person's note on this grid, written {note.get('date')}, described an earlier samples.png; "
+            "it is not shown. Look again and rerun with --samples_note.)", ""]
+  return [f"What a person saw in this grid ({note['date']}, `--samples_note`): {note['text']}", ""]
 
 
 def share_noise_lines(summary, key: str, label: str, error_unit: str) -> list[str]:

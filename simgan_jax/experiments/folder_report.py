@@ -17,6 +17,7 @@ from simgan_jax import models
 from simgan_jax.data import sources as sources_lib
 from simgan_jax.probe import drift as drift_lib
 from simgan_jax.probe import selection as selection_lib
+from simgan_jax.experiments import caveats
 from simgan_jax.experiments import report
 from simgan_jax.experiments import seeds as seeds_lib
 
@@ -136,7 +137,7 @@ def write_report(config, workdir: str, selection, summary, preservation, pools, 
               "checkpoint selected and the synthetic set refined (`refined/`); pass `--real_test=DIR` "
               "(labelled real images) and rerun the same command to train and test the task networks.", ""]
   lines += ["## Samples", "", "Columns: synthetic | refined (selected refiner) | real images.", "",
-            "![samples](samples.png)", ""]
+            "![samples](samples.png)", ""] + caveats.samples_note_lines(workdir)
   lines += _probe_table(config, workdir, selection)
   lines += seeds_lib.selection_lines(preservation, {"changed_answers": "synthetic-trained network: "
                                                     + ("share of answers changed" if kind == "classification"

@@ -164,7 +164,7 @@ def write_report(config, workdir: str, selection, summary, preservation, pools, 
               row("that estimator's joint error on oracle images (same labels)", p["joint_error_oracle_px"], "px")]
   lines += [""] + dropout.report_lines(p) + report.texture_lines(p) + report.two_sample_lines(p)
   lines += ["## Samples", "", "Columns: synthetic | refined (selected refiner) | target test depth.", "",
-            "![samples](samples.png)", "", "## Settings", "",
+            "![samples](samples.png)", ""] + caveats.samples_note_lines(workdir) + ["## Settings", "",
             f"- SimGAN: {config.simgan.image_height}x{config.simgan.image_width}, batch {config.simgan.batch_size}, "
             f"refiner: {models.trunk_text(config.simgan.refiner)}, discriminator "
             f"`{config.simgan.discriminator.preset}`, {config.simgan.refiner_pretrain_steps} + "

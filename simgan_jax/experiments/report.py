@@ -411,7 +411,7 @@ def write_report(config, workdir: str, selection, summary, preservation, pools, 
   lines += texture_lines(p)
   lines += two_sample_lines(p)
   lines += ["## Samples", "", "Columns: synthetic | refined (selected refiner) | target test "
-            "images.", "", "![samples](samples.png)", "", "## Settings", "",
+            "images.", "", "![samples](samples.png)", ""] + caveats.samples_note_lines(workdir) + ["## Settings", "",
             f"- SimGAN: batch {config.simgan.batch_size}, refiner: {models.trunk_text(config.simgan.refiner)}, "
             f"{config.simgan.refiner_pretrain_steps} + "
             f"{config.simgan.discriminator_pretrain_steps} pretraining steps, {config.simgan.num_iterations} "
