@@ -121,6 +121,11 @@ class Refiner(nn.Module):
   sensor_stage: bool = False
   # The light stage also learns a mean tone (LightStage.tone); needs light_stage.
   light_stage_tone: bool = False
+  # Skip the trunk (residual output only): R is the camera stages on the input, the trunk's
+  # parameters unused (zero gradients). train.py runs such a clone of R until
+  # config.refiner.trunk_start_step; with the change's last layer zero-initialised it
+  # refines exactly as the full R does while the trunk is untrained.
+  trunk_frozen: bool = False
 
   @nn.compact
   def __call__(self, images_BHWC, noise_BHWN=None):
@@ -145,7 +150,13 @@ class Refiner(nn.Module):
                          f"{(*images_BHWC.shape[:3], num_noise)} (see refiner_noise), "
                          f"got {None if noise_BHWN is None else noise_BHWN.shape}")
     slices = noise_slices(self)
-    if self.output_activation == "identity":  # no trunk: R only drops pixels and/or runs camera stages
+    if self.trunk_frozen and (self.output_activation != "residual" or self.dropout_value is not None
+                              or self.block_quantizer):
+      raise ValueError("Refiner.trunk_frozen: only for the residual output without a drop-out head "
+                       "or block quantiser (config.refiner.trunk_start_step)")
+    if self.trunk_frozen:  # the trunk's zero-initialised change, untrained: the input itself
+      out, features = inputs_BHWC.astype(jnp.float32), None
+    elif self.output_activation == "identity":  # no trunk: R only drops pixels and/or runs camera stages
       check_identity_output(self.output_activation, self.dropout_value,
                             self.dropout_head_kernel or self.dropout_slope_head, has_camera_stages(self))
       out, features = inputs_BHWC.astype(jnp.float32), None
@@ -585,7 +596,7 @@ def make_refiner(config) -> Refiner:
       light_stage_tone=bool(config.refiner.get("light_stage_tone", False)),
       sensor_stage=bool(config.refiner.get("sensor_stage", False)),
       dropout_gradient=config.refiner.get("dropout_gradient", "straight_through"),
-  )
+  )  # trunk_frozen: train.py's clone until config.refiner.trunk_start_step (training.with_frozen_trunk)
 
 
 def refiner_noise(refiner: Refiner, keys, image_hw):

@@ -157,6 +157,14 @@ def validate_config(config, num_devices: int) -> None:
                                  any(config.refiner.get(f, False) for f in models.CAMERA_STAGE_FIELDS))
   except ValueError as e:
     raise ConfigError(str(e)) from None
+  trunk_start = config.refiner.get("trunk_start_step", 0)
+  if isinstance(trunk_start, bool) or not isinstance(trunk_start, int) or trunk_start < 0:
+    raise ConfigError(f"config.refiner.trunk_start_step: must be an integer >= 0 (0: off), got {trunk_start!r}")
+  if trunk_start and (config.refiner.output_activation != "residual" or config.refiner.get("dropout_value") is not None
+                      or config.refiner.get("block_quantizer", 0)):
+    raise ConfigError("config.refiner.trunk_start_step: a frozen trunk must be the identity, which only the "
+                      "residual output (zero-initialised change) without a drop-out head or block quantiser is; "
+                      f"got output_activation={config.refiner.output_activation!r}")
   two_sample = config.get("two_sample")
   if not (two_sample is not None and two_sample.enabled):
     selection.require_measured(config, "two_sample_accuracy", "config.two_sample.enabled is false")
@@ -247,6 +255,16 @@ def train_and_evaluate(config, workdir: str, synthetic: sources_lib.ImageSource 
   step_fns = {phase: metric_writer.timed_first_call(training.compile_step(fn, setup, mesh, specs, data_specs),
                                                    phase.replace("_", " "), is_chief)
               for phase, fn in training.PHASES.items()}
+  trunk_start = config.refiner.get("trunk_start_step", 0)
+  if trunk_start:  # until then R's trunk is skipped (models.Refiner.trunk_frozen): camera stages only
+    frozen = training.with_frozen_trunk(setup)
+    step_fns["frozen_trunk"] = metric_writer.timed_first_call(
+        training.compile_step(training.PHASES["adversarial"], frozen, mesh, specs, data_specs),
+        "adversarial step with the trunk frozen", is_chief)
+    for phase in ("refiner_pretrain", "discriminator_pretrain"):
+      step_fns[phase] = metric_writer.timed_first_call(
+          training.compile_step(training.PHASES[phase], frozen, mesh, specs, data_specs),
+          phase.replace("_", " "), is_chief)
   sample_fn = training.make_sample_fn(setup, config.num_sample_images)
   realism_probe = checkpoint_probe.make_realism_probe(config, setup, data, mesh, is_chief, task)
   probing = bool(config.get("realism") and config.realism.num_images)
@@ -322,7 +340,8 @@ def train_and_evaluate(config, workdir: str, synthetic: sources_lib.ImageSource 
       decisions = _Decisions(signals, clock, config.checkpoint_every_minutes, config.sync_every_steps)
       while step < total:
         phase = phase_at(step, config)
-        state, metrics = step_fns[phase](state, data)
+        frozen = phase == "adversarial" and step < trunk_start
+        state, metrics = step_fns["frozen_trunk" if frozen else phase](state, data)
         step += 1
         # At most MAX_IN_FLIGHT steps queued: hundreds of dispatched steps, each with
         # collectives over fake devices sharing 2 cores, let devices drift far apart

@@ -27,6 +27,7 @@ the last of the Kd discriminator updates pushes its fresh half.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 from typing import Any
 
@@ -378,6 +379,12 @@ PHASES = {
     "discriminator_pretrain": discriminator_pretrain_step,
     "adversarial": adversarial_step,
 }
+
+
+def with_frozen_trunk(s: Setup) -> Setup:
+  """``s`` with R's trunk skipped (models.Refiner.trunk_frozen): the same parameters and
+  optimiser, so the trunk's gradients are zero and Adam leaves it exactly where it is."""
+  return dataclasses.replace(s, nets=dataclasses.replace(s.nets, refiner=s.nets.refiner.clone(trunk_frozen=True)))
 
 
 def compile_step(step_fn, s: Setup, mesh: Mesh, specs: TrainState, data_specs: Any = P()):

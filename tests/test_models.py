@@ -693,6 +693,14 @@ def test_camera_only_refiner_runs_its_stages_on_the_input():
   g = jax.grad(lambda p: jnp.sum(camera.apply({"params": p}, x, noise) * x))(params)
   for name in ("light_stage", "sensor_stage"):
     assert all(np.all(np.abs(np.asarray(v)) > 0) for v in jax.tree.leaves(g[name])), name
+  # The residual refiner with its trunk frozen (train.py until refiner.trunk_start_step) is
+  # this camera-only refiner whatever its trunk's parameters: the trunk is skipped.
+  moved_trunk = jax.tree.map(lambda p: p + 0.3, {k: v for k, v in residual_params.items() if k not in params})
+  frozen = residual.clone(trunk_frozen=True)
+  np.testing.assert_allclose(np.asarray(frozen.apply({"params": {**residual_params, **moved_trunk}}, x, noise)),
+                             out, atol=1e-6)
+  with pytest.raises(ValueError, match="Refiner.trunk_frozen: only for the residual output"):
+    camera.clone(trunk_frozen=True).apply({"params": params}, x, noise)
   config.refiner.light_stage = config.refiner.sensor_stage = config.refiner.jpeg_quantizer = False
   with pytest.raises(ValueError, match="'identity' changes nothing without a local drop-out head"):
     models.make_refiner(config).init(jax.random.PRNGKey(0), x, models.refiner_noise(

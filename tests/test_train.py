@@ -229,6 +229,8 @@ def test_camera_variant_is_the_eye_benchmarks_refiner_and_only_after_cpu_or_smok
     ("refiner.block_quantizer", -8, "config.refiner.block_quantizer: must be an integer >= 0 (0: off), got -8"),
     ("refiner.smooth_noise_cells", (1, 0), "config.refiner.smooth_noise_cells: must be integers >= 1"),
     ("selection.min_step", -100, "config.selection.min_step: must be an integer >= 0 (0: every adversarial"),
+    ("refiner.trunk_start_step", -1, "config.refiner.trunk_start_step: must be an integer >= 0 (0: off)"),
+    ("refiner.trunk_start_step", 500, "config.refiner.trunk_start_step: a frozen trunk must be the identity"),
 ])
 def test_depth_and_grid_fields_are_checked_at_start(field, value, message):
   from simgan_jax import train

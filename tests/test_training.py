@@ -167,6 +167,38 @@ def test_camera_stages_are_outside_the_self_regularisation(tiny_config, array_so
     assert all(v > 0 for v in jax.tree.leaves(moved)), (stage, moved)
 
 
+def test_frozen_trunk_trains_the_camera_stages_alone_then_the_trunk(tiny_config, array_sources):
+  """refiner.trunk_start_step: the adversarial step of training.with_frozen_trunk moves the
+  camera stages and leaves every trunk parameter bitwise where it started (R is the
+  camera-only refiner, its noise input unused); the plain step afterwards moves the trunk.
+  Catches a frozen step that still updates the trunk (e.g. through Adam's state) or one
+  that freezes the stages too."""
+  tiny_config.refiner.output_activation = "residual"
+  tiny_config.refiner.light_stage = tiny_config.refiner.sensor_stage = True
+  mesh = parallel.make_mesh(1)
+  s = training.make_setup(tiny_config, *array_sources, 1)
+  state = training.create_state(s, mesh)
+  init = jax.device_get(state.refiner_params)
+  specs = training.state_specs(state)
+  data = parallel.put_replicated({"synthetic": array_sources[0].device_data(),
+                                  "real": array_sources[1].device_data()}, mesh)
+  frozen = training.compile_step(training.PHASES["adversarial"], training.with_frozen_trunk(s), mesh, specs)
+  for _ in range(2):
+    state, _ = frozen(state, data)
+  params = jax.device_get(state.refiner_params)
+  trunk = [name for name in init if name not in ("light_stage", "sensor_stage")]
+  assert {"conv_in", "conv_out", "block0"} <= set(trunk)
+  for name in trunk:
+    jax.tree.map(np.testing.assert_array_equal, params[name], init[name])
+  for name in ("light_stage", "sensor_stage"):
+    moved = jax.tree.map(lambda a, b: float(np.abs(a - b).max()), params[name], init[name])
+    assert all(v > 0 for v in jax.tree.leaves(moved)), (name, moved)
+  plain = training.compile_step(training.PHASES["adversarial"], s, mesh, specs)
+  state, _ = plain(state, data)
+  after = jax.device_get(state.refiner_params)
+  assert np.abs(after["conv_out"]["kernel"] - init["conv_out"]["kernel"]).max() > 0
+
+
 def test_score_function_drop_head_learns_in_the_adversarial_phase_alike_on_eight_devices(tiny_config, array_sources):
   """refiner.dropout_gradient="score_function" (a slope head, R only drops pixels):
   refiner pretraining, whose only loss (self-regularisation) has no score-function

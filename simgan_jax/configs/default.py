@@ -192,6 +192,12 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   # seed (a probe): 7.80 +- 0.07 deg (80%), final two-sample 98.6% (94.4% without it), the
   # learned blur shrank from 0.6 to 0.42 px (docs/ablation_val_sensor_stage_seed0.md). Off.
   c.refiner.sensor_stage = False
+  # Trunk start (not in the paper; 0 = off): R's trunk is skipped, its zero-initialised
+  # residual change left untouched, until this global step; before it R is its camera
+  # stages alone (a camera-only refiner), after it the trunk learns what the camera stages
+  # cannot draw (the target's eyelashes, skin and iris texture, glints) against a
+  # discriminator already tuned to the camera. Residual output only. Not measured yet.
+  c.refiner.trunk_start_step = 0
   # Discriminator: layer table by preset ("eye", "hand" or "patch9": 9 px patches), widths scaled by
   # width_multiplier, optional batch norm (the article credits it for faster D).
   c.discriminator = ml_collections.ConfigDict()
