@@ -260,7 +260,7 @@ def train_and_evaluate(config, workdir: str, synthetic: sources_lib.ImageSource 
     frozen = training.with_frozen_trunk(setup)
     step_fns["frozen_trunk"] = metric_writer.timed_first_call(
         training.compile_step(training.PHASES["adversarial"], frozen, mesh, specs, data_specs),
-        "adversarial step with the trunk frozen", is_chief)
+        "adversarial (trunk frozen)", is_chief)
     for phase in ("refiner_pretrain", "discriminator_pretrain"):
       step_fns[phase] = metric_writer.timed_first_call(
           training.compile_step(training.PHASES[phase], frozen, mesh, specs, data_specs),

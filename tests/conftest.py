@@ -105,6 +105,7 @@ SLOW_TESTS = {
     "test_selection_rules.py::test_compare_judges_every_checkpoint_against_its_downstream_error",
     "test_selection_rules.py::test_rules_prefer_refined_data_that_keeps_labels_and_looks_real",
     "test_training.py::test_iteration_runs_kg_refiner_and_kd_discriminator_updates",
+    "test_train.py::test_trunk_start_step_freezes_the_trunk_in_the_train_loop_until_that_step",
     "test_target.py::test_all_factors_off_is_the_simulator_and_on_is_far_from_it",
     "test_builders_image_folder.py::test_launch_script_summary_and_one_line_error",
     "test_checkpoints.py::test_changed_shapes_name_the_config_field_and_keep_config_json",

@@ -146,6 +146,29 @@ def test_sigterm_mid_phase_saves_says_where_and_resumes_bitwise(tmp_path, pools,
   jax.tree.map(np.testing.assert_array_equal, final_state(tmp_path / "run", num_iterations=12), straight)
 
 
+def test_trunk_start_step_freezes_the_trunk_in_the_train_loop_until_that_step(tmp_path, npz_pools):
+  """refiner.trunk_start_step=7 on the smoke schedule (adversarial steps 5-8): the checkpoint
+  of step 7 holds the initial trunk with moved light-stage parameters; step 9's trunk moved."""
+  from simgan_jax import parallel, training
+  from simgan_jax.refining import refine
+
+  flags = ["--config.refiner.output_activation=residual", "--config.refiner.light_stage=True",
+           "--config.refiner.trunk_start_step=7", "--config.checkpoint_every=7"]
+  code, out, err = launch(tmp_path, *npz_flags(npz_pools), *flags)
+  assert code == 0, err
+  assert "compiling the adversarial (trunk frozen) step" in out
+  config = refine.load_config(str(tmp_path))
+  init = jax.device_get(training.create_state(training.make_setup(config, None, None, 1),
+                                              parallel.make_mesh(1)).refiner_params)
+  at7, _ = refine.restore_refiner(config, str(tmp_path), 7)
+  at9, _ = refine.restore_refiner(config, str(tmp_path), 9)
+  for name in init:
+    if name != "light_stage":
+      jax.tree.map(np.testing.assert_array_equal, jax.device_get(at7[name]), init[name])
+  assert np.abs(np.asarray(at7["light_stage"]["magnitude"]) - init["light_stage"]["magnitude"]).max() > 0
+  assert np.abs(np.asarray(at9["conv_out"]["kernel"]) - init["conv_out"]["kernel"]).max() > 0
+
+
 def test_nan_loss_stops_with_one_line_and_keeps_the_last_checkpoint(tmp_path, npz_pools):
   code, _, err = launch(tmp_path, *npz_flags(npz_pools), "--config.num_iterations=0")
   assert code == 0, err  # 5 steps, checkpoint at step 5
