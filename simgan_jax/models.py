@@ -560,6 +560,8 @@ def refiner_extras(refiner_config) -> list[str]:
     extras.append("sensor stage (random blur and sensor noise, learned magnitudes)")
   if refiner_config.get("jpeg_quantizer", False):
     extras.append("JPEG stage (standard table, learned quality per image)")
+  if refiner_config.get("trunk_start_step", 0):
+    extras.append(f"trunk frozen until step {refiner_config.trunk_start_step} (camera stages alone before)")
   if refiner_config.get("block_quantizer", 0):
     n = refiner_config.block_quantizer
     extras.append(f"learned {n}x{n} block quantiser")

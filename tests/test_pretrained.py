@@ -113,6 +113,9 @@ def test_model_card_use_line_refines_the_refiners_own_data():
   folder.refiner.dropout_value, folder.refiner.dropout_head_kernel, folder.refiner.sensor_stage = None, 0, True
   card = export.model_card("f", folder, info, "", "note")
   assert "batch 16, no self-regularisation (its term is 0 without a trunk), adam" in card and "lambda" not in card
+  folder.refiner.output_activation, folder.refiner.trunk_start_step = "residual", 5300
+  assert "sensor stage (random blur and sensor noise, learned magnitudes), trunk frozen until step 5300 (camera " \
+      "stages alone before); input" in export.model_card("f", folder, info, "", "note")
   for name in pretrained.available():  # the shipped cards as committed
     folder_path = os.path.join(os.path.dirname(pretrained.__file__), "pretrained", name)
     with open(os.path.join(folder_path, "config.json")) as f:

@@ -196,7 +196,10 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   # residual change left untouched, until this global step; before it R is its camera
   # stages alone (a camera-only refiner), after it the trunk learns what the camera stages
   # cannot draw (the target's eyelashes, skin and iris texture, glints) against a
-  # discriminator already tuned to the camera. Residual output only. Not measured yet.
+  # discriminator already tuned to the camera. Residual output only. One SimGAN seed on eyes
+  # (a probe; cpu,camera with the residual trunk from step 5,300): 7.90 +- 0.20 deg against
+  # the camera-only 7.73 at the same step, final two-sample 69.6%: the trunk went back to
+  # about the identity and drew nothing (docs/ablation_val_trunk_late_seed0.md). Off.
   c.refiner.trunk_start_step = 0
   # Discriminator: layer table by preset ("eye", "hand" or "patch9": 9 px patches), widths scaled by
   # width_multiplier, optional batch norm (the article credits it for faster D).
