@@ -255,16 +255,14 @@ def train_and_evaluate(config, workdir: str, synthetic: sources_lib.ImageSource 
   step_fns = {phase: metric_writer.timed_first_call(training.compile_step(fn, setup, mesh, specs, data_specs),
                                                    phase.replace("_", " "), is_chief)
               for phase, fn in training.PHASES.items()}
+  # Before config.refiner.trunk_start_step R's trunk is skipped (models.Refiner.trunk_frozen):
+  # the camera stages alone. Each step compiles at its first call, so unused ones cost nothing.
   trunk_start = config.refiner.get("trunk_start_step", 0)
-  if trunk_start:  # until then R's trunk is skipped (models.Refiner.trunk_frozen): camera stages only
-    frozen = training.with_frozen_trunk(setup)
-    step_fns["frozen_trunk"] = metric_writer.timed_first_call(
-        training.compile_step(training.PHASES["adversarial"], frozen, mesh, specs, data_specs),
-        "adversarial (trunk frozen)", is_chief)
-    for phase in ("refiner_pretrain", "discriminator_pretrain"):
-      step_fns[phase] = metric_writer.timed_first_call(
-          training.compile_step(training.PHASES[phase], frozen, mesh, specs, data_specs),
-          phase.replace("_", " "), is_chief)
+  frozen_fns = {} if not trunk_start else {
+      phase: metric_writer.timed_first_call(
+          training.compile_step(fn, training.with_frozen_trunk(setup), mesh, specs, data_specs),
+          phase.replace("_", " ") + " (trunk frozen)", is_chief)
+      for phase, fn in training.PHASES.items()}
   sample_fn = training.make_sample_fn(setup, config.num_sample_images)
   realism_probe = checkpoint_probe.make_realism_probe(config, setup, data, mesh, is_chief, task)
   probing = bool(config.get("realism") and config.realism.num_images)
@@ -340,8 +338,7 @@ def train_and_evaluate(config, workdir: str, synthetic: sources_lib.ImageSource 
       decisions = _Decisions(signals, clock, config.checkpoint_every_minutes, config.sync_every_steps)
       while step < total:
         phase = phase_at(step, config)
-        frozen = phase == "adversarial" and step < trunk_start
-        state, metrics = step_fns["frozen_trunk" if frozen else phase](state, data)
+        state, metrics = (frozen_fns if step < trunk_start else step_fns)[phase](state, data)
         step += 1
         # At most MAX_IN_FLIGHT steps queued: hundreds of dispatched steps, each with
         # collectives over fake devices sharing 2 cores, let devices drift far apart
