@@ -85,7 +85,7 @@ def _train(*flags):
      "error: --config.refiner.featurs: no such config field; did you mean 'features'?"),
     (["--config=nonexistent.py"], "error: config file nonexistent.py: no such file or directory"),
     (["--config=simgan_jax/configs/default.py:cpux"],
-     "error: --config variant 'cpux' unknown; known: article, cpu, paper, smoke"),
+     "error: --config variant 'cpux' unknown; known: article, camera, cpu, paper, smoke"),
     (["--config.batch_size=abc"], "error: --config.batch_size=abc: not an integer (see --helpshort)"),
     (["--workdirr=/tmp/x"], "error: Unknown command line flag 'workdirr'. Did you mean: workdir ? "
      "(see --helpshort)"),
