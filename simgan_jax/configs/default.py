@@ -199,7 +199,9 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   # discriminator already tuned to the camera. Residual output only. One SimGAN seed on eyes
   # (a probe; cpu,camera with the residual trunk from step 5,300): 7.90 +- 0.20 deg against
   # the camera-only 7.73 at the same step, final two-sample 69.6%: the trunk went back to
-  # about the identity and drew nothing (docs/ablation_val_trunk_late_seed0.md). Off.
+  # about the identity and drew nothing (docs/ablation_val_trunk_late_seed0.md); at
+  # self-regularisation weight 0.1 as well: 7.88 +- 0.11 deg, 69.4%
+  # (docs/ablation_val_trunk_late_lam01_seed0.md). Off.
   c.refiner.trunk_start_step = 0
   # Discriminator: layer table by preset ("eye", "hand" or "patch9": 9 px patches), widths scaled by
   # width_multiplier, optional batch norm (the article credits it for faster D).
