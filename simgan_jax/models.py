@@ -150,11 +150,8 @@ class Refiner(nn.Module):
                          f"{(*images_BHWC.shape[:3], num_noise)} (see refiner_noise), "
                          f"got {None if noise_BHWN is None else noise_BHWN.shape}")
     slices = noise_slices(self)
-    if self.trunk_frozen and (self.output_activation != "residual" or self.dropout_value is not None
-                              or self.block_quantizer):
-      raise ValueError("Refiner.trunk_frozen: only for the residual output without a drop-out head "
-                       "or block quantiser (config.refiner.trunk_start_step)")
     if self.trunk_frozen:  # the trunk's zero-initialised change, untrained: the input itself
+      check_frozen_trunk(self.output_activation, self.dropout_value, self.block_quantizer)
       out, features = inputs_BHWC.astype(jnp.float32), None
     elif self.output_activation == "identity":  # no trunk: R only drops pixels and/or runs camera stages
       check_identity_output(self.output_activation, self.dropout_value,
@@ -389,6 +386,16 @@ def check_identity_output(output_activation: str, dropout_value, local_head, cam
     raise ValueError("config.refiner.output_activation: 'identity' changes nothing without a local drop-out "
                      "head (refiner.dropout_value, and refiner.dropout_head_kernel > 0 or dropout_slope_head) "
                      "or a camera stage (refiner.light_stage, sensor_stage, jpeg_quantizer)")
+
+
+def check_frozen_trunk(output_activation: str, dropout_value, block_quantizer) -> None:
+  """A trunk skipped before config.refiner.trunk_start_step must be what the untrained trunk
+  is, the identity: only the residual output (zero-initialised change) without a drop-out
+  head or block quantiser is. One message for the network and train.validate_config."""
+  if output_activation != "residual" or dropout_value is not None or block_quantizer:
+    raise ValueError("config.refiner.trunk_start_step: a frozen trunk must be the identity, which only the "
+                     "residual output (zero-initialised change) without a drop-out head or block quantiser is; "
+                     f"got output_activation={output_activation!r}")
 
 
 def drop_pixels(values, p, uniform, drop_value: float):

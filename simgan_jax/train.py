@@ -160,11 +160,12 @@ def validate_config(config, num_devices: int) -> None:
   trunk_start = config.refiner.get("trunk_start_step", 0)
   if isinstance(trunk_start, bool) or not isinstance(trunk_start, int) or trunk_start < 0:
     raise ConfigError(f"config.refiner.trunk_start_step: must be an integer >= 0 (0: off), got {trunk_start!r}")
-  if trunk_start and (config.refiner.output_activation != "residual" or config.refiner.get("dropout_value") is not None
-                      or config.refiner.get("block_quantizer", 0)):
-    raise ConfigError("config.refiner.trunk_start_step: a frozen trunk must be the identity, which only the "
-                      "residual output (zero-initialised change) without a drop-out head or block quantiser is; "
-                      f"got output_activation={config.refiner.output_activation!r}")
+  try:
+    if trunk_start:
+      models.check_frozen_trunk(config.refiner.output_activation, config.refiner.get("dropout_value"),
+                                config.refiner.get("block_quantizer", 0))
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
   two_sample = config.get("two_sample")
   if not (two_sample is not None and two_sample.enabled):
     selection.require_measured(config, "two_sample_accuracy", "config.two_sample.enabled is false")
@@ -258,10 +259,10 @@ def train_and_evaluate(config, workdir: str, synthetic: sources_lib.ImageSource 
   # Before config.refiner.trunk_start_step R's trunk is skipped (models.Refiner.trunk_frozen):
   # the camera stages alone. Each step compiles at its first call, so unused ones cost nothing.
   trunk_start = config.refiner.get("trunk_start_step", 0)
+  frozen = training.with_frozen_trunk(setup) if trunk_start else None
   frozen_fns = {} if not trunk_start else {
-      phase: metric_writer.timed_first_call(
-          training.compile_step(fn, training.with_frozen_trunk(setup), mesh, specs, data_specs),
-          phase.replace("_", " ") + " (trunk frozen)", is_chief)
+      phase: metric_writer.timed_first_call(training.compile_step(fn, frozen, mesh, specs, data_specs),
+                                            phase.replace("_", " ") + " (trunk frozen)", is_chief)
       for phase, fn in training.PHASES.items()}
   sample_fn = training.make_sample_fn(setup, config.num_sample_images)
   realism_probe = checkpoint_probe.make_realism_probe(config, setup, data, mesh, is_chief, task)

@@ -699,7 +699,7 @@ def test_camera_only_refiner_runs_its_stages_on_the_input():
   frozen = residual.clone(trunk_frozen=True)
   np.testing.assert_allclose(np.asarray(frozen.apply({"params": {**residual_params, **moved_trunk}}, x, noise)),
                              out, atol=1e-6)
-  with pytest.raises(ValueError, match="Refiner.trunk_frozen: only for the residual output"):
+  with pytest.raises(ValueError, match="config.refiner.trunk_start_step: a frozen trunk must be the identity"):
     camera.clone(trunk_frozen=True).apply({"params": params}, x, noise)
   config.refiner.light_stage = config.refiner.sensor_stage = config.refiner.jpeg_quantizer = False
   with pytest.raises(ValueError, match="'identity' changes nothing without a local drop-out head"):

@@ -221,20 +221,16 @@ def oracle_share_lines(summary, unit: str) -> list[str]:
     if share is None:
       continue
     s = summary["synthetic"]["error_mean"]
-    bar, margin, verdict = rows.oracle_bar(summary, refined, ORACLE_BAR)
+    bar, margin, verdict = rows.oracle_bar(summary, refined)
     spread = summary[refined]["error_std"]
     where = {"beyond": f"below it by {margin:.2f}{unit}, more than its seed spread ({spread:.2f}{unit})",
              "within": f"below it by {margin:.2f}{unit}, not more than its seed spread ({spread:.2f}{unit})",
              "short of": f"above it by {-margin:.2f}{unit} (seed spread {spread:.2f}{unit})"}[verdict]
     lines.append(f"- `{refined}` gets {100 * share:.0f}% of the perfect refiner's gain over `synthetic` "
                  f"({s - summary[refined]['error_mean']:.2f}{unit} of {s - summary['oracle']['error_mean']:.2f}{unit} "
-                 f"less mean error). {100 * ORACLE_BAR:.0f}% of the gain is a mean error of {bar:.2f}{unit}; "
+                 f"less mean error). {100 * rows.ORACLE_BAR:.0f}% of the gain is a mean error of {bar:.2f}{unit}; "
                  f"`{refined}`'s {summary[refined]['error_mean']:.2f}{unit} is {where}.")
   return lines
-
-
-# The share of the perfect refiner's gain a refined row is held to (issue 22's bar).
-ORACLE_BAR = 0.8
 
 
 def texture_lines(p) -> list[str]:
