@@ -117,9 +117,12 @@ def test_an_estimator_stage_that_reused_finished_estimators_says_so(tmp_path):
   result(tmp_path / "gaze" / "synthetic" / "seed_0" / "results.json", 90.0)
   result(tmp_path / "gaze" / "refined" / "seed_0" / "results.json", 95.0)
   result(tmp_path / "simgan_seed1" / "gaze" / "refined" / "seed_0" / "results.json", 100.0)
-  assert caveats.reuse_lines(str(tmp_path), {"gaze": 300.0}, "gaze") == []  # all trained in this run
-  assert caveats.reuse_lines(str(tmp_path), {"simgan": 300.0}, "gaze") == []  # no such stage timed
-  lines = caveats.reuse_lines(str(tmp_path), {"gaze": 200.0}, "gaze")  # 285 s of training in 200 s
+  # A row this report does not show (another run's, in the same workdir): never counted.
+  result(tmp_path / "gaze" / "refined_4x" / "seed_0" / "results.json", 500.0)
+  rows = ("synthetic", "refined", "oracle")
+  assert caveats.reuse_lines(str(tmp_path), {"gaze": 300.0}, "gaze", rows) == []  # all trained in this run
+  assert caveats.reuse_lines(str(tmp_path), {"simgan": 300.0}, "gaze", rows) == []  # no such stage timed
+  lines = caveats.reuse_lines(str(tmp_path), {"gaze": 200.0}, "gaze", rows)  # 285 s of training in 200 s
   assert lines[0] == ("The gaze stage's 3.3 min is this run's part: it found estimators finished earlier (a "
                       "resumed run, or rows copied from another workdir) and reused them. The 3 estimators' "
                       "own training took 4.8 min in all (`train_seconds` in their results.json; evaluation "

@@ -147,11 +147,13 @@ def timing_lines(workdir: str, timings: dict[str, float]) -> list[str]:
           ""]
 
 
-def reuse_lines(workdir: str, timings: dict[str, float], stage: str) -> list[str]:
+def reuse_lines(workdir: str, timings: dict[str, float], stage: str, training_sets) -> list[str]:
   """The caveat when ``timings[stage]`` (the estimator stage) is shorter than the training
-  time its estimators recorded: some were trained before this run and reused."""
+  time its estimators recorded: some were trained before this run and reused. Only the
+  rows of ``training_sets`` count (a workdir may hold rows another run's report shows)."""
   paths = (glob.glob(os.path.join(workdir, "*", "*", "seed_*", "results.json"))
            + glob.glob(os.path.join(workdir, "simgan_seed*", "*", "*", "seed_*", "results.json")))
+  paths = [p for p in paths if os.path.basename(os.path.dirname(os.path.dirname(p))) in set(training_sets)]
   trained = [float((read_json(p) or {}).get("train_seconds", 0.0)) for p in paths]
   if stage not in timings or not sum(trained) > timings[stage]:
     return []

@@ -108,7 +108,7 @@ def write_report(config, workdir: str, selection, summary, preservation, pools, 
       f"Wall time: {minutes(sum(timings.values()))} in all "
       f"({', '.join(f'{k} {minutes(v)}' for k, v in timings.items())}).", "",
       *caveats.timing_lines(workdir, timings),
-      *caveats.reuse_lines(workdir, timings, "joints"),
+      *caveats.reuse_lines(workdir, timings, "joints", config.training_sets),
       *seeds_lib.origin_lines(config, workdir),
       f"## Hand pose estimation on `{config.test_data}`", "",
       f"Each row: stacked-hourglass estimators from seeds {', '.join(map(str, config.seeds))} (mean ± "
