@@ -94,3 +94,50 @@ def test_evaluate_saved_scores_the_saved_estimator_as_training_did(tmp_path):
   other = loop.evaluate_saved(task.task, config, {"test": (pool.images[16:32], pool.labels["gaze"][16:32])},
                               str(tmp_path))
   assert other["test"]["mean_angular_error_deg"] != again["test"]["mean_angular_error_deg"]
+  # The config.json the run wrote is the config it was given: reading it back passes.
+  from simgan_jax.errors import DataError
+  from simgan_jax.experiments import rows
+  rows.check_settings(str(tmp_path), config)
+  config.num_steps += 1
+  with pytest.raises(DataError, match="num_steps"):
+    rows.check_settings(str(tmp_path), config)
+
+
+def test_a_finished_run_trained_with_other_estimator_settings_is_refused(tmp_path):
+  """A rerun with another estimator schedule must not read old estimators as its own."""
+  import ml_collections
+  from simgan_jax.errors import DataError
+  from simgan_jax.experiments import rows
+
+  def config(**changes):
+    c = ml_collections.ConfigDict({"seed": 0, "num_steps": 600, "log_every": 100, "data_dir": "",
+                                   "optimizer": {"learning_rate": 1e-3, "lr_decay_steps": ()}})
+    for k, v in changes.items():
+      section, _, field = k.rpartition(".")
+      (c[section] if section else c)[field] = v
+    return c
+
+  for seed, written in ((0, config()), (1, config(log_every=7, data_dir="/elsewhere")),
+                        (2, config(**{"optimizer.lr_decay_steps": (450,)}))):
+    os.makedirs(tmp_path / "a" / f"seed_{seed}")
+    json.dump({"seed": seed}, open(tmp_path / "a" / f"seed_{seed}" / "results.json", "w"))
+    written.seed = seed
+    (tmp_path / "a" / f"seed_{seed}" / "config.json").write_text(written.to_json_best_effort())
+
+  def train(*args):
+    raise AssertionError("nothing should train")
+
+  settings = lambda seed: config(seed=seed)
+  # Logging and data-location fields do not count.
+  assert rows.train_rows({"a": lambda: "s"}, (0, 1), str(tmp_path), print, "net", dict, train,
+                         settings=settings) == {"a": {"0": {"seed": 0}, "1": {"seed": 1}}}
+  with pytest.raises(DataError, match=r"a/seed_2/config.json: this finished run was trained with other "
+                                      r"estimator settings \(optimizer.lr_decay_steps: \[450\] there, \[\] now\)"):
+    rows.train_rows({"a": lambda: "s"}, (0, 1, 2), str(tmp_path), print, "net", dict, train, settings=settings)
+  # Another seed is another setting too: seed_0's run is not seed 1's.
+  with pytest.raises(DataError, match=r"a/seed_0/config.json: .*seed: 0 there, 1 now"):
+    rows.train_rows({"a": lambda: "s"}, (0,), str(tmp_path), print, "net", dict, train,
+                    settings=lambda seed: config(seed=1))
+  os.remove(tmp_path / "a" / "seed_0" / "config.json")
+  with pytest.raises(DataError, match=r"a/seed_0/config.json: missing or unreadable"):
+    rows.train_rows({"a": lambda: "s"}, (0,), str(tmp_path), print, "net", dict, train, settings=settings)

@@ -121,7 +121,8 @@ def train_estimators(config, pools, workdir: str, log) -> dict[str, dict[str, An
           _pose_config(config, seed), source, eval_sets, run_dir),
       eval_data=rows.eval_record(config.test_data, config.pose),
       evaluate=lambda seed, eval_sets, run_dir: loop.evaluate_saved(pose_task.TASK,
-          _pose_config(config, seed), eval_sets, run_dir))
+          _pose_config(config, seed), eval_sets, run_dir),
+      settings=lambda seed: _pose_config(config, seed))
 
 
 def summarize(results, within_px: int = 5) -> dict[str, dict[str, float]]:

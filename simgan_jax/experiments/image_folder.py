@@ -238,7 +238,8 @@ def train_estimators(config, pools, workdir: str, log) -> dict[str, dict[str, An
       log, f"{first.kind} network", lambda: {"test": labels_lib.eval_sets(config.test_data, first)[config.test_data]},
       train, eval_data=rows.eval_record(config.test_data, first),
       evaluate=lambda seed, eval_sets, run_dir: loop.evaluate_saved(
-          task(config), _task_config(config, labels, seed), eval_sets, run_dir))
+          task(config), _task_config(config, labels, seed), eval_sets, run_dir),
+      settings=lambda seed: _task_config(config, labels, seed))
 
 
 def summarize(results, kind: str) -> dict[str, dict[str, Any]]:

@@ -123,13 +123,14 @@ def load_or_refine(config, workdir: str, simgan_dir: str, step: int, log) -> dic
   return {"synthetic": synthetic, "refined": refined, "labels": labels}
 
 
-def oracle_pool(config, labels, factors_off: tuple[str, ...] = ()) -> np.ndarray:
+def oracle_pool(config, labels, factors_off: tuple[str, ...] = (), *, with_labels: bool = False):
   """The first ``num_synthetic`` synthetic images' scenes through the target domain's
   appearance model (``target.simulator_scene_params``): uint8 images that a perfect
   refiner would make, with the same labels. Their rows show what refinement can reach
   on this benchmark at best, and what a perfect refiner's drift and pupil shift are.
   ``factors_off``: target.APPEARANCE_FACTORS switched off (launch/diagnose_realism.py);
-  ``labels`` None skips the check that the scenes are the synthetic pool's."""
+  ``labels`` None skips the check that the scenes are the synthetic pool's;
+  ``with_labels`` returns (images, {"gaze": float32 [n, 2]}) instead of the images alone."""
 
   g = config.gaze
   shape = data_lib.image_shape(g)
@@ -147,7 +148,7 @@ def oracle_pool(config, labels, factors_off: tuple[str, ...] = ()) -> np.ndarray
   appearance = dataclasses.replace(appearance, scene=scene, **{f: 0.0 for f in factors_off})
   n = config.num_synthetic
   key = jax.random.PRNGKey(config.synthetic_seed)
-  images = []
+  images, gazes = [], []
   for start in range(0, n, 1000):
     keys = jax.vmap(lambda i: jax.random.fold_in(key, i))(start + np.arange(min(1000, n - start)))
     out, out_labels = target.render_batch_staged(keys, appearance, simulator_scenes=True)
@@ -158,6 +159,9 @@ def oracle_pool(config, labels, factors_off: tuple[str, ...] = ()) -> np.ndarray
                       f"(images {start}-{start + len(keys)}); was the pool rendered with another "
                       "synthetic_seed or simulator config?")
     images.append(sources_lib.from_unit_range(out))
+    gazes.append(np.asarray(out_labels["gaze"], np.float32))
+  if with_labels:
+    return np.concatenate(images), {"gaze": np.concatenate(gazes)}
   return np.concatenate(images)
 
 
@@ -194,7 +198,8 @@ def train_estimators(config, pools, workdir: str, log) -> dict[str, dict[str, An
           _gaze_config(config, seed), source, eval_sets, run_dir),
       eval_data=rows.eval_record(config.test_data, config.gaze),
       evaluate=lambda seed, eval_sets, run_dir: loop.evaluate_saved(gaze_task.TASK,
-          _gaze_config(config, seed), eval_sets, run_dir))
+          _gaze_config(config, seed), eval_sets, run_dir),
+      settings=lambda seed: _gaze_config(config, seed))
 
 
 def summarize(results) -> dict[str, dict[str, float]]:

@@ -82,9 +82,50 @@ def eval_record(spec: str, section) -> dict[str, Any]:
                            if section.get(k) is not None}}
 
 
+# Estimator config fields that do not change what is trained (logging, checkpointing,
+# where data lives, device count, evaluation sizes, which eval_record covers):
+# estimator_settings leaves them out.
+BOOKKEEPING_FIELDS = frozenset({
+    "log_every", "checkpoint_every", "max_checkpoints_to_keep", "eval_every", "checkpoint_every_minutes",
+    "sync_every_steps", "eval_batch_size", "data_dir", "cache_dir", "num_devices", "conv_impl",
+    "target_eval_examples", "num_simulator_eval"})
+
+
+def estimator_settings(config: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+  """{dotted field: value} of an estimator config (a dict, as in its config.json) that
+  decide what is trained: everything but BOOKKEEPING_FIELDS; tuples as lists."""
+  out = {}
+  for key, value in config.items():
+    if not prefix and key in BOOKKEEPING_FIELDS:
+      continue
+    if isinstance(value, dict):
+      out.update(estimator_settings(value, f"{prefix}{key}."))
+    else:
+      out[f"{prefix}{key}"] = list(value) if isinstance(value, tuple) else value
+  return out
+
+
+def check_settings(run_dir: str, config) -> None:
+  """Refuses (DataError naming the file and fields) a finished run in ``run_dir`` whose
+  ``config.json`` trained with other settings (``estimator_settings``) than ``config``
+  (a ConfigDict): its results must not be read as this configuration's."""
+  path = os.path.join(run_dir, "config.json")
+  was = caveats.read_json(path)
+  if was is None:
+    raise DataError(f"{path}: missing or unreadable, so the finished run there cannot be checked against "
+                    "this configuration; delete the run to retrain it, or use another --workdir")
+  was, now = estimator_settings(was), estimator_settings(json.loads(config.to_json_best_effort()))
+  differ = sorted(k for k in was.keys() | now.keys() if was.get(k) != now.get(k))
+  if differ:
+    shown = "; ".join(f"{k}: {was.get(k)!r} there, {now.get(k)!r} now" for k in differ[:4])
+    more = f" (and {len(differ) - 4} more)" if len(differ) > 4 else ""
+    raise DataError(f"{path}: this finished run was trained with other estimator settings ({shown}{more}); "
+                    "delete the run to retrain it, or use another --workdir")
+
+
 def train_rows(sources: dict[str, Callable], seeds, root: str, log, what: str,
                eval_sets: Callable[[], dict], train: Callable, *, eval_data: dict[str, str] | None = None,
-               evaluate: Callable | None = None) -> dict[str, dict[str, Any]]:
+               evaluate: Callable | None = None, settings: Callable | None = None) -> dict[str, dict[str, Any]]:
   """{row: {str(seed): results.json}} for each row of ``sources`` (row -> a function making
   its training source) and estimator seed: ``train(seed, source, eval_sets, run_dir)`` runs
   in ``root/<row>/seed_<seed>`` unless its results.json is there, which is read back.
@@ -95,7 +136,9 @@ def train_rows(sources: dict[str, Callable], seeds, root: str, log, what: str,
   none (written before the record existed, or copied from elsewhere), was scored on other
   data: ``evaluate(seed, eval_sets, run_dir)`` scores its saved estimator on this run's
   sets and results.json is rewritten, so that rows copied from a workdir with another
-  test split are never read as this one's. Without ``evaluate`` such a run is refused."""
+  test split are never read as this one's. Without ``evaluate`` such a run is refused.
+  ``settings(seed)``: the estimator config a run of that seed trains with; a finished run
+  trained with other settings (``check_settings``) is refused, never mixed in."""
   evaluation, results = None, {}
   for name, make_source in sources.items():
     results[name], source = {}, None
@@ -108,15 +151,18 @@ def train_rows(sources: dict[str, Callable], seeds, root: str, log, what: str,
         source = source or make_source()
         log(f"{what}: training set {name}, seed {seed}")
         done = train(seed, source, evaluation, run_dir)
-      elif eval_data is not None and done.get("eval_data") != eval_data:
-        was = done.get("eval_data") or "no record of its evaluation data"
-        if evaluate is None:
-          raise DataError(f"{path}: evaluated on {was}, this run evaluates on {eval_data}; "
-                          "delete the run to retrain it, or use another --workdir")
-        evaluation = evaluation if evaluation is not None else eval_sets()
-        log(f"{what}: training set {name}, seed {seed}: finished, evaluated on {was}; evaluating "
-            f"its saved estimator on {eval_data}")
-        done = {**done, "eval": evaluate(seed, evaluation, run_dir), "eval_data_was": was}
+      else:
+        if settings is not None:
+          check_settings(run_dir, settings(seed))
+        if eval_data is not None and done.get("eval_data") != eval_data:
+          was = done.get("eval_data") or "no record of its evaluation data"
+          if evaluate is None:
+            raise DataError(f"{path}: evaluated on {was}, this run evaluates on {eval_data}; "
+                            "delete the run to retrain it, or use another --workdir")
+          evaluation = evaluation if evaluation is not None else eval_sets()
+          log(f"{what}: training set {name}, seed {seed}: finished, evaluated on {was}; evaluating "
+              f"its saved estimator on {eval_data}")
+          done = {**done, "eval": evaluate(seed, evaluation, run_dir), "eval_data_was": was}
       if eval_data is not None and done.get("eval_data") != eval_data:
         done["eval_data"] = dict(eval_data)
         with open(path, "w") as f:
