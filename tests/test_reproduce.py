@@ -346,8 +346,10 @@ def test_diagnose_realism_scores_the_perfect_refiner_with_factor_groups_off(tmp_
   unknown group and a non-eye experiment."""
   script = os.path.join(REPO, "launch", "diagnose_realism.py")
   out = tmp_path / "d.md"
+  workdir = tmp_path / "estimators"
   result = subprocess.run([sys.executable, script, "--experiment=eyesim_gaze:smoke",
-                           "--groups=JPEG-like 8x8 blocking", f"--out={out}"],
+                           "--groups=JPEG-like 8x8 blocking", f"--out={out}", "--downstream",
+                           f"--workdir={workdir}", "--set", "test_data=eyesim_target:validation"],
                           capture_output=True, text=True, cwd=REPO, timeout=300)
   assert result.returncode == 0, result.stderr[-2000:]
   rows = [line.split("|") for line in out.read_text().splitlines() if line.startswith("| ") and "points" in line]
@@ -355,7 +357,19 @@ def test_diagnose_realism_scores_the_perfect_refiner_with_factor_groups_off(tmp_
                                           "all (the raw simulator images)"]
   assert rows[0][4].strip() == "+0.0 points"
   assert all(0 <= float(r[2].strip().rstrip("%")) <= 100 for r in rows)
-  assert "--groups=JPEG-like 8x8 blocking" in out.read_text()
+  assert "--groups='JPEG-like 8x8 blocking'" in out.read_text()
+  # --downstream: each row's gaze error is the mean over its own estimators' results.
+  means = []
+  for row, folder in zip(rows, ("none", "jpeg_like_8x8_blocking", "all")):
+    errors = [json.loads((workdir / folder / "gaze" / "oracle" / f"seed_{s}" / "results.json").read_text())
+              ["eval"]["test"]["mean_angular_error_deg"] for s in (0, 1)]
+    means.append(np.mean(errors))
+    assert row[5].strip() == f"{np.mean(errors):.2f} +- {np.std(errors):.2f} deg"
+    assert row[6].strip() == f"{means[-1] - means[0]:+.2f} deg"
+  assert "tested on `eyesim_target:validation`" in out.read_text()
+  bad = subprocess.run([sys.executable, script, "--experiment=eyesim_gaze:smoke", "--downstream"],
+                       capture_output=True, text=True, cwd=REPO, timeout=300)
+  assert bad.returncode != 0 and "--downstream needs --workdir" in bad.stderr
   assert re.search(r"` on \d{4}-\d{2}-\d{2} in \d+\.\d min\.", out.read_text())  # when it was made
   bad = subprocess.run([sys.executable, script, "--experiment=eyesim_gaze:smoke", "--groups=jpeg"],
                        capture_output=True, text=True, cwd=REPO, timeout=300)
