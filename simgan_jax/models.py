@@ -121,6 +121,8 @@ class Refiner(nn.Module):
   sensor_stage: bool = False
   # The light stage also learns a mean tone (LightStage.tone); needs light_stage.
   light_stage_tone: bool = False
+  # The light stage's learned mean exposure (LightStage.exposure).
+  light_stage_exposure: bool = False
   # Skip the trunk (residual output only): R is the camera stages on the input, the trunk's
   # parameters unused (zero gradients). train.py runs such a clone of R until
   # config.refiner.trunk_start_step; with the change's last layer zero-initialised it
@@ -187,7 +189,8 @@ class Refiner(nn.Module):
     if has_camera_stages(self):  # the self-regularisation reads this (training._refine_both)
       self.sow("intermediates", "before_camera", out)
     if self.light_stage:
-      out = LightStage(tone=self.light_stage_tone, name="light_stage")(out, noise_BHWN[..., slices["light"]])
+      out = LightStage(tone=self.light_stage_tone, exposure=self.light_stage_exposure,
+                       name="light_stage")(out, noise_BHWN[..., slices["light"]])
     if self.sensor_stage:
       out = SensorStage(name="sensor_stage")(out, noise_BHWN[..., slices["sensor"]])
     if self.jpeg_quantizer:
@@ -562,6 +565,7 @@ def refiner_extras(refiner_config) -> list[str]:
     extras.append(f"smooth noise input ({cells} cells)")
   if refiner_config.get("light_stage", False):
     tone = ", learned mean tone" if refiner_config.get("light_stage_tone", False) else ""
+    tone += ", learned mean exposure" if refiner_config.get("light_stage_exposure", False) else ""
     extras.append(f"light stage (random light and tone, learned magnitudes{tone})")
   if refiner_config.get("sensor_stage", False):
     extras.append("sensor stage (random blur and sensor noise, learned magnitudes)")
@@ -603,6 +607,7 @@ def make_refiner(config) -> Refiner:
       jpeg_quantizer=bool(config.refiner.get("jpeg_quantizer", False)),
       light_stage=bool(config.refiner.get("light_stage", False)),
       light_stage_tone=bool(config.refiner.get("light_stage_tone", False)),
+      light_stage_exposure=bool(config.refiner.get("light_stage_exposure", False)),
       sensor_stage=bool(config.refiner.get("sensor_stage", False)),
       dropout_gradient=config.refiner.get("dropout_gradient", "straight_through"),
   )  # trunk_frozen: train.py's clone until config.refiner.trunk_start_step (training.with_frozen_trunk)
@@ -678,16 +683,23 @@ class LightStage(nn.Module):
   # z3), which zero-mean draws cannot: with no trunk (a camera-only refiner) nothing else
   # can darken a simulator that renders brighter than the camera.
   tone: bool = False
+  # With ``exposure``, one more learned parameter e (zero at initialisation): a mean log-gain
+  # over images, c * exp(e + a1 f1 + a2 f2), as a camera's exposure scales every linear value
+  # alike. The mean tone can darken only by a gamma or a flatter contrast, which also
+  # crush the dark iris into the pupil (eyes: the camera-only refiner learned a mean
+  # gamma of 2.0, where the eye target is darker by its materials and light, about x0.7).
+  exposure: bool = False
 
   @nn.compact
   def __call__(self, images_BHWC, draws_BHWN):
     p = self.param("magnitude", nn.initializers.zeros, (5,), jnp.float32)
     m = self.param("tone", nn.initializers.zeros, (3,), jnp.float32) if self.tone else jnp.zeros((3,))
+    e = self.param("exposure", nn.initializers.zeros, (), jnp.float32) if self.exposure else 0.0
     a = LIGHT_AMP_INIT + LIGHT_AMP_RATE * p
     nf = len(LIGHT_FIELD_CELLS)
     f, z = draws_BHWN[..., :nf], draws_BHWN[:, :1, :1, nf:]
     c = (images_BHWC.astype(jnp.float32) + 1.0) / 2.0
-    c = c * jnp.exp(jnp.sum(f * a[:nf], axis=-1, keepdims=True))
+    c = c * jnp.exp(e + jnp.sum(f * a[:nf], axis=-1, keepdims=True))
     c = jnp.clip(c, 1e-4, 1.0) ** jnp.exp(m[0] + a[nf] * z[..., :1])
     c = (c - 0.5) * jnp.exp(m[1] + a[nf + 1] * z[..., 1:2]) + 0.5
     c = c + m[2] + a[nf + 2] * z[..., 2:3]

@@ -665,6 +665,32 @@ def test_light_stage_tone_moves_every_image_the_same_way():
   np.testing.assert_allclose(y - x, 0.1, atol=1e-5)
 
 
+def test_light_stage_exposure_scales_every_linear_value_alike():
+  """LightStage(exposure=True): one learned log-gain e, zero at initialisation (the stage
+  without it, exactly); with zero light magnitudes c -> c exp(e) (clipped), unlike a gamma,
+  so dark tones keep their ratios; it gets a gradient; the Refiner flag builds it."""
+  rng = np.random.default_rng(1)
+  x = rng.uniform(-0.9, 0.9, (2, 16, 24, 1)).astype(np.float32)
+  key = jax.random.PRNGKey(6)
+  draws = jnp.stack([models.light_noise(jax.random.fold_in(key, i), (16, 24)) for i in range(2)])
+  stage, plain = models.LightStage(tone=True, exposure=True), models.LightStage(tone=True)
+  params = stage.init(jax.random.PRNGKey(0), x, draws)["params"]
+  assert float(params["exposure"]) == 0.0 and "exposure" not in plain.init(jax.random.PRNGKey(0), x, draws)["params"]
+  no_exposure = {k: v for k, v in params.items() if k != "exposure"}
+  np.testing.assert_array_equal(np.asarray(stage.apply({"params": params}, x, draws)),
+                                np.asarray(plain.apply({"params": no_exposure}, x, draws)))
+  flat = {"magnitude": jnp.full((5,), -models.LIGHT_AMP_INIT / models.LIGHT_AMP_RATE),
+          "tone": jnp.zeros((3,)), "exposure": jnp.asarray(-0.4)}
+  y = np.asarray(stage.apply({"params": flat}, x, draws))
+  np.testing.assert_allclose((y + 1) / 2, (x + 1) / 2 * np.exp(-0.4), atol=1e-5)
+  g = jax.grad(lambda pp: jnp.sum(stage.apply({"params": pp}, x, draws)))(flat)
+  assert float(g["exposure"]) > 1.0  # brighter images, larger sum
+  refiner = models.Refiner(features=8, num_blocks=1, output_activation="identity", light_stage=True,
+                           light_stage_exposure=True)
+  noise = models.refiner_noise(refiner, jax.random.split(key, 2), (16, 24))
+  assert "exposure" in refiner.init(jax.random.PRNGKey(0), x, noise)["params"]["light_stage"]
+
+
 def test_camera_only_refiner_runs_its_stages_on_the_input():
   """output_activation="identity" with camera stages and no drop-out head: R is the
   stages applied to the input itself, exactly what they make of a residual refiner's

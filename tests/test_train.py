@@ -298,6 +298,10 @@ def test_block_quantizer_needs_a_trunk_and_camera_stages_do_not():
   config.refiner.light_stage = True
   train.validate_config(config, 1)
   config.refiner.light_stage = config.refiner.light_stage_tone = False
+  config.refiner.light_stage_exposure = True  # so does its mean exposure
+  with pytest.raises(ConfigError, match="config.refiner.light_stage_exposure: the mean exposure is the light"):
+    train.validate_config(config, 1)
+  config.refiner.light_stage_exposure = False
   config.refiner.jpeg_quantizer = True
   config.refiner.output_activation, config.refiner.block_quantizer = "residual", 8
   with pytest.raises(ConfigError, match="config.refiner.jpeg_quantizer: R's output is quantised either"):

@@ -183,6 +183,10 @@ def get_config(variant: str | None = None) -> ml_collections.ConfigDict:
   # refiner's gain, within :cpu's spread) (docs/ablation_val_camera_only.md): the
   # ``camera`` variant (below), the eye benchmark's refiner.
   c.refiner.light_stage_tone = False
+  # A learned mean exposure for the light stage (models.LightStage.exposure: every image's
+  # linear values times exp(e), e zero at the start): darkens or brightens like a camera's
+  # exposure, without the gamma's crushing of dark tones. Needs light_stage. Off.
+  c.refiner.light_stage_exposure = False
   # Sensor stage (not in the paper; False = off): after any light stage, before any JPEG
   # stage, a Gaussian blur of random width and signal-dependent sensor noise per image,
   # each a random draw times a learned magnitude (models.SensorStage): the two camera
