@@ -229,7 +229,8 @@ def test_camera_variant_is_the_eye_benchmarks_refiner_and_only_after_cpu_or_smok
   config = default.get_config("cpu,camera")
   train.validate_config(config, 1)
   assert config.refiner.output_activation == "identity" and config.refiner.noise_channels == 0
-  assert all(config.refiner[f] for f in models.CAMERA_STAGE_FIELDS) and config.refiner.light_stage_tone
+  assert all(config.refiner[f] for f in models.CAMERA_STAGE_FIELDS)
+  assert config.refiner.light_stage_exposure and not config.refiner.light_stage_tone  # docs/ablation_val_exposure.md
   # selection.min_step leaves candidates: adversarial checkpoints at or after it up to the last step.
   last = config.refiner_pretrain_steps + config.discriminator_pretrain_steps + config.num_iterations
   assert train.phase_at(config.selection.min_step, config) == "adversarial"
