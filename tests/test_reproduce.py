@@ -322,7 +322,7 @@ def test_settings_line_names_separate_learning_rates_and_every_stabiliser_that_i
   c = reproduce_config.get_config("eyesim_gaze:cpu")  # camera-only: no trunk, so no self-regularisation
   assert report.training_text(c.simgan) == (
       "adam lr 0.0002, no self-regularisation (its term is 0 without a trunk); light stage (random light "
-      "and tone, learned magnitudes, learned mean tone), sensor stage (random blur and sensor noise, "
+      "and tone, learned magnitudes, learned mean exposure), sensor stage (random blur and sensor noise, "
       "learned magnitudes), JPEG stage (standard table, learned quality per image)")
   c.simgan = default.get_config("cpu")
   assert report.training_text(c.simgan) == "adam lr 0.0002, lambda 1.0, psi `normalized_low_pass_4`"
