@@ -144,12 +144,10 @@ def validate_config(config, num_devices: int) -> None:
     for field, what in _TRUNK_ONLY_FIELDS:
       if config.refiner.get(field):
         raise ConfigError(f"config.refiner.{field}: {what}, and output_activation='identity' has no trunk")
-  if config.refiner.get("light_stage_tone", False) and not config.refiner.get("light_stage", False):
-    raise ConfigError("config.refiner.light_stage_tone: the mean tone is the light stage's; set "
-                      "refiner.light_stage=True as well")
-  if config.refiner.get("light_stage_exposure", False) and not config.refiner.get("light_stage", False):
-    raise ConfigError("config.refiner.light_stage_exposure: the mean exposure is the light stage's; set "
-                      "refiner.light_stage=True as well")
+  for field, what in (("light_stage_tone", "mean tone"), ("light_stage_exposure", "mean exposure")):
+    if config.refiner.get(field, False) and not config.refiner.get("light_stage", False):
+      raise ConfigError(f"config.refiner.{field}: the {what} is the light stage's; set "
+                        "refiner.light_stage=True as well")
   if config.refiner.get("jpeg_quantizer", False) and config.refiner.get("block_quantizer", 0):
     raise ConfigError("config.refiner.jpeg_quantizer: R's output is quantised either with the "
                       "standard table (jpeg_quantizer) or with learned steps (block_quantizer), not both")
